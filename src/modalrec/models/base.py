@@ -1,0 +1,169 @@
+"""The model API: two families, one registry.
+
+A model is an ``nn.Module`` built from a hyper-parameter dataclass (``Config``, declared next to its
+code) and a :class:`~modalrec.data.context.DataContext`. It declares
+
+- ``train_view``: which batches the trainer feeds it (see :mod:`modalrec.data.views`):
+  ``"triples"`` (user, pos, neg), ``"sequences"`` (right-padded, all-position targets),
+  ``"users"`` (rows of the train matrix), or ``"none"`` for closed-form models that learn in ``fit``;
+- ``loss(batch)``: a scalar tensor or a dict of named terms with the total under ``"loss"``;
+- ``encode(batch)`` + ``score_items(query, items)``: the scores of a chunk of items for a chunk of
+  queries, so the evaluator can tile users x items with bounded memory. ``score`` combines them.
+
+General models read ``batch["users"]``; sequential models read ``batch["seq"]`` [B, L] (right-padded
+with ``n_items``) and ``batch["lengths"]`` [B].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from modalrec.data.context import DataContext
+from modalrec.errors import UnknownNameError
+
+Batch = dict[str, torch.Tensor]
+
+_REGISTRY: dict[str, type[Recommender]] = {}
+
+
+def register(cls: type[Recommender]) -> type[Recommender]:
+    """Class decorator: make a model available by ``cls.name`` to the config, CLI and trainer."""
+    if not cls.name:
+        raise TypeError(f"{cls.__qualname__} needs a 'name'")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise TypeError(f"model name '{cls.name}' is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_model_class(name: str) -> type[Recommender]:
+    """The registered model class called ``name``; the error lists the known models."""
+    _import_builtin_models()
+    key = name.lower()
+    if key not in _REGISTRY:
+        raise UnknownNameError("model", name, _REGISTRY)
+    return _REGISTRY[key]
+
+
+def registered_models() -> dict[str, type[Recommender]]:
+    """All registered models by name."""
+    _import_builtin_models()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def _import_builtin_models() -> None:
+    import modalrec.models.general  # noqa: F401  (registers on import)
+    import modalrec.models.sequential  # noqa: F401
+
+
+@dataclasses.dataclass
+class NoConfig:
+    """Hyper-parameters of a model that has none."""
+
+
+class Recommender(nn.Module):
+    """Common base: construction from (config, context), scoring, closed-form fit."""
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""  # "general" | "sequential"
+    paper: ClassVar[str] = ""  # short citation: authors, venue, year
+    Config: ClassVar[type] = NoConfig
+    train_view: ClassVar[str] = "triples"
+    # Trainer defaults this model needs to train well (e.g. lr, batch size, epochs); user overrides win.
+    train_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: Any, ctx: DataContext):
+        super().__init__()
+        self.config = config
+        self.n_users = ctx.n_users
+        self.n_items = ctx.n_items
+
+    # -------------------------------------------------------------- training
+    @property
+    def trainable(self) -> bool:
+        """False for models that learn in closed form (``train_view == 'none'``)."""
+        return self.train_view != "none"
+
+    def fit(self, ctx: DataContext) -> None:
+        """Closed-form learning from the train split; minibatch models do nothing here."""
+
+    def loss(self, batch: Batch) -> torch.Tensor | dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} is not trained by minibatches")
+
+    def before_epoch(self, epoch: int) -> None:
+        """Hook for per-epoch work (e.g. resampling a graph); default nothing."""
+
+    # -------------------------------------------------------------- scoring
+    def prepare_scoring(self) -> None:
+        """Called once (in eval mode, under no_grad) before a scoring pass: cache what every
+        chunk reuses, e.g. propagated graph embeddings. Default nothing."""
+
+    def eval_batch(self, users: np.ndarray, ctx: DataContext, phase: int) -> Batch:
+        """The batch that scores ``users`` for ``phase`` (VALID or TEST)."""
+        raise NotImplementedError
+
+    def encode(self, batch: Batch) -> Any:
+        """Per-query representation reused across item chunks (default: the batch itself)."""
+        return batch
+
+    def score_items(self, query: Any, items: slice) -> torch.Tensor:
+        """Scores [B, len(items)] of a contiguous range of items for encoded queries."""
+        raise NotImplementedError
+
+    def score(self, batch: Batch, items: slice | None = None) -> torch.Tensor:
+        """Scores [B, n_items] (or of ``items``) for a batch; higher is better."""
+        return self.score_items(self.encode(batch), items if items is not None else slice(0, self.n_items))
+
+    @property
+    def device(self) -> torch.device:
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+
+class GeneralRecommender(Recommender):
+    """User -> all items (collaborative filtering). Batches carry ``users`` [B]."""
+
+    family: ClassVar[str] = "general"
+
+    def eval_batch(self, users: np.ndarray, ctx: DataContext, phase: int) -> Batch:
+        return {"users": torch.as_tensor(np.asarray(users), dtype=torch.long, device=self.device)}
+
+
+class SequentialRecommender(Recommender):
+    """Sequence -> all items (next-item). Batches carry ``seq`` [B, L] and ``lengths`` [B].
+
+    Padding is the index ``n_items`` (so item ``i`` is ``i`` everywhere); embedding tables have
+    ``n_items + 1`` rows with ``padding_idx = n_items``. Training targets use -100 for padding.
+    """
+
+    family: ClassVar[str] = "sequential"
+    train_view: ClassVar[str] = "sequences"
+
+    def __init__(self, config: Any, ctx: DataContext):
+        super().__init__(config, ctx)
+        self.max_len: int = getattr(config, "max_len", 50)
+
+    def eval_batch(self, users: np.ndarray, ctx: DataContext, phase: int) -> Batch:
+        seq, lengths = ctx.padded_history(users, phase, self.max_len)
+        return {"seq": seq.to(self.device), "lengths": lengths.to(self.device)}
+
+
+class EmbeddingScorer:
+    """Mixin for models that score by a dot product of query and item vectors.
+
+    Subclasses implement ``query_vectors(batch) -> [B, d]`` and ``item_vectors(items) -> [n, d]``.
+    """
+
+    def encode(self, batch: Batch) -> torch.Tensor:
+        return self.query_vectors(batch)
+
+    def score_items(self, query: torch.Tensor, items: slice) -> torch.Tensor:
+        return query @ self.item_vectors(items).T

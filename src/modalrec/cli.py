@@ -1,0 +1,268 @@
+"""The ``modalrec`` command line: data, train, evaluate, recommend, compare, models, datasets.
+
+User mistakes (unknown names, bad config values, malformed files, foreign checkpoints) print one
+clear message and exit with status 2; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modalrec.errors import ModalRecError
+
+app = typer.Typer(
+    help="ModalRec: multimodal recommendation — train, evaluate and compare models under one protocol.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect and prepare datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+OVERRIDES_HELP = "Config overrides as key=value, e.g. model=sasrec dataset=ml-1m train.lr=0.001 model.dim=64."
+
+
+def _setup_logging(verbose: bool = True) -> None:
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("modalrec")
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        handler = RichHandler(console=err_console, show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+
+
+def _metric_table(title: str, rows: dict[str, dict[str, float]], columns: list[str] | None = None) -> Table:
+    """A table of runs (rows) x metrics (columns), best value per column in bold."""
+    columns = columns or sorted({k for r in rows.values() for k, v in r.items() if isinstance(v, (int, float))})
+    table = Table(title=title)
+    table.add_column("run")
+    for column in columns:
+        table.add_column(column, justify="right")
+    best = {c: max((r.get(c, float("-inf")) for r in rows.values()), default=None) for c in columns}
+    for name, row in rows.items():
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            if not isinstance(value, (int, float)):
+                cells.append("-")
+                continue
+            text = f"{value:.4f}"
+            cells.append(f"[bold]{text}[/bold]" if value == best[c] and len(rows) > 1 else text)
+        table.add_row(name, *cells)
+    return table
+
+
+# ---------------------------------------------------------------------- commands
+@app.command()
+def train(
+    overrides: Annotated[Optional[list[str]], typer.Argument(help=OVERRIDES_HELP)] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A YAML config (e.g. a run's config.yaml).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this run directory.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and the final table.")] = False,
+) -> None:
+    """Train a model, select it on validation, score it on test; writes runs/<name>/."""
+    from modalrec.config import resolve
+    from modalrec.train.experiment import train as run_training
+
+    _setup_logging(not quiet)
+    if resume is not None and (overrides or config):
+        raise ModalRecError("--resume continues a run with its saved config; do not pass overrides or --config with it")
+    cfg = resolve(overrides or [], config) if resume is None else None
+    run_dir, results = run_training(cfg, resume=resume)
+    console.print(_metric_table(f"{results['model']} on {results['dataset']} (selected on {results['selected_by']}, epoch {results['best_epoch']})",
+                                {"valid": results["valid"], "test": results["test"]}))
+    console.print(f"run directory: {run_dir.path}")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    ks: Annotated[Optional[str], typer.Option(help="Cut-offs, e.g. 10,20,50 (default: the run's).")] = None,
+    sampled: Annotated[Optional[str], typer.Option(help="uniform or popularity: sampled instead of full ranking.")] = None,
+    negatives: Annotated[int, typer.Option(help="Negatives per user when sampled.")] = 100,
+) -> None:
+    """Score a run's selected checkpoint again (other cut-offs, sampled metrics)."""
+    from modalrec.data.dataset import TEST, VALID
+    from modalrec.eval.ranking import Evaluator
+    from modalrec.train.experiment import open_run
+
+    phases = {"valid": VALID, "test": TEST}
+    if split not in phases:
+        raise ModalRecError(f"--split must be one of {', '.join(phases)}, got '{split}'")
+    loaded = open_run(run)
+    cut_offs = tuple(int(k) for k in ks.split(",")) if ks else tuple(loaded.cfg.eval.ks)
+    evaluator = Evaluator(
+        loaded.ctx, ks=cut_offs, metrics=tuple(loaded.cfg.eval.metrics), user_chunk=loaded.cfg.eval.user_chunk,
+        item_chunk=loaded.cfg.eval.item_chunk, sampled=sampled, n_negatives=negatives, seed=loaded.cfg.train.seed,
+    )
+    result = evaluator.evaluate(loaded.model, phases[split])
+    console.print(result.format_table())
+
+
+@app.command()
+def recommend(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    user: Annotated[list[str], typer.Option("--user", "-u", help="Raw user id (as in the dataset files); repeat for several.")],
+    k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
+    include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already interacted with.")] = False,
+) -> None:
+    """Top-K items for given users, from their full history, with titles when the dataset has them."""
+    import numpy as np
+
+    from modalrec.data.dataset import TEST
+    from modalrec.eval.ranking import Evaluator
+    from modalrec.train.experiment import open_run
+
+    loaded = open_run(run)
+    ds = loaded.dataset
+    users = []
+    for raw in user:
+        try:
+            users.append(ds.user_index(raw))
+        except KeyError:
+            examples = ", ".join(ds.user_ids[:3].tolist())
+            raise ModalRecError(f"unknown user id '{raw}' in dataset '{ds.name}' (raw ids look like: {examples})") from None
+    evaluator = Evaluator(loaded.ctx, user_chunk=loaded.cfg.eval.user_chunk, item_chunk=loaded.cfg.eval.item_chunk)
+    items, scores = evaluator.topk(loaded.model, np.asarray(users), k, TEST, exclude_seen=not include_seen)
+    titles = ds.item_meta.get("title")
+    for raw, row, row_scores in zip(user, items.tolist(), scores.tolist()):
+        table = Table(title=f"top-{len(row)} for user {raw} ({loaded.cfg.model_name})")
+        table.add_column("rank", justify="right")
+        table.add_column("item")
+        if titles is not None:
+            table.add_column("title")
+        table.add_column("score", justify="right")
+        for rank, (item, score) in enumerate(zip(row, row_scores), start=1):
+            cells = [str(rank), str(ds.item_ids[item])]
+            if titles is not None:
+                cells.append(str(titles[item]))
+            table.add_row(*cells, f"{score:.4f}")
+        console.print(table)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    metrics: Annotated[Optional[str], typer.Option(help="Columns, e.g. recall@20,ndcg@20 (default: all).")] = None,
+) -> None:
+    """A table of finished runs' metrics (best per column in bold)."""
+    from modalrec.train.rundir import RunDir
+
+    rows = {}
+    for path in runs:
+        run_dir = RunDir(path)
+        if not run_dir.results.exists():
+            raise ModalRecError(f"{path} has no results.json (not a finished run)")
+        results = run_dir.read_json(run_dir.results)
+        rows[path.name] = results[split]
+    columns = metrics.split(",") if metrics else None
+    console.print(_metric_table(f"{split} metrics", rows, columns))
+
+
+@app.command()
+def models() -> None:
+    """The registered models, their family and paper."""
+    from modalrec.models.base import registered_models
+
+    table = Table(title="models")
+    for column in ("name", "family", "trains by", "paper"):
+        table.add_column(column)
+    for name, cls in registered_models().items():
+        table.add_row(name, cls.family, "closed form" if cls.train_view == "none" else f"{cls.train_view} minibatches", cls.paper)
+    console.print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """The named datasets and where they come from."""
+    from modalrec.data.registry import available_datasets
+
+    table = Table(title="datasets")
+    for column in ("name", "description", "modalities", "source"):
+        table.add_column(column)
+    for name, spec in available_datasets().items():
+        table.add_row(name, spec.description, ", ".join(spec.modalities), spec.source)
+    console.print(table)
+
+
+def _prepared(name: str, overrides: list[str], family: str) -> tuple:
+    from modalrec.config import RunConfig, apply_values, parse_overrides
+    from modalrec.train.experiment import prepare_data
+
+    cfg = RunConfig()
+    values = parse_overrides(overrides)
+    unknown = set(values) - {"dataset"}
+    if unknown:
+        raise ModalRecError(f"only dataset.* overrides apply here, got: {', '.join(sorted(unknown))}")
+    apply_values(cfg, {"dataset": {**values.get("dataset", {}), "name": name}})
+    return prepare_data(cfg, family)
+
+
+@data_app.command("info")
+def data_info(
+    name: Annotated[str, typer.Argument(help="A named dataset (see `modalrec datasets`) or a saved dataset directory.")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="dataset.preprocess.* / dataset.split.* overrides.")] = None,
+    family: Annotated[str, typer.Option(help="Split defaults of this model family: general or sequential.")] = "general",
+) -> None:
+    """Statistics: users, items, interactions, density and per-split counts."""
+    _setup_logging()
+    ds, split_cfg = _prepared(name, overrides or [], family)
+    console.print(ds.describe())
+    console.print(f"split: {split_cfg}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    name: Annotated[str, typer.Argument(help="A named dataset or a saved dataset directory.")],
+    out: Annotated[Path, typer.Option(help="Directory to write the processed, split dataset to.")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="dataset.preprocess.* / dataset.split.* overrides.")] = None,
+    family: Annotated[str, typer.Option(help="Split defaults of this model family: general or sequential.")] = "general",
+) -> None:
+    """Preprocess and split a dataset once and save it (train on it with dataset=<out>)."""
+    from modalrec.data.storage import save_dataset
+
+    _setup_logging()
+    ds, _ = _prepared(name, overrides or [], family)
+    save_dataset(ds, out)
+    console.print(ds.describe())
+    console.print(f"saved to {out}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning user mistakes into one-line errors (exit status 2)."""
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.exceptions.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except ModalRecError as err:
+        err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

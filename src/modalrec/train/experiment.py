@@ -1,0 +1,181 @@
+"""One run end to end: config -> data -> model -> train -> select on validation -> test -> run dir.
+
+Also re-opens a finished run (for ``evaluate``, ``recommend`` and serving): the dataset is rebuilt
+from the saved config and checked against the saved content hash, so a run always scores the exact
+data it was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modalrec.config import RunConfig, load_yaml, model_config, resolve
+from modalrec.data.context import DataContext
+from modalrec.data.dataset import Dataset
+from modalrec.data.preprocess import preprocess
+from modalrec.data.split import SplitConfig, split
+from modalrec.errors import CheckpointError, ConfigError, ModalRecError
+from modalrec.models.base import Recommender, get_model_class
+from modalrec.train.checkpoint import identity, load_checkpoint, seed_everything
+from modalrec.train.rundir import RunDir
+from modalrec.train.trainer import Trainer
+
+log = logging.getLogger("modalrec")
+
+
+def load_source(name: str) -> Dataset:
+    """A registered dataset by name, or a dataset directory saved by modalrec."""
+    path = Path(name).expanduser()
+    if path.is_dir() and (path / "meta.json").exists():
+        from modalrec.data.storage import load_saved_dataset
+
+        return load_saved_dataset(path)
+    from modalrec.data.registry import load_dataset
+
+    return load_dataset(name)
+
+
+def resolved_split(cfg: SplitConfig, ds: Dataset, family: str) -> SplitConfig:
+    """``method: auto`` -> the dataset's own split when it has one, else leave-one-out for
+    sequential models and a per-user temporal 8:1:1 split for general ones (random when there are
+    no timestamps)."""
+    if cfg.method != "auto":
+        return cfg
+    if ds.split is not None:
+        method = "given"
+    elif family == "sequential":
+        method = "loo"
+    else:
+        method = "temporal" if ds.timestamp is not None else "random"
+    return dataclasses.replace(cfg, method=method)
+
+
+def prepare_data(cfg: RunConfig, family: str) -> tuple[Dataset, SplitConfig]:
+    """Load, preprocess and split the dataset the config names; returns it and the split used."""
+    ds = load_source(cfg.dataset.name)
+    ds = preprocess(ds, cfg.dataset.preprocess)
+    split_cfg = resolved_split(cfg.dataset.split, ds, family)
+    ds = split(ds, split_cfg)
+    ds.validate()
+    return ds, split_cfg
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto")
+    return device
+
+
+def build_model(cfg: RunConfig, ctx: DataContext, device: torch.device) -> Recommender:
+    model_cls = get_model_class(cfg.model_name)
+    return model_cls(model_config(cfg), ctx).to(device)
+
+
+def run_identity(cfg: RunConfig, ds: Dataset) -> dict[str, Any]:
+    return identity(cfg.model_name, dict(cfg.model), ds.content_hash(), ds.n_users, ds.n_items)
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    dataset = Path(cfg.dataset.name).name
+    return f"{cfg.model_name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(cfg: RunConfig | None, resume: Path | None = None) -> tuple[RunDir, dict[str, Any]]:
+    """Train and test one run; with ``resume`` continue the run in that directory (its saved config wins)."""
+    if resume is not None:
+        run_dir = RunDir(Path(resume))
+        if not run_dir.config.exists():
+            raise ModalRecError(f"{resume} is not a run directory (no config.yaml)")
+        if not run_dir.last.exists():
+            raise ModalRecError(f"{resume} has no checkpoints/last.pt to resume from (it never finished an epoch)")
+        cfg = resolve(config_file=run_dir.config)
+    elif cfg is None:
+        raise ValueError("train() needs a config unless it resumes a run")
+    else:
+        name = cfg.run.name or default_run_name(cfg)
+        run_dir = RunDir(Path(cfg.run.dir) / name)
+        if run_dir.path.exists() and any(run_dir.path.iterdir()):
+            raise ModalRecError(f"run directory {run_dir.path} exists; pick another run.name or continue it with --resume")
+        cfg.run.name = name
+        run_dir.create()
+
+    handler = run_dir.attach_log(log)
+    try:
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        family = get_model_class(cfg.model_name).family
+        ds, split_cfg = prepare_data(cfg, family)
+        cfg.dataset.split = split_cfg
+        ctx = DataContext.from_dataset(ds)
+        device = pick_device(cfg.train.device)
+        model = build_model(cfg, ctx, device)
+        ident = run_identity(cfg, ds)
+        if resume is None:
+            run_dir.config.write_text(cfg.to_yaml())
+            run_dir.write_json(run_dir.dataset, {"stats": ds.stats(), "content_hash": ds.content_hash(), "meta": ds.meta})
+            log.info("run %s: %s on %s (%s) on %s", run_dir.path, cfg.model_name, ds.name, ds.stats(), device)
+        trainer = Trainer(model, ctx, cfg, run_dir, ident, device)
+        if resume is not None:
+            trainer.resume()
+        trainer.fit()
+        results = trainer.test()
+        return run_dir, results
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+@dataclass
+class LoadedRun:
+    """A finished run re-opened: its config, data, context and the selected model (eval mode)."""
+
+    run_dir: RunDir
+    cfg: RunConfig
+    dataset: Dataset
+    ctx: DataContext
+    model: Recommender
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return self.run_dir.read_json(self.run_dir.results) if self.run_dir.results.exists() else {}
+
+
+def open_run(path: str | Path, device: str = "cpu") -> LoadedRun:
+    """Re-open a run directory: rebuild its data (checked by content hash) and load the selected checkpoint."""
+    run_dir = RunDir(Path(path))
+    if not run_dir.config.exists():
+        raise ModalRecError(f"{path} is not a run directory (no config.yaml)")
+    if not run_dir.best.exists():
+        raise ModalRecError(f"{path} has no selected checkpoint (checkpoints/best.pt); did training finish?")
+    raw = load_yaml(run_dir.config)
+    cfg = resolve(config_file=run_dir.config)
+    seed_everything(cfg.train.seed)
+    family = get_model_class(cfg.model_name).family
+    ds, _ = prepare_data(cfg, family)
+    saved = run_dir.read_json(run_dir.dataset)
+    if saved.get("content_hash") != ds.content_hash():
+        raise CheckpointError(
+            f"the data rebuilt from {run_dir.config} differs from the data the run was trained on "
+            f"(content hash {ds.content_hash()[:12]} != {str(saved.get('content_hash'))[:12]}); "
+            f"was dataset '{raw.get('dataset', {}).get('name')}' changed since?"
+        )
+    ctx = DataContext.from_dataset(ds)
+    model = build_model(cfg, ctx, pick_device(device))
+    payload = load_checkpoint(run_dir.best, run_identity(cfg, ds))
+    if model.trainable:
+        model.load_state_dict(payload["model_state"])
+    else:
+        model.fit(ctx)  # closed-form models are re-fitted (deterministic) instead of storing e.g. a dense item-item matrix
+    model.eval()
+    return LoadedRun(run_dir, cfg, ds, ctx, model)

@@ -1,0 +1,284 @@
+"""The training loop: minibatch epochs, validation, early stopping, checkpoints, resume.
+
+The protocol is fixed here so no model can bend it: the VALIDATION split selects the checkpoint
+and stops training; the TEST split is scored once, for the selected checkpoint, after training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from modalrec.config import RunConfig
+from modalrec.data.context import DataContext
+from modalrec.data.dataset import TEST, VALID
+from modalrec.data.views import make_train_batches
+from modalrec.errors import ConfigError, ModalRecError
+from modalrec.eval.ranking import EvalResult, Evaluator
+from modalrec.models.base import Recommender
+from modalrec.train.checkpoint import epoch_seed, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from modalrec.train.rundir import RunDir
+
+log = logging.getLogger("modalrec")
+
+
+class TrainingError(ModalRecError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint so a run resumes exactly."""
+
+    epoch: int = 0  # epochs completed
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    bad_evals: int = 0  # validations since the last improvement
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    t = cfg.train
+    choices = {
+        "adam": lambda: torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay),
+        "adamw": lambda: torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay),
+        "sgd": lambda: torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay),
+        "adagrad": lambda: torch.optim.Adagrad(params, lr=t.lr, weight_decay=t.weight_decay),
+    }
+    if t.optimizer not in choices:
+        raise ConfigError(f"train.optimizer '{t.optimizer}' is not one of {', '.join(choices)}")
+    return choices[t.optimizer]()
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
+    t = cfg.train
+    choices = {
+        "none": lambda: None,
+        "step": lambda: torch.optim.lr_scheduler.StepLR(optimizer, step_size=t.step_size, gamma=t.gamma),
+        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, t.epochs)),
+        "exponential": lambda: torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.gamma),
+    }
+    if t.scheduler not in choices:
+        raise ConfigError(f"train.scheduler '{t.scheduler}' is not one of {', '.join(choices)}")
+    return choices[t.scheduler]()
+
+
+def view_options(model: Recommender, cfg: RunConfig) -> dict[str, Any]:
+    """The options of the model's batch view, from the config."""
+    if model.train_view == "triples":
+        return {"negatives": cfg.train.negatives, "num_negatives": cfg.train.num_negatives}
+    if model.train_view == "sequences":
+        return {"max_len": model.max_len, "target": cfg.train.seq_target}
+    return {}
+
+
+def _loss_terms(output: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(output, dict):
+        if "loss" not in output:
+            raise TypeError("a model's loss dict must hold the total under 'loss'")
+        return output
+    return {"loss": output}
+
+
+class Trainer:
+    """Fits one model on one split dataset, selecting on validation; see the module docstring."""
+
+    def __init__(
+        self,
+        model: Recommender,
+        ctx: DataContext,
+        cfg: RunConfig,
+        run_dir: RunDir,
+        identity: dict[str, Any],
+        device: torch.device,
+    ):
+        self.model, self.ctx, self.cfg, self.run_dir, self.identity, self.device = model, ctx, cfg, run_dir, identity, device
+        self.evaluator = Evaluator(
+            ctx,
+            ks=tuple(cfg.eval.ks),
+            metrics=tuple(cfg.eval.metrics),
+            user_chunk=cfg.eval.user_chunk,
+            item_chunk=cfg.eval.item_chunk,
+            sampled=cfg.eval.sampled,
+            n_negatives=cfg.eval.n_negatives,
+            seed=cfg.train.seed,
+        )
+        self.select = cfg.train.select.lower()
+        self.optimizer = build_optimizer(model, cfg) if model.trainable else None
+        self.scheduler = build_scheduler(self.optimizer, cfg) if self.optimizer is not None else None
+        self.state = TrainState()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self, with_optimizer: bool) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "identity": self.identity,
+            "model_state": self.model.state_dict(),
+            "train_state": self.state,
+        }
+        if with_optimizer:
+            payload["optimizer"] = self.optimizer.state_dict() if self.optimizer else None
+            payload["scheduler"] = self.scheduler.state_dict() if self.scheduler else None
+            payload["rng"] = rng_state()
+        return payload
+
+    def resume(self) -> None:
+        """Continue from checkpoints/last.pt: model, optimiser, scheduler, RNG and early-stopping state."""
+        payload = load_checkpoint(self.run_dir.last, self.identity)
+        self.model.load_state_dict(payload["model_state"])
+        if self.optimizer is not None and payload.get("optimizer"):
+            self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scheduler is not None and payload.get("scheduler"):
+            self.scheduler.load_state_dict(payload["scheduler"])
+        set_rng_state(payload["rng"])
+        self.state = payload["train_state"]
+        self.run_dir.write_metrics(self.state.history)
+        log.info("resumed after epoch %d (best %s=%.5f at epoch %d)", self.state.epoch, self.select, self.state.best_score, self.state.best_epoch)
+
+    # ------------------------------------------------------------------ training
+    def fit(self) -> TrainState:
+        """Train (or fit in closed form), validating and early-stopping on the validation split."""
+        if not self.model.trainable:
+            start = time.perf_counter()
+            self.model.fit(self.ctx)
+            self.state.train_seconds = time.perf_counter() - start
+            result = self._validate()
+            self.state.epoch = 1
+            self.state.best_epoch, self.state.best_score = 1, result.summary[self.select]
+            self.state.history.append({"epoch": 1, "seconds": self.state.train_seconds, "valid": result.summary})
+            self.run_dir.write_metrics(self.state.history)
+            save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
+            return self.state
+
+        t = self.cfg.train
+        while self.state.epoch < t.epochs and not self.state.stopped_early:
+            epoch = self.state.epoch
+            record = self._train_epoch(epoch)
+            if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+                result = self._validate()
+                record["valid"] = result.summary
+                score = result.summary[self.select]
+                if score > self.state.best_score:
+                    self.state.best_score, self.state.best_epoch, self.state.bad_evals = score, epoch + 1, 0
+                    save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
+                else:
+                    self.state.bad_evals += 1
+                    self.state.stopped_early = self.state.bad_evals >= t.patience
+                log.info(
+                    "epoch %d  loss %.4f  %s %.5f  (best %.5f @ %d)  %.1fs",
+                    epoch + 1, record["loss"], self.select, score, self.state.best_score, self.state.best_epoch, record["seconds"],
+                )
+            else:
+                log.info("epoch %d  loss %.4f  %.1fs", epoch + 1, record["loss"], record["seconds"])
+            self.state.epoch = epoch + 1
+            self.state.history.append(record)
+            save_checkpoint(self.run_dir.last, self._payload(with_optimizer=True))
+            self.run_dir.write_metrics(self.state.history)
+        if self.state.stopped_early:
+            log.info("early stop: no %s improvement in %d validations", self.select, t.patience)
+        if self.state.best_epoch == 0:
+            raise TrainingError("no validation was run, so no checkpoint was selected; lower train.eval_every")
+        return self.state
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        model, t = self.model, self.cfg.train
+        model.train()
+        model.before_epoch(epoch)
+        batches = make_train_batches(
+            model.train_view, self.ctx, t.batch_size, seed=epoch_seed(t.seed, epoch), **view_options(model, self.cfg)
+        )
+        sums: dict[str, float] = {}
+        examples, steps = 0, 0
+        start = time.perf_counter()
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            if t.amp and self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        with _progress(t.progress, f"epoch {epoch + 1}/{t.epochs}", len(batches)) as advance:
+            for batch in batches:
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                with autocast:
+                    terms = _loss_terms(model.loss(batch))
+                loss = terms["loss"]
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1} "
+                        f"(terms: {', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())}). "
+                        f"Lower train.lr (now {t.lr}) or set train.clip_grad_norm."
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if t.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
+                self.optimizer.step()
+                size = int(next(iter(batch.values())).shape[0])
+                examples += size
+                steps += 1
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * size
+                elapsed = time.perf_counter() - start
+                advance(f"loss {sums['loss'] / examples:.4f}  {examples / max(elapsed, 1e-9):,.0f} ex/s")
+        if self.scheduler is not None:
+            self.scheduler.step()
+        seconds = time.perf_counter() - start
+        self.state.train_seconds += seconds
+        record = {k: v / max(1, examples) for k, v in sums.items()}
+        record.update(epoch=epoch + 1, seconds=seconds, examples_per_s=examples / max(seconds, 1e-9), steps=steps)
+        return record
+
+    def _validate(self) -> EvalResult:
+        result = self.evaluator.evaluate(self.model, VALID)
+        if self.select not in result.summary:
+            raise ConfigError(
+                f"train.select '{self.select}' is not among the validation metrics: {', '.join(sorted(result.summary))}"
+            )
+        return result
+
+    # ------------------------------------------------------------------ final scoring
+    def test(self) -> dict[str, Any]:
+        """Load the checkpoint selected on validation and score it on VALID and TEST, once."""
+        payload = load_checkpoint(self.run_dir.best, self.identity)
+        if self.model.trainable:
+            self.model.load_state_dict(payload["model_state"])
+        results: dict[str, Any] = {
+            "model": self.cfg.model_name,
+            "dataset": self.cfg.dataset.name,
+            "selected_by": f"valid {self.select}",
+            "best_epoch": self.state.best_epoch,
+            "epochs_run": self.state.epoch,
+            "stopped_early": self.state.stopped_early,
+            "train_seconds": self.state.train_seconds,
+        }
+        for phase, label in ((VALID, "valid"), (TEST, "test")):
+            result = self.evaluator.evaluate(self.model, phase)
+            results[label] = result.summary
+            results[f"{label}_eval"] = result.to_dict()
+            self.run_dir.save_per_user(label, result.users, result.per_user)
+        results["n_parameters"] = int(sum(p.numel() for p in self.model.parameters()))
+        self.run_dir.write_json(self.run_dir.results, results)
+        return results
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, description: str, total: int):
+    """A rich progress bar (when enabled and on a terminal) yielding an ``advance(status)`` callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield lambda status: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total, status="")
+        yield lambda status: progress.update(task, advance=1, status=status)

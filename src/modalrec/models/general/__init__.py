@@ -1,0 +1,9 @@
+"""General (collaborative-filtering) recommenders: user -> all items. Importing registers them."""
+
+from modalrec.models.general.bpr import BPR
+from modalrec.models.general.ease import EASE
+from modalrec.models.general.itemknn import ItemKNN
+from modalrec.models.general.lightgcn import LightGCN
+from modalrec.models.general.pop import Pop
+
+__all__ = ["BPR", "EASE", "ItemKNN", "LightGCN", "Pop"]

@@ -1,0 +1,82 @@
+"""BPR-MF: matrix factorisation trained with Bayesian Personalised Ranking.
+
+Rendle, Freudenthaler, Gantner & Schmidt-Thieme, "BPR: Bayesian Personalized Ranking from Implicit
+Feedback", UAI 2009.
+
+Each user u and item i has a latent vector; the predicted preference is x_ui = <p_u, q_i>. For a
+sampled triple (u, i, j) with i observed and j not, BPR-Opt (Sec. 4.1) maximises
+ln sigma(x_ui - x_uj) with a Gaussian prior on the parameters, i.e. minimises
+
+    L = -mean ln sigma(x_ui - x_uj) + reg * 1/2 (||p_u||^2 + ||q_i||^2 + ||q_j||^2) / B
+
+where, as in LightGCN's and MMRec's implementations, the L2 prior is applied to the embeddings of the
+batch (not the full tables) and averaged over the batch. With several negatives per user
+(``neg`` [B, n]) every (i, j) pair counts once in the mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalrec.data.context import DataContext
+from modalrec.errors import ConfigError
+from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, register
+
+
+def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """-mean ln sigma(pos - neg); ``neg_scores`` may carry an extra trailing axis of negatives."""
+    if neg_scores.dim() == pos_scores.dim() + 1:
+        pos_scores = pos_scores.unsqueeze(-1)
+    return -F.logsigmoid(pos_scores - neg_scores).mean()
+
+
+def embedding_l2(batch_size: int, *embeddings: torch.Tensor) -> torch.Tensor:
+    """1/2 sum of squared entries of the given embeddings, divided by the batch size."""
+    return sum(e.pow(2).sum() for e in embeddings) / (2 * batch_size)
+
+
+@register
+class BPR(EmbeddingScorer, GeneralRecommender):
+    """Matrix factorisation with the pairwise BPR objective."""
+
+    name: ClassVar[str] = "bpr"
+    paper: ClassVar[str] = "Rendle et al., UAI 2009"
+
+    @dataclass
+    class Config:
+        dim: int = 64  # latent dimension of user and item vectors
+        reg: float = 1e-4  # weight of the L2 prior on the batch's embeddings
+        init_std: float = 0.1  # std of the normal initialisation (the paper's N(0, sigma^2))
+
+    train_view: ClassVar[str] = "triples"
+    train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 2048, "epochs": 300, "patience": 20}
+
+    def __init__(self, config: Config, ctx: DataContext):
+        super().__init__(config, ctx)
+        if config.dim < 1:
+            raise ConfigError(f"bpr: dim must be >= 1, got {config.dim}")
+        self.user_embedding = nn.Embedding(self.n_users, config.dim)
+        self.item_embedding = nn.Embedding(self.n_items, config.dim)
+        nn.init.normal_(self.user_embedding.weight, std=config.init_std)
+        nn.init.normal_(self.item_embedding.weight, std=config.init_std)
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        user = self.user_embedding(batch["users"])  # [B, d]
+        pos = self.item_embedding(batch["pos"])  # [B, d]
+        neg = self.item_embedding(batch["neg"])  # [B, d] or [B, n, d]
+        pos_scores = (user * pos).sum(-1)
+        neg_scores = (user.unsqueeze(1) * neg).sum(-1) if neg.dim() == 3 else (user * neg).sum(-1)
+        ranking = bpr_loss(pos_scores, neg_scores)
+        prior = self.config.reg * embedding_l2(len(user), user, pos, neg)
+        return {"loss": ranking + prior, "bpr": ranking, "reg": prior}
+
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        return self.user_embedding(batch["users"])
+
+    def item_vectors(self, items: slice) -> torch.Tensor:
+        return self.item_embedding.weight[items]

@@ -1,0 +1,77 @@
+"""EASE: Embarrassingly Shallow Autoencoder.
+
+Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019.
+
+An item-item weight matrix B is learned by ridge regression of the train matrix X on itself, with
+the constraint diag(B) = 0 so no item predicts itself (Eq. 1):
+
+    min_B ||X - X B||_F^2 + lambda ||B||_F^2   s.t. diag(B) = 0
+
+whose closed form (Eq. 8) is
+
+    P = (X^T X + lambda I)^-1,   B = I - P diag(1 / diag(P))   (so B_ij = -P_ij / P_jj, B_jj = 0).
+
+Scores are X_u B. B is a dense n_items x n_items matrix; memory and the O(n_items^3) inversion are
+inherent to the method, so the model refuses catalogues above ``max_items`` with a clear error
+instead of exhausting memory (raise the limit deliberately if the machine has room).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from modalrec.data.context import DataContext
+from modalrec.errors import ConfigError
+from modalrec.models.base import Batch, GeneralRecommender, register
+
+
+@register
+class EASE(GeneralRecommender):
+    """Closed-form linear item-item autoencoder with a zero diagonal."""
+
+    name: ClassVar[str] = "ease"
+    paper: ClassVar[str] = "Steck, WWW 2019"
+
+    @dataclass
+    class Config:
+        l2: float = 500.0  # lambda: L2 penalty on B (the paper's only hyper-parameter)
+        max_items: int = 50_000  # refuse larger catalogues: B is dense n_items^2 float32
+
+    train_view: ClassVar[str] = "none"
+
+    def __init__(self, config: Config, ctx: DataContext):
+        super().__init__(config, ctx)
+        if config.l2 <= 0:
+            raise ConfigError(f"ease: l2 must be > 0 (it makes X^T X + l2 I invertible), got {config.l2}")
+        if self.n_items > config.max_items:
+            gib = self.n_items**2 * 4 / 2**30
+            raise ConfigError(
+                f"ease: the dataset has {self.n_items:,} items; EASE needs a dense {self.n_items:,} x {self.n_items:,} "
+                f"matrix (~{gib:.1f} GiB, twice that while inverting) and refuses more than max_items={config.max_items:,}. "
+                "Filter rare items (k-core) or set ease.max_items higher if the machine has the memory."
+            )
+        self.train_matrix: sp.csr_matrix = ctx.train  # the user rows X_u that scoring multiplies by B
+        self.register_buffer("weights", torch.zeros(self.n_items, self.n_items, dtype=torch.float32))
+
+    def fit(self, ctx: DataContext) -> None:
+        self.train_matrix = ctx.train
+        x = sp.csr_matrix(ctx.train, dtype=np.float64)
+        gram = torch.from_numpy((x.T @ x).toarray()).to(self.device)  # X^T X (float64)
+        gram.diagonal().add_(self.config.l2)
+        # (X^T X + lambda I) is symmetric positive definite: invert through its Cholesky factor.
+        precision = torch.cholesky_inverse(torch.linalg.cholesky(gram))  # P
+        weights = -precision / precision.diagonal().unsqueeze(0)  # B_ij = -P_ij / P_jj  (Eq. 8)
+        weights.diagonal().zero_()  # diag(B) = 0
+        self.weights.copy_(weights.to(torch.float32))
+
+    def encode(self, batch: Batch) -> torch.Tensor:
+        rows = self.train_matrix[batch["users"].cpu().numpy()].toarray()
+        return torch.from_numpy(rows.astype(np.float32)).to(self.device)
+
+    def score_items(self, query: torch.Tensor, items: slice) -> torch.Tensor:
+        return query @ self.weights[:, items]

@@ -1,0 +1,104 @@
+"""LightGCN: simplified graph convolution for collaborative filtering.
+
+He, Deng, Wang, Li, Zhang & Wang, "LightGCN: Simplifying and Powering Graph Convolution Network for
+Recommendation", SIGIR 2020.
+
+Only the ego embeddings E^(0) of users and items are trained. They are propagated over the
+symmetric-normalised user-item graph without self loops, feature transforms or non-linearities
+(Eq. 3, in matrix form Eq. 8):
+
+    E^(k+1) = D^-1/2 A D^-1/2 E^(k),       A = [[0, R], [R^T, 0]]
+
+and the final representation is the mean of the layers, alpha_k = 1 / (K + 1) (Eq. 4):
+
+    E = 1/(K+1) sum_{k=0..K} E^(k).
+
+Prediction is the inner product y_ui = e_u^T e_i (Eq. 5); training minimises BPR with L2 on the
+batch's ego embeddings (Eq. 15). Propagation runs over the full graph for every training batch, as in
+the paper; for evaluation it runs once per pass in :meth:`prepare_scoring` and is cached until the
+model trains again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from modalrec.data.context import DataContext
+from modalrec.errors import ConfigError
+from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, register
+from modalrec.models.general.bpr import bpr_loss, embedding_l2
+from modalrec.nn.graph import bipartite_adjacency, propagate, to_torch_sparse
+
+
+@register
+class LightGCN(EmbeddingScorer, GeneralRecommender):
+    """Mean of K linear propagations of ego embeddings over the normalised bipartite graph."""
+
+    name: ClassVar[str] = "lightgcn"
+    paper: ClassVar[str] = "He et al., SIGIR 2020"
+
+    @dataclass
+    class Config:
+        dim: int = 64  # embedding size of users and items
+        layers: int = 3  # K, propagation layers (the paper's best is 3)
+        reg: float = 1e-4  # lambda, weight of L2 on the batch's ego embeddings (Eq. 15)
+        init_std: float = 0.1  # std of the normal initialisation of E^(0) (as the authors' code)
+
+    train_view: ClassVar[str] = "triples"
+    train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 2048, "epochs": 300, "patience": 20}
+
+    def __init__(self, config: Config, ctx: DataContext):
+        super().__init__(config, ctx)
+        if config.dim < 1 or config.layers < 0:
+            raise ConfigError(f"lightgcn: need dim >= 1 and layers >= 0, got dim={config.dim}, layers={config.layers}")
+        self.user_embedding = nn.Embedding(self.n_users, config.dim)
+        self.item_embedding = nn.Embedding(self.n_items, config.dim)
+        nn.init.normal_(self.user_embedding.weight, std=config.init_std)
+        nn.init.normal_(self.item_embedding.weight, std=config.init_std)
+        # The graph is data, rebuilt from ctx on construction, so it is not saved in checkpoints.
+        adjacency = to_torch_sparse(bipartite_adjacency(ctx.train, self.n_users, self.n_items, self_loops=False, norm="sym"))
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final user [n_users, d] and item [n_items, d] representations (Eqs. 3-4)."""
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+        layers = propagate(self.adjacency, ego, self.config.layers)
+        final = torch.stack(layers).mean(0)
+        return final[: self.n_users], final[self.n_users :]
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self._cache = None  # parameters are about to change
+        users_final, items_final = self.propagate()
+        user = users_final[batch["users"]]
+        pos = items_final[batch["pos"]]
+        neg = items_final[batch["neg"]]
+        pos_scores = (user * pos).sum(-1)
+        neg_scores = (user.unsqueeze(1) * neg).sum(-1) if neg.dim() == 3 else (user * neg).sum(-1)
+        ranking = bpr_loss(pos_scores, neg_scores)
+        ego = (self.user_embedding(batch["users"]), self.item_embedding(batch["pos"]), self.item_embedding(batch["neg"]))
+        prior = self.config.reg * embedding_l2(len(user), *ego)
+        return {"loss": ranking + prior, "bpr": ranking, "reg": prior}
+
+    def train(self, mode: bool = True) -> LightGCN:
+        if mode:
+            self._cache = None
+        return super().train(mode)
+
+    def prepare_scoring(self) -> None:
+        with torch.no_grad():
+            users_final, items_final = self.propagate()
+        self._cache = (users_final, items_final)
+
+    def _final(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._cache if self._cache is not None else self.propagate()
+
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        return self._final()[0][batch["users"]]
+
+    def item_vectors(self, items: slice) -> torch.Tensor:
+        return self._final()[1][items]

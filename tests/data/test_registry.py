@@ -209,3 +209,16 @@ def test_diffrec_clean_split_sizes(real_home: Path, monkeypatch) -> None:
     assert stats["source"]["path"].endswith("ml-1m-diffrec/clean")
     ds = load_dataset("ml-1m-diffrec-clean", data_home=real_home)
     assert set(np.unique(ds.split).tolist()) == {TRAIN, VALID, TEST}
+
+
+@pytest.mark.realdata
+def test_amazon_scientific_from_a_path(real_home: Path) -> None:
+    folder = SHARED_DATA / "amazon-scientific-unisrec"
+    if not folder.is_dir():
+        pytest.skip("shared data amazon-scientific-unisrec is absent")
+    if not _readers_exist("unisrec"):
+        pytest.skip("UniSRec reader is not available yet")
+    ds = load_dataset("amazon-scientific", data_home=real_home, path=folder)
+    assert (ds.n_users, ds.n_items, ds.n_interactions) == (2928, 1585, 19_712)
+    assert ds.stats()["test"] == ds.n_users  # leave-one-out: one test item per user
+    assert ds.meta["source"]["path"] == str(folder) and "Scientific.text" in ds.meta["source"]["sha256"]

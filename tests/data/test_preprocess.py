@@ -108,7 +108,8 @@ def test_kcore_needs_several_rounds_and_matches_reference():
 @pytest.mark.parametrize("user_k,item_k", [(3, 5), (10, 2), (0, 8), (6, 0)])
 def test_kcore_on_random_data_holds_both_bounds_and_compacts(user_k, item_k):
     ds = random_dataset(1)
-    ds = ds.with_feature("text", ItemFeature(np.arange(ds.n_items, dtype=np.float32)[:, None], np.ones(ds.n_items, bool)))
+    item_number = np.arange(ds.n_items, dtype=np.float32)[:, None]
+    ds = ds.with_feature("text", ItemFeature(item_number, np.ones(ds.n_items, bool)))
     out = kcore(ds, user_k, item_k)
     assert sorted(raw_rows(out)) == sorted(reference_kcore(raw_rows(ds), user_k, item_k))
     assert np.bincount(out.user).min() >= user_k and np.bincount(out.item).min() >= item_k

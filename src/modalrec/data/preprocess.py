@@ -22,11 +22,11 @@ from modalrec.errors import ConfigError
 
 
 def time_order(ds: Dataset) -> np.ndarray:
-    """Row permutation that groups interactions by user, each user's rows in time order (stable)."""
-    rows = np.arange(ds.n_interactions)
+    """Row permutation that groups interactions by user, each user's rows in time order (lexsort is
+    stable, so equal timestamps keep their row order)."""
     if ds.timestamp is None:
-        return np.lexsort((rows, ds.user))
-    return np.lexsort((rows, ds.timestamp, ds.user))
+        return np.argsort(ds.user, kind="stable")
+    return np.lexsort((ds.timestamp, ds.user))
 
 
 def positions_in_group(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +48,8 @@ def _select(ds: Dataset, mask: np.ndarray, op: str, **params: Any) -> Dataset:
     return ds.select(mask, step=step)
 
 
-def _require_count(name: str, value: int, minimum: int) -> int:
+def check_count(name: str, value: int, minimum: int) -> int:
+    """``value`` as an int when it is an integer >= ``minimum``; a ConfigError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -75,11 +76,10 @@ def dedupe(ds: Dataset, keep: str = "last") -> Dataset:
     (``"first"``). Ties in time fall back to row order, so the result is deterministic."""
     if keep not in ("first", "last"):
         raise ConfigError(f"dedupe keep must be 'first' or 'last', got {keep!r}")
-    rows = np.arange(ds.n_interactions)
-    time_key = rows if ds.timestamp is None else ds.timestamp
-    order = np.lexsort((rows, time_key, ds.item, ds.user))
-    pair = ds.user[order] * np.int64(max(ds.n_items, 1)) + ds.item[order]
-    position, size = positions_in_group(pair)
+    pair = ds.user.astype(np.int64) * max(ds.n_items, 1) + ds.item
+    # stable sorts: rows of one pair end up in time order, equal timestamps in row order
+    order = np.argsort(pair, kind="stable") if ds.timestamp is None else np.lexsort((ds.timestamp, pair))
+    position, size = positions_in_group(pair[order])
     chosen = position == (size - 1 if keep == "last" else 0)
     mask = np.zeros(ds.n_interactions, dtype=bool)
     mask[order[chosen]] = True
@@ -90,8 +90,8 @@ def kcore(ds: Dataset, user_k: int, item_k: int) -> Dataset:
     """Iterated k-core: drop users with < ``user_k`` and items with < ``item_k`` interactions, repeating
     until both hold for everything left (removing an item can push a user under the bar and back);
     then compact ids. Counts are interactions, so dedupe first to count distinct items."""
-    user_k = _require_count("user_k", user_k, 0)
-    item_k = _require_count("item_k", item_k, 0)
+    user_k = check_count("user_k", user_k, 0)
+    item_k = check_count("item_k", item_k, 0)
     mask = np.ones(ds.n_interactions, dtype=bool)
     rounds = 0
     while True:
@@ -108,14 +108,14 @@ def kcore(ds: Dataset, user_k: int, item_k: int) -> Dataset:
 
 def filter_min_length(ds: Dataset, min_len: int) -> Dataset:
     """Drop every interaction of users with fewer than ``min_len`` interactions (ids are not re-mapped)."""
-    min_len = _require_count("min_len", min_len, 0)
+    min_len = check_count("min_len", min_len, 0)
     count = np.bincount(ds.user, minlength=ds.n_users)
     return _select(ds, count[ds.user] >= min_len, "filter_min_length", min_len=min_len)
 
 
 def truncate_max_length(ds: Dataset, max_len: int) -> Dataset:
     """Keep each user's ``max_len`` most recent interactions (time order, ties by row order)."""
-    max_len = _require_count("max_len", max_len, 1)
+    max_len = check_count("max_len", max_len, 1)
     order = time_order(ds)
     position, size = positions_in_group(ds.user[order])
     mask = np.zeros(ds.n_interactions, dtype=bool)
@@ -145,10 +145,10 @@ def preprocess(ds: Dataset, cfg: PreprocessConfig) -> Dataset:
     threshold when ``item_core`` is set (a separate user filter afterwards could break the item
     core); without an item core it is a plain :func:`filter_min_length`.
     """
-    user_k = max(_require_count("user_core", cfg.user_core, 0), _require_count("min_seq_len", cfg.min_seq_len, 0))
-    item_k = _require_count("item_core", cfg.item_core, 0)
+    user_k = max(check_count("user_core", cfg.user_core, 0), check_count("min_seq_len", cfg.min_seq_len, 0))
+    item_k = check_count("item_core", cfg.item_core, 0)
     if cfg.max_seq_len is not None:
-        _require_count("max_seq_len", cfg.max_seq_len, 1)
+        check_count("max_seq_len", cfg.max_seq_len, 1)
     if cfg.rating_threshold is not None:
         ds = binarize(ds, cfg.rating_threshold)
     if cfg.dedupe:

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from modalrec.data.dataset import SPLIT_NAMES, TEST, TRAIN, VALID, Dataset
-from modalrec.data.preprocess import positions_in_group, time_order
+from modalrec.data.preprocess import check_count, positions_in_group, time_order
 from modalrec.errors import ConfigError
 
 SPLIT_METHODS = ("loo", "temporal", "random", "global_temporal", "given")
@@ -74,11 +74,12 @@ class SplitConfig:
             raise ConfigError(
                 f"split.cold_start '{self.cold_start}' is unknown; valid policies: {', '.join(COLD_START_POLICIES)}"
             )
-        if isinstance(self.min_train, bool) or not isinstance(self.min_train, (int, np.integer)) or self.min_train < 1:
-            raise ConfigError(f"split.min_train must be an integer >= 1, got {self.min_train!r}")
+        check_count("split.min_train", self.min_train, 1)
         ratios = tuple(self.ratios)
         if len(ratios) != 3 or not all(np.isfinite(r) and r >= 0 for r in ratios):
-            raise ConfigError(f"split.ratios must be three non-negative numbers (train, valid, test), got {self.ratios!r}")
+            raise ConfigError(
+                f"split.ratios must be three non-negative numbers (train, valid, test), got {self.ratios!r}"
+            )
         if ratios[0] <= 0 or abs(sum(ratios) - 1.0) > 1e-6:
             raise ConfigError(f"split.ratios must sum to 1 with a positive train share, got {self.ratios!r}")
 

@@ -30,6 +30,7 @@ import torch
 
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import TRAIN
+from modalrec.data.preprocess import check_count
 from modalrec.errors import ConfigError
 
 Batch = dict[str, torch.Tensor]
@@ -41,10 +42,8 @@ class TrainBatches(ABC):
     """One epoch of training batches: ``len()`` is the number of batches, iterating yields them."""
 
     def __init__(self, ctx: DataContext, batch_size: int, seed: int):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.ctx = ctx
-        self.batch_size = int(batch_size)
+        self.batch_size = check_count("batch_size", batch_size, 1)
         self.seed = seed
 
     @property
@@ -64,6 +63,12 @@ class TrainBatches(ABC):
 
 
 # ---------------------------------------------------------------------------------------- triples
+def train_pairs(ctx: DataContext) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items) int64 of the distinct train pairs in CSR order: by user, items ascending."""
+    users = np.repeat(np.arange(ctx.n_users, dtype=np.int64), np.diff(ctx.train.indptr))
+    return users, ctx.train.indices.astype(np.int64)
+
+
 class NegativeSampler:
     """Draws items a user has not interacted with in train, by vectorised rejection sampling.
 
@@ -76,18 +81,17 @@ class NegativeSampler:
     def __init__(self, ctx: DataContext, distribution: str):
         if distribution not in ("uniform", "popularity"):
             raise ConfigError(f"negatives must be 'uniform' or 'popularity', got {distribution!r}")
-        train = ctx.train
         self.n_items = ctx.n_items
-        users = np.repeat(np.arange(ctx.n_users, dtype=np.int64), np.diff(train.indptr))
-        self.keys = users * self.n_items + train.indices.astype(np.int64)
-        degree = np.diff(train.indptr)
+        users, items = train_pairs(ctx)
+        self.keys = users * self.n_items + items
+        degree = np.diff(ctx.train.indptr)
         if distribution == "popularity":
             # draw u ~ U[0, total) and take the item whose cumulative-popularity bin holds it; items
             # never seen in train have an empty bin and are never drawn
             popularity = np.asarray(ctx.item_popularity, dtype=np.float64)
             self.cdf: np.ndarray | None = np.cumsum(popularity)
-            positive_mass = np.bincount(users, weights=popularity[train.indices], minlength=ctx.n_users)
-            sampleable = positive_mass < self.cdf[-1] if len(popularity) else np.zeros(ctx.n_users, dtype=bool)
+            positive_mass = np.bincount(users, weights=popularity[items], minlength=ctx.n_users)
+            sampleable = positive_mass < self.cdf[-1]
         else:
             self.cdf = None
             sampleable = degree < self.n_items
@@ -114,7 +118,7 @@ class NegativeSampler:
         return found
 
     def sample(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One negative item per entry of ``users`` (users may repeat)."""
+        """One negative item per entry of ``users`` (users may repeat; sorted users are fastest)."""
         items = self._draw(rng, len(users))
         bad = np.flatnonzero(self.is_positive(users, items))
         for _ in range(MAX_REJECTION_ROUNDS):
@@ -130,14 +134,13 @@ class TripleBatches(TrainBatches):
     distinct train (user, item) pair per epoch. With ``num_negatives > 1`` the negatives of a triple
     are independent draws (they may repeat each other, never a positive)."""
 
-    def __init__(self, ctx: DataContext, batch_size: int, seed: int, negatives: str = "uniform", num_negatives: int = 1):
+    def __init__(
+        self, ctx: DataContext, batch_size: int, seed: int, negatives: str = "uniform", num_negatives: int = 1
+    ):
         super().__init__(ctx, batch_size, seed)
-        if isinstance(num_negatives, bool) or not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1:
-            raise ConfigError(f"num_negatives must be a positive integer, got {num_negatives!r}")
-        self.num_negatives = int(num_negatives)
+        self.num_negatives = check_count("num_negatives", num_negatives, 1)
         self.sampler = NegativeSampler(ctx, negatives)
-        self.users = np.repeat(np.arange(ctx.n_users, dtype=np.int64), np.diff(ctx.train.indptr))
-        self.items = ctx.train.indices.astype(np.int64)
+        self.users, self.items = train_pairs(ctx)
 
     @property
     def n_samples(self) -> int:
@@ -146,10 +149,11 @@ class TripleBatches(TrainBatches):
     def __iter__(self) -> Iterator[Batch]:
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(self.n_samples)
-        users, pos = self.users[order], self.items[order]
-        neg = self.sampler.sample(np.repeat(users, self.num_negatives), rng)
-        users_t, pos_t = torch.from_numpy(users), torch.from_numpy(pos)
-        neg_t = torch.from_numpy(neg.reshape(-1, self.num_negatives) if self.num_negatives > 1 else neg)
+        # draw in CSR (user-sorted) order, where the membership lookups hit memory in sequence
+        # (4x faster than shuffled queries), then shuffle; negatives are i.i.d. given the user either way
+        neg = self.sampler.sample(np.repeat(self.users, self.num_negatives), rng).reshape(-1, self.num_negatives)
+        users_t, pos_t = torch.from_numpy(self.users[order]), torch.from_numpy(self.items[order])
+        neg_t = torch.from_numpy(neg[order] if self.num_negatives > 1 else neg[order, 0])
         for s in self._batch_slices():
             yield {"users": users_t[s], "pos": pos_t[s], "neg": neg_t[s]}
 
@@ -170,11 +174,9 @@ class SequenceBatches(TrainBatches):
 
     def __init__(self, ctx: DataContext, batch_size: int, seed: int, max_len: int = 50, target: str = "all"):
         super().__init__(ctx, batch_size, seed)
-        if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 1:
-            raise ConfigError(f"max_len must be a positive integer, got {max_len!r}")
         if target not in ("all", "last"):
             raise ConfigError(f"target must be 'all' or 'last', got {target!r}")
-        self.max_len, self.target = int(max_len), target
+        self.max_len, self.target = check_count("max_len", max_len, 1), target
         history = ctx.histories[TRAIN]
         self.items = history.indices.astype(np.int64)
         start, length = history.indptr[:-1].astype(np.int64), np.diff(history.indptr).astype(np.int64)

@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -85,8 +84,13 @@ def train(
         raise ModalRecError("--resume continues a run with its saved config; do not pass overrides or --config with it")
     cfg = resolve(overrides or [], config) if resume is None else None
     run_dir, results = run_training(cfg, resume=resume)
-    console.print(_metric_table(f"{results['model']} on {results['dataset']} (selected on {results['selected_by']}, epoch {results['best_epoch']})",
-                                {"valid": results["valid"], "test": results["test"]}))
+    table = Table(title=f"{results['model']} on {results['dataset']} (selected on {results['selected_by']}, epoch {results['best_epoch']})")
+    for column in ("metric", "valid", "test"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric, value in results["test"].items():
+        if isinstance(value, (int, float)):
+            table.add_row(metric, f"{results['valid'].get(metric, float('nan')):.4f}", f"{value:.4f}")
+    console.print(table)
     console.print(f"run directory: {run_dir.path}")
 
 
@@ -249,13 +253,7 @@ def data_prepare(
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one-line errors (exit status 2)."""
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except click.exceptions.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
+        app()  # usage errors and --help are handled (and exit) inside typer
     except ModalRecError as err:
         err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
         sys.exit(2)

@@ -180,3 +180,19 @@ def test_preprocess_rejects_bad_config_before_doing_work():
         preprocess(ds, PreprocessConfig(item_core=-2))
     with pytest.raises(ConfigError, match="max_seq_len"):
         preprocess(ds, PreprocessConfig(max_seq_len=0))
+
+
+def test_dedupe_on_a_given_split_never_crosses_splits() -> None:
+    """A test interaction repeating a train pair must not remove the train one (that would leak test into train)."""
+    from modalrec.data.dataset import TEST, TRAIN
+
+    ds = Dataset.from_raw(
+        "given",
+        np.array(["u", "u", "u", "u"]),
+        np.array(["a", "b", "a", "b"]),
+        timestamp=np.array([1.0, 2.0, 3.0, 4.0]),
+        split=np.array([TRAIN, TRAIN, TEST, TRAIN]),
+    )
+    out = dedupe(ds, keep="last")
+    assert sorted(zip(out.item.tolist(), out.split.tolist())) == [(0, TRAIN), (0, TEST), (1, TRAIN)]
+    assert out.timestamp.tolist() == [1.0, 3.0, 4.0]

@@ -59,17 +59,31 @@ class ItemFeature:
 
 def _index_raw_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Contiguous indices for raw ids: sorted numerically when all ids are integers, else as strings."""
+    raw = np.asarray(raw)
+    if raw.dtype.kind in "iu":
+        uniques, index = np.unique(raw, return_inverse=True)
+        return uniques.astype(str), index.astype(np.int64)
+    uniques, index = np.unique(raw.astype(str), return_inverse=True)
+    if uniques.size and np.char.isdigit(np.char.lstrip(uniques, "-")).all():
+        order = np.argsort(uniques.astype(np.int64), kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        return uniques[order], rank[index].astype(np.int64)
+    return uniques, index.astype(np.int64)
+
+
+def _index_in_universe(raw: np.ndarray, universe: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of raw ids in a given id list (its order kept); unknown ids are an error."""
+    universe = np.asarray(universe).astype(str)
     raw = np.asarray(raw).astype(str)
-    uniques = np.unique(raw)
-    if uniques.size and all(u.lstrip("-").isdigit() for u in uniques[: min(uniques.size, 1000)]):
-        try:
-            order = np.argsort(uniques.astype(np.int64), kind="stable")
-            uniques = uniques[order]
-        except ValueError:
-            pass
-    lookup = {u: i for i, u in enumerate(uniques.tolist())}
-    index = np.fromiter((lookup[r] for r in raw.tolist()), dtype=np.int64, count=raw.size)
-    return uniques, index
+    order = np.argsort(universe, kind="stable")
+    pos = np.searchsorted(universe[order], raw)
+    pos = np.minimum(pos, len(universe) - 1)
+    found = universe[order][pos] == raw
+    if not found.all():
+        missing = np.unique(raw[~found])
+        raise ValueError(f"{len(missing)} {kind} ids are not in the {kind} list (e.g. {missing[:3].tolist()})")
+    return universe, order[pos].astype(np.int64)
 
 
 @dataclass
@@ -114,17 +128,13 @@ class Dataset:
         are the ones seen, sorted numerically when they are all integers.
         """
         if item_universe is not None:
-            item_ids = np.asarray(item_universe).astype(str)
-            lookup = {r: i for i, r in enumerate(item_ids.tolist())}
-            item_index = np.fromiter((lookup[r] for r in np.asarray(items).astype(str).tolist()), np.int64, len(items))
+            item_ids, item_index = _index_in_universe(items, item_universe, "item")
         else:
-            item_ids, item_index = _index_raw_ids(np.asarray(items))
+            item_ids, item_index = _index_raw_ids(items)
         if user_universe is not None:
-            user_ids = np.asarray(user_universe).astype(str)
-            lookup = {r: i for i, r in enumerate(user_ids.tolist())}
-            user_index = np.fromiter((lookup[r] for r in np.asarray(users).astype(str).tolist()), np.int64, len(users))
+            user_ids, user_index = _index_in_universe(users, user_universe, "user")
         else:
-            user_ids, user_index = _index_raw_ids(np.asarray(users))
+            user_ids, user_index = _index_raw_ids(users)
         return cls(
             name=name,
             user=user_index,

@@ -73,10 +73,15 @@ def binarize(ds: Dataset, threshold: float) -> Dataset:
 
 def dedupe(ds: Dataset, keep: str = "last") -> Dataset:
     """One interaction per (user, item): the latest in time order (``keep="last"``) or the earliest
-    (``"first"``). Ties in time fall back to row order, so the result is deterministic."""
+    (``"first"``). Ties in time fall back to row order, so the result is deterministic.
+
+    On a dataset with a given split, duplicates are merged within each split only: a test
+    interaction must never remove (or keep) a train interaction."""
     if keep not in ("first", "last"):
         raise ConfigError(f"dedupe keep must be 'first' or 'last', got {keep!r}")
     pair = ds.user.astype(np.int64) * max(ds.n_items, 1) + ds.item
+    if ds.split is not None:
+        pair = pair * 3 + ds.split
     # stable sorts: rows of one pair end up in time order, equal timestamps in row order
     order = np.argsort(pair, kind="stable") if ds.timestamp is None else np.lexsort((ds.timestamp, pair))
     position, size = positions_in_group(pair[order])

@@ -81,7 +81,7 @@ def test_test_split_cannot_change_selection(tmp_path: Path) -> None:
     histories = []
     for name, data in (("orig", ds), ("tampered", tampered)):
         save_dataset(data, tmp_path / name)
-        run_dir, results = experiment.train(_cfg(tmp_path / name, tmp_path / "runs", f"run.name={name}", "dataset.split.method=given", "dataset.preprocess.dedupe=false"))
+        run_dir, results = experiment.train(_cfg(tmp_path / name, tmp_path / "runs", f"run.name={name}", "dataset.split.method=given"))
         histories.append(([r["valid"] for r in map(json.loads, run_dir.metrics.read_text().splitlines())], results))
     (valid_a, res_a), (valid_b, res_b) = histories
     assert valid_a == valid_b

@@ -44,6 +44,8 @@ DEFAULT_METRICS = ("recall", "ndcg", "hit", "mrr", "precision", "map")
 BEYOND_ACCURACY = ("coverage", "avg_popularity", "gini")
 SAMPLING_STRATEGIES = ("uniform", "popularity")
 
+_NO_SCORES = np.zeros(0, dtype=np.float32)
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 _LOW_32_BITS = 0xFFFFFFFF
 _MAGNITUDE_BITS = 0x7FFFFFFF
 
@@ -118,39 +120,36 @@ def _format_cell(value: float | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- CSR rows
-@dataclass
 class _Rows:
-    """A CSR matrix's rows as tensors, to gather a chunk of users' entries without a Python loop."""
+    """A CSR matrix with sorted rows, read a chunk of users at a time without a Python loop."""
 
-    indptr: torch.Tensor
-    indices: torch.Tensor
+    def __init__(self, matrix: sp.csr_matrix):
+        matrix = matrix.tocsr()
+        matrix.sort_indices()
+        self.matrix = matrix
 
-    @classmethod
-    def from_csr(cls, matrix: sp.csr_matrix) -> _Rows:
-        return cls(torch.from_numpy(matrix.indptr.astype(np.int64)), torch.from_numpy(matrix.indices.astype(np.int64)))
+    def counts(self) -> np.ndarray:
+        return np.diff(self.matrix.indptr)
 
-    def counts(self, users: torch.Tensor) -> torch.Tensor:
-        return self.indptr[users + 1] - self.indptr[users]
+    def by_item(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row in chunk, item, item_ptr) of the users' entries ordered by item: the entries of items
+        [start, stop) are the slice item_ptr[start]:item_ptr[stop]."""
+        by_column = self.matrix[users].tocsc()
+        items = np.repeat(np.arange(self.matrix.shape[1]), np.diff(by_column.indptr))
+        return by_column.indices.astype(np.int64), items, by_column.indptr
 
-    def flat(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(row in chunk, position in row, column) of every entry of the given users' rows."""
-        counts = self.counts(users)
-        rows = torch.repeat_interleave(torch.arange(len(users)), counts)
-        row_starts = torch.cumsum(counts, 0) - counts
-        positions = torch.arange(int(counts.sum())) - row_starts[rows]
-        return rows, positions, self.indices[self.indptr[users][rows] + positions]
-
-    def padded(self, users: torch.Tensor, pad: int) -> torch.Tensor:
-        """The users' rows as a [B, max_len] tensor, right-padded with ``pad`` (sorted rows stay sorted
-        when ``pad`` exceeds every column)."""
-        rows, positions, cols = self.flat(users)
-        width = max(int(self.counts(users).max()) if len(users) else 0, 1)
-        out = torch.full((len(users), width), pad, dtype=torch.long)
-        out[rows, positions] = cols
+    def padded(self, users: np.ndarray, pad: int) -> np.ndarray:
+        """The users' rows as a [B, max_len] array right-padded with ``pad`` (rows stay sorted when
+        ``pad`` exceeds every column)."""
+        rows = self.matrix[users]
+        counts = np.diff(rows.indptr)
+        out = np.full((len(users), max(int(counts.max(initial=0)), 1)), pad, dtype=np.int64)
+        row_of = np.repeat(np.arange(len(users)), counts)
+        out[row_of, np.arange(rows.nnz) - rows.indptr[:-1][row_of]] = rows.indices
         return out
 
     def row(self, user: int) -> np.ndarray:
-        return self.indices[self.indptr[user] : self.indptr[user + 1]].numpy()
+        return self.matrix.indices[self.matrix.indptr[user] : self.matrix.indptr[user + 1]]
 
 
 # ---------------------------------------------------------------------------------------------- exact order
@@ -192,6 +191,23 @@ def _chunk_topk(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor
         values, columns = values.clone(), columns.clone()
         values[rows], columns[rows] = exact_values, exact_columns
     return values, columns + offset
+
+
+def _hide(scores: torch.Tensor, flat_index: np.ndarray) -> np.ndarray:
+    """Set the scores at ``flat_index`` (row-major positions) to -inf in place; returns what they were.
+
+    On CPU this goes through numpy: these scattered writes are small, and torch's thread pool costs
+    more to wake than the work (several times slower on a busy 2-core machine).
+    """
+    if scores.device.type == "cpu":
+        flat = scores.view(-1).numpy()
+        hidden = flat[flat_index]
+        flat[flat_index] = -np.inf
+        return hidden
+    index = torch.from_numpy(flat_index).to(scores.device)
+    hidden = scores.view(-1).take(index)
+    scores.view(-1).index_fill_(0, index, -torch.inf)
+    return hidden.cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -312,7 +328,7 @@ class Evaluator:
         """Metrics of ``model`` on ``phase`` (VALID or TEST) over every user with a target there."""
         self._check_phase(phase)
         targets = self._rows(self._targets, self.ctx.targets, phase)
-        n_relevant_all = np.diff(targets.indptr.numpy())
+        n_relevant_all = targets.counts()
         users = np.flatnonzero(n_relevant_all > 0)
         max_k = self.ks[-1]
         hits_parts, topk_parts = [], []
@@ -322,10 +338,9 @@ class Evaluator:
             for start in range(0, len(users), self.user_chunk):
                 chunk = users[start : start + self.user_chunk]
                 query = model.encode(model.eval_batch(chunk, self.ctx, phase))
-                chunk_t = torch.from_numpy(chunk)
                 if self.sampled is None:
-                    items, scores = self._rank(model, query, chunk_t, max_k, self._rows(self._seen, self.ctx.seen, phase))
-                    hits = self._hits(items, targets.padded(chunk_t, self.ctx.n_items))
+                    items, _ = self._rank(model, query, chunk, max_k, self._rows(self._seen, self.ctx.seen, phase))
+                    hits = self._hits(items, targets.padded(chunk, self.ctx.n_items))
                 else:
                     items, hits = self._rank_sampled(model, query, chunk, max_k, phase, sampler, rng)
                 hits_parts.append(hits.numpy())
@@ -366,7 +381,7 @@ class Evaluator:
             for start in range(0, len(users), self.user_chunk):
                 chunk = users[start : start + self.user_chunk]
                 query = model.encode(model.eval_batch(chunk, self.ctx, phase))
-                items, scores = self._rank(model, query, torch.from_numpy(chunk), k, seen)
+                items, scores = self._rank(model, query, chunk, k, seen)
                 items_parts.append(items)
                 scores_parts.append(scores)
         if not items_parts:
@@ -375,24 +390,24 @@ class Evaluator:
 
     # ------------------------------------------------------------------ full ranking
     def _rank(
-        self, model: Recommender, query: Any, users: torch.Tensor, k: int, seen: _Rows | None
+        self, model: Recommender, query: Any, users: np.ndarray, k: int, seen: _Rows | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact top-k (items, scores) on CPU for one user chunk, streaming over item chunks."""
         best_scores = best_items = None
         if seen is not None:
-            mask_rows, _, mask_cols = seen.flat(users)
+            mask_rows, mask_items, item_ptr = seen.by_item(users)
         for start in range(0, self.ctx.n_items, self.item_chunk):
             stop = min(start + self.item_chunk, self.ctx.n_items)
             scores = self._chunk_scores(model, query, start, stop, len(users))
-            masked_nan = 0
+            hidden, hidden_rows = _NO_SCORES, _NO_ROWS
             if seen is not None:
-                inside = (mask_cols >= start) & (mask_cols < stop)
-                index = (mask_rows[inside].to(scores.device), (mask_cols[inside] - start).to(scores.device))
-                masked_nan = int(torch.isnan(scores[index]).sum())
-                scores.index_put_(index, torch.tensor(-torch.inf, device=scores.device))
+                entries = slice(item_ptr[start], item_ptr[stop])
+                hidden_rows = mask_rows[entries]
+                hidden = _hide(scores, hidden_rows * (stop - start) + (mask_items[entries] - start))
             values, items = _chunk_topk(scores, k, start)
-            if masked_nan or bool(torch.isnan(values[:, 0]).any()):  # topk puts NaN first
-                self._raise_nan(model, scores, masked_nan, users, start, stop)
+            # topk puts NaN first; a NaN among the hidden scores makes their sum NaN
+            if bool(torch.isnan(values[:, 0]).any()) or np.isnan(hidden.sum()):
+                self._check_nan(model, scores, hidden, hidden_rows, users, start, stop)
             if best_scores is not None:
                 values, items = torch.cat([best_scores, values], 1), torch.cat([best_items, items], 1)
             best_scores, best_items = _exact_topk(values, items, k)
@@ -401,10 +416,15 @@ class Evaluator:
         return best_items, best_scores
 
     @staticmethod
-    def _hits(items: torch.Tensor, sorted_targets: torch.Tensor) -> torch.Tensor:
-        """hits[b, j] = items[b, j] is among user b's targets, by binary search in the sorted rows."""
-        position = torch.searchsorted(sorted_targets, items).clamp_(max=sorted_targets.shape[1] - 1)
-        return sorted_targets.gather(1, position) == items
+    def _hits(items: torch.Tensor, sorted_targets: np.ndarray) -> torch.Tensor:
+        """hits[b, j] = items[b, j] is among user b's targets, by one binary search: row b's values are
+        shifted by b * (max value + 1), which keeps the flattened target rows sorted."""
+        items_np = items.numpy()
+        shift = (np.arange(len(items_np)) * (int(max(sorted_targets.max(initial=0), items_np.max(initial=0))) + 1))[:, None]
+        haystack = (sorted_targets + shift).ravel()
+        needles = items_np + shift
+        position = np.minimum(np.searchsorted(haystack, needles), len(haystack) - 1)
+        return torch.from_numpy((haystack[position] == needles) & (items_np >= 0))
 
     # ------------------------------------------------------------------ sampled ranking
     def _rank_sampled(
@@ -440,8 +460,7 @@ class Evaluator:
             inside = (candidates >= start) & (candidates < stop)
             index = (row_of[inside].to(scores.device), (candidates[inside] - start).to(scores.device))
             candidate_scores[inside] = scores[index].cpu()
-        if bool(torch.isnan(candidate_scores).any()):
-            self._raise_nan(model, candidate_scores, 0, torch.from_numpy(users), 0, self.ctx.n_items)
+        self._check_nan(model, candidate_scores, _NO_SCORES, _NO_ROWS, users, 0, self.ctx.n_items)
         keys = order_keys(candidate_scores, candidates.clamp(min=0)).masked_fill(candidates < 0, torch.iinfo(torch.int64).min)
         order = torch.topk(keys, min(k, width), dim=1).indices
         ranked_scores = candidate_scores.gather(1, order)
@@ -466,14 +485,27 @@ class Evaluator:
             return scores.float()
         if scores._base is not None:  # a view of something the model keeps: do not mask it in place
             return scores.clone()
-        return scores
+        return scores.contiguous()
 
     @staticmethod
-    def _raise_nan(model: Recommender, scores: torch.Tensor, masked_nan: int, users: torch.Tensor, start: int, stop: int) -> None:
-        """Stop with the model, the number of NaN scores and where they are."""
-        nan_rows = torch.isnan(scores).any(dim=1).cpu()
-        count = int(torch.isnan(scores).sum()) + masked_nan
-        bad_users = users[nan_rows][:5].tolist() if bool(nan_rows.any()) else []
+    def _check_nan(
+        model: Recommender,
+        scores: torch.Tensor,
+        hidden: np.ndarray,
+        hidden_rows: np.ndarray,
+        users: np.ndarray,
+        start: int,
+        stop: int,
+    ) -> None:
+        """Stop with the model, the number of NaN scores and the users they belong to, if there are any
+        in ``scores`` or in the masked-out ``hidden`` scores (of chunk rows ``hidden_rows``)."""
+        hidden_nan = np.isnan(hidden)
+        count = int(torch.isnan(scores).sum()) + int(hidden_nan.sum())
+        if count == 0:
+            return
+        nan_rows = torch.isnan(scores).any(dim=1).cpu().numpy()
+        nan_rows[hidden_rows[hidden_nan]] = True
+        bad_users = users[nan_rows][:5].tolist()
         raise ScoringError(
             f"model '{_model_name(model)}' returned {count} NaN scores among {len(users)} users x items "
             f"[{start}, {stop}) (first users: {bad_users}); the model has diverged or reads NaN inputs — "
@@ -483,7 +515,7 @@ class Evaluator:
     @staticmethod
     def _rows(cache: dict[int, _Rows], build: Any, phase: int) -> _Rows:
         if phase not in cache:
-            cache[phase] = _Rows.from_csr(build(phase))
+            cache[phase] = _Rows(build(phase))
         return cache[phase]
 
     @staticmethod

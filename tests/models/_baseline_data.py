@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import pytest
 import torch
 
 from modalrec.data.context import DataContext
@@ -85,6 +86,15 @@ def triple_batches(ctx: DataContext, batch_size: int, rng: np.random.Generator) 
             neg[clash] = rng.integers(ctx.n_items, size=int(clash.sum()))
             clash = dense[users, neg]
         yield {k: torch.as_tensor(v, dtype=torch.long) for k, v in (("users", users), ("pos", pos), ("neg", neg))}
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """Run a test with one intra-op thread: tiny models are faster and steadier that way."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def train_steps(model: torch.nn.Module, batches: Callable[[], dict[str, torch.Tensor]], steps: int, lr: float) -> list[float]:

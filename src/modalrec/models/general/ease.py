@@ -40,7 +40,7 @@ class EASE(GeneralRecommender):
     @dataclass
     class Config:
         l2: float = 500.0  # lambda: L2 penalty on B (the paper's only hyper-parameter)
-        max_items: int = 50_000  # refuse larger catalogues: B is dense n_items^2 float32
+        max_items: int = 50_000  # refuse larger catalogues: B is a dense n_items^2 matrix (~20 n^2 bytes at peak)
 
     train_view: ClassVar[str] = "none"
 
@@ -49,25 +49,30 @@ class EASE(GeneralRecommender):
         if config.l2 <= 0:
             raise ConfigError(f"ease: l2 must be > 0 (it makes X^T X + l2 I invertible), got {config.l2}")
         if self.n_items > config.max_items:
-            gib = self.n_items**2 * 4 / 2**30
+            peak_gib = self.n_items**2 * 20 / 2**30  # float32 B + two float64 n^2 while inverting
             raise ConfigError(
-                f"ease: the dataset has {self.n_items:,} items; EASE needs a dense {self.n_items:,} x {self.n_items:,} "
-                f"matrix (~{gib:.1f} GiB, twice that while inverting) and refuses more than max_items={config.max_items:,}. "
-                "Filter rare items (k-core) or set ease.max_items higher if the machine has the memory."
+                f"ease: the dataset has {self.n_items:,} items; EASE inverts a dense {self.n_items:,} x {self.n_items:,} "
+                f"matrix (~{peak_gib:.1f} GiB at peak) and refuses more than max_items={config.max_items:,}. "
+                "Filter rare items (k-core) or set model.max_items higher if the machine has the memory."
             )
         self.train_matrix: sp.csr_matrix = ctx.train  # the user rows X_u that scoring multiplies by B
-        self.register_buffer("weights", torch.zeros(self.n_items, self.n_items, dtype=torch.float32))
+        # Not persistent: B is re-fitted deterministically from the data rather than stored in checkpoints.
+        self.register_buffer("weights", torch.zeros(self.n_items, self.n_items, dtype=torch.float32), persistent=False)
 
     def fit(self, ctx: DataContext) -> None:
         self.train_matrix = ctx.train
         x = sp.csr_matrix(ctx.train, dtype=np.float64)
-        gram = torch.from_numpy((x.T @ x).toarray()).to(self.device)  # X^T X (float64)
+        gram = torch.from_numpy((x.T @ x).toarray()).to(self.device)  # X^T X in float64 for a stable inverse
         gram.diagonal().add_(self.config.l2)
-        # (X^T X + lambda I) is symmetric positive definite: invert through its Cholesky factor.
-        precision = torch.cholesky_inverse(torch.linalg.cholesky(gram))  # P
-        weights = -precision / precision.diagonal().unsqueeze(0)  # B_ij = -P_ij / P_jj  (Eq. 8)
-        weights.diagonal().zero_()  # diag(B) = 0
-        self.weights.copy_(weights.to(torch.float32))
+        # X^T X + lambda I is symmetric positive definite: invert it through its Cholesky factor,
+        # releasing each n^2 intermediate as soon as the next exists (peak: two float64 copies).
+        factor = torch.linalg.cholesky(gram)
+        del gram
+        precision = torch.cholesky_inverse(factor)  # P
+        del factor
+        precision.div_(-precision.diagonal().clone())  # B_ij = -P_ij / P_jj  (Eq. 8, off the diagonal)
+        precision.diagonal().zero_()  # diag(B) = 0
+        self.weights.copy_(precision)
 
     def encode(self, batch: Batch) -> torch.Tensor:
         rows = self.train_matrix[batch["users"].cpu().numpy()].toarray()

@@ -3,9 +3,9 @@
 Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018.
 
 The last ``max_len`` items of a user's history are embedded and given learned absolute positions
-(Sec. III-B, E_hat = E + P), passed through ``layers`` causal self-attention blocks (Sec. III-C/D;
+(Sec. III-A, E_hat = E + P), passed through ``layers`` causal self-attention blocks (Sec. III-B/C;
 dropout, residual connections and layer normalisation), and the state F_t at position t predicts the
-item at t + 1 by an inner product with the *shared* item embeddings (Sec. III-E, r_{i,t} = F_t M_i^T).
+item at t + 1 by an inner product with the *shared* item embeddings (Sec. III-D, r_{i,t} = F_t M_i^T).
 
 Deviations / choices, each a flag:
 - ``norm_first`` (default True, the paper's x + Drop(g(LN(x)))); False gives the post-LN blocks of

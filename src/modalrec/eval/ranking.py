@@ -73,11 +73,6 @@ class EvalResult:
     n_negatives: int | None = None
     ks: tuple[int, ...] = field(default=())
 
-    @property
-    def protocol(self) -> str:
-        """'full ranking' or 'sampled: <strategy>-<n>'."""
-        return "full ranking" if self.sampled is None else f"sampled: {self.sampled}"
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe settings and summary (per-user arrays are left out)."""
         return {
@@ -216,7 +211,6 @@ class _NegativeSampler:
     without replacement (fewer when the user has fewer such items)."""
 
     def __init__(self, strategy: str, n_items: int, popularity: np.ndarray, n_negatives: int):
-        self.strategy = strategy
         self.n_items = n_items
         self.n_negatives = n_negatives
         if strategy == "uniform":
@@ -224,6 +218,8 @@ class _NegativeSampler:
             self.support = np.arange(n_items)
         else:
             weights = np.asarray(popularity, dtype=np.float64)
+            if weights.sum() <= 0:
+                raise ConfigError("popularity-sampled evaluation needs train interactions; the train split is empty")
             self.support = np.flatnonzero(weights > 0)
             self.cdf = np.cumsum(weights) / weights.sum()
             self.weights = weights
@@ -411,6 +407,7 @@ class Evaluator:
             if best_scores is not None:
                 values, items = torch.cat([best_scores, values], 1), torch.cat([best_items, items], 1)
             best_scores, best_items = _exact_topk(values, items, k)
+            del scores  # free this tile before the next is scored: peak memory is one tile, not two
         best_scores, best_items = best_scores.cpu(), best_items.cpu()
         best_items = best_items.masked_fill(best_scores == -torch.inf, -1)
         return best_items, best_scores
@@ -460,6 +457,7 @@ class Evaluator:
             inside = (candidates >= start) & (candidates < stop)
             index = (row_of[inside].to(scores.device), (candidates[inside] - start).to(scores.device))
             candidate_scores[inside] = scores[index].cpu()
+            del scores
         self._check_nan(model, candidate_scores, _NO_SCORES, _NO_ROWS, users, 0, self.ctx.n_items)
         keys = order_keys(candidate_scores, candidates.clamp(min=0)).masked_fill(candidates < 0, torch.iinfo(torch.int64).min)
         order = torch.topk(keys, min(k, width), dim=1).indices

@@ -255,7 +255,7 @@ def main() -> None:
     try:
         app()  # usage errors and --help are handled (and exit) inside typer
     except ModalRecError as err:
-        err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -226,11 +226,28 @@ def data_info(
     overrides: Annotated[Optional[list[str]], typer.Argument(help="dataset.preprocess.* / dataset.split.* overrides.")] = None,
     family: Annotated[str, typer.Option(help="Split defaults of this model family: general or sequential.")] = "general",
 ) -> None:
-    """Statistics: users, items, interactions, density and per-split counts."""
+    """Statistics as loaded (against the published sizes) and after preprocessing and splitting."""
+    from modalrec.data.registry import available_datasets
+    from modalrec.train.experiment import load_source
+
     _setup_logging()
+    raw = load_source(name)
+    expected = available_datasets()[name].expected if name in available_datasets() else {}
+    table = Table(title=f"{name} as loaded")
+    for column in ("statistic", "value", "published"):
+        table.add_column(column, justify="left" if column == "statistic" else "right")
+    for key, value in raw.stats().items():
+        if key == "name":
+            continue
+        shown = f"{value:.4%}" if key == "density" else (f"{value:,}" if isinstance(value, int) else str(value))
+        published = expected.get(key)
+        mark = "" if published is None else (f"{published:,} ✓" if published == value else f"{published:,} ✗")
+        table.add_row(key, shown, mark)
+    console.print(table)
     ds, split_cfg = _prepared(name, overrides or [], family)
+    steps = [f"{s['op']} ({s.get('before', '?'):,} -> {s.get('after', '?'):,})" for s in ds.meta.get("steps", [])]
+    console.print(f"after {', '.join(steps) or 'no preprocessing'}; split {split_cfg}:")
     console.print(ds.describe())
-    console.print(f"split: {split_cfg}")
 
 
 @data_app.command("prepare")

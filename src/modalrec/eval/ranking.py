@@ -166,6 +166,16 @@ def _exact_topk(scores: torch.Tensor, items: torch.Tensor, k: int) -> tuple[torc
     return scores.gather(1, order), items.gather(1, order)
 
 
+def _merge_topk(scores: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (scores, items) per row, sorted by score descending then item ascending.
+
+    For the small [B, 2k] merges: numpy's lexsort on one thread beats a dozen tiny torch ops, each of
+    which wakes the thread pool. Scores hold no NaN here (checked before) and -0.0 sorts equal to 0.0.
+    """
+    order = np.lexsort((items, -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(items, order, 1)
+
+
 def _chunk_topk(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact best-k set of one item chunk (global indices ``offset + column``), not yet ordered.
 
@@ -361,7 +371,7 @@ class Evaluator:
         )
 
     def topk(
-        self, model: Recommender, users: Iterable[int], k: int, phase: int, exclude_seen: bool = True
+        self, model: Recommender, users: Sequence[int] | np.ndarray, k: int, phase: int, exclude_seen: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The best ``k`` items (LongTensor [B, k]) and their scores ([B, k]) for ``users``, best first.
 
@@ -370,7 +380,7 @@ class Evaluator:
         """
         self._check_phase(phase)
         (k,) = self._clamp_ks([k], self.ctx.n_items)
-        users = np.asarray(list(users) if not isinstance(users, np.ndarray) else users, dtype=np.int64)
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
         seen = self._rows(self._seen, self.ctx.seen, phase) if exclude_seen else None
         items_parts, scores_parts = [], []
         with _scoring_mode(model):
@@ -388,7 +398,8 @@ class Evaluator:
     def _rank(
         self, model: Recommender, query: Any, users: np.ndarray, k: int, seen: _Rows | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-k (items, scores) on CPU for one user chunk, streaming over item chunks."""
+        """Exact top-k (items, scores) on CPU for one user chunk, streaming over item chunks: each
+        chunk's exact best-k set (on the model's device) is merged into a running top-k on CPU."""
         best_scores = best_items = None
         if seen is not None:
             mask_rows, mask_items, item_ptr = seen.by_item(users)
@@ -400,17 +411,16 @@ class Evaluator:
                 entries = slice(item_ptr[start], item_ptr[stop])
                 hidden_rows = mask_rows[entries]
                 hidden = _hide(scores, hidden_rows * (stop - start) + (mask_items[entries] - start))
-            values, items = _chunk_topk(scores, k, start)
+            values, items = (part.cpu().numpy() for part in _chunk_topk(scores, k, start))
             # topk puts NaN first; a NaN among the hidden scores makes their sum NaN
-            if bool(torch.isnan(values[:, 0]).any()) or np.isnan(hidden.sum()):
+            if np.isnan(values[:, 0]).any() or np.isnan(hidden.sum()):
                 self._check_nan(model, scores, hidden, hidden_rows, users, start, stop)
             if best_scores is not None:
-                values, items = torch.cat([best_scores, values], 1), torch.cat([best_items, items], 1)
-            best_scores, best_items = _exact_topk(values, items, k)
+                values, items = np.concatenate([best_scores, values], 1), np.concatenate([best_items, items], 1)
+            best_scores, best_items = _merge_topk(values, items, k)
             del scores  # free this tile before the next is scored: peak memory is one tile, not two
-        best_scores, best_items = best_scores.cpu(), best_items.cpu()
-        best_items = best_items.masked_fill(best_scores == -torch.inf, -1)
-        return best_items, best_scores
+        best_items = np.where(best_scores == -np.inf, -1, best_items)
+        return torch.from_numpy(best_items), torch.from_numpy(best_scores)
 
     @staticmethod
     def _hits(items: torch.Tensor, sorted_targets: np.ndarray) -> torch.Tensor:
@@ -443,7 +453,7 @@ class Evaluator:
             excluded = np.union1d(seen_items, relevant)
             relevant = np.setdiff1d(relevant, seen_items, assume_unique=True)
             rows.append((relevant, sampler.sample(rng, excluded)))
-        width = max(len(r) + len(n) for r, n in rows)
+        width = max(1, *(len(r) + len(n) for r, n in rows))
         candidates = torch.full((len(users), width), -1, dtype=torch.long)
         is_relevant = torch.zeros((len(users), width), dtype=torch.bool)
         for b, (relevant, negatives) in enumerate(rows):

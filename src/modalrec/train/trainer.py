@@ -161,7 +161,7 @@ class Trainer:
         t = self.cfg.train
         while self.state.epoch < t.epochs and not self.state.stopped_early:
             epoch = self.state.epoch
-            record = self._train_epoch(epoch)
+            record = self.train_epoch(epoch)
             if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
                 result = self._validate()
                 record["valid"] = result.summary
@@ -188,7 +188,7 @@ class Trainer:
             raise TrainingError("no validation was run, so no checkpoint was selected; lower train.eval_every")
         return self.state
 
-    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
         model, t = self.model, self.cfg.train
         model.train()
         model.before_epoch(epoch)

@@ -98,6 +98,11 @@ class Recommender(nn.Module):
     def before_epoch(self, epoch: int) -> None:
         """Hook for per-epoch work (e.g. resampling a graph); default nothing."""
 
+    def configure_optimizer(self, train: Any) -> torch.optim.Optimizer | None:
+        """A model-specific optimiser built from the train config (e.g. Riemannian SGD for manifold
+        parameters); None lets the trainer build ``train.optimizer`` over all parameters."""
+        return None
+
     # -------------------------------------------------------------- scoring
     def prepare_scoring(self) -> None:
         """Called once (in eval mode, under no_grad) before a scoring pass: cache what every

@@ -113,7 +113,7 @@ class Trainer:
             seed=cfg.train.seed,
         )
         self.select = cfg.train.select.lower()
-        self.optimizer = build_optimizer(model, cfg) if model.trainable else None
+        self.optimizer = (model.configure_optimizer(cfg.train) or build_optimizer(model, cfg)) if model.trainable else None
         self.scheduler = build_scheduler(self.optimizer, cfg) if self.optimizer is not None else None
         self.state = TrainState()
 

@@ -46,6 +46,9 @@ def _setup_logging(verbose: bool = True) -> None:
     warnings.simplefilter("default")
 
 
+LOWER_IS_BETTER = ("gini", "avg_popularity")  # beyond-accuracy metrics where less means more diverse / novel
+
+
 def _metric_table(title: str, rows: dict[str, dict[str, float]], columns: list[str] | None = None) -> Table:
     """A table of runs (rows) x metrics (columns), best value per column in bold."""
     columns = columns or sorted({k for r in rows.values() for k, v in r.items() if isinstance(v, (int, float))})
@@ -53,7 +56,10 @@ def _metric_table(title: str, rows: dict[str, dict[str, float]], columns: list[s
     table.add_column("run")
     for column in columns:
         table.add_column(column, justify="right")
-    best = {c: max((r.get(c, float("-inf")) for r in rows.values()), default=None) for c in columns}
+    best = {}
+    for c in columns:
+        values = [r[c] for r in rows.values() if isinstance(r.get(c), (int, float))]
+        best[c] = (min if c.split("@")[0] in LOWER_IS_BETTER else max)(values) if values else None
     for name, row in rows.items():
         cells = []
         for c in columns:

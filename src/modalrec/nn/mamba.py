@@ -1,0 +1,287 @@
+"""The Mamba (S6) selective state-space mixer, with the parameter names and shapes of ``mamba_ssm.Mamba``.
+
+Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces", 2023 (Sec. 3, Alg. 2).
+State dicts load both ways with ``mamba_ssm.Mamba`` and ``mambapy``'s ``MambaBlock``::
+
+    in_proj  Linear(D -> 2 ED, no bias)      conv1d  depthwise Conv1d(ED, kernel d_conv, bias, pad d_conv-1)
+    x_proj   Linear(ED -> R + 2N, no bias)   dt_proj Linear(R -> ED, bias)
+    A_log    [ED, N]                         D       [ED]            out_proj Linear(ED -> D, no bias)
+
+Forward: ``[u, z] = in_proj(x)``; ``u = silu(causal_conv(u))``; ``[δ, B, C] = x_proj(u)``;
+``Δ = softplus(dt_proj(δ))``; ``A = -exp(A_log)``; the scan ``h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t``,
+``y_t = <h_t, C_t> + D u_t``; ``out = out_proj(y * silu(z))``.
+
+The scan has interchangeable backends, all exact for the diagonal A (``backend``):
+
+- ``"ref"``: the sequential loop under autograd, mirroring ``selective_scan_ref`` of ``mamba_ssm``
+  (the oracle the others are tested against);
+- ``"chunked"``: the segment-sum form per chunk of ``chunk`` steps. The decay between steps s <= t
+  of a chunk is ``exp(c_t - c_s)`` with ``c`` the cumulative sum of ``Δ A`` (<= 0); the upper triangle
+  is filled with -inf *before* ``exp``, so no exponent is ever positive (the ``exp(c_t) cumsum(exp(-c_s)
+  b_s)`` shortcut overflows in float32 and is not used);
+- ``"fused"``: the sequential recurrence in a custom autograd function whose backward runs the
+  reverse recurrence by hand (no autograd graph per step) -- the fastest exact CPU path;
+- ``"cuda"``: the ``mamba-ssm`` selective-scan kernel (optional extra ``modalrec[cuda]``), imported
+  only when a CUDA tensor reaches the mixer, never on a CPU machine;
+- ``"auto"`` (default): ``"cuda"`` when the input is on CUDA in float32/float16/bfloat16 and
+  ``mamba_ssm`` imports, else ``"fused"``.
+
+The env var ``MODALREC_MAMBA_BACKEND`` overrides ``"auto"``; the choice is logged once per backend.
+:meth:`MambaMixer.step` advances one token with a (conv window, state) cache, equal to the full forward.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalrec.errors import ConfigError
+
+log = logging.getLogger("modalrec")
+
+BACKENDS = ("auto", "cuda", "ref", "chunked", "fused")
+ENV_BACKEND = "MODALREC_MAMBA_BACKEND"
+_CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_logged: set[str] = set()
+
+
+def check_backend(backend: str) -> str:
+    """Refuse an unknown backend name with the valid choices."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown Mamba backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    return backend
+
+
+@functools.cache
+def cuda_selective_scan() -> Callable[..., torch.Tensor] | None:
+    """``mamba_ssm``'s ``selective_scan_fn`` if the package and its compiled kernels load, else None.
+
+    Broken CUDA builds raise OSError/RuntimeError on import, not only ImportError; all mean "absent".
+    """
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except (ImportError, OSError, RuntimeError):
+        return None
+    return selective_scan_fn
+
+
+def resolve_backend(requested: str, x: torch.Tensor) -> str:
+    """The backend that will run for input ``x`` (``"auto"`` resolved; see the module docstring)."""
+    backend = check_backend(requested)
+    if backend == "auto":
+        backend = check_backend(os.environ.get(ENV_BACKEND, "auto") or "auto")
+    if backend == "auto":
+        cuda_ok = x.is_cuda and x.dtype in _CUDA_DTYPES and cuda_selective_scan() is not None
+        backend = "cuda" if cuda_ok else "fused"
+    if backend == "cuda" and (not x.is_cuda or cuda_selective_scan() is None):
+        raise ConfigError(
+            "Mamba backend 'cuda' needs CUDA tensors and the mamba-ssm kernels "
+            "(pip install 'modalrec[cuda]' on a CUDA machine); use backend 'auto' or 'fused' otherwise"
+        )
+    if backend not in _logged:
+        _logged.add(backend)
+        log.info("Mamba scan backend: %s (device %s, dtype %s)", backend, x.device, str(x.dtype).replace("torch.", ""))
+    return backend
+
+
+# ---------------------------------------------------------------------- scans
+# Shapes: u, delta [B, L, ED]; A [ED, N]; Bm, Cm [B, L, N]; D [ED] -> y [B, L, ED].
+
+
+def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """The sequential scan step by step under autograd (the oracle)."""
+    decay = torch.exp(delta.unsqueeze(-1) * A)  # a_t = exp(Δ_t A)      [B, L, ED, N]
+    drive = (delta * u).unsqueeze(-1) * Bm.unsqueeze(2)  # b_t = Δ_t B_t u_t  [B, L, ED, N]
+    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])
+    ys = []
+    for t in range(u.shape[1]):
+        h = decay[:, t] * h + drive[:, t]
+        ys.append((h * Cm[:, t].unsqueeze(1)).sum(-1))
+    return torch.stack(ys, dim=1) + D * u
+
+
+def selective_scan_chunked(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, D: torch.Tensor, chunk: int = 16
+) -> torch.Tensor:
+    """The exact segment-sum scan over chunks of ``chunk`` steps (memory O(B T^2 ED N) per chunk)."""
+    if chunk < 1:
+        raise ConfigError(f"Mamba chunk size must be >= 1, got {chunk}")
+    log_decay = delta.unsqueeze(-1) * A  # Δ_t A <= 0               [B, L, ED, N]
+    drive = (delta * u).unsqueeze(-1) * Bm.unsqueeze(2)
+    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])
+    ys = []
+    for start in range(0, u.shape[1], chunk):
+        c = log_decay[:, start : start + chunk].cumsum(1)  # c_t            [B, T, ED, N]
+        T = c.shape[1]
+        below = torch.ones(T, T, dtype=torch.bool, device=u.device).tril()  # s <= t
+        segment = (c.unsqueeze(2) - c.unsqueeze(1)).masked_fill(~below[None, :, :, None, None], -math.inf)
+        states = torch.einsum("btsdn,bsdn->btdn", segment.exp(), drive[:, start : start + chunk])
+        states = states + c.exp() * h.unsqueeze(1)  # carry the state entering the chunk
+        h = states[:, -1]
+        ys.append(torch.einsum("btdn,btn->btd", states, Cm[:, start : start + chunk]))
+    return torch.cat(ys, dim=1) + D * u
+
+
+class _LinearRecurrence(torch.autograd.Function):
+    """h_t = a_t * h_{t-1} + b_t (h_0 = 0) over dim 0, with the hand-derived reverse recurrence.
+
+    Backward: g_t = dL/dh_t (total) = grad_t + a_{t+1} g_{t+1};  dL/db_t = g_t;  dL/da_t = g_t h_{t-1}.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        h = torch.empty_like(b)
+        h[0] = b[0]
+        for t in range(1, b.shape[0]):
+            torch.addcmul(b[t], a[t], h[t - 1], out=h[t])
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, h = ctx.saved_tensors
+        g = torch.empty_like(grad)
+        g[-1] = grad[-1]
+        for t in range(grad.shape[0] - 2, -1, -1):
+            torch.addcmul(grad[t], a[t + 1], g[t + 1], out=g[t])
+        grad_a = torch.zeros_like(a)
+        torch.mul(g[1:], h[:-1], out=grad_a[1:])
+        return grad_a, g
+
+
+def selective_scan_fused(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """The sequential scan, time-major, with a hand-written backward (see :class:`_LinearRecurrence`)."""
+    delta_t, u_t = delta.transpose(0, 1), u.transpose(0, 1)  # [L, B, ED]
+    decay = torch.exp(delta_t.unsqueeze(-1) * A)  # [L, B, ED, N]
+    drive = (delta_t * u_t).unsqueeze(-1) * Bm.transpose(0, 1).unsqueeze(2)
+    states = _LinearRecurrence.apply(decay, drive)
+    y = torch.einsum("lbdn,lbn->lbd", states, Cm.transpose(0, 1))
+    return y.transpose(0, 1) + D * u
+
+
+TORCH_SCANS: dict[str, Callable[..., torch.Tensor]] = {
+    "ref": selective_scan_ref,
+    "chunked": selective_scan_chunked,
+    "fused": selective_scan_fused,
+}
+
+
+# ---------------------------------------------------------------------- the mixer
+@dataclass
+class MambaCache:
+    """Recurrent inference state: the last ``d_conv`` conv inputs [B, ED, d_conv] and the SSM state [B, ED, N]."""
+
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+
+class MambaMixer(nn.Module):
+    """One Mamba mixer (``mamba_ssm.Mamba`` layout); ``forward(x [B, L, D]) -> [B, L, D]``, causal in L."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        backend: str = "auto",
+        chunk: int = 16,
+    ):
+        super().__init__()
+        if min(d_model, d_state, d_conv, expand) < 1:
+            raise ConfigError(f"Mamba needs d_model, d_state, d_conv, expand >= 1, got {d_model}, {d_state}, {d_conv}, {expand}")
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.backend = check_backend(backend)
+        self.chunk = chunk
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1, bias=conv_bias)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state))
+        self.D = nn.Parameter(torch.empty(self.d_inner))
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        self.A_log._no_weight_decay = True  # mamba_ssm's markers, read by optimisers that honour them
+        self.D._no_weight_decay = True
+        self.reset_ssm_parameters(dt_min, dt_max, dt_init_floor)
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4) -> None:
+        """The paper's S4D-real init: A_log = log(1..N), D = 1, Δ ~ logU[dt_min, dt_max] via the dt bias."""
+        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
+        self.D.fill_(1.0)
+
+    def _ssm_inputs(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Δ [.., ED] after softplus, A [ED, N], B [.., N], C [.., N]) from the conv output u."""
+        dt, Bm, Cm = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return F.softplus(self.dt_proj(dt)), -torch.exp(self.A_log.float()).to(u.dtype), Bm, Cm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        length = x.shape[1]
+        u, z = self.in_proj(x).chunk(2, dim=-1)  # [B, L, ED] each
+        u = F.silu(self.conv1d(u.transpose(1, 2))[..., :length]).transpose(1, 2)  # causal depthwise conv
+        backend = resolve_backend(self.backend, x)
+        if backend == "cuda":
+            return self.out_proj(self._cuda_scan(u, z))
+        delta, A, Bm, Cm = self._ssm_inputs(u)
+        scan = TORCH_SCANS[backend]
+        y = scan(u, delta, A, Bm, Cm, self.D, chunk=self.chunk) if backend == "chunked" else scan(u, delta, A, Bm, Cm, self.D)
+        return self.out_proj(y * F.silu(z))
+
+    def _cuda_scan(self, u: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """y * silu(z) [B, L, ED] by ``mamba_ssm``'s kernel (channels-first layout, Δ bias + softplus fused)."""
+        dt, Bm, Cm = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = dt @ self.dt_proj.weight.T  # the kernel adds the bias and applies softplus
+        y = cuda_selective_scan()(
+            u.transpose(1, 2).contiguous(),
+            delta.transpose(1, 2).contiguous(),
+            -torch.exp(self.A_log.float()),
+            Bm.transpose(1, 2).contiguous(),
+            Cm.transpose(1, 2).contiguous(),
+            self.D.float(),
+            z=z.transpose(1, 2).contiguous(),
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+        )
+        return y.transpose(1, 2)
+
+    # ------------------------------------------------------------------ recurrent inference
+    def init_cache(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> MambaCache:
+        """An empty cache (zero conv window and state) for ``batch`` sequences."""
+        device = device or self.A_log.device
+        dtype = dtype or self.A_log.dtype
+        return MambaCache(
+            conv=torch.zeros(batch, self.d_inner, self.d_conv, device=device, dtype=dtype),
+            ssm=torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=dtype),
+        )
+
+    def step(self, x: torch.Tensor, cache: MambaCache) -> tuple[torch.Tensor, MambaCache]:
+        """One token ``x [B, D]`` -> (output [B, D], updated cache); O(1) in the sequence length."""
+        u, z = self.in_proj(x).chunk(2, dim=-1)  # [B, ED]
+        window = torch.cat([cache.conv[:, :, 1:], u.unsqueeze(-1)], dim=-1)  # the last d_conv inputs
+        u = (window * self.conv1d.weight.squeeze(1)).sum(-1)
+        if self.conv1d.bias is not None:
+            u = u + self.conv1d.bias
+        u = F.silu(u)
+        delta, A, Bm, Cm = self._ssm_inputs(u)
+        h = torch.exp(delta.unsqueeze(-1) * A) * cache.ssm + (delta * u).unsqueeze(-1) * Bm.unsqueeze(1)
+        y = (h * Cm.unsqueeze(1)).sum(-1) + self.D * u
+        return self.out_proj(y * F.silu(z)), MambaCache(conv=window, ssm=h)

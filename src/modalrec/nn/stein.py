@@ -1,0 +1,131 @@
+"""RBF kernels, the median-heuristic bandwidth and Stein kernels (KSD, SVGD) for latent alignment.
+
+With ``r = x - y`` and bandwidth ``h``, ``k(x, y) = exp(-||r||^2 / (2 h^2))`` and, in dimension D,
+
+    grad_x k = -(r / h^2) k        grad_y k = +(r / h^2) k        tr(grad_x grad_y k) = k (D / h^2 - ||r||^2 / h^4)
+
+The Langevin-Stein kernel of a density p with score s = grad log p (Liu, Lee & Jordan, ICML 2016) is
+``u_p(x, y) = k s(x)^T s(y) + s(x)^T grad_y k + s(y)^T grad_x k + tr(grad_x grad_y k)`` and
+``KSD^2(q || p) = E_{x, y ~ q} u_p(x, y) >= 0``. Three forms of a pairwise Stein term are provided
+(``STEIN_FORMS``):
+
+- ``"ksd"``: the textbook u_p above;
+- ``"findrec_code"``: what FindRec's released code computes, ``k s(x)^T s(y) + k r^T s(y) / h^2 +
+  k (||r||^2 / h^4 - D / h^2)`` = ``k s(x)^T s(y) - s(y)^T grad_x k - tr(grad_x grad_y k)`` (one term
+  missing, two signs flipped: not a valid KSD, can be negative; see specs/findrec.md, Sec. 1.6);
+- ``"paired_rbf"``: ``1 - k(x_i, y_i)``, the paired similarity some adapters use (needs x, y paired).
+
+Everything is computed from inner products, without [n, m, D] tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from modalrec.errors import ConfigError
+
+STEIN_FORMS = ("findrec_code", "ksd", "paired_rbf")
+
+
+def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """||x_i - y_j||^2 [n, m], clamped at 0 against rounding."""
+    return ((x * x).sum(-1, keepdim=True) + (y * y).sum(-1) - 2.0 * x @ y.T).clamp(min=0.0)
+
+
+@torch.no_grad()
+def median_bandwidth(
+    x: torch.Tensor, y: torch.Tensor, factor: float = 1.0, min_h: float = 0.1, max_h: float = 10.0, max_rows: int = 512
+) -> torch.Tensor:
+    """h = clamp(sqrt(median(D^2) / 2) * factor, min_h, max_h) over the first ``max_rows`` rows (no gradient).
+
+    So that ``k = exp(-D^2 / median(D^2))`` at factor 1 (FindRec's convention; cross pairs incl. the
+    diagonal; ``torch.median`` takes the lower of the two middle values).
+    """
+    d2 = squared_distances(x[:max_rows].detach(), y[:max_rows].detach())
+    return (torch.sqrt(d2.median() / 2.0) * factor).clamp(min_h, max_h)
+
+
+def rbf_kernel(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor | float) -> torch.Tensor:
+    """k(x_i, y_j) = exp(-||x_i - y_j||^2 / (2 h^2)) [n, m]."""
+    return torch.exp(-squared_distances(x, y) / (2.0 * h * h))
+
+
+def rbf_grad_x(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor | float) -> torch.Tensor:
+    """grad_x k(x_i, y_j) = -(x_i - y_j) k / h^2 [n, m, D] (for tests and analysis; O(n m D) memory)."""
+    r = x.unsqueeze(1) - y.unsqueeze(0)
+    return -r * (rbf_kernel(x, y, h) / (h * h)).unsqueeze(-1)
+
+
+def rbf_grad_y(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor | float) -> torch.Tensor:
+    """grad_y k(x_i, y_j) = +(x_i - y_j) k / h^2 [n, m, D]."""
+    return -rbf_grad_x(x, y, h)
+
+
+def rbf_trace_xy(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor | float) -> torch.Tensor:
+    """tr(grad_x grad_y k)(x_i, y_j) = k (D / h^2 - ||r||^2 / h^4) [n, m]."""
+    h2 = h * h
+    return rbf_kernel(x, y, h) * (x.shape[-1] / h2 - squared_distances(x, y) / (h2 * h2))
+
+
+def stein_kernel(
+    x: torch.Tensor, y: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, h: torch.Tensor | float, form: str = "ksd"
+) -> torch.Tensor:
+    """The Stein kernel matrix U [n, m] of ``form`` ("ksd" or "findrec_code") for points x, y with scores sx, sy."""
+    h2 = h * h
+    d2 = squared_distances(x, y)
+    k = torch.exp(-d2 / (2.0 * h2))
+    trace = k * (x.shape[-1] / h2 - d2 / (h2 * h2))
+    score_term = k * (sx @ sy.T)
+    # s(y_j)^T r_ij = s(y_j)^T x_i - s(y_j)^T y_j
+    sy_r = x @ sy.T - (sy * y).sum(-1)
+    if form == "ksd":
+        # s(x_i)^T grad_y k = k s(x_i)^T r / h^2 ;  s(y_j)^T grad_x k = -k s(y_j)^T r / h^2
+        sx_r = (sx * x).sum(-1, keepdim=True) - sx @ y.T
+        return score_term + k * (sx_r - sy_r) / h2 + trace
+    if form == "findrec_code":
+        return score_term + k * sy_r / h2 - trace
+    raise ConfigError(f"stein_kernel: unknown form '{form}'; choose 'ksd' or 'findrec_code' ('paired_rbf' has no matrix)")
+
+
+def stein_alignment(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sx: torch.Tensor,
+    sy: torch.Tensor,
+    h: torch.Tensor | float,
+    form: str = "findrec_code",
+    statistic: str = "v",
+) -> torch.Tensor:
+    """The scalar Stein term between two point sets: mean of U (``statistic="v"``, diagonal included)
+    or of its off-diagonal (``"u"``, unbiased when x and y are the same sample); ``paired_rbf`` is
+    ``1 - mean_i k(x_i, y_i)``."""
+    if form not in STEIN_FORMS:
+        raise ConfigError(f"unknown Stein form '{form}'; choose one of {', '.join(STEIN_FORMS)}")
+    if statistic not in ("v", "u"):
+        raise ConfigError(f"unknown Stein statistic '{statistic}'; choose 'v' (V-statistic) or 'u' (U-statistic)")
+    if form == "paired_rbf":
+        return 1.0 - torch.exp(-((x - y) ** 2).sum(-1) / (2.0 * h * h)).mean()
+    U = stein_kernel(x, y, sx, sy, h, form)
+    if statistic == "v":
+        return U.mean()
+    n = U.shape[0]
+    if n < 2 or U.shape[1] != n:
+        raise ConfigError("the U-statistic needs two paired sets of at least 2 points")
+    return (U.sum() - U.diagonal().sum()) / (n * (n - 1))
+
+
+def ksd(x: torch.Tensor, score: torch.Tensor, h: torch.Tensor | float, statistic: str = "v") -> torch.Tensor:
+    """Kernel Stein discrepancy KSD^2 of the sample ``x`` [n, D] against a density with scores ``score`` = s(x)."""
+    return stein_alignment(x, x, score, score, h, "ksd", statistic)
+
+
+def svgd_direction(z: torch.Tensor, score: torch.Tensor, h: torch.Tensor | float) -> torch.Tensor:
+    """The SVGD update phi(z_i) = mean_j [k(z_j, z_i) s(z_j) + grad_{z_j} k(z_j, z_i)] [n, D] (Liu & Wang, 2016).
+
+    An analysis utility (FindRec only has a loss, no particle updates): ``z + eps * phi(z)`` moves the
+    particles toward the density whose score is given.
+    """
+    k = rbf_kernel(z, z, h)  # symmetric: k[j, i] = k(z_j, z_i)
+    # grad_{z_j} k(z_j, z_i) = -(z_j - z_i) k / h^2 ; summed over j: -(k^T z - z * k.sum(0)) / h^2
+    repulsion = -(k.T @ z - z * k.sum(0, keepdim=True).T) / (h * h)
+    return (k.T @ score + repulsion) / z.shape[0]

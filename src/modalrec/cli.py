@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modalrec.errors import ModalRecError
+from modalrec.serve.command import serve_command
 
 app = typer.Typer(
     help="ModalRec: multimodal recommendation — train, evaluate and compare models under one protocol.",
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect and prepare datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.command("serve")(serve_command)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -1,0 +1,383 @@
+"""The serving engine: a trained run loaded once and ranked per request, with no HTTP in sight.
+
+What it answers (the HTTP layer in :mod:`modalrec.serve.app` only validates and translates):
+
+- **a known user**: general models score from the user's learned representation; sequential models
+  read the user's whole stored history (train + valid + test, time order, last ``max_len`` items).
+  ``exclude_seen`` masks every known interaction of the user (all three splits), since a served list
+  should not repeat anything the user is known to have consumed;
+- **an ad-hoc session** (a list of items): sequential models score it as a sequence. General models
+  have no representation for a stranger, so they use an item-based fallback:
+  ``item-cosine`` when the model has item vectors (the mean cosine similarity of each item to the
+  session's items, over the model's own vectors) and ``co-occurrence`` otherwise (the same with
+  cosine-normalised co-occurrence counts from the train split: the classic item-kNN score);
+- **popularity** (train interaction counts) for unknown users when the caller asks for it, and for a
+  session none of whose items is known.
+
+Ranking is exact by default: scores of every candidate, masked, with ties broken by lower item
+index like the evaluator (:func:`modalrec.eval.ranking.order_keys`). Dot-product models can use an
+approximate faiss HNSW index instead (``ann=True``) for very large catalogues; requests with an
+allow list are always ranked exactly (only the allowed items are candidates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from modalrec.data.context import DataContext, pad_sequences
+from modalrec.data.dataset import TEST, TRAIN, VALID
+from modalrec.errors import ConfigError, ModalRecError
+from modalrec.eval.ranking import order_keys
+from modalrec.models.base import EmbeddingScorer
+from modalrec.train.experiment import LoadedRun, open_run
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
+
+# how each kind of request was answered (reported in every response)
+MODEL, ITEM_COSINE, CO_OCCURRENCE, POPULARITY = "model", "item-cosine", "co-occurrence", "popularity"
+
+
+class ServeError(ModalRecError):
+    """A request the service refuses; ``status`` is the HTTP status it maps to."""
+
+    status: int = 400
+
+
+class UnknownUserError(ServeError):
+    status = 404
+
+
+class UnknownItemError(ServeError):
+    status = 404
+
+
+class RequestTooLargeError(ServeError):
+    status = 413
+
+
+@dataclass
+class Ranked:
+    """One ranked list: item indices and scores (best first, only finite scores) and how it was made."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    strategy: str
+
+
+@dataclass
+class CandidateFilter:
+    """Which items may be recommended: ``allow`` (None: all) minus ``deny``, as index arrays."""
+
+    allow: np.ndarray | None = None
+    deny: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def blocked(self, n_items: int) -> np.ndarray | None:
+        """bool [n_items], True where an item may not be recommended; None when nothing is blocked."""
+        if self.allow is None and not len(self.deny):
+            return None
+        blocked = np.zeros(n_items, dtype=bool) if self.allow is None else np.ones(n_items, dtype=bool)
+        if self.allow is not None:
+            blocked[self.allow] = False
+        blocked[self.deny] = True
+        return blocked
+
+
+def known_histories(ctx: DataContext) -> sp.csr_matrix:
+    """Every user's interactions of all three splits as CSR rows in time order (train, valid, test,
+    each in its stored order): what the service knows a user has consumed."""
+    users, items, keys = [], [], []
+    for part in (TRAIN, VALID, TEST):
+        rows = ctx.histories[part]
+        row_of = np.repeat(np.arange(ctx.n_users), np.diff(rows.indptr))
+        users.append(row_of)
+        items.append(rows.indices.astype(np.int64))
+        keys.append(part * (rows.nnz + 1) + (np.arange(rows.nnz) - rows.indptr[row_of]))  # (part, position)
+    user, item, key = (np.concatenate(parts) for parts in (users, items, keys))
+    order = np.lexsort((key, user))
+    indptr = np.zeros(ctx.n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(user, minlength=ctx.n_users), out=indptr[1:])
+    return sp.csr_matrix((np.ones(len(order), dtype=np.float32), item[order], indptr), shape=(ctx.n_users, ctx.n_items))
+
+
+def _unique_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """The same rows with sorted, de-duplicated columns (what a mask needs)."""
+    out = matrix.copy()
+    out.sum_duplicates()
+    out.data[:] = 1.0
+    return out
+
+
+class ServingEngine:
+    """A finished run, loaded once, that ranks items for users, sessions and popularity.
+
+    ``item_chunk`` bounds the score tile (requests x items) held at once; ``ann`` builds a faiss
+    HNSW index over the item vectors (dot-product models only; needs the ``ann`` extra);
+    ``image_dir`` is a folder of ``<raw item id>.<jpg|png|...>`` images (e.g. posters) to serve.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedRun,
+        item_chunk: int = 100_000,
+        ann: bool = False,
+        ann_ef_search: int = 128,
+        image_dir: str | Path | None = None,
+    ):
+        if item_chunk < 1:
+            raise ConfigError(f"serve item_chunk must be >= 1, got {item_chunk}")
+        self.run = loaded
+        self.model = loaded.model.eval()
+        self.ctx = loaded.ctx
+        self.dataset = loaded.dataset
+        self.n_items = self.ctx.n_items
+        self.item_chunk = int(item_chunk)
+        self.family = self.model.family
+        self.item_ids = np.asarray(self.dataset.item_ids).astype(str)
+        self.user_ids = np.asarray(self.dataset.user_ids).astype(str)
+        self._user_lookup = {raw: index for index, raw in enumerate(self.user_ids.tolist())}
+        self._item_lookup = {raw: index for index, raw in enumerate(self.item_ids.tolist())}
+        self.histories = known_histories(self.ctx)
+        self.seen = _unique_rows(self.histories)
+        self.popularity = np.asarray(
+            self.ctx.item_popularity if self.ctx.item_popularity is not None else self.ctx.train.sum(axis=0)
+        ).ravel().astype(np.float32)
+        self.titles: list | None = self.dataset.item_meta.get("title")
+        self.images = _scan_images(image_dir, self._item_lookup) if image_dir is not None else {}
+        self.image_urls = _first_urls(self.dataset.item_meta.get("image_urls"))
+        # Precomputed at start: cached propagation (prepare_scoring) and, for dot-product models, the
+        # item vector matrix, so a request costs one query encoding and one matrix product.
+        with torch.inference_mode():
+            self.model.prepare_scoring()
+            self.item_vectors = (
+                self.model.item_vectors(slice(0, self.n_items)).float().contiguous()
+                if isinstance(self.model, EmbeddingScorer)
+                else None
+            )
+        self.session_strategy = MODEL if self.family == "sequential" else (ITEM_COSINE if self.item_vectors is not None else CO_OCCURRENCE)
+        self._unit_vectors = None
+        self._cooccurrence = None
+        if self.session_strategy == ITEM_COSINE:
+            self._unit_vectors = torch.nn.functional.normalize(self.item_vectors, dim=1)
+        elif self.session_strategy == CO_OCCURRENCE:
+            train = sp.csc_matrix(self.ctx.train, dtype=np.float32)
+            counts = np.asarray(train.sum(axis=0)).ravel()
+            self._cooccurrence = (train @ sp.diags(1.0 / np.sqrt(np.maximum(counts, 1.0)))).tocsc()
+        self.ann = _AnnIndex(self.item_vectors.cpu().numpy(), ann_ef_search, self.model) if ann else None
+
+    @classmethod
+    def open(cls, run_dir: str | Path, device: str = "cpu", **options: Any) -> ServingEngine:
+        """Load a run directory (config, data checked by content hash, selected checkpoint)."""
+        return cls(open_run(run_dir, device=device), **options)
+
+    # ------------------------------------------------------------------ ids and metadata
+    def user_index(self, raw: str) -> int | None:
+        return self._user_lookup.get(str(raw))
+
+    def item_index(self, raw: str) -> int | None:
+        return self._item_lookup.get(str(raw))
+
+    def item_indices(self, raws: list[str]) -> tuple[np.ndarray, list[str]]:
+        """Indices of the known raw ids (order kept) and the unknown ids, in the order given."""
+        known, unknown = [], []
+        for raw in raws:
+            index = self._item_lookup.get(str(raw))
+            (unknown.append(str(raw)) if index is None else known.append(index))
+        return np.asarray(known, dtype=np.int64), unknown
+
+    def history(self, user: int) -> np.ndarray:
+        """The user's known items (all splits), oldest first."""
+        return self.histories.indices[self.histories.indptr[user] : self.histories.indptr[user + 1]]
+
+    def title(self, item: int) -> str | None:
+        if self.titles is None or self.titles[item] is None:
+            return None
+        return str(self.titles[item])
+
+    def image(self, item: int) -> str | None:
+        """Where the item's image is: ``local`` (served by the app) or a URL from the metadata."""
+        if item in self.images:
+            return "local"
+        return self.image_urls.get(item)
+
+    def metadata(self, item: int) -> dict[str, Any]:
+        """All metadata fields of one item (JSON-safe), with its train popularity."""
+        fields = {key: _jsonable(values[item]) for key, values in self.dataset.item_meta.items()}
+        return {"popularity": int(self.popularity[item]), "metadata": fields}
+
+    # ------------------------------------------------------------------ requests
+    def recommend_users(self, users: np.ndarray, k: int, exclude_seen: bool, candidates: CandidateFilter) -> list[Ranked]:
+        """Top-k for known users (indices), one forward pass for the whole batch."""
+        users = np.asarray(users, dtype=np.int64)
+        if not len(users):
+            return []
+        with torch.inference_mode():
+            if self.family == "sequential":
+                batch = self._sequence_batch([self.history(u) for u in users.tolist()])
+            else:
+                batch = self.model.eval_batch(users, self.ctx, TEST)
+            excluded = [self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]] for u in users.tolist()] if exclude_seen else None
+            return self._rank(self.model.encode(batch), k, excluded, candidates, MODEL)
+
+    def recommend_session(self, items: np.ndarray, k: int, exclude_seen: bool, candidates: CandidateFilter) -> Ranked:
+        """Top-k after an ad-hoc list of known items (oldest first); popularity when it is empty."""
+        excluded = [np.unique(items)] if exclude_seen else None
+        if not len(items):
+            return self.popular(k, candidates)
+        with torch.inference_mode():
+            if self.session_strategy == MODEL:
+                query = self.model.encode(self._sequence_batch([items]))
+                return self._rank(query, k, excluded, candidates, MODEL)[0]
+            if self.session_strategy == ITEM_COSINE:  # mean cosine to the session's items
+                scores = (self._unit_vectors @ self._unit_vectors[torch.from_numpy(items)].mean(0)).unsqueeze(0)
+            else:  # mean cosine-normalised co-occurrence with the session's items
+                together = self._cooccurrence[:, items].T @ self._cooccurrence  # sparse [|session|, n_items]
+                scores = torch.from_numpy(np.asarray(together.sum(axis=0)) / len(items))
+            return self._rank_scores(scores.float(), k, excluded, candidates, self.session_strategy)
+
+    def popular(self, k: int, candidates: CandidateFilter) -> Ranked:
+        """The most interacted-with train items (ties by lower index)."""
+        scores = torch.from_numpy(self.popularity).unsqueeze(0)
+        return self._rank_scores(scores, k, None, candidates, POPULARITY)
+
+    # ------------------------------------------------------------------ ranking
+    def _sequence_batch(self, sequences: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        seq, lengths = pad_sequences(sequences, self.model.max_len, self.n_items)
+        return {"seq": seq.to(self.model.device), "lengths": lengths.to(self.model.device)}
+
+    def _chunk_scores(self, query: Any, start: int, stop: int) -> torch.Tensor:
+        if self.item_vectors is not None:
+            return query @ self.item_vectors[start:stop].T
+        return self.model.score_items(query, slice(start, stop))
+
+    def _rank(self, query: Any, k: int, excluded: list[np.ndarray] | None, candidates: CandidateFilter, strategy: str) -> list[Ranked]:
+        """Top-k of encoded queries: approximate through the index when there is one and no allow
+        list, else exact over item chunks."""
+        if self.ann is not None and candidates.allow is None:
+            return self.ann.search(query.float().cpu().numpy(), k, excluded, candidates.blocked(self.n_items), strategy)
+        best_scores = best_items = None
+        blocked = candidates.blocked(self.n_items)
+        for start in range(0, self.n_items, self.item_chunk):
+            stop = min(start + self.item_chunk, self.n_items)
+            scores = self._chunk_scores(query, start, stop).float().cpu().clone()
+            _mask(scores, start, stop, excluded, blocked)
+            items = torch.arange(start, stop).expand_as(scores)
+            if best_scores is not None:
+                scores, items = torch.cat([best_scores, scores], 1), torch.cat([best_items, items], 1)
+            best_scores, best_items = _exact_best(scores, items, k)
+        return [_finite(s, i, strategy) for s, i in zip(best_scores.numpy(), best_items.numpy())]
+
+    def _rank_scores(self, scores: torch.Tensor, k: int, excluded: list[np.ndarray] | None, candidates: CandidateFilter, strategy: str) -> Ranked:
+        """Top-k of one row of precomputed scores [1, n_items] (fallbacks)."""
+        scores = scores.float().cpu().clone()
+        _mask(scores, 0, self.n_items, excluded, candidates.blocked(self.n_items))
+        best_scores, best_items = _exact_best(scores, torch.arange(self.n_items).expand_as(scores), k)
+        return _finite(best_scores[0].numpy(), best_items[0].numpy(), strategy)
+
+
+def _mask(scores: torch.Tensor, start: int, stop: int, excluded: list[np.ndarray] | None, blocked: np.ndarray | None) -> None:
+    """Set excluded (per row) and blocked (all rows) items of the chunk [start, stop) to -inf in place."""
+    view = scores.numpy()
+    if blocked is not None:
+        view[:, blocked[start:stop]] = -np.inf
+    if excluded is not None:
+        for row, items in enumerate(excluded):
+            inside = items[(items >= start) & (items < stop)]
+            view[row, inside - start] = -np.inf
+
+
+def _exact_best(scores: torch.Tensor, items: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best (score, item) per row in the evaluator's strict order: score desc, then lower item."""
+    order = torch.topk(order_keys(scores, items), min(k, scores.shape[1]), dim=1).indices
+    return scores.gather(1, order), items.gather(1, order)
+
+
+def _finite(scores: np.ndarray, items: np.ndarray, strategy: str) -> Ranked:
+    """Drop -inf entries (masked or unavailable: 'not recommended')."""
+    keep = np.isfinite(scores)
+    return Ranked(items=items[keep].astype(np.int64), scores=scores[keep].astype(np.float64), strategy=strategy)
+
+
+class _AnnIndex:
+    """Approximate maximum-inner-product top-k over the item vectors with a faiss HNSW graph.
+
+    Masked items are removed after the search, so it asks for k + (the most items any row masks)
+    neighbours; rows left with fewer than k items simply return fewer (as exact ranking does when
+    a user has seen nearly everything)."""
+
+    def __init__(self, vectors: np.ndarray | None, ef_search: int, model: Any):
+        if vectors is None:
+            raise ConfigError(
+                f"approximate top-K (ann) needs a dot-product model with item vectors; '{model.name}' scores "
+                "items another way, so serve it without --ann (exact ranking)"
+            )
+        try:
+            import faiss
+        except ImportError:
+            raise ConfigError("approximate top-K needs faiss: pip install 'modalrec[ann]' (faiss-cpu)") from None
+        self.n_items, dim = vectors.shape
+        self.index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = 200
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self.ef_search = int(ef_search)
+
+    def search(self, queries: np.ndarray, k: int, excluded: list[np.ndarray] | None, blocked: np.ndarray | None, strategy: str) -> list[Ranked]:
+        import faiss
+
+        masked = (max((len(e) for e in excluded), default=0) if excluded else 0) + (int(blocked.sum()) if blocked is not None else 0)
+        want = min(self.n_items, k + masked)
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, want))
+        scores, items = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), want, params=params)
+        out = []
+        for row in range(len(queries)):
+            keep = items[row] >= 0
+            if blocked is not None:
+                keep &= ~blocked[np.maximum(items[row], 0)]
+            if excluded is not None:
+                keep &= ~np.isin(items[row], excluded[row])
+            row_items, row_scores = items[row][keep], scores[row][keep]
+            order = np.lexsort((row_items, -row_scores))[:k]  # same tie order as exact ranking
+            out.append(Ranked(row_items[order].astype(np.int64), row_scores[order].astype(np.float64), strategy))
+        return out
+
+
+def _scan_images(folder: str | Path, lookup: dict[str, int]) -> dict[int, Path]:
+    """item index -> image file for files named ``<raw item id>.<image suffix>`` in ``folder``."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"image folder {folder} does not exist (expected files named <raw item id>.jpg/.png)")
+    found = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.stem in lookup and path.is_file():
+            found.setdefault(lookup[path.stem], path)
+    return found
+
+
+def _first_urls(urls: list | None) -> dict[int, str]:
+    """item index -> its first http(s) image URL from the ``image_urls`` metadata."""
+    if urls is None:
+        return {}
+    out = {}
+    for item, value in enumerate(urls):
+        first = value[0] if isinstance(value, (list, tuple)) and value else value
+        if isinstance(first, str) and first.startswith(("http://", "https://")):
+            out[item] = first
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    """Metadata values as JSON types (numpy scalars/arrays to Python, NaN to None)."""
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)

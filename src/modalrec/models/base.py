@@ -98,6 +98,12 @@ class Recommender(nn.Module):
     def before_epoch(self, epoch: int) -> None:
         """Hook for per-epoch work (e.g. resampling a graph); default nothing."""
 
+    def prepare(self, ctx: DataContext, cfg: Any, run_dir: Any) -> None:
+        """Called by the trainer once before the first epoch of a fresh run (not on resume): work that
+        precedes minibatch training, e.g. a pre-training stage whose results the model keeps in
+        buffers (so checkpoints hold them). ``cfg`` is the run's config, ``run_dir`` its directory
+        (a ``Path``). Default nothing."""
+
     def configure_optimizer(self, train: Any) -> torch.optim.Optimizer | None:
         """A model-specific optimiser built from the train config (e.g. Riemannian SGD for manifold
         parameters); None lets the trainer build ``train.optimizer`` over all parameters."""

@@ -159,6 +159,8 @@ class Trainer:
             return self.state
 
         t = self.cfg.train
+        if self.state.epoch == 0:
+            self.model.prepare(self.ctx, self.cfg, self.run_dir.path)
         while self.state.epoch < t.epochs and not self.state.stopped_early:
             epoch = self.state.epoch
             record = self.train_epoch(epoch)

@@ -2,8 +2,10 @@
 
 from modalrec.models.general.bpr import BPR
 from modalrec.models.general.ease import EASE
+from modalrec.models.general.hdrm import HDRM
+from modalrec.models.general.hgcf import HGCF
 from modalrec.models.general.itemknn import ItemKNN
 from modalrec.models.general.lightgcn import LightGCN
 from modalrec.models.general.pop import Pop
 
-__all__ = ["BPR", "EASE", "ItemKNN", "LightGCN", "Pop"]
+__all__ = ["BPR", "EASE", "HDRM", "HGCF", "ItemKNN", "LightGCN", "Pop"]

@@ -4,11 +4,12 @@ The evaluator tiles users x items. For each user chunk it encodes the queries on
 chunks through ``model.score_items``, masks the chunk's seen items to -inf and merges the chunk's best
 k into a running top-k, so peak memory is O(user_chunk * item_chunk) whatever the catalogue size.
 
-Ties: equal scores rank by lower item index, exactly and independent of the chunk sizes. Each score
-is mapped to an order-preserving integer and paired with its item index into one int64 key, a strict
-total order. Building keys for whole chunks is slow, so a chunk is first cut with a float top-(k+1);
-only rows whose k-th and (k+1)-th values are equal (a tie across the cut) are redone on keys, and the
-small merges of top-k lists always use keys.
+Ties: equal scores rank by lower item index, exactly and independent of the chunk sizes: the order is
+the strict total order (score descending, item ascending). Building it for whole chunks is slow, so a
+chunk is first cut with a float top-(k+1); only rows whose k-th and (k+1)-th values are equal (a tie
+across the cut) are redone on int64 keys (:func:`order_keys`: an order-preserving integer of the
+score in the high half, the item index in the low half), and the small merges of the per-chunk
+top-k into the running top-k sort on (score, item) exactly.
 
 Protocol: a user is evaluated in a phase when they have at least one target there. Seen items
 (VALID: train; TEST: train + valid) are masked; a target that is also a seen item stays counted in

@@ -1,0 +1,153 @@
+"""The Mamba mixer: scan backends agree (values and gradients), gradcheck, recurrent steps, dispatch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from modalrec.errors import ConfigError
+from modalrec.nn.mamba import (
+    MambaMixer,
+    resolve_backend,
+    selective_scan_chunked,
+    selective_scan_fused,
+    selective_scan_ref,
+)
+
+
+def scan_inputs(batch: int, length: int, inner: int, state: int, dtype: torch.dtype, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """(u, delta, A, B, C, D) with large decays (delta |A| up to ~60 per step) so overflow would show."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(batch, length, inner, generator=g, dtype=dtype)
+    delta = torch.rand(batch, length, inner, generator=g, dtype=dtype) * 3.0
+    A = -torch.rand(inner, state, generator=g, dtype=dtype) * 20.0
+    Bm = torch.randn(batch, length, state, generator=g, dtype=dtype)
+    Cm = torch.randn(batch, length, state, generator=g, dtype=dtype)
+    D = torch.randn(inner, generator=g, dtype=dtype)
+    return tuple(t.requires_grad_() for t in (u, delta, A, Bm, Cm, D))
+
+
+def value_and_grads(scan, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    y = scan(*inputs)
+    weights = torch.linspace(-1.0, 1.0, y.numel(), dtype=y.dtype).view_as(y)
+    return (y.detach(), *torch.autograd.grad((y * weights).sum() + y.pow(2).sum(), inputs))
+
+
+SCANS = {
+    "chunked-1": lambda *a: selective_scan_chunked(*a, chunk=1),
+    "chunked-3": lambda *a: selective_scan_chunked(*a, chunk=3),
+    "chunked-8": lambda *a: selective_scan_chunked(*a, chunk=8),
+    "chunked-L": lambda *a: selective_scan_chunked(*a, chunk=37),
+    "fused": selective_scan_fused,
+}
+
+
+@pytest.mark.parametrize("name", list(SCANS))
+def test_scans_equal_the_reference_in_float64(name: str) -> None:
+    inputs = scan_inputs(2, 37, 5, 3, torch.float64)
+    expected = value_and_grads(selective_scan_ref, inputs)
+    got = value_and_grads(SCANS[name], inputs)
+    for e, g in zip(expected, got):
+        assert (e - g).abs().max().item() < 1e-10
+
+
+@pytest.mark.parametrize("name", ["ref", "chunked-8", "fused"])
+def test_float32_scans_match_float64_truth_without_overflow(name: str) -> None:
+    """Errors relative to each tensor's scale (gradients reach ~1e3 here, so a fixed atol means nothing)."""
+    inputs = scan_inputs(2, 50, 6, 4, torch.float32, seed=1)
+    inputs[1].data.div_(3.0)  # Δ in [0, 1], |A| <= 16: decays up to e^-16 per step, as trained models reach
+    truth = value_and_grads(selective_scan_ref, tuple(t.detach().double().requires_grad_() for t in inputs))
+    got = value_and_grads(selective_scan_ref if name == "ref" else SCANS[name], inputs)
+    for e, g in zip(truth, got):
+        assert torch.isfinite(g).all()
+        assert ((g.double() - e).abs().max() / e.abs().max()).item() < 1e-5
+
+
+@pytest.mark.parametrize("scan", [selective_scan_ref, SCANS["chunked-3"], selective_scan_fused])
+def test_gradcheck_on_tiny_shapes(scan) -> None:
+    inputs = scan_inputs(2, 7, 3, 2, torch.float64, seed=2)
+    inputs[1].data.mul_(0.3)  # moderate decays keep the finite differences well conditioned
+    assert torch.autograd.gradcheck(scan, inputs, eps=1e-6, atol=1e-6)
+
+
+def float64_mixer(backend: str, seed: int = 0) -> MambaMixer:
+    torch.manual_seed(seed)
+    return MambaMixer(8, d_state=4, d_conv=3, expand=2, backend=backend, chunk=4).double()
+
+
+def test_mixer_backends_agree_and_state_dicts_are_interchangeable() -> None:
+    x = torch.randn(3, 11, 8, dtype=torch.float64)
+    ref = float64_mixer("ref")
+    outputs = {}
+    for backend in ("ref", "chunked", "fused"):
+        mixer = float64_mixer(backend, seed=1)
+        mixer.load_state_dict(ref.state_dict())
+        outputs[backend] = mixer(x)
+    assert (outputs["chunked"] - outputs["ref"]).abs().max() < 1e-12
+    assert (outputs["fused"] - outputs["ref"]).abs().max() < 1e-12
+
+
+def test_parameter_names_and_shapes_are_mamba_ssm_s() -> None:
+    mixer = MambaMixer(128, d_state=16, d_conv=4, expand=2)
+    shapes = {k: tuple(v.shape) for k, v in mixer.state_dict().items()}
+    assert shapes == {
+        "in_proj.weight": (512, 128),
+        "conv1d.weight": (256, 1, 4),
+        "conv1d.bias": (256,),
+        "x_proj.weight": (8 + 32, 256),
+        "dt_proj.weight": (256, 8),
+        "dt_proj.bias": (256,),
+        "A_log": (256, 16),
+        "D": (256,),
+        "out_proj.weight": (128, 256),
+    }
+    assert sum(v.numel() for v in mixer.parameters()) == 116_480  # spec Sec. 1.11
+    torch.testing.assert_close(mixer.A_log[3], torch.log(torch.arange(1, 17, dtype=torch.float32)))
+    dt = torch.nn.functional.softplus(mixer.dt_proj.bias)
+    assert dt.min() >= 1e-4 and dt.max() <= 0.1 + 1e-6  # Δ ~ logU[1e-3, 0.1], floored at 1e-4
+
+
+def test_recurrent_steps_equal_the_full_forward() -> None:
+    mixer = float64_mixer("fused")
+    x = torch.randn(2, 9, 8, dtype=torch.float64)
+    full = mixer(x)
+    cache = mixer.init_cache(2, dtype=torch.float64)
+    steps = []
+    for t in range(9):
+        y, cache = mixer.step(x[:, t], cache)
+        steps.append(y)
+    assert (torch.stack(steps, 1) - full).abs().max() < 1e-12
+
+
+def test_mixer_is_causal() -> None:
+    mixer = float64_mixer("fused")
+    x = torch.randn(2, 10, 8, dtype=torch.float64)
+    changed = x.clone()
+    changed[:, 6:] = torch.randn(2, 4, 8, dtype=torch.float64)
+    assert torch.equal(mixer(x)[:, :6], mixer(changed)[:, :6])
+
+
+def test_auto_picks_a_torch_scan_on_cpu_and_cuda_is_refused_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODALREC_MAMBA_BACKEND", raising=False)
+    x = torch.zeros(1, 2, 3)
+    assert resolve_backend("auto", x) == "fused"
+    with pytest.raises(ConfigError, match="cuda"):
+        resolve_backend("cuda", x)
+    monkeypatch.setenv("MODALREC_MAMBA_BACKEND", "chunked")
+    assert resolve_backend("auto", x) == "chunked"
+    with pytest.raises(ConfigError, match="choose one of"):
+        MambaMixer(4, backend="triton")
+
+
+def test_cpu_use_never_imports_cuda_code() -> None:
+    code = (
+        "import sys, torch\n"
+        "from modalrec.nn.mamba import MambaMixer\n"
+        "MambaMixer(8)(torch.randn(2, 5, 8)).sum().backward()\n"
+        "bad = [m for m in sys.modules if m.startswith(('mamba_ssm', 'causal_conv1d', 'triton'))]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -155,7 +155,7 @@ class ServingEngine:
         with torch.inference_mode():
             self.model.prepare_scoring()
             self.item_vectors = (
-                self.model.item_vectors(slice(0, self.n_items)).float().contiguous()
+                self.model.item_vectors(slice(0, self.n_items)).detach().float().contiguous()
                 if isinstance(self.model, EmbeddingScorer)
                 else None
             )
@@ -168,7 +168,7 @@ class ServingEngine:
             train = sp.csc_matrix(self.ctx.train, dtype=np.float32)
             counts = np.asarray(train.sum(axis=0)).ravel()
             self._cooccurrence = (train @ sp.diags(1.0 / np.sqrt(np.maximum(counts, 1.0)))).tocsc()
-        self.ann = _AnnIndex(self.item_vectors.cpu().numpy(), ann_ef_search, self.model) if ann else None
+        self.ann = _AnnIndex(self.item_vectors, ann_ef_search, self.model) if ann else None
 
     @classmethod
     def open(cls, run_dir: str | Path, device: str = "cpu", **options: Any) -> ServingEngine:
@@ -310,7 +310,7 @@ class _AnnIndex:
     neighbours; rows left with fewer than k items simply return fewer (as exact ranking does when
     a user has seen nearly everything)."""
 
-    def __init__(self, vectors: np.ndarray | None, ef_search: int, model: Any):
+    def __init__(self, vectors: torch.Tensor | None, ef_search: int, model: Any):
         if vectors is None:
             raise ConfigError(
                 f"approximate top-K (ann) needs a dot-product model with item vectors; '{model.name}' scores "
@@ -323,7 +323,7 @@ class _AnnIndex:
         self.n_items, dim = vectors.shape
         self.index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         self.index.hnsw.efConstruction = 200
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self.index.add(np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32))
         self.ef_search = int(ef_search)
 
     def search(self, queries: np.ndarray, k: int, excluded: list[np.ndarray] | None, blocked: np.ndarray | None, strategy: str) -> list[Ranked]:

@@ -2,6 +2,8 @@
 
 from modalrec.models.sequential.findrec import FindRec
 from modalrec.models.sequential.gru4rec import GRU4Rec
+from modalrec.models.sequential.mamba4rec import Mamba4Rec
 from modalrec.models.sequential.sasrec import SASRec
+from modalrec.models.sequential.sasrec_features import SASRecFeatures
 
-__all__ = ["FindRec", "GRU4Rec", "SASRec"]
+__all__ = ["FindRec", "GRU4Rec", "Mamba4Rec", "SASRec", "SASRecFeatures"]

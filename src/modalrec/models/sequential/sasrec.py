@@ -84,8 +84,12 @@ class SASRec(EmbeddingScorer, SequentialRecommender):
             raise ValueError(f"sasrec: sequences of length {length} exceed max_len={self.max_len}; cut them to the last max_len items")
         positions = torch.arange(length, device=seq.device)
         valid = positions.unsqueeze(0) < lengths.to(seq.device).unsqueeze(1)
-        embedded = self.item_embedding(seq) + self.position_embedding(positions)  # E_hat = E + P
+        embedded = self.embed_items(seq) + self.position_embedding(positions)  # E_hat = E + P
         return self.encoder(self.embedding_dropout(embedded), valid)
+
+    def embed_items(self, seq: torch.Tensor) -> torch.Tensor:
+        """E [B, L, d]: the input representation of the items of ``seq`` (subclasses may fuse content)."""
+        return self.item_embedding(seq)
 
     def item_table(self) -> torch.Tensor:
         """M [n_items, d]: the item embeddings used both as input and as output (no padding row)."""

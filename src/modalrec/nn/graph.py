@@ -12,6 +12,8 @@ from __future__ import annotations
 import warnings
 from typing import Literal
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -96,11 +98,26 @@ def to_torch_sparse(csr: sp.spmatrix, device: torch.device | str | None = None) 
         )
 
 
-def propagate(adj: torch.Tensor, x: torch.Tensor, layers: int) -> list[torch.Tensor]:
+class _SparseMatmul(torch.autograd.Function):
+    """``A @ x`` whose backward uses a precomputed ``A^T`` (torch transposes a CSR matrix on every
+    backward otherwise, which made a LightGCN step on ML-1M ~6x slower)."""
+
+    @staticmethod
+    def forward(ctx: Any, adj: torch.Tensor, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.adj_t = adj_t
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
+        return None, None, torch.sparse.mm(ctx.adj_t, grad)
+
+
+def propagate(adj: torch.Tensor, x: torch.Tensor, layers: int, adj_t: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Linear propagation without weights or non-linearity: ``[x, A x, A^2 x, ..., A^layers x]``.
 
     ``adj`` is a torch sparse (CSR or COO) [N, N] matrix, ``x`` a dense [N, d] tensor; gradients
-    flow to ``x`` through every layer.
+    flow to ``x`` through every layer. Pass ``adj_t`` (= ``adj`` for a symmetric matrix) to make the
+    backward pass a plain sparse product.
     """
     if layers < 0:
         raise ValueError(f"layers must be >= 0, got {layers}")
@@ -108,5 +125,8 @@ def propagate(adj: torch.Tensor, x: torch.Tensor, layers: int) -> list[torch.Ten
         raise ValueError(f"adjacency is {tuple(adj.shape)} but features have {x.shape[0]} rows")
     outputs = [x]
     for _ in range(layers):
-        outputs.append(torch.sparse.mm(adj, outputs[-1]))
+        if adj_t is not None and torch.is_grad_enabled() and outputs[-1].requires_grad:
+            outputs.append(_SparseMatmul.apply(adj, adj_t, outputs[-1]))
+        else:
+            outputs.append(torch.sparse.mm(adj, outputs[-1]))
     return outputs

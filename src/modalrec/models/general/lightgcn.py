@@ -67,7 +67,7 @@ class LightGCN(EmbeddingScorer, GeneralRecommender):
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user [n_users, d] and item [n_items, d] representations (Eqs. 3-4)."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        layers = propagate(self.adjacency, ego, self.config.layers)
+        layers = propagate(self.adjacency, ego, self.config.layers, adj_t=self.adjacency)  # D^-1/2 A D^-1/2 is symmetric
         final = torch.stack(layers).mean(0)
         return final[: self.n_users], final[self.n_users :]
 

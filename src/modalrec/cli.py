@@ -27,6 +27,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect and prepare datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+from modalrec.data.features.commands import features_app  # noqa: E402
+
+app.add_typer(features_app, name="features")
 app.command("serve")(serve_command)
 
 console = Console()

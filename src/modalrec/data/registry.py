@@ -335,6 +335,85 @@ def _load_synthetic(request: LoadRequest) -> Dataset:
     return make_synthetic(n_users=1000, n_items=300, n_clusters=10, feature_dims={"text": 32, "image": 48}, seed=0)
 
 
+# ---------------------------------------------------------------------------------------- Amazon raw categories
+AMAZON_URLS = {
+    2018: ("https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/categoryFilesSmall/{c}_5.json.gz",
+           "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/metaFiles2/meta_{c}.json.gz"),
+    2023: ("https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_2023/raw/review_categories/{c}.jsonl.gz",
+           "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_2023/raw/meta_categories/meta_{c}.jsonl.gz"),
+}
+AMAZON_CATEGORIES = {
+    2018: ("Baby", "Sports_and_Outdoors", "Clothing_Shoes_and_Jewelry", "Industrial_and_Scientific", "Office_Products",
+           "Toys_and_Games", "Electronics", "Cell_Phones_and_Accessories", "Grocery_and_Gourmet_Food", "Home_and_Kitchen",
+           "Pet_Supplies", "Musical_Instruments", "Video_Games", "Arts_Crafts_and_Sewing", "Movies_and_TV", "All_Beauty"),
+    2023: ("All_Beauty", "Baby_Products", "Sports_and_Outdoors", "Clothing_Shoes_and_Jewelry", "Industrial_and_Scientific",
+           "Office_Products", "Toys_and_Games", "Electronics", "Cell_Phones_and_Accessories", "Grocery_and_Gourmet_Food",
+           "Home_and_Kitchen", "Pet_Supplies", "Musical_Instruments", "Video_Games", "Arts_Crafts_and_Sewing",
+           "Movies_and_TV", "Health_and_Household", "Beauty_and_Personal_Care"),
+}
+AMAZON_TERMS = "Amazon Review Data (McAuley lab, UCSD): research use; cite Ni et al. 2019 (2018) / Hou et al. 2024 (2023)"
+
+
+def _amazon_loader(version: int, category: str) -> Callable[[LoadRequest], Dataset]:
+    """Loader of one Amazon category: a local folder (path= or shared data) with the review and meta
+    files, else the official McAuley-lab files (2018: the 5-core reviews)."""
+
+    def load(request: LoadRequest) -> Dataset:
+        review_url, meta_url = (u.format(c=category) for u in AMAZON_URLS[version])
+        folder = request.path
+        shared = shared_data_dir()
+        if folder is None and shared is not None and (shared / f"amazon-{version}" / category).is_dir():
+            folder = shared / f"amazon-{version}" / category
+        if folder is not None:
+            reviews, meta = folder / Path(review_url).name, folder / Path(meta_url).name
+            via = "local"
+        else:
+            reviews, meta = request.raw_dir / Path(review_url).name, request.raw_dir / Path(meta_url).name
+            for url, target in ((review_url, reviews), (meta_url, meta)):
+                if request.refresh or not target.is_file():
+                    try:
+                        download(url, target, sha256=None, progress=request.progress)
+                    except DownloadError as exc:
+                        raise DatasetUnavailableError(
+                            f"'{request.name}': {exc}. Download {review_url} and {meta_url} by hand into a folder and "
+                            f"pass path=<folder>, or put them in $MODALREC_SHARED_DATA/amazon-{version}/{category}/"
+                        ) from exc
+            via = "official"
+        from modalrec.data.sources import amazon
+
+        ds = amazon.read_amazon(reviews, meta if meta.is_file() else None, version=version)
+        return _record_source(ds, request, via, [p for p in (reviews, meta) if p.is_file()], url=review_url, meta_url=meta_url)
+
+    return load
+
+
+def _amazon_specs() -> list[DatasetSpec]:
+    """One spec per (release, category): ``amazon2018-baby``, ``amazon2023-baby-products``, ..."""
+    specs = []
+    for version, categories in AMAZON_CATEGORIES.items():
+        for category in categories:
+            kind = "5-core reviews" if version == 2018 else "reviews"
+            specs.append(DatasetSpec(
+                name=f"amazon{version}-{category.lower().replace('_', '-')}",
+                description=f"Amazon Reviews {version}, {category.replace('_', ' ')}: {kind} (ratings, timestamps) with item "
+                "title, brand, categories, description and image URLs (text features: `modalrec features extract`).",
+                url=AMAZON_URLS[version][0].format(c=category),
+                license=AMAZON_TERMS,
+                modalities=("interactions", "rating", "timestamp", "text", "image-urls"),
+                obtained=f"official McAuley-lab files (no published checksum; sha256 recorded in provenance), or a local folder "
+                f"(path= or $MODALREC_SHARED_DATA/amazon-{version}/{category}/) holding the same file names",
+                loader=_amazon_loader(version, category),
+            ))
+    return specs
+
+
+def _load_multimodal(request: LoadRequest) -> Dataset:
+    """A base dataset with item features built by :mod:`modalrec.data.features` (on first load)."""
+    from modalrec.data.features.datasets import load_multimodal
+
+    return load_multimodal(request)
+
+
 # ---------------------------------------------------------------------------------------- built-in names
 for _spec in (
     DatasetSpec(
@@ -403,5 +482,39 @@ for _spec in (
         loader=_load_amazon_scientific,
         expected={"users": 2928, "items": 1585, "interactions": 19_712},
     ),
+    DatasetSpec(
+        name="ml-1m-mm",
+        description="ML-1M ratings + text features (MiniLM over 'title. genres.') + poster image features "
+        "(EfficientNet-Lite0, 160 px); built on first load, then saved.",
+        url=ML1M_URL,
+        license=f"{GROUPLENS_TERMS}; posters: studio artwork, no license (research use)",
+        modalities=("interactions", "rating", "timestamp", "text", "image"),
+        obtained="ml-1m + posters from $MODALREC_SHARED_DATA/ml-1m-posters/posters (or path=<folder of <MovieID>.jpg>); "
+        "needs modalrec[text,image] to build, not to load once built",
+        loader=_load_multimodal,
+        expected={"users": 6040, "items": 3706, "interactions": 1_000_209},
+    ),
+    DatasetSpec(
+        name="ml-100k-plot",
+        description="ML-100K + text features (MiniLM over 'title. genres. IMDb plot'); plot, director, writers and cast "
+        "in item metadata.",
+        url="https://github.com/manfredmichael/movielens-details",
+        license=f"{GROUPLENS_TERMS}; plots scraped from IMDb, no license (research use)",
+        modalities=("interactions", "rating", "timestamp", "text"),
+        obtained="ml-100k + $MODALREC_SHARED_DATA/ml-100k-details/movielens100k_details.json (or path=<that folder>)",
+        loader=_load_multimodal,
+        expected={"users": 943, "items": 1682, "interactions": 100_000},
+    ),
+    DatasetSpec(
+        name="amazon-scientific-mm",
+        description="amazon-scientific with its item text encoded (MiniLM, 384-d) as the 'text' feature.",
+        url=SCIENTIFIC_URL,
+        license="Amazon Review Data (2018): research use; the source repository has no license file",
+        modalities=("interactions", "sequence", "text"),
+        obtained="amazon-scientific + features built on first load (needs modalrec[text] for that)",
+        loader=_load_multimodal,
+        expected={"users": 2928, "items": 1585, "interactions": 19_712},
+    ),
+    *_amazon_specs(),
 ):
     register_dataset(_spec)

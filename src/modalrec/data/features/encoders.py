@@ -149,7 +149,6 @@ def make_encoder(spec: str, modality: str, device: str = "cpu", **options: Any) 
 
 
 def _register_builtin() -> None:
-    """Import the built-in backends' modules once (each registers its spec prefixes)."""
-    if not _BUILDERS:
-        importlib.import_module("modalrec.data.features.text")
-        importlib.import_module("modalrec.data.features.image")
+    """Import the built-in backends' modules (each registers its spec prefixes on first import)."""
+    for module in ("modalrec.data.features.text", "modalrec.data.features.image"):
+        importlib.import_module(module)

@@ -83,17 +83,22 @@ class GaussianDiffusion(nn.Module):
             raise ConfigError(f"noise schedule gives betas outside [0, 1] (scale={scale}, min={low}, max={high})")
         self.steps = steps
         alphas = 1 - betas
-        alpha_bar = np.cumprod(alphas)
+        log_alpha_bar = np.cumsum(np.log1p(-np.minimum(betas, MAX_BETA)))
+        alpha_bar = np.exp(log_alpha_bar)
         alpha_bar_prev = np.append(1.0, alpha_bar[:-1])
-        noisy = (1 - alpha_bar) > 0
-        safe = np.where(noisy, 1 - alpha_bar, 1.0)
-        # identity steps (beta = 0, abar = 1): the posterior mean is x_0 itself
+        # 1 - abar without cancellation (it is ~1e-5 on HDRM's settings)
+        noise_var = -np.expm1(log_alpha_bar)
+        noise_var_prev = np.append(0.0, noise_var[:-1])
+        noisy = noise_var > 0
+        safe = np.where(noisy, noise_var, 1.0)
+        # t = 0 (abar_{-1} = 1) and identity steps (beta = 0): the posterior mean is x_0 itself
         coef1 = np.where(noisy, betas * np.sqrt(alpha_bar_prev) / safe, 1.0)
-        coef2 = np.where(noisy, (1 - alpha_bar_prev) * np.sqrt(alphas) / safe, 0.0)
-        variance = np.where(noisy, betas * (1 - alpha_bar_prev) / safe, 0.0)
+        coef2 = np.where(noisy, noise_var_prev * np.sqrt(alphas) / safe, 0.0)
+        coef1[0], coef2[0] = 1.0, 0.0
+        variance = np.where(noisy, betas * noise_var_prev / safe, 0.0)
         log_variance = np.log(np.append(variance[1], variance[1:]).clip(min=1e-300)) if steps > 1 else np.log(variance.clip(min=1e-300))
         for name, value in dict(
-            betas=betas, alpha_bar=alpha_bar, alpha_bar_prev=alpha_bar_prev, coef1=coef1, coef2=coef2,
+            betas=betas, alpha_bar=alpha_bar, alpha_bar_prev=alpha_bar_prev, noise_var=noise_var, coef1=coef1, coef2=coef2,
             posterior_variance=variance, posterior_log_variance=log_variance,
         ).items():
             self.register_buffer(name, torch.from_numpy(np.asarray(value, dtype=np.float64)), persistent=False)
@@ -110,7 +115,7 @@ class GaussianDiffusion(nn.Module):
             noise = torch.randn_like(x0)
         if directional:
             noise = directional_noise(x0, noise)
-        return self.gather(self.alpha_bar.sqrt(), t, x0) * x0 + self.gather((1 - self.alpha_bar).sqrt(), t, x0) * noise
+        return self.gather(self.alpha_bar.sqrt(), t, x0) * x0 + self.gather(self.noise_var.sqrt(), t, x0) * noise
 
     def x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_0 = sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps."""
@@ -118,8 +123,7 @@ class GaussianDiffusion(nn.Module):
 
     def snr(self, t: torch.Tensor) -> torch.Tensor:
         """Signal-to-noise ratio abar_t / (1 - abar_t) (float64)."""
-        a = self.alpha_bar[t]
-        return a / (1 - a)
+        return self.alpha_bar[t] / self.noise_var[t]
 
     # ----------------------------------------------------------------- reverse process
     def posterior_mean(self, x0_hat: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

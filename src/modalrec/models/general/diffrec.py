@@ -56,7 +56,7 @@ class DiffusionObjective:
                 weight = torch.where(t == 0, 1.0, d.snr((t - 1).clamp(min=0)) - d.snr(t))
                 loss = mse
             else:  # eps: the ELBO weight; at t = 0 the x_0 likelihood term
-                weight = (1 - d.alpha_bar[t]) / ((1 - d.alpha_bar_prev[t]).pow(2) * (1 - d.betas[t]))
+                weight = d.noise_var[t] / ((1 - d.alpha_bar_prev[t]).pow(2) * (1 - d.betas[t]))
                 weight = torch.where(t == 0, 1.0, weight)
                 loss = torch.where(t == 0, (x0 - x0_hat).pow(2).mean(-1) / 2.0, mse)
             loss = weight.to(mse.dtype) * loss

@@ -29,7 +29,7 @@ import torch
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, register
-from modalrec.nn.graph import bipartite_adjacency, propagate, to_torch_sparse
+from modalrec.nn.graph import bipartite_adjacency, propagate_fixed, to_torch_sparse
 from modalrec.nn.hyperbolic import Lorentz
 
 
@@ -82,6 +82,7 @@ class HGCF(HyperbolicScorer, GeneralRecommender):
         # A_hat = D~^-1 (A + I): data, rebuilt from ctx, not saved in checkpoints
         adjacency = bipartite_adjacency(ctx.train, self.n_users, self.n_items, self_loops=True, norm="row")
         self.register_buffer("adjacency", to_torch_sparse(adjacency), persistent=False)
+        self.register_buffer("adjacency_t", to_torch_sparse(adjacency.T.tocsr()), persistent=False)  # for the backward
         self._users: torch.Tensor | None = None
         self._items: torch.Tensor | None = None
 
@@ -96,7 +97,7 @@ class HGCF(HyperbolicScorer, GeneralRecommender):
     def tangent_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(Z_u [U, D], Z_i [I, D]): ResSum of the propagated tangent vectors at the origin (column 0 is 0)."""
         ego = self.manifold.logmap0(self.manifold.projx(torch.cat([self.user_embedding, self.item_embedding])))
-        layers = propagate(self.adjacency, ego, self.config.layers)
+        layers = propagate_fixed(self.adjacency, self.adjacency_t, ego, self.config.layers)
         z = torch.stack(layers[1:]).sum(0)  # layer 0 excluded
         return z[: self.n_users], z[self.n_users :]
 

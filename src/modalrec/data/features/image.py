@@ -83,12 +83,15 @@ class EfficientNetLiteEncoder(Encoder):
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         return int(self.model._fc.in_features)
 
-    @torch.inference_mode()
-    def encode_batch(self, items: Sequence[Any]) -> np.ndarray:
+    def pixels(self, items: Sequence[Any]) -> torch.Tensor:
+        """The network input of a batch of images: ``[B, 3, size, size]``, normalised, channels-last."""
         pixels = np.stack([square_crop(image, self.size) for image in items])
         x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2).float().sub_(127.0).div_(128.0)
-        x = x.contiguous(memory_format=torch.channels_last)
-        return self.model.extract_features(x).mean(dim=(2, 3)).float().cpu().numpy()
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def encode_batch(self, items: Sequence[Any]) -> np.ndarray:
+        return self.model.extract_features(self.pixels(items)).mean(dim=(2, 3)).float().cpu().numpy()
 
 
 class TimmEncoder(Encoder):

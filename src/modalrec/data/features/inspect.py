@@ -51,14 +51,17 @@ def nearest_neighbours(values: np.ndarray, mask: np.ndarray, queries: Sequence[i
 def neighbour_agreement(ds: Dataset, feature: str, field: str, k: int = 10, sample: int = 2000, seed: int = 0) -> dict[str, float]:
     """How often an item's ``k`` nearest neighbours share a ``field`` label with it, against random items.
 
+    Measured on up to ``sample`` random items that have the feature and a label (``k`` shrinks on tiny sets).
+
     ``lift`` > 1 means the features put items with the same label (genre, category) close together.
     """
     f = ds.features[feature]
     labels = _labels(ds, field)
     rng = np.random.default_rng(seed)
     candidates = np.flatnonzero(np.asarray(f.mask) & np.array([bool(x) for x in labels]))
-    if candidates.size < k + 2:
+    if candidates.size < 3:
         raise ModalRecError(f"feature '{feature}': too few items with both the feature and a '{field}' label ({candidates.size})")
+    k = min(k, candidates.size - 2)
     queries = rng.choice(candidates, size=min(sample, candidates.size), replace=False)
     neighbours = nearest_neighbours(f.values, f.mask, queries, k)
     random_items = rng.choice(candidates, size=neighbours.shape)

@@ -35,6 +35,8 @@ from modalrec.errors import ConfigError, nearest
 @dataclass
 class DatasetConfig:
     name: str = "ml-100k"  # a registered dataset (`modalrec datasets`) or a directory saved by modalrec
+    feature_files: dict[str, str] = field(default_factory=dict)  # extra item features {name: .npy path}, rows by feature_rows
+    feature_rows: str = "token-1"  # row of an item in those files: token-1 (MicroLens) | token | index
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     split: SplitConfig = field(default_factory=lambda: SplitConfig(method="auto"))
 

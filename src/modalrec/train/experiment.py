@@ -20,6 +20,7 @@ from modalrec.config import RunConfig, load_yaml, model_config, resolve
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import Dataset
 from modalrec.data.preprocess import preprocess
+from modalrec.data.sources.feature_files import attach_feature_files
 from modalrec.data.split import SplitConfig, split
 from modalrec.errors import CheckpointError, ConfigError, ModalRecError
 from modalrec.models.base import Recommender, get_model_class
@@ -60,6 +61,8 @@ def resolved_split(cfg: SplitConfig, ds: Dataset, family: str) -> SplitConfig:
 def prepare_data(cfg: RunConfig, family: str) -> tuple[Dataset, SplitConfig]:
     """Load, preprocess and split the dataset the config names; returns it and the split used."""
     ds = load_source(cfg.dataset.name)
+    if cfg.dataset.feature_files:
+        ds = attach_feature_files(ds, cfg.dataset.feature_files, cfg.dataset.feature_rows)
     ds = preprocess(ds, cfg.dataset.preprocess)
     split_cfg = resolved_split(cfg.dataset.split, ds, family)
     ds = split(ds, split_cfg)

@@ -98,7 +98,7 @@ def test_bad_input_gets_4xx_never_500(ease_server: Server) -> None:
     assert client.get("/recommend", params={"user": "3", "k": N_ITEMS}).status_code == 200
     assert client.get("/recommend").status_code == 422  # user missing
     json_headers = {"content-type": "application/json"}
-    for body in (b"{not json", b"", b"[]", b'{"items": "1"}', b'{"items": [null]}', b'{"items": [1.5]}', b'{"items": [], "extra": 1}', b"\xff\xfe"):
+    for body in (b"{not json", b"", b"[]", b'{"items": "1"}', b'{"items": [null]}', b'{"items": [1.5]}', b'{"items": [], "extra": 1}', b"\xff\xfe", b'{"items": ["\xff"]}'):
         response = client.post("/recommend", content=body, headers=json_headers)
         assert response.status_code == 422, (body, response.status_code, response.text)
     assert client.post("/recommend/batch", json={"users": "3"}).status_code == 422

@@ -38,7 +38,7 @@ from modalrec.serve.engine import (
 
 log = logging.getLogger("modalrec.serve")
 STATIC = Path(__file__).parent / "static"
-ERRORS = {404: "unknown user or item", 413: "request over a configured limit", 422: "invalid request"}
+ERRORS = {404: "unknown user or item", 413: "request over a configured limit"}  # 422: FastAPI documents its own
 
 
 def _fastapi() -> Any:
@@ -49,11 +49,12 @@ def _fastapi() -> Any:
     return fastapi
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413 before anything parses them.
+class BodyGuard:
+    """ASGI middleware that checks request bodies before anything parses them.
 
-    A declared Content-Length over the limit is refused at once; otherwise the body is read up to the
-    limit (chunked uploads included) and replayed to the app."""
+    Over ``max_bytes``: 413 (a declared Content-Length at once, otherwise counted while reading, so
+    chunked uploads are bounded too). Not decodable as JSON text: 422 like any malformed JSON (the
+    framework would answer 400 for bytes that are not UTF-8). The checked body is replayed to the app."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int):
         self.app = app
@@ -65,7 +66,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, 413, f"request body over the limit of {self.max_bytes} bytes (serve --max-body-bytes)")
             return
         chunks, size, more = [], 0, True
         while more:
@@ -75,10 +76,16 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(send, 413, f"request body over the limit of {self.max_bytes} bytes (serve --max-body-bytes)")
                 return
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        try:
+            body.decode(json.detect_encoding(body))
+        except UnicodeDecodeError as err:
+            detail = [{"type": "json_invalid", "loc": ["body", err.start], "msg": "request body is not UTF-8 encoded JSON"}]
+            await self._refuse(send, 422, detail)
+            return
         replayed = False
 
         async def replay() -> dict:
@@ -90,10 +97,11 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Callable) -> None:
-        payload = json.dumps({"detail": f"request body over the limit of {self.max_bytes} bytes (serve --max-body-bytes)"}).encode()
+    @staticmethod
+    async def _refuse(send: Callable, status: int, detail: Any) -> None:
+        payload = json.dumps({"detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -125,7 +133,7 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
             f"`{engine.model.name}`, {n_users:,} users, {n_items:,} items). Ids are the dataset's raw ids."
         ),
     )
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyGuard, max_bytes=limits.max_body_bytes)
     app.state.engine = engine
 
     @app.exception_handler(ServeError)

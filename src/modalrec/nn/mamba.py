@@ -130,40 +130,63 @@ def selective_scan_chunked(
     return torch.cat(ys, dim=1) + D * u
 
 
-class _LinearRecurrence(torch.autograd.Function):
-    """h_t = a_t * h_{t-1} + b_t (h_0 = 0) over dim 0, with the hand-derived reverse recurrence.
+class _SelectiveScan(torch.autograd.Function):
+    """The scan step by step, time-major, never materialising [L, B, ED, N] decays or inputs.
 
-    Backward: g_t = dL/dh_t (total) = grad_t + a_{t+1} g_{t+1};  dL/db_t = g_t;  dL/da_t = g_t h_{t-1}.
+    Forward per step: ``a_t = exp(Δ_t A)``, ``h_t = a_t h_{t-1} + (Δ_t u_t) B_t``, ``y_t = h_t C_t``;
+    the states h_t are kept for the backward, which runs the reverse recurrence by hand:
+    ``g_t = dL/dh_t = dy_t C_t + a_{t+1} g_{t+1}``, then ``dC_t = h_t^T dy_t``, ``dB_t = g_t^T (Δ_t u_t)``,
+    ``d(Δ_t u_t) = g_t B_t`` and, through ``log a_t = Δ_t A``, ``r_t = g_t h_{t-1} a_t``:
+    ``dΔ_t += sum_n r_t A``, ``dA += sum_b r_t Δ_t``. Every step touches only [B, ED, N] tensors,
+    which stay in cache.
     """
 
     @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        h = torch.empty_like(b)
-        h[0] = b[0]
-        for t in range(1, b.shape[0]):
-            torch.addcmul(b[t], a[t], h[t - 1], out=h[t])
-        ctx.save_for_backward(a, h)
-        return h
+    def forward(ctx: Any, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor) -> torch.Tensor:
+        length, batch, inner = u.shape
+        states = u.new_empty(length, batch, inner, A.shape[1])
+        y = u.new_empty(length, batch, inner)
+        h = u.new_zeros(batch, inner, A.shape[1])
+        drive = delta * u
+        for t in range(length):
+            h = torch.exp(delta[t].unsqueeze(-1) * A) * h + drive[t].unsqueeze(-1) * Bm[t].unsqueeze(1)
+            states[t] = h
+            torch.bmm(h, Cm[t].unsqueeze(-1), out=y[t].unsqueeze(-1))
+        ctx.save_for_backward(u, delta, A, Bm, Cm, states)
+        return y
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, h = ctx.saved_tensors
-        g = torch.empty_like(grad)
-        g[-1] = grad[-1]
-        for t in range(grad.shape[0] - 2, -1, -1):
-            torch.addcmul(grad[t], a[t + 1], g[t + 1], out=g[t])
-        grad_a = torch.zeros_like(a)
-        torch.mul(g[1:], h[:-1], out=grad_a[1:])
-        return grad_a, g
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        u, delta, A, Bm, Cm, states = ctx.saved_tensors
+        dy = dy.contiguous()
+        du, ddelta, dA = torch.empty_like(u), torch.empty_like(delta), torch.zeros_like(A)
+        dB, dC = torch.empty_like(Bm), torch.empty_like(Cm)
+        drive = delta * u
+        g = None
+        next_decay = None
+        for t in range(u.shape[0] - 1, -1, -1):
+            decay = torch.exp(delta[t].unsqueeze(-1) * A)
+            g = dy[t].unsqueeze(-1) * Cm[t].unsqueeze(1) if g is None else torch.addcmul(dy[t].unsqueeze(-1) * Cm[t].unsqueeze(1), next_decay, g)
+            torch.bmm(states[t].transpose(1, 2), dy[t].unsqueeze(-1), out=dC[t].unsqueeze(-1))
+            torch.bmm(g.transpose(1, 2), drive[t].unsqueeze(-1), out=dB[t].unsqueeze(-1))
+            d_drive = torch.bmm(g, Bm[t].unsqueeze(-1)).squeeze(-1)
+            du[t] = d_drive * delta[t]
+            if t > 0:
+                r = g * states[t - 1] * decay  # dL/d(Δ_t A)
+                ddelta[t] = d_drive * u[t] + (r * A).sum(-1)
+                dA += (r * delta[t].unsqueeze(-1)).sum(0)
+            else:
+                ddelta[t] = d_drive * u[t]
+            next_decay = decay
+        return du, ddelta, dA, dB, dC
 
 
 def selective_scan_fused(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """The sequential scan, time-major, with a hand-written backward (see :class:`_LinearRecurrence`)."""
-    delta_t, u_t = delta.transpose(0, 1), u.transpose(0, 1)  # [L, B, ED]
-    decay = torch.exp(delta_t.unsqueeze(-1) * A)  # [L, B, ED, N]
-    drive = (delta_t * u_t).unsqueeze(-1) * Bm.transpose(0, 1).unsqueeze(2)
-    states = _LinearRecurrence.apply(decay, drive)
-    y = torch.einsum("lbdn,lbn->lbd", states, Cm.transpose(0, 1))
+    """The sequential scan with a hand-written, cache-friendly backward (see :class:`_SelectiveScan`)."""
+    def time_major(x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(0, 1).contiguous()
+
+    y = _SelectiveScan.apply(time_major(u), time_major(delta), A, time_major(Bm), time_major(Cm))
     return y.transpose(0, 1) + D * u
 
 

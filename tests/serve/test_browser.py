@@ -56,7 +56,7 @@ def test_pick_a_user_see_history_and_recommendations(browser: webdriver.Chrome, 
     assert [card.get_attribute("data-item") for card in _cards(browser, "recs")] == [e["item"] for e in expected]
     titles = [card.find_element(By.CLASS_NAME, "title").text for card in _cards(browser, "recs")]
     assert titles[0] == f"1. {expected[0]['title']}" and all("(cluster" in t for t in titles)
-    history = ease_server.client.get("/users/0", params={"limit": 20}).json()["history"]
+    history = ease_server.client.get("/users/0", params={"limit": 12}).json()["history"]
     assert [card.get_attribute("data-item") for card in _cards(browser, "history")] == [e["item"] for e in history]
     wait.until(lambda d: d.execute_script(
         "const imgs = [...document.querySelectorAll('#history img, #recs img')];"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 
 from conftest import Server
 
@@ -141,4 +142,6 @@ def test_concurrent_clients_get_consistent_answers(sasrec_server: Server) -> Non
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         answers = list(pool.map(call, users * 4))
-    assert all(status == 200 and items == expected[user] for user, status, items in answers)
+    for user, status, items in answers:  # batched with other users: same list, scores equal up to float rounding
+        assert status == 200 and [e["item"] for e in items] == [e["item"] for e in expected[user]]
+        assert np.allclose([e["score"] for e in items], [e["score"] for e in expected[user]], atol=1e-5)

@@ -2,7 +2,8 @@
 
 Endpoints (all JSON, raw ids in and out; the OpenAPI document is at ``/openapi.json``, docs at ``/docs``):
 
-- ``GET /recommend?user=&k=&exclude_seen=&fallback=``: top-k for a known user;
+- ``GET /recommend?user=&k=&exclude_seen=&fallback=``: top-k for a known user (concurrent calls
+  are scored together: :mod:`modalrec.serve.batching`);
 - ``POST /recommend``: top-k after an ad-hoc session of items, with allow/deny candidate filters;
 - ``POST /recommend/batch``: many users in one forward pass;
 - ``GET /items/{id}``, ``GET /images/{id}``, ``GET /users``, ``GET /users/{id}``: catalogue and histories;
@@ -26,6 +27,7 @@ import numpy as np
 
 from modalrec.errors import ConfigError
 from modalrec.serve.limits import ServeLimits
+from modalrec.serve.batching import UserBatcher
 from modalrec.serve.engine import (
     CandidateFilter,
     Ranked,
@@ -105,9 +107,10 @@ class BodyGuard:
         await send({"type": "http.response.body", "body": payload})
 
 
-def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = None, **engine_options: Any) -> Any:
+def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = None, max_batch: int = 64, **engine_options: Any) -> Any:
     """A FastAPI app serving a run directory (loaded once here) or an already built engine.
 
+    ``max_batch``: most concurrent ``GET /recommend`` users scored in one pass (1: no batching);
     ``engine_options`` go to :class:`ServingEngine` (``ann``, ``image_dir``, ``item_chunk``, ``device``)."""
     fastapi = _fastapi()
     from fastapi import Body, Query
@@ -135,6 +138,7 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
     )
     app.add_middleware(BodyGuard, max_bytes=limits.max_body_bytes)
     app.state.engine = engine
+    batcher = app.state.batcher = UserBatcher(engine, max_batch)
 
     @app.exception_handler(ServeError)
     async def _serve_error(request: Any, err: ServeError) -> JSONResponse:
@@ -177,7 +181,7 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
 
     # ------------------------------------------------------------------ recommendations
     @app.get("/recommend", response_model=schemas.RecommendationOut, responses=error_responses, tags=["recommend"])
-    def recommend_user(
+    async def recommend_user(
         user: Annotated[str, Query(description="Raw user id.", examples=[example_user])],
         k: KQuery = 10,
         exclude_seen: Annotated[bool, Query(description="Leave the user's known items (train, valid, test) out.")] = True,
@@ -189,7 +193,7 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
             if fallback != "popularity":
                 raise unknown_user(user)
             return ranked_out(engine.popular(k, CandidateFilter()), k, user)
-        return ranked_out(engine.recommend_users(np.asarray([index]), k, exclude_seen, CandidateFilter())[0], k, user)
+        return ranked_out(await batcher.recommend(index, k, exclude_seen), k, user)
 
     @app.post("/recommend", response_model=schemas.RecommendationOut, responses=error_responses, tags=["recommend"])
     def recommend_session(request: Annotated[SessionRequest, Body()]) -> schemas.RecommendationOut:
@@ -320,6 +324,7 @@ def serve(
     port: int = 8000,
     limits: ServeLimits | None = None,
     threads: int | None = None,
+    max_batch: int = 64,
     log_level: str = "info",
     **engine_options: Any,
 ) -> None:
@@ -332,7 +337,7 @@ def serve(
         if threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
-    app = create_app(run_dir, limits=limits, **engine_options)
+    app = create_app(run_dir, limits=limits, max_batch=max_batch, **engine_options)
     engine: ServingEngine = app.state.engine
     log.info("serving %s on %s (%d users, %d items) at http://%s:%d/ (API docs: /docs)",
              engine.model.name, engine.dataset.name, len(engine.user_ids), engine.n_items, host, port)

@@ -9,8 +9,9 @@ What it answers (the HTTP layer in :mod:`modalrec.serve.app` only validates and 
 - **an ad-hoc session** (a list of items): sequential models score it as a sequence. General models
   have no representation for a stranger, so they use an item-based fallback:
   ``item-cosine`` when the model has item vectors (the mean cosine similarity of each item to the
-  session's items, over the model's own vectors) and ``co-occurrence`` otherwise (the same with
-  cosine-normalised co-occurrence counts from the train split: the classic item-kNN score);
+  session's items, over the model's own vectors) and ``co-occurrence`` otherwise (the mean cosine
+  of train co-occurrence between each item and the session's items, keeping each session item's
+  100 nearest neighbours, precomputed at start: the classic item-kNN score);
 - **popularity** (train interaction counts) for unknown users when the caller asks for it, and for a
   session none of whose items is known.
 
@@ -35,8 +36,10 @@ from modalrec.data.dataset import TEST, TRAIN, VALID
 from modalrec.errors import ConfigError, ModalRecError
 from modalrec.eval.ranking import order_keys
 from modalrec.models.base import EmbeddingScorer
+from modalrec.models.general.itemknn import cosine_topk
 from modalrec.train.experiment import LoadedRun, open_run
 
+SESSION_NEIGHBOURS = 100  # neighbours per item of the co-occurrence session fallback
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 
 # how each kind of request was answered (reported in every response)
@@ -161,13 +164,13 @@ class ServingEngine:
             )
         self.session_strategy = MODEL if self.family == "sequential" else (ITEM_COSINE if self.item_vectors is not None else CO_OCCURRENCE)
         self._unit_vectors = None
-        self._cooccurrence = None
+        self._neighbours = None
         if self.session_strategy == ITEM_COSINE:
             self._unit_vectors = torch.nn.functional.normalize(self.item_vectors, dim=1)
-        elif self.session_strategy == CO_OCCURRENCE:
-            train = sp.csc_matrix(self.ctx.train, dtype=np.float32)
-            counts = np.asarray(train.sum(axis=0)).ravel()
-            self._cooccurrence = (train @ sp.diags(1.0 / np.sqrt(np.maximum(counts, 1.0)))).tocsc()
+        elif self.session_strategy == CO_OCCURRENCE:  # item-kNN: each item's most co-occurring items by cosine
+            index, weight = cosine_topk(self.ctx.train, min(SESSION_NEIGHBOURS, max(self.n_items - 1, 1)))
+            rows = np.repeat(np.arange(self.n_items), index.shape[1])
+            self._neighbours = sp.csr_matrix((weight.ravel(), (rows, index.ravel())), shape=(self.n_items, self.n_items))
         self.ann = _AnnIndex(self.item_vectors, ann_ef_search, self.model) if ann else None
 
     @classmethod
@@ -235,9 +238,8 @@ class ServingEngine:
                 return self._rank(query, k, excluded, candidates, MODEL)[0]
             if self.session_strategy == ITEM_COSINE:  # mean cosine to the session's items
                 scores = (self._unit_vectors @ self._unit_vectors[torch.from_numpy(items)].mean(0)).unsqueeze(0)
-            else:  # mean cosine-normalised co-occurrence with the session's items
-                together = self._cooccurrence[:, items].T @ self._cooccurrence  # sparse [|session|, n_items]
-                scores = torch.from_numpy(np.asarray(together.sum(axis=0)) / len(items))
+            else:  # mean co-occurrence cosine to the session's items (over each item's nearest neighbours)
+                scores = torch.from_numpy(np.asarray(self._neighbours[items].sum(axis=0)) / len(items))
             return self._rank_scores(scores.float(), k, excluded, candidates, self.session_strategy)
 
     def popular(self, k: int, candidates: CandidateFilter) -> Ranked:

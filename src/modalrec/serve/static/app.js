@@ -58,7 +58,7 @@ async function recommendUser(event) {
   const query = new URLSearchParams({ user, k: $("k").value, exclude_seen: $("exclude").checked });
   try {
     const [history, recs] = await Promise.all([
-      getJSON(`/users/${encodeURIComponent(user)}?limit=20`),
+      getJSON(`/users/${encodeURIComponent(user)}?limit=12`),
       getJSON(`/recommend?${query}`),
     ]);
     fill("history", history.history, false);

@@ -59,6 +59,7 @@ def registered_models() -> dict[str, type[Recommender]]:
 def _import_builtin_models() -> None:
     import modalrec.models.general  # noqa: F401  (registers on import)
     import modalrec.models.sequential  # noqa: F401
+    import modalrec.models.multimodal  # noqa: F401
 
 
 @dataclasses.dataclass
@@ -76,6 +77,9 @@ class Recommender(nn.Module):
     train_view: ClassVar[str] = "triples"
     # Trainer defaults this model needs to train well (e.g. lr, batch size, epochs); user overrides win.
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # Hyper-parameter search space (modalrec.experiments.search): full config key -> ("log", lo, hi) |
+    # ("float", lo, hi) | ("int", lo, hi) | ("choice", [values]), e.g. {"train.lr": ("log", 1e-4, 1e-2)}.
+    search_space: ClassVar[dict[str, tuple]] = {}
 
     def __init__(self, config: Any, ctx: DataContext):
         super().__init__()

@@ -1,0 +1,141 @@
+"""What the multimodal collaborative-filtering models share: which item features they read, the
+user-item graph, content kNN graphs, and cached final representations for scoring.
+
+Every model here ranks users x items by a dot product of final user and item representations
+(DMRL overrides the scorer), so it is a :class:`GeneralRecommender` with an :class:`EmbeddingScorer`.
+A model implements :meth:`MultimodalRecommender.representations` (the forward pass of its paper,
+returning final user and item matrices) and ``loss``; the base caches the representations for a
+scoring pass and drops the cache whenever the model trains again.
+
+Any number (>= 1) of modalities is supported: the model reads ``config.modalities`` or, when that is
+empty, every feature of the dataset in name order. Items without a modality (``feature_masks``
+false) keep their filled feature row but get no content kNN edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import scipy.sparse as sp
+import torch
+
+from modalrec.data.context import DataContext
+from modalrec.errors import ConfigError
+from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender
+from modalrec.models.general.bpr import bpr_loss, embedding_l2
+from modalrec.nn.graph import bipartite_adjacency, normalise_adjacency, to_torch_sparse
+from modalrec.nn.knn import cached_cosine_knn
+
+
+@dataclass
+class MultimodalConfig:
+    """Keys every multimodal model has (its own ``Config`` extends this)."""
+
+    modalities: list[str] = field(default_factory=list)  # item features to use; empty = all the dataset has
+
+
+def select_modalities(requested: list[str], ctx: DataContext, model: str) -> list[str]:
+    """The feature names a model uses, checked against the dataset."""
+    available = sorted(ctx.features)
+    if not available:
+        raise ConfigError(
+            f"{model} needs item content features but the dataset has none; use a multimodal dataset "
+            "(e.g. dataset=ml-1m-mm or dataset=amazon-scientific-mm) or add dataset.feature_files.<name>=<file.npy>"
+        )
+    chosen = list(requested) or available
+    missing = [m for m in chosen if m not in ctx.features]
+    if missing:
+        raise ConfigError(f"{model}: model.modalities names {missing}, but the dataset's features are {available}")
+    return chosen
+
+
+def sparse_graph(csr: sp.spmatrix, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torch sparse graph and its transpose (for :func:`modalrec.nn.graph.propagate`'s fast backward)."""
+    return to_torch_sparse(csr, device), to_torch_sparse(sp.csr_matrix(csr).T.tocsr(), device)
+
+
+class MultimodalRecommender(EmbeddingScorer, GeneralRecommender):
+    """Base of the multimodal CF models: features as buffers, graphs, cached representations."""
+
+    Config = MultimodalConfig
+    train_view = "triples"
+    train_defaults: dict[str, Any] = {"lr": 1e-3, "batch_size": 2048, "epochs": 300, "patience": 20}
+
+    def __init__(self, config: MultimodalConfig, ctx: DataContext):
+        super().__init__(config, ctx)
+        self.modalities = select_modalities(config.modalities, ctx, self.name)
+        for i, m in enumerate(self.modalities):
+            # data, rebuilt from ctx on construction, so not saved in checkpoints
+            self.register_buffer(f"_feature_{i}", ctx.features[m].float(), persistent=False)
+            self.register_buffer(f"_feature_mask_{i}", ctx.feature_masks[m].bool(), persistent=False)
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ data
+    @property
+    def features(self) -> list[torch.Tensor]:
+        """Item feature matrices [n_items, d_m], one per modality, in ``self.modalities`` order."""
+        return [getattr(self, f"_feature_{i}") for i in range(len(self.modalities))]
+
+    @property
+    def feature_masks(self) -> list[torch.Tensor]:
+        return [getattr(self, f"_feature_mask_{i}") for i in range(len(self.modalities))]
+
+    def user_item_graph(self, ctx: DataContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """D^-1/2 A D^-1/2 of the train user-item graph (nodes: users then items), and its transpose."""
+        adj = bipartite_adjacency(ctx.train, self.n_users, self.n_items, self_loops=False, norm="sym")
+        return sparse_graph(adj)
+
+    def content_knn(self, modality: int, k: int, weighted: bool, cache: bool = True) -> sp.csr_matrix:
+        """The kNN item-item graph of one modality's features, D^-1/2 S D^-1/2 normalised.
+
+        ``weighted``: keep cosine similarities (clipped at 0) as edge weights (LATTICE); otherwise
+        every kept edge weighs 1 (FREEDOM, MGCN)."""
+        knn = cached_cosine_knn(self.features[modality].cpu(), k, self.feature_masks[modality].cpu(), cache=cache)
+        knn.data = knn.data.clip(min=0) if weighted else knn.data * 0 + 1
+        return normalise_adjacency(knn, "sym")
+
+    # ------------------------------------------------------------------ forward
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final user [n_users, d] and item [n_items, d] representations (the paper's forward pass)."""
+        raise NotImplementedError
+
+    def bpr_terms(self, users: torch.Tensor, items: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """BPR loss of a triples batch under final representations ``users`` / ``items``."""
+        u = users[batch["users"]]
+        pos, neg = items[batch["pos"]], items[batch["neg"]]
+        neg_scores = (u.unsqueeze(1) * neg).sum(-1) if neg.dim() == 3 else (u * neg).sum(-1)
+        return bpr_loss((u * pos).sum(-1), neg_scores)
+
+    def l2_terms(self, batch: Batch, *tables: torch.nn.Embedding) -> torch.Tensor:
+        """L2 of the batch's rows of ID tables: users for a table with n_users rows, items otherwise."""
+        rows = []
+        for table in tables:
+            if table.num_embeddings == self.n_users:
+                rows.append(table(batch["users"]))
+            else:
+                rows += [table(batch["pos"]), table(batch["neg"])]
+        return embedding_l2(len(batch["users"]), *rows)
+
+    # ------------------------------------------------------------------ scoring
+    def train(self, mode: bool = True) -> MultimodalRecommender:
+        if mode:
+            self._cache = None
+        return super().train(mode)
+
+    def prepare_scoring(self) -> None:
+        with torch.no_grad():
+            self._cache = self.representations()
+
+    def final(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached representations while scoring, fresh ones otherwise."""
+        return self._cache if self._cache is not None else self.representations()
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        return self.final()[0][batch["users"]]
+
+    def item_vectors(self, items: slice) -> torch.Tensor:
+        return self.final()[1][items]

@@ -7,7 +7,7 @@ then drives it with ``--clients`` asyncio clients (one process, one event loop, 
 all k=10. Prints requests/s, p50/p95/p99 latency per kind and overall, and the error count (any
 non-200 or transport error). Bounded: loopback only, at most --max-requests requests per run.
 
-    python benchmarks/serve_load.py runs/serve-bench/sasrec runs/serve-bench/ease --clients 50 --duration 30
+    python benchmarks/serve_load.py runs/serve-bench/sasrec runs/serve-bench/ease --clients 50 --duration 30 --max-batch 1 64
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ async def drive(url: str, users: list[str], items: list[str], clients: int, dura
     return {"latencies": latencies, "errors": errors}
 
 
-def report(name: str, result: dict, elapsed: float) -> None:
+def report(result: dict, elapsed: float) -> None:
     rows = list(result["latencies"].items()) + [("all", [x for v in result["latencies"].values() for x in v])]
     print(f"{'':2}{'kind':<24}{'requests':>9}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for kind, values in rows:
@@ -105,31 +105,42 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per run (at most 120)")
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
-    parser.add_argument("--serve-option", action="append", default=[], help="extra option for modalrec serve (repeatable)")
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[64], help="server micro-batch sizes to compare (1: none)")
     args = parser.parse_args()
     duration = min(args.duration, 120.0)
     print(f"machine: {os.cpu_count()} CPUs (shared with other jobs), load average {os.getloadavg()[0]:.1f}; "
           f"server: 1 uvicorn worker, torch threads {args.threads}; client: {args.clients} asyncio clients in one process")
     for run in args.runs:
-        process, url, startup = start(run, args.threads, args.serve_option)
-        try:
-            info = httpx.get(url + "/info").json()
-            users = [u["user"] for u in httpx.get(url + "/users", params={"limit": 1000}).json()["users"]]
-            items = [e["item"] for u in users[:50] for e in httpx.get(f"{url}/users/{u}", params={"limit": 20}).json()["history"]]
-            items = sorted(set(items))
-            asyncio.run(drive(url, users, items, args.clients, 3.0, 2000, seed=1))  # warm-up, not reported
-            began = time.perf_counter()
-            result = asyncio.run(drive(url, users, items, args.clients, duration, args.max_requests, seed=0))
-            elapsed = time.perf_counter() - began
-            print(f"\n{info['model']} ({info['family']}) on {info['dataset']}: {info['n_users']} users, {info['n_items']} items; "
-                  f"sessions by {info['session_strategy']}; startup {startup:.1f} s; {elapsed:.1f} s of load")
-            report(info["model"], result, elapsed)
-            alive = process.poll() is None and httpx.get(url + "/health").status_code == 200
-            print(f"  server alive after the run: {alive}")
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        throughput = {}
+        for max_batch in args.max_batch:
+            throughput[max_batch] = load_one(run, args, duration, ["--max-batch", str(max_batch)])
+        if len(throughput) > 1:
+            base = throughput[args.max_batch[0]]
+            print("  throughput vs max-batch " + str(args.max_batch[0]) + ": "
+                  + ", ".join(f"max-batch {b}: {t / base:.2f}x" for b, t in throughput.items()))
 
+
+def load_one(run: Path, args: argparse.Namespace, duration: float, options: list[str]) -> float:
+    """Serve one run with these options, load it, print the table; returns requests/s."""
+    process, url, startup = start(run, args.threads, options)
+    try:
+        info = httpx.get(url + "/info").json()
+        users = [u["user"] for u in httpx.get(url + "/users", params={"limit": 1000}).json()["users"]]
+        items = [e["item"] for u in users[:50] for e in httpx.get(f"{url}/users/{u}", params={"limit": 20}).json()["history"]]
+        items = sorted(set(items))
+        asyncio.run(drive(url, users, items, args.clients, 3.0, 2000, seed=1))  # warm-up, not reported
+        began = time.perf_counter()
+        result = asyncio.run(drive(url, users, items, args.clients, duration, args.max_requests, seed=0))
+        elapsed = time.perf_counter() - began
+        print(f"\n{info['model']} ({info['family']}) on {info['dataset']}: {info['n_users']} users, {info['n_items']} items; "
+              f"sessions by {info['session_strategy']}; serve {' '.join(options)}; startup {startup:.1f} s; {elapsed:.1f} s of load")
+        report(result, elapsed)
+        alive = process.poll() is None and httpx.get(url + "/health").status_code == 200
+        print(f"  server alive after the run: {alive}; load average now {os.getloadavg()[0]:.1f}")
+        return sum(map(len, result["latencies"].values())) / elapsed
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 if __name__ == "__main__":
     main()

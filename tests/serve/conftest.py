@@ -22,10 +22,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from modalrec.config import resolve  # noqa: E402
-from modalrec.data.storage import save_dataset  # noqa: E402
-from modalrec.data.synthetic import make_synthetic  # noqa: E402
-from modalrec.train.experiment import train  # noqa: E402
+from modalrec.config import resolve
+from modalrec.data.storage import save_dataset
+from modalrec.data.synthetic import make_synthetic
+from modalrec.train.experiment import train
 
 RUN_SETTINGS = {
     "ease": [],

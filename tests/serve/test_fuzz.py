@@ -11,10 +11,9 @@ from __future__ import annotations
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis.errors import Unsatisfiable  # noqa: E402
-
-from conftest import Server  # noqa: E402
+from conftest import Server
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 
 EXAMPLES = 25  # per operation and generation mode
 
@@ -30,7 +29,7 @@ def test_every_operation_conforms_to_its_schema(ease_server: Server, mode: str) 
 
         @given(case=operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode)))
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
-        def fuzz(case) -> None:  # noqa: ANN001
+        def fuzz(case) -> None:
             case.call_and_validate(base_url=ease_server.url)
 
         try:

@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
-
 from conftest import Server
 
 N_ITEMS = 100

@@ -26,7 +26,6 @@ from urllib.parse import quote
 import numpy as np
 
 from modalrec.errors import ConfigError
-from modalrec.serve.limits import ServeLimits
 from modalrec.serve.batching import UserBatcher
 from modalrec.serve.engine import (
     CandidateFilter,
@@ -37,6 +36,7 @@ from modalrec.serve.engine import (
     UnknownItemError,
     UnknownUserError,
 )
+from modalrec.serve.limits import ServeLimits
 
 log = logging.getLogger("modalrec.serve")
 STATIC = Path(__file__).parent / "static"

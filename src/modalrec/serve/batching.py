@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modalrec.errors import ConfigError
 from modalrec.serve.engine import CandidateFilter, Ranked, ServingEngine
 
 log = logging.getLogger("modalrec.serve")
@@ -35,8 +36,10 @@ class UserBatcher:
     """Queues single-user requests and scores them in batches of at most ``max_batch`` users."""
 
     def __init__(self, engine: ServingEngine, max_batch: int = 64):
+        if int(max_batch) < 1:
+            raise ConfigError(f"--max-batch must be >= 1 (1 turns batching off), got {max_batch}")
         self.engine = engine
-        self.max_batch = max(1, int(max_batch))
+        self.max_batch = int(max_batch)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task | None = None
@@ -63,7 +66,7 @@ class UserBatcher:
             self.batch_sizes = [*self.batch_sizes[-999:], len(pending)]
             try:
                 results = await asyncio.to_thread(self._score, pending)
-            except Exception as err:  # noqa: BLE001 - handed to every waiting request, the worker lives on
+            except Exception as err:
                 log.exception("batched scoring failed")
                 for request in pending:
                     if not request.future.done():

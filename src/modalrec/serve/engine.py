@@ -190,7 +190,10 @@ class ServingEngine:
         known, unknown = [], []
         for raw in raws:
             index = self._item_lookup.get(str(raw))
-            (unknown.append(str(raw)) if index is None else known.append(index))
+            if index is None:
+                unknown.append(str(raw))
+            else:
+                known.append(index)
         return np.asarray(known, dtype=np.int64), unknown
 
     def history(self, user: int) -> np.ndarray:

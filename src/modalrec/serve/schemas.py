@@ -17,7 +17,7 @@ def _as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-RawId = Annotated[Union[StrictStr, StrictInt], BeforeValidator(_as_text)]
+RawId = Annotated[StrictStr | StrictInt, BeforeValidator(_as_text)]
 
 
 class ItemOut(BaseModel):

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import torch
 
-from modalrec.data.features import FeatureCache, encode_items, item_images, item_texts, make_encoder
+from modalrec.data.features import (
+    FeatureCache,
+    encode_items,
+    item_images,
+    item_texts,
+    make_encoder,
+)
 from modalrec.data.registry import load_dataset, shared_data_dir
 
 

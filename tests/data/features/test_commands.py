@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from feature_fakes import CountingTextEncoder, MeanColourEncoder
 from typer.testing import CliRunner
 
 from modalrec.cli import app
@@ -13,8 +14,6 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.features.encoders import register_encoder
 from modalrec.data.storage import load_saved_dataset, save_dataset
 from modalrec.errors import ModalRecError
-
-from feature_fakes import CountingTextEncoder, MeanColourEncoder
 
 register_encoder("fake-letters", ("text",), lambda a, m, d, o: CountingTextEncoder())
 register_encoder("fake-colour", ("image",), lambda a, m, d, o: MeanColourEncoder())

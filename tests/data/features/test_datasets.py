@@ -9,16 +9,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from feature_fakes import CountingTextEncoder
 
 from modalrec.data.dataset import Dataset, ItemFeature
 from modalrec.data.features.config import FeatureConfig
-from modalrec.data.features.datasets import RECIPES, build_features, default_template, recipe_config
+from modalrec.data.features.datasets import (
+    RECIPES,
+    build_features,
+    default_template,
+    recipe_config,
+)
 from modalrec.data.features.encoders import register_encoder
-from modalrec.data.registry import DatasetUnavailableError, available_datasets, load_dataset
+from modalrec.data.registry import (
+    DatasetUnavailableError,
+    available_datasets,
+    load_dataset,
+)
 from modalrec.data.storage import save_dataset
 from modalrec.errors import ModalRecError
-
-from feature_fakes import CountingTextEncoder
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_DATA = Path(os.environ.get("MODALREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

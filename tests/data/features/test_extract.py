@@ -8,14 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from feature_fakes import CountingTextEncoder, MeanColourEncoder
 
 from modalrec.data.dataset import Dataset
-from modalrec.data.features import FeatureCache, add_feature, encode_items, item_images, item_texts, make_encoder
+from modalrec.data.features import (
+    FeatureCache,
+    add_feature,
+    encode_items,
+    item_images,
+    item_texts,
+    make_encoder,
+)
 from modalrec.data.features.encoders import EncoderUnavailableError, require
 from modalrec.data.storage import load_saved_dataset, save_dataset
 from modalrec.errors import ModalRecError, UnknownNameError
-
-from feature_fakes import CountingTextEncoder, MeanColourEncoder
 
 
 def small_dataset(n_items: int = 6) -> Dataset:

@@ -5,9 +5,24 @@ install loads datasets with precomputed features without the ``text`` / ``image`
 """
 
 from modalrec.data.features.cache import Encoded, FeatureCache
-from modalrec.data.features.config import FeatureConfig, ImageFeatureConfig, TextFeatureConfig
-from modalrec.data.features.encoders import Encoder, EncoderUnavailableError, make_encoder, register_encoder
-from modalrec.data.features.extract import add_feature, encode_items, item_images, item_texts, to_item_feature
+from modalrec.data.features.config import (
+    FeatureConfig,
+    ImageFeatureConfig,
+    TextFeatureConfig,
+)
+from modalrec.data.features.encoders import (
+    Encoder,
+    EncoderUnavailableError,
+    make_encoder,
+    register_encoder,
+)
+from modalrec.data.features.extract import (
+    add_feature,
+    encode_items,
+    item_images,
+    item_texts,
+    to_item_feature,
+)
 
 __all__ = [
     "Encoded", "Encoder", "EncoderUnavailableError", "FeatureCache", "FeatureConfig", "ImageFeatureConfig",

@@ -45,7 +45,12 @@ def extract(
     from modalrec.config import apply_values, parse_overrides
     from modalrec.data.download import cache_dir
     from modalrec.data.features.config import FeatureConfig
-    from modalrec.data.features.datasets import RECIPES, build_features, build_named, recipe_config
+    from modalrec.data.features.datasets import (
+        RECIPES,
+        build_features,
+        build_named,
+        recipe_config,
+    )
     from modalrec.data.registry import processed_dir
     from modalrec.data.storage import save_dataset
     from modalrec.train.experiment import load_source

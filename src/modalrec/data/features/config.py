@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from modalrec.data.features.encoders import make_encoder, Encoder
+from modalrec.data.features.encoders import Encoder, make_encoder
 from modalrec.errors import ModalRecError
 
 

@@ -156,7 +156,11 @@ def _scientific_mm() -> FeatureConfig:
 def _add_plots(ds: Dataset, path: Path | None) -> Dataset:
     """ML-100K with IMDb plot, director, writers and cast from ``ml-100k-details/``."""
     from modalrec.data.registry import DatasetUnavailableError
-    from modalrec.data.sources.movielens_details import DETAILS_FILE, add_details, read_details
+    from modalrec.data.sources.movielens_details import (
+        DETAILS_FILE,
+        add_details,
+        read_details,
+    )
 
     folder = path or (Path(_shared("ml-100k-details")) if _shared("ml-100k-details") else None)
     if folder is None or not (folder / DETAILS_FILE).is_file():

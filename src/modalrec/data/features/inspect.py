@@ -215,8 +215,8 @@ def image_paths(ds: Dataset, feature: str) -> list[Path | None]:
 
 def contact_sheet(ds: Dataset, feature: str, out: str | Path, queries: Sequence[int] | None = None, k: int = 6, thumb: int = 120) -> Path:
     """A grid image: each query item's picture, then its ``k`` nearest neighbours' pictures in ``feature``."""
-    from modalrec.data.features.image import read_image, square_crop
     from modalrec.data.features.encoders import require
+    from modalrec.data.features.image import read_image, square_crop
 
     image_module = require("PIL.Image", "image", "pillow")
     f = ds.features[feature]

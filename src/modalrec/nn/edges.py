@@ -55,13 +55,13 @@ def edge_degree(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tens
     return torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, index, values)
 
 
-def symmetric_edge_norm(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
-    """Edge weights of D_r^-1/2 W D_c^-1/2 (GCN normalisation), with degree-0 nodes left at 0."""
-    deg_r = edge_degree(rows, values, n_rows)
-    deg_c = edge_degree(cols, values, n_cols)
-    inv_r = torch.where(deg_r > 0, deg_r.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg_r))
-    inv_c = torch.where(deg_c > 0, deg_c.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg_c))
-    return values * inv_r[rows] * inv_c[cols]
+def symmetric_edge_norm(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+    """Edge weights of D^-1/2 W D^-1/2 with D the row sums of the square [n, n] matrix W (GCN /
+    LATTICE normalisation, as :func:`modalrec.nn.graph.normalise_adjacency` with ``"sym"``);
+    degree-0 nodes stay at 0."""
+    degree = edge_degree(rows, values, n)
+    inv = torch.where(degree > 0, degree.clamp_min(1e-12).rsqrt(), torch.zeros_like(degree))
+    return values * inv[rows] * inv[cols]
 
 
 def edges_of(matrix: sp.spmatrix) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -81,9 +81,10 @@ class MultimodalRecommender(EmbeddingScorer, GeneralRecommender):
     def feature_masks(self) -> list[torch.Tensor]:
         return [getattr(self, f"_feature_mask_{i}") for i in range(len(self.modalities))]
 
-    def user_item_graph(self, ctx: DataContext) -> tuple[torch.Tensor, torch.Tensor]:
-        """D^-1/2 A D^-1/2 of the train user-item graph (nodes: users then items), and its transpose."""
-        adj = bipartite_adjacency(ctx.train, self.n_users, self.n_items, self_loops=False, norm="sym")
+    def user_item_graph(self, ctx: DataContext, norm: str = "sym") -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalised train user-item graph (nodes: users then items) and its transpose:
+        ``"sym"`` D^-1/2 A D^-1/2 (LightGCN), ``"row"`` D^-1 A (mean of the neighbours)."""
+        adj = bipartite_adjacency(ctx.train, self.n_users, self.n_items, self_loops=False, norm=norm)
         return sparse_graph(adj)
 
     def content_knn(self, modality: int, k: int, weighted: bool, cache: bool = True) -> sp.csr_matrix:

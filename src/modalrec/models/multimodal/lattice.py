@@ -1,0 +1,87 @@
+"""LATTICE: latent item-item structure learned from multimodal features.
+
+Zhang, Zhu, Liu, Wu, Wang & Wang, "Mining Latent Structures for Multimedia Recommendation",
+ACM MM 2021. Survey family: feature interaction / bridge (item-item graph); end-to-end.
+
+1. Item-item graphs (Sec. 3.1, Eqs. 1-7): per modality a frozen cosine kNN graph of the raw
+   features mixed with a kNN graph of learned projections, A^m = lambda A_frozen + (1 - lambda)
+   A_learned, combined over modalities with softmax weights (:class:`modalrec.nn.item_graph.LearnedItemGraph`).
+2. Graph convolution on the item graph (Eqs. 8-9): h = A^L x with x the item ID embeddings.
+3. Combination with a CF backbone (Eq. 10): users and items from LightGCN over the user-item graph;
+   the final item is e_i + h_i / ||h_i||. Scores are inner products; training is BPR with L2 on
+   the batch's ego embeddings.
+
+Deviations: the authors' code rebuilds the learned graph (with gradient) on the first batch of each
+epoch and reuses it detached afterwards; here the kNN structure is refreshed before every epoch and
+before scoring, and the edge weights on it are recomputed with gradient in every batch (same graph
+family, gradient in every step, O(n k) memory instead of a dense n x n similarity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modalrec.data.context import DataContext
+from modalrec.errors import ConfigError
+from modalrec.models.base import Batch, register
+from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
+from modalrec.nn.graph import propagate
+from modalrec.nn.item_graph import LearnedItemGraph
+
+
+@register
+class LATTICE(MultimodalRecommender):
+    """LightGCN users/items plus item ID embeddings convolved over learned content item graphs."""
+
+    name: ClassVar[str] = "lattice"
+    paper: ClassVar[str] = "Zhang et al., ACM MM 2021"
+
+    @dataclass
+    class Config(MultimodalConfig):
+        dim: int = 64  # embedding size of IDs and projected features
+        knn_k: int = 10  # neighbours per item in the content graphs (Eq. 2)
+        skip: float = 0.9  # lambda, weight of the frozen raw-feature graph (Eq. 6)
+        item_layers: int = 1  # L, convolutions on the item graph (Eq. 8)
+        ui_layers: int = 2  # LightGCN layers of the CF backbone
+        reg: float = 1e-4  # L2 on the batch's ego embeddings
+        init_std: float = 0.1
+
+    def __init__(self, config: Config, ctx: DataContext):
+        super().__init__(config, ctx)
+        if config.dim < 1 or config.knn_k < 1 or config.item_layers < 0 or config.ui_layers < 0:
+            raise ConfigError(f"lattice: need dim, knn_k >= 1 and layers >= 0, got {config}")
+        self.user_embedding = nn.Embedding(self.n_users, config.dim)
+        self.item_embedding = nn.Embedding(self.n_items, config.dim)
+        nn.init.normal_(self.user_embedding.weight, std=config.init_std)
+        nn.init.normal_(self.item_embedding.weight, std=config.init_std)
+        frozen = [self.content_knn(m, config.knn_k, weighted=True) for m in range(len(self.modalities))]
+        self.item_graph = LearnedItemGraph(frozen, [f.shape[1] for f in self.features], config.dim, config.knn_k, config.skip)
+        adjacency, adjacency_t = self.user_item_graph(ctx)
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        self.register_buffer("adjacency_t", adjacency_t, persistent=False)
+
+    def before_epoch(self, epoch: int) -> None:
+        self.item_graph.refresh(self.features)
+
+    def prepare_scoring(self) -> None:
+        self.item_graph.refresh(self.features)
+        super().prepare_scoring()
+
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        h = self.item_graph.propagate(self.item_graph(self.features), self.item_embedding.weight, c.item_layers)  # Eqs. 7-9
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+        final = torch.stack(propagate(self.adjacency, ego, c.ui_layers, adj_t=self.adjacency_t)).mean(0)  # backbone
+        users, items = final[: self.n_users], final[self.n_users :]
+        return users, items + F.normalize(h, dim=1)  # Eq. 10
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        users, items = self.representations()
+        ranking = self.bpr_terms(users, items, batch)
+        prior = self.config.reg * self.l2_terms(batch, self.user_embedding, self.item_embedding)
+        return {"loss": ranking + prior, "bpr": ranking, "reg": prior}

@@ -72,10 +72,10 @@ def test_hgcf_gradient_through_the_fast_backward(data) -> None:
     ctx, _ = data
     model = HGCF(HGCF.Config(dim=8, layers=2), ctx)
     ego = torch.randn(ctx.n_users + ctx.n_items, 8, requires_grad=True)
-    from modalrec.nn.graph import propagate, propagate_fixed
+    from modalrec.nn.graph import propagate
 
     weights = torch.randn(ctx.n_users + ctx.n_items, 8)
-    (grad_fast,) = torch.autograd.grad((propagate_fixed(model.adjacency, model.adjacency_t, ego, 2)[-1] * weights).sum(), ego)
+    (grad_fast,) = torch.autograd.grad((propagate(model.adjacency, ego, 2, adj_t=model.adjacency_t)[-1] * weights).sum(), ego)
     dense = model.adjacency.to_dense()
     (grad_ref,) = torch.autograd.grad((dense @ (dense @ ego) * weights).sum(), ego)
     torch.testing.assert_close(grad_fast, grad_ref)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from modalrec.errors import FeatureError
 
@@ -57,33 +58,39 @@ class ItemFeature:
             )
 
 
-def _index_raw_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Contiguous indices for raw ids: sorted numerically when all ids are integers, else as strings."""
-    raw = np.asarray(raw)
-    if raw.dtype.kind in "iu":
-        uniques, index = np.unique(raw, return_inverse=True)
-        return uniques.astype(str), index.astype(np.int64)
-    uniques, index = np.unique(raw.astype(str), return_inverse=True)
-    if uniques.size and np.char.isdigit(np.char.lstrip(uniques, "-")).all():
-        order = np.argsort(uniques.astype(np.int64), kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
-        return uniques[order], rank[index].astype(np.int64)
-    return uniques, index.astype(np.int64)
+def _as_text(values: np.ndarray | list) -> np.ndarray:
+    """Raw ids as an object array of str (integers become their decimal text)."""
+    arr = np.asarray(values)
+    if arr.dtype == object and (arr.size == 0 or isinstance(arr.flat[0], str)):
+        return arr
+    return arr.astype(str).astype(object)
 
 
-def _index_in_universe(raw: np.ndarray, universe: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of raw ids in a given id list (its order kept); unknown ids are an error."""
-    universe = np.asarray(universe).astype(str)
-    raw = np.asarray(raw).astype(str)
-    order = np.argsort(universe, kind="stable")
-    pos = np.searchsorted(universe[order], raw)
-    pos = np.minimum(pos, len(universe) - 1)
-    found = universe[order][pos] == raw
-    if not found.all():
-        missing = np.unique(raw[~found])
-        raise ValueError(f"{len(missing)} {kind} ids are not in the {kind} list (e.g. {missing[:3].tolist()})")
-    return universe, order[pos].astype(np.int64)
+def order_ids(distinct: np.ndarray | list) -> np.ndarray:
+    """Distinct raw ids in index order: numerically when all are integers, else as strings."""
+    text = np.asarray(_as_text(distinct)).astype(str)
+    text = np.unique(text)
+    if text.size and np.char.isdigit(np.char.lstrip(text, "-")).all():
+        return text[np.argsort(text.astype(np.int64), kind="stable")]
+    return text
+
+
+def index_ids(raw: np.ndarray | list, universe: np.ndarray | list | None = None, kind: str = "id") -> tuple[np.ndarray, np.ndarray]:
+    """(raw ids as str in index order, contiguous index per value).
+
+    Values are hashed in C first (pandas), so only the distinct ids are turned into text: a
+    million-row file indexes in well under a second. With ``universe`` the id list (and its order)
+    is given; values outside it raise ValueError with a count and examples.
+    """
+    local, uniques = pd.factorize(np.asarray(raw))
+    unique_text = _as_text(np.asarray(uniques))
+    ids = order_ids(unique_text) if universe is None else np.asarray(universe).astype(str)
+    position = pd.Categorical(unique_text, categories=pd.Index(ids, dtype=object)).codes.astype(np.int64)
+    unknown = position < 0
+    if unknown.any():
+        examples = ", ".join(sorted(unique_text[unknown].tolist())[:5])
+        raise ValueError(f"{int(unknown.sum())} {kind} id(s) are not in the {kind} list (e.g. {examples})")
+    return ids, position[local]
 
 
 @dataclass
@@ -127,14 +134,8 @@ class Dataset:
         source defines them (e.g. an item file listing items with no interaction); otherwise ids
         are the ones seen, sorted numerically when they are all integers.
         """
-        if item_universe is not None:
-            item_ids, item_index = _index_in_universe(items, item_universe, "item")
-        else:
-            item_ids, item_index = _index_raw_ids(items)
-        if user_universe is not None:
-            user_ids, user_index = _index_in_universe(users, user_universe, "user")
-        else:
-            user_ids, user_index = _index_raw_ids(users)
+        item_ids, item_index = index_ids(items, item_universe, "item")
+        user_ids, user_index = index_ids(users, user_universe, "user")
         return cls(
             name=name,
             user=user_index,

@@ -26,6 +26,7 @@ import numpy as np
 from modalrec.data.dataset import Dataset, ItemFeature
 from modalrec.data.download import replace_directory
 from modalrec.errors import DataFormatError, ModalRecError
+from modalrec.fileio import json_default
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -89,20 +90,10 @@ def _write(ds: Dataset, into: Path) -> None:
 def _write_json(path: Path, value: Any, what: str) -> None:
     """JSON-encode ``value`` (numpy scalars/arrays and paths allowed) or say which part cannot be."""
     try:
-        text = json.dumps(value, default=_json_default, ensure_ascii=False)
+        text = json.dumps(value, default=json_default, ensure_ascii=False)
     except TypeError as exc:
         raise ModalRecError(f"dataset {what} cannot be saved as JSON: {exc}") from exc
     path.write_text(text, encoding="utf-8")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"value of type {type(value).__name__} is not JSON serialisable ({value!r:.80})")
 
 
 def load_saved_dataset(directory: str | Path, mmap: bool = True, verify: bool = False) -> Dataset:

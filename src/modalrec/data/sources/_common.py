@@ -15,7 +15,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from modalrec.data.dataset import Dataset, _index_raw_ids
+from modalrec.data.dataset import Dataset, order_ids
 from modalrec.errors import DataFormatError
 
 
@@ -59,36 +59,10 @@ def infer_name(directory: Path, suffix: str, what: str, strip: tuple[str, ...] =
     raise DataFormatError(directory, f"several datasets here ({', '.join(sorted(stems))}); pass name= to pick one")
 
 
-def _as_text(values: np.ndarray | list) -> np.ndarray:
-    """Raw ids as an object array of str (integers become their decimal text)."""
-    arr = np.asarray(values)
-    if arr.dtype == object and (arr.size == 0 or isinstance(arr.flat[0], str)):
-        return arr
-    return arr.astype(str).astype(object)
-
-
 def ordered_universe(*id_arrays: np.ndarray | list) -> np.ndarray:
     """All distinct raw ids of the arrays, ordered as Dataset.from_raw orders ids it indexes itself."""
-    distinct = [_as_text(pd.unique(np.asarray(a))) for a in id_arrays]
-    merged = pd.unique(np.concatenate(distinct)) if distinct else np.array([], dtype=object)
-    return _index_raw_ids(np.asarray(merged, dtype=object))[0]
-
-
-def index_ids(raw: np.ndarray | list, universe: np.ndarray | list | None, path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(raw ids as str, contiguous index per value); ids outside ``universe`` are refused.
-
-    Values are hashed in C first (integers stay integers), so only the distinct ids are turned
-    into text and looked up: this is what keeps a million-row file near one second.
-    """
-    local, uniques = pd.factorize(np.asarray(raw))
-    unique_text = _as_text(np.asarray(uniques))
-    ids = ordered_universe(unique_text) if universe is None else np.asarray(universe).astype(str)
-    position = pd.Categorical(unique_text, categories=pd.Index(ids, dtype=object)).codes.astype(np.int64)
-    unknown = position < 0
-    if unknown.any():
-        examples = ", ".join(sorted(unique_text[unknown].tolist())[:5])
-        raise DataFormatError(path, f"{int(unknown.sum())} {what} id(s) are not in the {what} list (e.g. {examples})")
-    return ids, position[local]
+    distinct = [pd.unique(np.asarray(a)) for a in id_arrays]
+    return order_ids(np.concatenate([np.asarray(d).astype(str) for d in distinct]) if distinct else [])
 
 
 def build_dataset(
@@ -102,21 +76,13 @@ def build_dataset(
     item_universe: np.ndarray | list | None = None,
     user_universe: np.ndarray | list | None = None,
 ) -> Dataset:
-    """Same result as :meth:`Dataset.from_raw`, but indexes millions of ids in C (pandas hashing)
-    instead of a Python dict loop, so a 1M-row file loads in about a second."""
-    user_ids, user = index_ids(users, user_universe, path, "user")
-    item_ids, item = index_ids(items, item_universe, path, "item")
-    return Dataset(
-        name=name,
-        user=user,
-        item=item,
-        user_ids=user_ids,
-        item_ids=item_ids,
-        timestamp=None if timestamp is None else np.asarray(timestamp, dtype=np.float64),
-        rating=None if rating is None else np.asarray(rating, dtype=np.float32),
-        split=None if split is None else np.asarray(split, dtype=np.int8),
-        meta={"source": name, "steps": []},
-    )
+    """:meth:`Dataset.from_raw`, with ids outside the given lists reported against the file read."""
+    try:
+        ds = Dataset.from_raw(name, users, items, timestamp, rating, split, item_universe, user_universe)
+    except ValueError as err:
+        raise DataFormatError(path, str(err)) from None
+    ds.meta["source"] = name
+    return ds
 
 
 def finish(ds: Dataset, fmt: str, path: Path, **details: Any) -> Dataset:

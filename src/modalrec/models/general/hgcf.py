@@ -29,7 +29,7 @@ import torch
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, register
-from modalrec.nn.graph import bipartite_adjacency, propagate_fixed, to_torch_sparse
+from modalrec.nn.graph import bipartite_adjacency, propagate, to_torch_sparse
 from modalrec.nn.hyperbolic import Lorentz
 
 
@@ -71,6 +71,7 @@ class HGCF(HyperbolicScorer, GeneralRecommender):
 
     train_view: ClassVar[str] = "triples"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "weight_decay": 1e-3, "batch_size": 10_000, "epochs": 500, "eval_every": 5, "patience": 10}
+    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "train.weight_decay": ("log", 1e-5, 1e-2), "model.margin": ("float", 0.05, 0.5)}
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
@@ -97,7 +98,7 @@ class HGCF(HyperbolicScorer, GeneralRecommender):
     def tangent_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(Z_u [U, D], Z_i [I, D]): ResSum of the propagated tangent vectors at the origin (column 0 is 0)."""
         ego = self.manifold.logmap0(self.manifold.projx(torch.cat([self.user_embedding, self.item_embedding])))
-        layers = propagate_fixed(self.adjacency, self.adjacency_t, ego, self.config.layers)
+        layers = propagate(self.adjacency, ego, self.config.layers, adj_t=self.adjacency_t)
         z = torch.stack(layers[1:]).sum(0)  # layer 0 excluded
         return z[: self.n_users], z[self.n_users :]
 

@@ -23,7 +23,7 @@ EXTRACT_HELP = (
 
 def _report_table(report: dict[str, dict[str, Any]]) -> Table:
     table = Table(title="features")
-    for column in ("feature", "encoder", "dim", "present", "missing", "unreadable", "fill", "cache", "items/s", "seconds"):
+    for column in ("feature", "encoder", "dim", "present", "missing", "unreadable", "fill", "cache", "items/s", "encode s"):
         table.add_column(column, justify="left" if column in ("feature", "encoder", "fill", "cache") else "right")
     for name, row in report.items():
         rate = row.get("items_per_second")

@@ -31,6 +31,11 @@ from modalrec.data.features.commands import features_app  # noqa: E402
 
 app.add_typer(features_app, name="features")
 app.command("serve")(serve_command)
+from modalrec.experiments.commands import benchmark_command, report_command, search_command  # noqa: E402
+
+app.command("benchmark")(benchmark_command)
+app.command("search")(search_command)
+app.command("report")(report_command)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -51,33 +56,6 @@ def _setup_logging(verbose: bool = True) -> None:
     warnings.simplefilter("default")
 
 
-LOWER_IS_BETTER = ("gini", "avg_popularity")  # beyond-accuracy metrics where less means more diverse / novel
-
-
-def _metric_table(title: str, rows: dict[str, dict[str, float]], columns: list[str] | None = None) -> Table:
-    """A table of runs (rows) x metrics (columns), best value per column in bold."""
-    columns = columns or sorted({k for r in rows.values() for k, v in r.items() if isinstance(v, (int, float))})
-    table = Table(title=title)
-    table.add_column("run")
-    for column in columns:
-        table.add_column(column, justify="right")
-    best = {}
-    for c in columns:
-        values = [r[c] for r in rows.values() if isinstance(r.get(c), (int, float))]
-        best[c] = (min if c.split("@")[0] in LOWER_IS_BETTER else max)(values) if values else None
-    for name, row in rows.items():
-        cells = []
-        for c in columns:
-            value = row.get(c)
-            if not isinstance(value, (int, float)):
-                cells.append("-")
-                continue
-            text = f"{value:.4f}"
-            cells.append(f"[bold]{text}[/bold]" if value == best[c] and len(rows) > 1 else text)
-        table.add_row(name, *cells)
-    return table
-
-
 # ---------------------------------------------------------------------- commands
 @app.command()
 def train(
@@ -85,16 +63,22 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A YAML config (e.g. a run's config.yaml).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this run directory.")] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings and the final table.")] = False,
+    nproc: Annotated[int, typer.Option(help="Processes on this machine (DDP through torchrun); see docs/distributed.md.")] = 1,
 ) -> None:
     """Train a model, select it on validation, score it on test; writes runs/<name>/."""
     from modalrec.config import resolve
+    from modalrec.train import distributed
     from modalrec.train.experiment import train as run_training
 
     _setup_logging(not quiet)
     if resume is not None and (overrides or config):
         raise ModalRecError("--resume continues a run with its saved config; do not pass overrides or --config with it")
+    if nproc != 1:
+        return distributed.launch_train(nproc, overrides or [], config, resume, quiet)
     cfg = resolve(overrides or [], config) if resume is None else None
     run_dir, results = run_training(cfg, resume=resume)
+    if not distributed.is_main_process():
+        return
     table = Table(title=f"{results['model']} on {results['dataset']} (selected on {results['selected_by']}, epoch {results['best_epoch']})")
     for column in ("metric", "valid", "test"):
         table.add_column(column, justify="left" if column == "metric" else "right")
@@ -179,6 +163,7 @@ def compare(
     metrics: Annotated[Optional[str], typer.Option(help="Columns, e.g. recall@20,ndcg@20 (default: all).")] = None,
 ) -> None:
     """A table of finished runs' metrics (best per column in bold)."""
+    from modalrec.experiments.tables import rich_metric_table
     from modalrec.train.rundir import RunDir
 
     rows = {}
@@ -189,7 +174,7 @@ def compare(
         results = run_dir.read_json(run_dir.results)
         rows[path.name] = results[split]
     columns = metrics.split(",") if metrics else None
-    console.print(_metric_table(f"{split} metrics", rows, columns))
+    console.print(rich_metric_table(f"{split} metrics", rows, columns))
 
 
 @app.command()

@@ -24,9 +24,10 @@ from modalrec.data.sources.feature_files import attach_feature_files
 from modalrec.data.split import SplitConfig, split
 from modalrec.errors import CheckpointError, ConfigError, ModalRecError
 from modalrec.models.base import Recommender, get_model_class
+from modalrec.train import distributed
 from modalrec.train.checkpoint import identity, load_checkpoint, seed_everything
 from modalrec.train.rundir import RunDir
-from modalrec.train.trainer import Trainer
+from modalrec.train.trainer import Trainer, ValidationCallback
 
 log = logging.getLogger("modalrec")
 
@@ -93,8 +94,16 @@ def default_run_name(cfg: RunConfig) -> str:
     return f"{cfg.model_name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def train(cfg: RunConfig | None, resume: Path | None = None) -> tuple[RunDir, dict[str, Any]]:
-    """Train and test one run; with ``resume`` continue the run in that directory (its saved config wins)."""
+def train(
+    cfg: RunConfig | None,
+    resume: Path | None = None,
+    on_validation: ValidationCallback | None = None,
+    score_test: bool = True,
+) -> tuple[RunDir, dict[str, Any]]:
+    """Train and test one run; with ``resume`` continue the run in that directory (its saved config wins).
+
+    ``on_validation(epoch, summary)`` is called after every validation (it may raise to stop the run);
+    ``score_test=False`` never reads the test split (hyper-parameter search)."""
     if resume is not None:
         run_dir = RunDir(Path(resume))
         if not run_dir.config.exists():
@@ -104,39 +113,68 @@ def train(cfg: RunConfig | None, resume: Path | None = None) -> tuple[RunDir, di
         cfg = resolve(config_file=run_dir.config)
     elif cfg is None:
         raise ValueError("train() needs a config unless it resumes a run")
-    else:
-        name = cfg.run.name or default_run_name(cfg)
-        run_dir = RunDir(Path(cfg.run.dir) / name)
-        if run_dir.path.exists() and any(run_dir.path.iterdir()):
-            raise ModalRecError(f"run directory {run_dir.path} exists; pick another run.name or continue it with --resume")
-        cfg.run.name = name
-        run_dir.create()
 
-    handler = run_dir.attach_log(log)
+    # under torchrun (WORLD_SIZE > 1) every rank runs this; rank 0 alone writes the run directory
+    dist = distributed.env_dist()
+    distributed.check_distributable(get_model_class(cfg.model_name), dist.world_size)
+    device = distributed.setup(dist, pick_device(cfg.train.device), cfg.train.dist_backend, cfg.train.dist_timeout)
+    try:
+        if resume is None:
+            run_dir = distributed.on_main(dist, lambda: _new_run_dir(cfg))
+            cfg.run.name = run_dir.path.name
+        return _train_in(run_dir, cfg, resume is not None, device, dist, on_validation, score_test)
+    except Exception as err:
+        distributed.record_failure(dist, err)
+        raise
+    finally:
+        distributed.teardown(dist)
+
+
+def _new_run_dir(cfg: RunConfig) -> RunDir:
+    name = cfg.run.name or default_run_name(cfg)
+    run_dir = RunDir(Path(cfg.run.dir) / name)
+    if run_dir.path.exists() and any(run_dir.path.iterdir()):
+        raise ModalRecError(f"run directory {run_dir.path} exists; pick another run.name or continue it with --resume")
+    return run_dir.create()
+
+
+def _train_in(
+    run_dir: RunDir,
+    cfg: RunConfig,
+    resume: bool,
+    device: torch.device,
+    dist: distributed.Dist,
+    on_validation: ValidationCallback | None,
+    score_test: bool,
+) -> tuple[RunDir, dict[str, Any]]:
+    handler = run_dir.attach_log(log) if dist.is_main else None
     try:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         family = get_model_class(cfg.model_name).family
-        ds, split_cfg = prepare_data(cfg, family)
+        with distributed.local_main_first(dist):
+            ds, split_cfg = prepare_data(cfg, family)
         cfg.dataset.split = split_cfg
         ctx = DataContext.from_dataset(ds)
-        device = pick_device(cfg.train.device)
         model = build_model(cfg, ctx, device)
         ident = run_identity(cfg, ds)
-        if resume is None:
+        if not resume and dist.is_main:
             run_dir.config.write_text(cfg.to_yaml())
             run_dir.write_json(run_dir.dataset, {"stats": ds.stats(), "content_hash": ds.content_hash(), "meta": ds.meta})
             log.info("run %s: %s on %s (%s) on %s", run_dir.path, cfg.model_name, ds.name, ds.stats(), device)
-        trainer = Trainer(model, ctx, cfg, run_dir, ident, device)
-        if resume is not None:
+            if dist.enabled:
+                log.info("distributed: %d processes (%s), global batch %d", dist.world_size, device.type, cfg.train.batch_size)
+        trainer = Trainer(model, ctx, cfg, run_dir, ident, device, on_validation, dist)
+        if resume:
             trainer.resume()
         trainer.fit()
-        results = trainer.test()
+        results = trainer.test(score_test)
         return run_dir, results
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
 
 
 @dataclass

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +23,22 @@ from modalrec.data.views import make_train_batches
 from modalrec.errors import ConfigError, ModalRecError
 from modalrec.eval.ranking import EvalResult, Evaluator
 from modalrec.models.base import Recommender
-from modalrec.train.checkpoint import epoch_seed, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from modalrec.train import distributed
+from modalrec.train.checkpoint import (
+    epoch_seed,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from modalrec.train.rundir import RunDir
 
 log = logging.getLogger("modalrec")
+
+# Called after every validation with (epoch, validation summary), once the epoch's checkpoint is saved; it may
+# raise to stop training (hyper-parameter search prunes bad trials this way; the run stays resumable).
+ValidationCallback = Callable[[int, dict[str, Any]], None]
 
 
 class TrainingError(ModalRecError):
@@ -81,6 +94,14 @@ def view_options(model: Recommender, cfg: RunConfig) -> dict[str, Any]:
     return {}
 
 
+def micro_batches(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+    """``batch`` cut into ``parts`` strided micro-batches (gradient accumulation), empty ones dropped."""
+    if parts == 1:
+        return [batch]
+    size = int(next(iter(batch.values())).shape[0])
+    return [{k: v[i::parts].contiguous() for k, v in batch.items()} for i in range(min(parts, size))]
+
+
 def _loss_terms(output: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if isinstance(output, dict):
         if "loss" not in output:
@@ -100,8 +121,15 @@ class Trainer:
         run_dir: RunDir,
         identity: dict[str, Any],
         device: torch.device,
+        on_validation: ValidationCallback | None = None,
+        dist: distributed.Dist = distributed.SINGLE,
     ):
         self.model, self.ctx, self.cfg, self.run_dir, self.identity, self.device = model, ctx, cfg, run_dir, identity, device
+        self.on_validation = on_validation
+        self.dist = dist  # in a torchrun job, rank 0 alone validates, checkpoints and tests (see train/distributed.py)
+        self._step: torch.nn.Module | None = None  # model.loss as a module, inside DDP when distributed
+        if cfg.train.grad_accum < 1:
+            raise ConfigError(f"train.grad_accum must be at least 1, got {cfg.train.grad_accum}")
         self.evaluator = Evaluator(
             ctx,
             ks=tuple(cfg.eval.ks),
@@ -118,7 +146,7 @@ class Trainer:
         self.state = TrainState()
 
     # ------------------------------------------------------------------ checkpoints
-    def _payload(self, with_optimizer: bool) -> dict[str, Any]:
+    def _payload(self, with_optimizer: bool, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "identity": self.identity,
             "model_state": self.model.state_dict(),
@@ -127,7 +155,10 @@ class Trainer:
         if with_optimizer:
             payload["optimizer"] = self.optimizer.state_dict() if self.optimizer else None
             payload["scheduler"] = self.scheduler.state_dict() if self.scheduler else None
-            payload["rng"] = rng_state()
+            rngs = rngs or [rng_state()]
+            payload["rng"] = rngs[0]
+            if len(rngs) > 1:
+                payload["rng_ranks"] = rngs  # every rank's, so a distributed run resumes exactly
         return payload
 
     def resume(self) -> None:
@@ -138,9 +169,17 @@ class Trainer:
             self.optimizer.load_state_dict(payload["optimizer"])
         if self.scheduler is not None and payload.get("scheduler"):
             self.scheduler.load_state_dict(payload["scheduler"])
-        set_rng_state(payload["rng"])
+        ranks = payload.get("rng_ranks", [payload["rng"]])
+        if len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])
+        else:
+            log.warning("resuming a %d-process run on %d processes: the random streams restart", len(ranks), self.dist.world_size)
+            set_rng_state(payload["rng"])
+            if self.dist.rank > 0:
+                seed_everything(distributed.rank_seed(self.cfg.train.seed, self.dist.rank))
         self.state = payload["train_state"]
-        self.run_dir.write_metrics(self.state.history)
+        if self.dist.is_main:
+            self.run_dir.write_metrics(self.state.history)
         log.info("resumed after epoch %d (best %s=%.5f at epoch %d)", self.state.epoch, self.select, self.state.best_score, self.state.best_epoch)
 
     # ------------------------------------------------------------------ training
@@ -156,47 +195,77 @@ class Trainer:
             self.state.history.append({"epoch": 1, "seconds": self.state.train_seconds, "valid": result.summary})
             self.run_dir.write_metrics(self.state.history)
             save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
+            if self.on_validation is not None:
+                self.on_validation(1, result.summary)
             return self.state
 
         t = self.cfg.train
         if self.state.epoch == 0:
             self.model.prepare(self.ctx, self.cfg, self.run_dir.path)
+            if self.dist.rank > 0:
+                seed_everything(distributed.rank_seed(t.seed, self.dist.rank))  # independent dropout / noise per rank
         while self.state.epoch < t.epochs and not self.state.stopped_early:
             epoch = self.state.epoch
+            distributed.inject_fault(self.dist, epoch)
             record = self.train_epoch(epoch)
-            if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
-                result = self._validate()
-                record["valid"] = result.summary
-                score = result.summary[self.select]
-                if score > self.state.best_score:
-                    self.state.best_score, self.state.best_epoch, self.state.bad_evals = score, epoch + 1, 0
-                    save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
-                else:
-                    self.state.bad_evals += 1
-                    self.state.stopped_early = self.state.bad_evals >= t.patience
-                log.info(
-                    "epoch %d  loss %.4f  %s %.5f  (best %.5f @ %d)  %.1fs",
-                    epoch + 1, record["loss"], self.select, score, self.state.best_score, self.state.best_epoch, record["seconds"],
-                )
-            else:
-                log.info("epoch %d  loss %.4f  %.1fs", epoch + 1, record["loss"], record["seconds"])
-            self.state.epoch = epoch + 1
-            self.state.history.append(record)
-            save_checkpoint(self.run_dir.last, self._payload(with_optimizer=True))
-            self.run_dir.write_metrics(self.state.history)
+            # rank 0 validates and saves; every rank continues from its state (so all stop together)
+            self.state = distributed.on_main(self.dist, lambda: self._end_epoch(epoch, record))
+            rngs = distributed.gather(self.dist, rng_state())
+            distributed.on_main(self.dist, lambda: self._save_epoch(epoch, record, rngs))
         if self.state.stopped_early:
             log.info("early stop: no %s improvement in %d validations", self.select, t.patience)
         if self.state.best_epoch == 0:
             raise TrainingError("no validation was run, so no checkpoint was selected; lower train.eval_every")
         return self.state
 
+    def _end_epoch(self, epoch: int, record: dict[str, Any]) -> TrainState:
+        """Validate when due, update early stopping (saving best.pt on improvement), log; the new state."""
+        t = self.cfg.train
+        if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+            result = self._validate()
+            record["valid"] = result.summary
+            score = result.summary[self.select]
+            if score > self.state.best_score:
+                self.state.best_score, self.state.best_epoch, self.state.bad_evals = score, epoch + 1, 0
+                save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
+            else:
+                self.state.bad_evals += 1
+                self.state.stopped_early = self.state.bad_evals >= t.patience
+            log.info(
+                "epoch %d  loss %.4f  %s %.5f  (best %.5f @ %d)  %.1fs",
+                epoch + 1, record["loss"], self.select, score, self.state.best_score, self.state.best_epoch, record["seconds"],
+            )
+        else:
+            log.info("epoch %d  loss %.4f  %.1fs", epoch + 1, record["loss"], record["seconds"])
+        self.state.epoch = epoch + 1
+        self.state.history.append(record)
+        return self.state
+
+    def _save_epoch(self, epoch: int, record: dict[str, Any], rngs: list[dict[str, Any]]) -> None:
+        save_checkpoint(self.run_dir.last, self._payload(with_optimizer=True, rngs=rngs))
+        self.run_dir.write_metrics(self.state.history)
+        if "valid" in record and self.on_validation is not None:
+            self.on_validation(epoch + 1, record["valid"])
+
+    @property
+    def step_module(self) -> torch.nn.Module:
+        """``model.loss`` as a module (inside DDP when distributed); built on first use, after ``prepare``."""
+        if self._step is None:
+            self._step = distributed.wrap(self.model, self.dist, self.device, self.cfg.train.ddp_find_unused)
+        return self._step
+
     def train_epoch(self, epoch: int) -> dict[str, Any]:
-        model, t = self.model, self.cfg.train
+        """One epoch. Each optimiser step takes one batch of ``batch_size`` examples, shared by the ranks
+        and cut into ``grad_accum`` micro-batches; a part of ``n`` of the step's ``N`` examples has its
+        mean loss weighted by ``n * world_size / N``, so the (DDP-averaged) gradient is the gradient of
+        the mean over the whole batch for losses that are means over examples."""
+        model, t, dist = self.model, self.cfg.train, self.dist
+        step_module = self.step_module
         model.train()
         model.before_epoch(epoch)
         batches = make_train_batches(
             model.train_view, self.ctx, t.batch_size, seed=epoch_seed(t.seed, epoch), **view_options(model, self.cfg)
-        )
+        ).shard(dist.rank, dist.world_size)
         sums: dict[str, float] = {}
         examples, steps = 0, 0
         start = time.perf_counter()
@@ -205,35 +274,42 @@ class Trainer:
             if t.amp and self.device.type == "cuda"
             else contextlib.nullcontext()
         )
-        with _progress(t.progress, f"epoch {epoch + 1}/{t.epochs}", len(batches)) as advance:
-            for batch in batches:
+        with _progress(t.progress and dist.is_main, f"epoch {epoch + 1}/{t.epochs}", len(batches)) as advance:
+            for step, batch in enumerate(batches):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                with autocast:
-                    terms = _loss_terms(model.loss(batch))
-                loss = terms["loss"]
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1} "
-                        f"(terms: {', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())}). "
-                        f"Lower train.lr (now {t.lr}) or set train.clip_grad_norm."
-                    )
+                total = batches.global_batch_size(step)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                parts = micro_batches(batch, t.grad_accum)
+                for i, part in enumerate(parts):
+                    size = int(next(iter(part.values())).shape[0])
+                    # the last micro-batch all-reduces the accumulated gradients
+                    with distributed.no_sync(step_module, sync=i == len(parts) - 1), distributed.explained_ddp_errors():
+                        with autocast:
+                            terms = _loss_terms(step_module(part))
+                        loss = terms["loss"]
+                        if not torch.isfinite(loss):
+                            raise TrainingError(
+                                f"the loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1} "
+                                f"(terms: {', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())}). "
+                                f"Lower train.lr (now {t.lr}) or set train.clip_grad_norm."
+                            )
+                        (loss * (size * dist.world_size / total)).backward()
+                    examples += size
+                    for key, value in terms.items():
+                        sums[key] = sums.get(key, 0.0) + float(value.detach()) * size
                 if t.clip_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
                 self.optimizer.step()
-                size = int(next(iter(batch.values())).shape[0])
-                examples += size
                 steps += 1
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * size
                 elapsed = time.perf_counter() - start
-                advance(f"loss {sums['loss'] / examples:.4f}  {examples / max(elapsed, 1e-9):,.0f} ex/s")
+                advance(f"loss {sums['loss'] / examples:.4f}  {examples * dist.world_size / max(elapsed, 1e-9):,.0f} ex/s")
         if self.scheduler is not None:
             self.scheduler.step()
         seconds = time.perf_counter() - start
         self.state.train_seconds += seconds
-        record = {k: v / max(1, examples) for k, v in sums.items()}
+        keys = sorted(sums)
+        examples, *totals = distributed.all_sum(dist, [float(examples), *(sums[k] for k in keys)])
+        record = {k: v / max(1, examples) for k, v in zip(keys, totals)}
         record.update(epoch=epoch + 1, seconds=seconds, examples_per_s=examples / max(seconds, 1e-9), steps=steps)
         return record
 
@@ -246,8 +322,14 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------ final scoring
-    def test(self) -> dict[str, Any]:
-        """Load the checkpoint selected on validation and score it on VALID and TEST, once."""
+    def test(self, score_test: bool = True) -> dict[str, Any]:
+        """Load the checkpoint selected on validation and score it on VALID and TEST, once (on rank 0
+        of a distributed run; every rank gets the results).
+
+        ``score_test=False`` scores VALID only (hyper-parameter search: the test split is never read)."""
+        return distributed.on_main(self.dist, lambda: self._score_selected(score_test))
+
+    def _score_selected(self, score_test: bool) -> dict[str, Any]:
         payload = load_checkpoint(self.run_dir.best, self.identity)
         if self.model.trainable:
             self.model.load_state_dict(payload["model_state"])
@@ -260,7 +342,7 @@ class Trainer:
             "stopped_early": self.state.stopped_early,
             "train_seconds": self.state.train_seconds,
         }
-        for phase, label in ((VALID, "valid"), (TEST, "test")):
+        for phase, label in ((VALID, "valid"), (TEST, "test")) if score_test else ((VALID, "valid"),):
             result = self.evaluator.evaluate(self.model, phase)
             results[label] = result.summary
             results[f"{label}_eval"] = result.to_dict()

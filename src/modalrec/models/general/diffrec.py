@@ -118,6 +118,7 @@ class DiffRec(DiffusionObjective, GeneralRecommender):
 
     train_view: ClassVar[str] = "users"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 400, "epochs": 100, "patience": 10}
+    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-5, 1e-3), "model.noise_scale": ("log", 1e-4, 1e-1), "model.steps": ("choice", [5, 20, 40, 100])}
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)

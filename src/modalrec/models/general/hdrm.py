@@ -100,6 +100,7 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
 
     train_view: ClassVar[str] = "triples"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 20_000, "epochs": 10, "eval_every": 5, "patience": 6}
+    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "model.alpha": ("float", 0.0, 0.5), "model.blend": ("float", 0.0, 0.3), "model.steps": ("choice", [10, 50, 100])}
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)

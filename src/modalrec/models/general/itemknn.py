@@ -77,6 +77,7 @@ class ItemKNN(GeneralRecommender):
         shrink: float = 0.0  # added to the cosine denominator; damps similarities of rare items
         chunk_budget: int = 1 << 24  # max entries of the dense similarity block computed at once
 
+    search_space: ClassVar[dict] = {"model.k": ("choice", [20, 50, 100, 200, 400]), "model.shrink": ("float", 0.0, 100.0)}
     train_view: ClassVar[str] = "none"
 
     def __init__(self, config: Config, ctx: DataContext):

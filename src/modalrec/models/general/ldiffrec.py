@@ -106,6 +106,7 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
 
     train_view: ClassVar[str] = "users"
     train_defaults: ClassVar[dict] = {"lr": 5e-4, "batch_size": 400, "epochs": 100, "patience": 10}
+    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-5, 1e-3), "model.n_cate": ("int", 1, 5), "model.noise_scale": ("log", 1e-4, 1e-1), "model.steps": ("choice", [5, 20, 40, 100])}
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)

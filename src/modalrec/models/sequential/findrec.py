@@ -258,6 +258,10 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         "lr": 1e-3, "weight_decay": 0.01, "optimizer": "adamw", "batch_size": 128,
         "epochs": 100, "patience": 5, "select": "ndcg@20", "seq_target": "last",
     }
+    search_space: ClassVar[dict] = {
+        "train.lr": ("log", 1e-4, 3e-3), "model.dropout": ("float", 0.0, 0.5), "model.loss_weight": ("log", 1e-3, 1.0),
+        "model.stein_weight": ("log", 0.1, 10.0), "model.router_temperature": ("log", 0.05, 1.0),
+    }
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)

@@ -45,6 +45,7 @@ class GRU4Rec(EmbeddingScorer, SequentialRecommender):
 
     train_view: ClassVar[str] = "sequences"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
+    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "model.dropout": ("float", 0.0, 0.5), "model.hidden": ("choice", [64, 128, 256])}
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)

@@ -42,6 +42,8 @@ class SASRecFeatures(SASRec):
         fusion: str = "add"  # add | concat (see the module docstring)
         feature_dropout: float = 0.1  # dropout on each projected feature
 
+    search_space: ClassVar[dict] = {**SASRec.search_space, "model.feature_dropout": ("float", 0.0, 0.5)}
+
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         if config.fusion not in FUSIONS:

@@ -1,0 +1,129 @@
+"""PNG plots of a comparison (matplotlib, the ``report`` extra; imported only when plots are drawn).
+
+Per dataset: validation curves per epoch, metric vs cut-off K, accuracy vs training time, and the
+per-user metric distributions of the split. Figures are built with ``matplotlib.figure.Figure``
+(no pyplot state), so drawing is safe inside a long-lived process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modalrec.errors import ModalRecError
+from modalrec.experiments.collect import RunRecord
+from modalrec.experiments.tables import _seed_averaged
+
+
+def _figure(width: float = 6.4, height: float = 4.2) -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ModalRecError("plots need matplotlib: pip install 'modalrec[report]'") from None
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _colours(labels: list[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)
+    return path
+
+
+def validation_curves(groups: dict[str, list[RunRecord]], metric: str, path: Path, title: str) -> Path:
+    """Validation ``metric`` per epoch: one line per run (seeds share a colour); closed-form models, which
+    validate once, are horizontal dashed lines."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    colours = _colours(list(groups))
+    max_epoch = max((h["epoch"] for runs in groups.values() for r in runs for h in r.history), default=1)
+    for label, runs in groups.items():
+        for i, run in enumerate(runs):
+            points = [(h["epoch"], h["valid"][metric]) for h in run.history if metric in h.get("valid", {})]
+            if not points:
+                continue
+            x, y = zip(*points)
+            name = label if i == 0 else None
+            if len(points) == 1:
+                ax.axhline(y[0], color=colours[label], linestyle="--", linewidth=1, label=name)
+            else:
+                ax.plot(x, y, color=colours[label], marker="." if len(points) < 30 else None, linewidth=1.2, label=name, alpha=0.9)
+                ax.plot([run.results.get("best_epoch", x[-1])], [max(y)], color=colours[label], marker="o", markersize=5)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlim(0.5, max(max_epoch, 1) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel=f"valid {metric}", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def metric_vs_k(groups: dict[str, list[RunRecord]], families: list[str], split: str, path: Path, title: str) -> Path:
+    """Each family (recall, ndcg, ...) against its cut-offs, seed means with std error bars."""
+    fig = _figure(4.2 * len(families), 3.8)
+    axes = fig.subplots(1, len(families), squeeze=False)[0]
+    colours = _colours(list(groups))
+    for ax, family in zip(axes, families):
+        for label, runs in groups.items():
+            keys = sorted((int(k.split("@")[1]), k) for k in runs[0].summary(split) if k.split("@")[0] == family and "@" in k)
+            if not keys:
+                continue
+            ks = [k for k, _ in keys]
+            values = np.array([[r.summary(split).get(key, np.nan) for _, key in keys] for r in runs], dtype=float)
+            std = values.std(axis=0, ddof=1) if len(runs) > 1 else None
+            ax.errorbar(ks, values.mean(axis=0), yerr=std, color=colours[label], marker="o", markersize=3, capsize=2, label=label)
+            ax.set_xticks(ks)
+        ax.set(xlabel="K", ylabel=f"{split} {family}@K")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def accuracy_vs_time(groups: dict[str, list[RunRecord]], metric: str, split: str, path: Path, title: str) -> Path:
+    """One point per run: training seconds (log scale) against the split's ``metric``."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    colours = _colours(list(groups))
+    for label, runs in groups.items():
+        x = [max(float(r.results.get("train_seconds", 0.0)), 1e-3) for r in runs]
+        y = [r.summary(split).get(metric, np.nan) for r in runs]
+        ax.scatter(x, y, color=colours[label], label=label, s=28)
+        ax.annotate(label, (float(np.mean(x)), float(np.nanmean(y))), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set(xlabel="training time (s, log scale)", ylabel=f"{split} {metric}", title=title)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def per_user_distribution(groups: dict[str, list[RunRecord]], metric: str, split: str, path: Path, title: str) -> Path:
+    """Box plots of the per-user ``metric`` (averaged over seeds), mean marked; the share of users at 0
+    is in each label, since top-K metrics are zero for most users."""
+    fig = _figure(max(6.4, 0.9 * len(groups) + 2), 4.2)
+    ax = fig.add_subplot()
+    data, names = [], []
+    for label, runs in groups.items():
+        averaged = _seed_averaged(runs, split, metric)
+        if averaged is None:
+            continue
+        values = averaged[1]
+        data.append(values)
+        names.append(f"{label}\n{np.mean(values == 0):.0%} at 0")
+    if not data:
+        raise ModalRecError(f"no run has per-user '{metric}' values for {split}")
+    ax.boxplot(data, showmeans=True, showfliers=False, meanprops={"marker": "D", "markersize": 4})
+    ax.set_xticks(range(1, len(names) + 1), names, fontsize=7)
+    ax.set(ylabel=f"per-user {split} {metric}", title=title)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)

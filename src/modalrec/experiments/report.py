@@ -1,0 +1,151 @@
+"""One static HTML report (plus Markdown/CSV tables and PNG plots) from finished run directories.
+
+``build_report(paths, out)`` writes::
+
+    out/results.md      one table per dataset (mean ± std over seeds, best bold, significance marks)
+    out/results.csv     the same numbers in long format, with raw and Holm-corrected p-values
+    out/plots/<dataset>-{valid_curves,metric_vs_k,accuracy_vs_time,per_user}.png
+    out/report.html     everything above in one self-contained page (images embedded), plus the runs
+
+Only files already in the run directories are read; ``modalrec report`` rebuilds a report at any time.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modalrec.errors import ModalRecError
+from modalrec.experiments import plots
+from modalrec.experiments.collect import RunRecord, by_dataset, load_runs
+from modalrec.experiments.tables import Comparison, build_comparison, default_metrics, legend, write_tables
+from modalrec.train.rundir import write_text_atomic
+
+PLOT_TITLES = {
+    "valid_curves": "Validation curves",
+    "metric_vs_k": "Metric vs K",
+    "accuracy_vs_time": "Accuracy vs training time",
+    "per_user": "Per-user distribution",
+}
+
+
+@dataclass
+class Report:
+    """The files a report build wrote."""
+
+    out: Path
+    markdown: Path
+    csv: Path
+    html: Path
+    plots: dict[str, dict[str, Path]] = field(default_factory=dict)  # dataset -> kind -> png
+    tables: list[Comparison] = field(default_factory=list)
+
+
+def build_report(
+    paths: list[Path] | list[RunRecord],
+    out: str | Path,
+    split: str = "test",
+    metrics: list[str] | None = None,
+    alpha: float = 0.05,
+    title: str = "ModalRec comparison",
+) -> Report:
+    """Tables, plots and the HTML page for the runs under ``paths`` (or already loaded records)."""
+    if split not in ("valid", "test"):
+        raise ModalRecError(f"split must be valid or test, got '{split}'")
+    if not 0 < alpha < 1:
+        raise ModalRecError(f"alpha must be in (0, 1), got {alpha}")
+    records = paths if paths and isinstance(paths[0], RunRecord) else load_runs([Path(p) for p in paths])
+    if not records:
+        raise ModalRecError("no runs to report")
+    out = Path(out)
+    metrics = [m.lower() for m in metrics] if metrics else default_metrics(records, split)
+    grouped = by_dataset(records)
+    tables = [build_comparison(dataset, groups, split, metrics, alpha) for dataset, groups in grouped.items()]
+    md, csv_path = write_tables(tables, out)
+    report = Report(out, md, csv_path, out / "report.html", tables=tables)
+    families = list(dict.fromkeys(m.split("@")[0] for m in metrics if "@" in m))[:3]
+    for dataset, groups in grouped.items():
+        select = next(iter(groups.values()))[0].select
+        headline = select if select in metrics else metrics[0]
+        base = out / "plots" / _file_name(dataset)
+        report.plots[dataset] = {
+            "valid_curves": plots.validation_curves(groups, select, base.with_name(f"{base.name}-valid_curves.png"), f"{dataset}: validation {select}"),
+            "metric_vs_k": plots.metric_vs_k(groups, families, split, base.with_name(f"{base.name}-metric_vs_k.png"), f"{dataset}: {split} metrics vs K"),
+            "accuracy_vs_time": plots.accuracy_vs_time(groups, headline, split, base.with_name(f"{base.name}-accuracy_vs_time.png"), f"{dataset}: {split} {headline} vs training time"),
+            "per_user": plots.per_user_distribution(groups, headline, split, base.with_name(f"{base.name}-per_user.png"), f"{dataset}: per-user {split} {headline}"),
+        }
+    write_text_atomic(report.html, _html(report, records, title, split))
+    return report
+
+
+def _file_name(dataset: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in dataset)
+
+
+def _html_table(t: Comparison) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["model", *t.metrics, "seeds", "train s", "params"])
+    rows = []
+    for label in t.labels:
+        cells = []
+        for m in t.metrics:
+            cell = t.cells[label][m]
+            if cell is None:
+                cells.append("<td>-</td>")
+                continue
+            text = f"{cell.mean:.4f}" + (f"<small> ± {cell.std:.4f}</small>" if cell.n_seeds > 1 else "")
+            if cell.best:
+                text = f"<b>{text}</b>"
+            tip = ""
+            if cell.test is not None:
+                tip = f' title="vs {html.escape(t.reference[m])}: t-test p={cell.test.t_p_holm:.3g}, Wilcoxon p={cell.test.w_p_holm:.3g} (Holm)"'
+            cells.append(f"<td{tip}>{text}<sup>{html.escape(cell.marks(t.alpha))}</sup></td>")
+        seconds = t.seconds[label][0]
+        rows.append(
+            f"<tr><th>{html.escape(label)}</th>{''.join(cells)}<td>{t.n_seeds[label]}</td><td>{seconds:.1f}</td>"
+            f"<td>{t.n_parameters[label]:,}</td></tr>"
+        )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+def _protocol(records: list[RunRecord], split: str) -> str:
+    selections = sorted({r.results.get("selected_by", "") for r in records})
+    protocols = sorted({str(r.results.get(f"{split}_eval", {}).get("protocol", "full")) for r in records})
+    return (
+        f"Checkpoints selected on {', '.join(selections)}; the {split} split was scored once for the selected checkpoint. "
+        f"Ranking protocol: {', '.join(protocols)}{' ranking, seen items masked' if protocols == ['full'] else ' (sampled: optimistic, not comparable with full ranking)'}."
+    )
+
+
+def _html(report: Report, records: list[RunRecord], title: str, split: str) -> str:
+    sections = []
+    for t in report.tables:
+        figures = "".join(_img(path, f"{t.dataset}: {PLOT_TITLES[kind]}") for kind, path in report.plots[t.dataset].items())
+        sections.append(f"<section><h2>{html.escape(t.dataset)} <small>({t.split})</small></h2>{_html_table(t)}<div class='plots'>{figures}</div></section>")
+    run_rows = "".join(
+        f"<tr><td>{html.escape(r.dataset)}</td><td>{html.escape(r.label)}</td><td>{r.seed}</td><td>{r.results.get('best_epoch', '')}</td>"
+        f"<td>{r.results.get('epochs_run', '')}</td><td>{float(r.results.get('train_seconds', 0)):.1f}</td><td><code>{html.escape(str(r.path))}</code></td></tr>"
+        for r in records
+    )
+    alpha = report.tables[0].alpha
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:right}"
+        "th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #333}sup{color:#b00}"
+        ".plots{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}img{max-width:580px;border:1px solid #eee}"
+        "figcaption{font-size:12px;color:#666}code{font-size:12px}"
+    )
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(_protocol(records, split))}</p><p>{html.escape(legend(alpha))}</p>"
+        f"{''.join(sections)}<h2>Runs</h2><table><thead><tr><th>dataset</th><th>model</th><th>seed</th><th>best epoch</th>"
+        f"<th>epochs</th><th>train s</th><th>run directory</th></tr></thead><tbody>{run_rows}</tbody></table>"
+        f"<p><small>Built {time.strftime('%Y-%m-%d %H:%M:%S')} by modalrec report from {len(records)} runs.</small></p></body></html>\n"
+    )

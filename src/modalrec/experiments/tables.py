@@ -1,0 +1,216 @@
+"""Comparison tables: runs grouped by (dataset, label), mean and std over seeds, the best per column
+marked, significance marks against the best; as Markdown, CSV (long format) and rich (terminal).
+
+Marks: the best value of a column is bold; a value followed by ``*`` differs from the best with a
+Holm-corrected paired t-test p < alpha, by ``†`` likewise with the Wilcoxon signed-rank test. Metrics
+without per-user values (coverage, gini, average popularity) get no marks. For ``gini`` and
+``avg_popularity`` lower is better (more diverse / less popular lists).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from modalrec.experiments.collect import RunRecord
+from modalrec.experiments.significance import PairedTest, align, compare_to_reference, seed_stats
+from modalrec.train.rundir import write_text_atomic
+
+LOWER_IS_BETTER = ("gini", "avg_popularity")  # beyond-accuracy metrics where less means more diverse / novel
+T_MARK, W_MARK = "*", "†"
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.split("@")[0] in LOWER_IS_BETTER
+
+
+def best_value(metric: str, values: list[float]) -> float | None:
+    """The best of ``values`` for ``metric`` (max, or min where lower is better)."""
+    return ((min if lower_is_better(metric) else max)(values)) if values else None
+
+
+def rich_metric_table(title: str, rows: dict[str, dict[str, float]], columns: list[str] | None = None) -> Table:
+    """A terminal table of runs (rows) x metrics (columns), best value per column in bold."""
+    columns = columns or sorted({k for r in rows.values() for k, v in r.items() if isinstance(v, (int, float))})
+    table = Table(title=title)
+    table.add_column("run")
+    for column in columns:
+        table.add_column(column, justify="right")
+    best = {c: best_value(c, [r[c] for r in rows.values() if isinstance(r.get(c), (int, float))]) for c in columns}
+    for name, row in rows.items():
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            if not isinstance(value, (int, float)):
+                cells.append("-")
+                continue
+            text = f"{value:.4f}"
+            cells.append(f"[bold]{text}[/bold]" if value == best[c] and len(rows) > 1 else text)
+        table.add_row(name, *cells)
+    return table
+
+
+@dataclass
+class Cell:
+    """One (label, metric) entry: the seeds' mean and std, whether it is the best, its test vs the best."""
+
+    mean: float
+    std: float
+    n_seeds: int
+    best: bool = False
+    test: PairedTest | None = None
+
+    def marks(self, alpha: float) -> str:
+        if self.test is None:
+            return ""
+        return (T_MARK if self.test.t_p_holm < alpha else "") + (W_MARK if self.test.w_p_holm < alpha else "")
+
+
+@dataclass
+class Comparison:
+    """The table of one dataset and split."""
+
+    dataset: str
+    split: str
+    metrics: list[str]
+    alpha: float
+    cells: dict[str, dict[str, Cell | None]] = field(default_factory=dict)  # label -> metric -> cell
+    reference: dict[str, str] = field(default_factory=dict)  # metric -> label of the best (tests compare with it)
+    seconds: dict[str, tuple[float, float]] = field(default_factory=dict)  # label -> train seconds mean, std
+    n_parameters: dict[str, int] = field(default_factory=dict)
+    n_seeds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.cells)
+
+
+def default_metrics(records: list[RunRecord], split: str = "test") -> list[str]:
+    """Recall and NDCG at every cut-off of the runs, plus each run's selection metric."""
+    ks = sorted({int(k.split("@")[1]) for r in records for k in r.results.get(split, {}) if "@" in k})
+    metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks if any(f"{m}@{k}" in r.results.get(split, {}) for r in records)]
+    for r in records:
+        if r.select not in metrics and r.select in r.results.get(split, {}):
+            metrics.append(r.select)
+    return metrics
+
+
+def _seed_averaged(runs: list[RunRecord], split: str, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(users, per-user metric averaged over the seeds), or None when the runs have no per-user values."""
+    users, per_user = runs[0].per_user(split)
+    if metric not in per_user:
+        return None
+    order = np.argsort(users, kind="stable")
+    total = per_user[metric].astype(np.float64)[order]
+    for run in runs[1:]:
+        other_users, other = run.per_user(split)
+        _, aligned = align(users, per_user[metric], other_users, other[metric])
+        total = total + aligned
+    return users[order], total / len(runs)
+
+
+def build_comparison(dataset: str, groups: dict[str, list[RunRecord]], split: str, metrics: list[str], alpha: float) -> Comparison:
+    """Mean/std over seeds per label and metric, the best per metric, paired tests against it."""
+    table = Comparison(dataset, split, list(metrics), alpha)
+    for label, runs in groups.items():
+        table.n_seeds[label] = len(runs)
+        table.seconds[label] = seed_stats([float(r.results.get("train_seconds", np.nan)) for r in runs])
+        table.n_parameters[label] = int(runs[0].results.get("n_parameters", 0))
+        row: dict[str, Cell | None] = {}
+        for metric in metrics:
+            values = [r.summary(split).get(metric) for r in runs]
+            row[metric] = None if any(v is None for v in values) else Cell(*seed_stats(values), len(runs))
+        table.cells[label] = row
+    for metric in metrics:
+        present = {label: row[metric] for label, row in table.cells.items() if row[metric] is not None}
+        best = best_value(metric, [c.mean for c in present.values()])
+        if best is None:
+            continue
+        for cell in present.values():
+            cell.best = cell.mean == best and len(table.cells) > 1
+        reference = next(label for label, c in present.items() if c.mean == best)
+        table.reference[metric] = reference
+        samples = {}
+        for label in present:
+            averaged = _seed_averaged(groups[label], split, metric)
+            if averaged is None:
+                break
+            samples[label] = averaged
+        else:
+            if len(samples) > 1:
+                ref_users = samples[reference][0]
+                aligned = {lab: align(ref_users, samples[reference][1], u, v)[1] for lab, (u, v) in samples.items()}
+                for label, test in compare_to_reference(aligned, reference).items():
+                    present[label].test = test
+    return table
+
+
+def _fmt(cell: Cell | None, alpha: float, bold: tuple[str, str]) -> str:
+    if cell is None:
+        return "-"
+    text = f"{cell.mean:.4f}" + (f" ± {cell.std:.4f}" if cell.n_seeds > 1 else "")
+    if cell.best:
+        text = f"{bold[0]}{text}{bold[1]}"
+    return text + cell.marks(alpha)
+
+
+def legend(alpha: float) -> str:
+    return (
+        f"Mean over seeds (± sample std when there are several). Best per column in bold. "
+        f"{T_MARK}: differs from the best with a paired t-test over users, {W_MARK}: with a Wilcoxon signed-rank test "
+        f"(Holm-corrected over the column's comparisons, p < {alpha}; per-user values averaged over seeds)."
+    )
+
+
+def to_markdown(tables: list[Comparison]) -> str:
+    """One Markdown table per (dataset, split), with a legend."""
+    parts = []
+    for t in tables:
+        header = ["model", *t.metrics, "seeds", "train s"]
+        lines = [f"### {t.dataset} ({t.split})", "", "| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+        for label in t.labels:
+            cells = [_fmt(t.cells[label][m], t.alpha, ("**", "**")) for m in t.metrics]
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {t.n_seeds[label]} | {t.seconds[label][0]:.1f} |")
+        parts.append("\n".join(lines))
+    alpha = tables[0].alpha if tables else 0.05
+    return "\n\n".join(parts) + f"\n\n{legend(alpha)}\n"
+
+
+CSV_COLUMNS = (
+    "dataset", "split", "model", "metric", "mean", "std", "n_seeds", "best", "reference",
+    "t_p", "t_p_holm", "wilcoxon_p", "wilcoxon_p_holm", "mean_diff", "marks", "train_seconds", "n_parameters",
+)
+
+
+def to_csv(tables: list[Comparison]) -> str:
+    """Long format: one row per (dataset, split, model, metric), with the tests' raw and Holm p-values."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for t in tables:
+        for label in t.labels:
+            for metric in t.metrics:
+                cell = t.cells[label][metric]
+                if cell is None:
+                    continue
+                test = cell.test
+                tested: list[Any] = [test.t_p, test.t_p_holm, test.w_p, test.w_p_holm, test.mean_diff] if test else [""] * 5
+                writer.writerow([
+                    t.dataset, t.split, label, metric, repr(cell.mean), repr(cell.std), cell.n_seeds, int(cell.best),
+                    t.reference.get(metric, ""), *tested, cell.marks(t.alpha), repr(t.seconds[label][0]), t.n_parameters[label],
+                ])
+    return buffer.getvalue()
+
+
+def write_tables(tables: list[Comparison], out: Path) -> tuple[Path, Path]:
+    """``results.md`` and ``results.csv`` in ``out``."""
+    md, csv_path = out / "results.md", out / "results.csv"
+    write_text_atomic(md, to_markdown(tables))
+    write_text_atomic(csv_path, to_csv(tables))
+    return md, csv_path

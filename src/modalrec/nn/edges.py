@@ -50,6 +50,38 @@ def edge_spmm(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: t
     return _EdgeSpmm.apply(rows, cols, values, x, n_rows)
 
 
+class _EdgeDot(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, rows: torch.Tensor, cols: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows, cols, a, b)
+        out = torch.empty(len(rows), dtype=a.dtype, device=a.device)
+        for s in range(0, len(rows), EDGE_CHUNK):
+            e = slice(s, s + EDGE_CHUNK)
+            out[e] = (a[rows[e]] * b[cols[e]]).sum(-1)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor | None, torch.Tensor | None]:
+        rows, cols, a, b = ctx.saved_tensors
+        grad_a = edge_spmm(rows, cols, grad, b, a.shape[0]) if ctx.needs_input_grad[2] else None
+        grad_b = edge_spmm(cols, rows, grad, a, b.shape[0]) if ctx.needs_input_grad[3] else None
+        return None, None, grad_a, grad_b
+
+
+def edge_dot(rows: torch.Tensor, cols: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``<a[rows[e]], b[cols[e]]>`` for every edge e (a sampled dense-dense product), in O(edges)
+    memory: neither the forward nor the backward pass forms an [edges, d] tensor at once."""
+    return _EdgeDot.apply(rows, cols, a, b)
+
+
+def edge_softmax(index: torch.Tensor, scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Softmax of edge ``scores`` among the edges sharing the same ``index`` node."""
+    peak = torch.full((n,), -torch.inf, dtype=scores.dtype, device=scores.device)
+    peak = peak.scatter_reduce(0, index, scores.detach(), reduce="amax")
+    weights = (scores - peak[index]).exp()
+    return weights / edge_degree(index, weights, n)[index]
+
+
 def edge_degree(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
     """Weighted degree of every node: the sum of ``values`` over the edges whose endpoint is ``index``."""
     return torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, index, values)

@@ -64,6 +64,10 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast on CUDA (ignored on CPU)
     threads: int | None = None  # torch intra-op threads; None = torch's default
     progress: bool = True  # progress bars (turned off when not a terminal)
+    grad_accum: int = 1  # micro-batches per optimiser step (less memory, same update: batch_size stays the examples per step)
+    dist_backend: str = "auto"  # torchrun runs: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    dist_timeout: int = 1800  # torchrun runs: seconds a rank waits for the others (rank 0 validates alone meanwhile)
+    ddp_find_unused: bool = False  # torchrun runs: the loss leaves some parameters without gradients (DDP must search)
 
 
 @dataclass

@@ -21,7 +21,6 @@ the trainer passes a different seed per epoch.
 from __future__ import annotations
 
 import inspect
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
@@ -45,21 +44,43 @@ class TrainBatches(ABC):
         self.ctx = ctx
         self.batch_size = check_count("batch_size", batch_size, 1)
         self.seed = seed
+        self.rank, self.world_size = 0, 1
 
     @property
     @abstractmethod
     def n_samples(self) -> int:
         """Samples in one epoch (the last batch may be smaller than ``batch_size``)."""
 
+    def shard(self, rank: int, world_size: int) -> TrainBatches:
+        """Yield only ``rank``'s share of every batch: its samples ``rank, rank + world_size, ...``.
+
+        For data-parallel training. Every rank draws the same epoch (same seed), so the shares of the
+        ranks partition each batch and ``batch_size`` stays the examples per optimiser step whatever
+        the number of ranks. Every rank must take the same number of steps, so a last batch smaller
+        than ``world_size`` is dropped (fewer than ``world_size`` samples an epoch).
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        if self.batch_size < world_size:
+            raise ConfigError(f"batch_size {self.batch_size} is smaller than the {world_size} processes sharing each batch")
+        self.rank, self.world_size = rank, world_size
+        return self
+
     def __len__(self) -> int:
-        return math.ceil(self.n_samples / self.batch_size)
+        full, tail = divmod(self.n_samples, self.batch_size)
+        return full + (tail >= self.world_size)
+
+    def global_batch_size(self, step: int) -> int:
+        """Samples of batch ``step`` over all ranks (``batch_size`` except maybe the last)."""
+        return min(self.batch_size, self.n_samples - step * self.batch_size)
 
     @abstractmethod
     def __iter__(self) -> Iterator[Batch]: ...
 
     def _batch_slices(self) -> Iterator[slice]:
-        for start in range(0, self.n_samples, self.batch_size):
-            yield slice(start, start + self.batch_size)
+        for step in range(len(self)):
+            start = step * self.batch_size
+            yield slice(start + self.rank, min(start + self.batch_size, self.n_samples), self.world_size)
 
 
 # ---------------------------------------------------------------------------------------- triples
@@ -155,7 +176,7 @@ class TripleBatches(TrainBatches):
         users_t, pos_t = torch.from_numpy(self.users[order]), torch.from_numpy(self.items[order])
         neg_t = torch.from_numpy(neg[order] if self.num_negatives > 1 else neg[order, 0])
         for s in self._batch_slices():
-            yield {"users": users_t[s], "pos": pos_t[s], "neg": neg_t[s]}
+            yield {"users": users_t[s].contiguous(), "pos": pos_t[s].contiguous(), "neg": neg_t[s].contiguous()}
 
 
 # -------------------------------------------------------------------------------------- sequences

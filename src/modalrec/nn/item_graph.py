@@ -3,7 +3,7 @@
 Per modality m, a frozen graph from the raw features (Eqs. 1-3: cosine kNN, D^-1/2 S D^-1/2) is
 mixed with a graph learned from projected features e~_i = W_m e_i + b_m (Eqs. 4-5, same kNN and
 normalisation): A^m = lambda * A_frozen^m + (1 - lambda) * A_learned^m (Eq. 6). The modalities are
-combined with softmax-normalised learned weights, A = sum_m alpha_m A^m (Eq. 7).
+combined with weights, A = sum_m alpha_m A^m (Eq. 7; LATTICE learns softmax-normalised alpha).
 
 Graphs are edge lists (rows, cols, weights) so the learned weights stay differentiable; the kNN
 *structure* of the learned graphs is recomputed by :meth:`LearnedItemGraph.refresh` (no gradient
@@ -12,13 +12,13 @@ flows through a top-k choice), the edge weights on it every forward pass.
 
 from __future__ import annotations
 
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from modalrec.nn.edges import edge_spmm, edges_of, symmetric_edge_norm
 from modalrec.nn.knn import cosine_knn
-import scipy.sparse as sp
 
 Edges = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -32,7 +32,6 @@ class LearnedItemGraph(nn.Module):
             raise ValueError(f"the frozen-graph weight lambda must be in [0, 1], got {skip}")
         self.k, self.skip, self.n_items = k, skip, frozen[0].shape[0]
         self.projections = nn.ModuleList(nn.Linear(d, dim) for d in feature_dims)  # W_m, b_m (Eq. 4)
-        self.modality_logits = nn.Parameter(torch.zeros(len(frozen)))  # alpha_m before softmax (Eq. 7)
         for m, graph in enumerate(frozen):
             for name, tensor in zip(("rows", "cols", "values"), edges_of(graph)):
                 self.register_buffer(f"frozen_{name}_{m}", tensor, persistent=False)
@@ -64,9 +63,8 @@ class LearnedItemGraph(nn.Module):
             torch.cat([self.skip * frozen[2], (1 - self.skip) * learned]),
         )
 
-    def forward(self, features: list[torch.Tensor]) -> Edges:
-        """A = sum_m alpha_m A^m (Eq. 7) as one edge list."""
-        alpha = torch.softmax(self.modality_logits, dim=0)
+    def forward(self, features: list[torch.Tensor], alpha: torch.Tensor) -> Edges:
+        """A = sum_m alpha_m A^m (Eq. 7) as one edge list, for modality weights ``alpha`` [M]."""
         parts = [self.modality_graph(m, features) for m in range(len(self.projections))]
         return (
             torch.cat([p[0] for p in parts]),

@@ -61,6 +61,7 @@ class LATTICE(MultimodalRecommender):
         nn.init.normal_(self.item_embedding.weight, std=config.init_std)
         frozen = [self.content_knn(m, config.knn_k, weighted=True) for m in range(len(self.modalities))]
         self.item_graph = LearnedItemGraph(frozen, [f.shape[1] for f in self.features], config.dim, config.knn_k, config.skip)
+        self.modality_logits = nn.Parameter(torch.zeros(len(frozen)))  # alpha_m before the softmax (Eq. 7)
         adjacency, adjacency_t = self.user_item_graph(ctx)
         self.register_buffer("adjacency", adjacency, persistent=False)
         self.register_buffer("adjacency_t", adjacency_t, persistent=False)
@@ -74,7 +75,8 @@ class LATTICE(MultimodalRecommender):
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        h = self.item_graph.propagate(self.item_graph(self.features), self.item_embedding.weight, c.item_layers)  # Eqs. 7-9
+        graph = self.item_graph(self.features, torch.softmax(self.modality_logits, dim=0))  # Eq. 7
+        h = self.item_graph.propagate(graph, self.item_embedding.weight, c.item_layers)  # Eqs. 8-9
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
         final = torch.stack(propagate(self.adjacency, ego, c.ui_layers, adj_t=self.adjacency_t)).mean(0)  # backbone
         users, items = final[: self.n_users], final[self.n_users :]

@@ -2,6 +2,7 @@
 plus item content. Importing registers them."""
 
 from modalrec.models.multimodal.bm3 import BM3
+from modalrec.models.multimodal.dmrl import DMRL
 from modalrec.models.multimodal.dualgnn import DualGNN
 from modalrec.models.multimodal.freedom import FREEDOM
 from modalrec.models.multimodal.grcn import GRCN
@@ -13,4 +14,4 @@ from modalrec.models.multimodal.mmgcn import MMGCN
 from modalrec.models.multimodal.slmrec import SLMRec
 from modalrec.models.multimodal.vbpr import VBPR
 
-__all__ = ["BM3", "DualGNN", "FREEDOM", "GRCN", "LATTICE", "LGMRec", "MGCN", "MICRO", "MMGCN", "SLMRec", "VBPR"]
+__all__ = ["BM3", "DMRL", "DualGNN", "FREEDOM", "GRCN", "LATTICE", "LGMRec", "MGCN", "MICRO", "MMGCN", "SLMRec", "VBPR"]

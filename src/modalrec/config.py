@@ -138,6 +138,13 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         inner = args[0] if args else Any
         items = [coerce(v, inner, key) for v in value]
         return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if isinstance(value, str) and value.strip().startswith("{"):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' expects a mapping, e.g. {key}.<name>=<value>, got {value!r}")
+        key_type, value_type = args or (Any, Any)
+        return {coerce(k, key_type, key): coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
     if tp is bool:

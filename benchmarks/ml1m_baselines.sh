@@ -12,8 +12,8 @@ run pop model=pop
 run itemknn model=itemknn
 run ease model=ease
 run bpr model=bpr train.epochs=40 train.batch_size=8192 train.lr=0.005 train.patience=5
-run lightgcn model=lightgcn train.epochs=40 train.batch_size=8192 train.lr=0.005 train.patience=5
-run gru4rec model=gru4rec train.epochs=40 train.patience=5
 run sasrec model=sasrec train.epochs=40 train.patience=5
+run gru4rec model=gru4rec train.epochs=40 train.patience=5
+run lightgcn model=lightgcn train.epochs=15 train.batch_size=16384 train.lr=0.01 train.patience=3
 modalrec compare "$out"/{pop,itemknn,ease,bpr,lightgcn,gru4rec,sasrec} \
   --metrics hit@10,ndcg@10,mrr@10,hit@20,ndcg@20,coverage@10,gini@10

@@ -1,0 +1,158 @@
+"""The multimodal model zoo on tiny synthetic data whose item features carry the clusters: shapes,
+chunked scoring, loss decrease, features that matter (real beats shuffled), train-only graphs,
+and user errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _baseline_data import chunked_scores, single_thread  # noqa: F401  (single_thread: fixture)
+from _multimodal_data import build, fit, in_cluster_rate, multimodal_dataset
+from modalrec.data.context import DataContext
+from modalrec.data.dataset import TEST, TRAIN, VALID, Dataset
+from modalrec.errors import ConfigError
+from modalrec.models.base import GeneralRecommender, get_model_class, registered_models
+
+pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.filterwarnings("ignore:split 'random'")]
+
+# model -> (epochs, lr, overrides) of the short fit used by the behaviour tests
+ZOO = {
+    "vbpr": (10, 0.01, {}),
+    "lattice": (6, 0.01, {}),
+    "freedom": (8, 0.01, {}),
+    "mmgcn": (8, 0.01, {}),
+    "bm3": (10, 0.01, {"cl_weight": 5.0}),
+    "grcn": (6, 0.01, {}),
+    "dualgnn": (8, 0.01, {}),
+    "slmrec": (6, 0.01, {}),
+    "mgcn": (6, 0.01, {}),
+    "lgmrec": (6, 0.01, {}),
+    "micro": (6, 0.01, {}),
+    "dmrl": (6, 0.01, {}),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def knn_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the kNN graph cache of these tests out of the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MODALREC_HOME", str(tmp_path_factory.mktemp("modalrec-home")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def contexts() -> dict[str, DataContext]:
+    return {
+        "real": DataContext.from_dataset(multimodal_dataset()),
+        "shuffled": DataContext.from_dataset(multimodal_dataset(shuffle_features=True)),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(contexts: dict[str, DataContext]) -> dict[tuple[str, str], tuple[object, list[float]]]:
+    """Every model fitted once on the real and once on the shuffled features (same seed)."""
+    torch.set_num_threads(1)
+    out = {}
+    for name, (epochs, lr, overrides) in ZOO.items():
+        for kind, ctx in contexts.items():
+            torch.manual_seed(0)
+            model = build(name, ctx, **overrides)
+            out[name, kind] = (model, fit(model, ctx, epochs, lr))
+    return out
+
+
+def test_every_zoo_model_is_registered_as_general() -> None:
+    models = registered_models()
+    for name in ZOO:
+        assert name in models
+        assert issubclass(models[name], GeneralRecommender) and models[name].family == "general"
+        doc = models[name].__module__
+        assert "Survey family" in (__import__(doc, fromlist=["_"]).__doc__ or ""), name
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_scores_have_the_full_ranking_shape_and_chunking_does_not_change_them(name: str, trained) -> None:
+    model, _ = trained[name, "real"]
+    users = {"users": torch.tensor([0, 5, 17, 42])}
+    model.prepare_scoring()
+    scores = model.score(users)
+    assert scores.shape == (4, model.n_items) and torch.isfinite(scores).all()
+    torch.testing.assert_close(chunked_scores(model, users, 7), scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_loss_decreases(name: str, trained) -> None:
+    _, losses = trained[name, "real"]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_content_features_matter(name: str, trained, contexts) -> None:
+    """The same model, seed and budget ranks the users' own cluster higher with the real features
+    than with the item rows of the features shuffled."""
+    real = in_cluster_rate(trained[name, "real"][0], contexts["real"])
+    shuffled = in_cluster_rate(trained[name, "shuffled"][0], contexts["shuffled"])
+    assert real > shuffled + 0.02, (real, shuffled)
+
+
+@pytest.mark.parametrize("name", ["vbpr", "freedom", "grcn"])
+def test_a_single_modality_can_be_chosen(name: str, contexts) -> None:
+    model = build(name, contexts["real"], modalities=["image"])
+    assert model.modalities == ["image"] and len(model.features) == 1
+    batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([0, 1]), "neg": torch.tensor([2, 3])}
+    assert torch.isfinite(model.loss(batch)["loss"])
+
+
+def test_models_refuse_data_without_features_and_unknown_modalities(contexts) -> None:
+    plain = DataContext.from_dataset(multimodal_dataset(feature_dims={}))
+    with pytest.raises(ConfigError, match="needs item content features"):
+        build("freedom", plain)
+    with pytest.raises(ConfigError, match="audio"):
+        build("lattice", contexts["real"], modalities=["audio"])
+    with pytest.raises(ConfigError, match="modality_weights"):
+        build("freedom", contexts["real"], modality_weights={"text": 1.5})
+    with pytest.raises(ConfigError, match="ssl_task"):
+        build("slmrec", contexts["real"], ssl_task="rotate")
+
+
+# ------------------------------------------------------------------ no test data reaches training
+def _with_other_heldout(ds: Dataset, seed: int) -> Dataset:
+    """Same train interactions and features; the valid/test items replaced by random other items."""
+    rng = np.random.default_rng(seed)
+    item = ds.item.copy()
+    held = ds.split != TRAIN
+    item[held] = rng.integers(ds.n_items, size=int(held.sum()))
+    out = Dataset.from_raw(
+        ds.name, ds.user, item, timestamp=ds.timestamp, split=ds.split,
+        item_universe=np.arange(ds.n_items), user_universe=np.arange(ds.n_users),
+    )
+    for name, feature in ds.features.items():
+        out = out.with_feature(name, feature)
+    return out
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_graphs_and_masks_come_from_the_train_split_only(name: str) -> None:
+    ds = multimodal_dataset()
+    other = _with_other_heldout(ds, seed=5)
+    assert (other.item[other.split != TRAIN] != ds.item[ds.split != TRAIN]).any()
+    ctx_a, ctx_b = DataContext.from_dataset(ds), DataContext.from_dataset(other)
+    assert ctx_a.histories[VALID].nnz == ctx_b.histories[VALID].nnz and ctx_a.histories[TEST].nnz == ctx_b.histories[TEST].nnz
+    torch.manual_seed(0)
+    a = build(name, ctx_a)
+    torch.manual_seed(0)
+    b = build(name, ctx_b)
+    buffers_a, buffers_b = dict(a.named_buffers()), dict(b.named_buffers())
+    assert buffers_a.keys() == buffers_b.keys()
+    for key in buffers_a:
+        x, y = buffers_a[key], buffers_b[key]
+        if x.layout != torch.strided:
+            x, y = x.to_dense(), y.to_dense()
+        torch.testing.assert_close(x, y, msg=f"{name}: buffer {key} depends on valid/test data")
+    a.eval(), b.eval()
+    a.prepare_scoring(), b.prepare_scoring()
+    users = {"users": torch.arange(ctx_a.n_users)}
+    torch.testing.assert_close(a.score(users), b.score(users))

@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load per run (at most 120)")
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
-    parser.add_argument("--max-batch", type=int, nargs="+", default=[64], help="server micro-batch sizes to compare (1: none)")
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[1], help="server micro-batch sizes to compare (1: none)")
     args = parser.parse_args()
     duration = min(args.duration, 120.0)
     print(f"machine: {os.cpu_count()} CPUs (shared with other jobs), load average {os.getloadavg()[0]:.1f}; "

@@ -7,25 +7,21 @@ and SASRec (sequential). Servers are real ``modalrec serve`` subprocesses on fre
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-httpx = pytest.importorskip("httpx")
+pytest.importorskip("httpx")
 
 from modalrec.config import resolve
 from modalrec.data.storage import save_dataset
 from modalrec.data.synthetic import make_synthetic
 from modalrec.train.experiment import train
+
+from _serve_helpers import Server, start_server
 
 RUN_SETTINGS = {
     "ease": [],
@@ -68,56 +64,6 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for item in range(10):
         (folder / f"{item}.png").write_bytes(_png(20, 30, (item * 25, 90, 200 - item * 15)))
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """A running ``modalrec serve`` subprocess and an HTTP client bound to it."""
-
-    process: subprocess.Popen
-    url: str
-    client: httpx.Client
-
-    def alive(self) -> bool:
-        return self.process.poll() is None and self.client.get("/health").status_code == 200
-
-
-def start_server(run: Path, *options: str, timeout: float = 120.0) -> Iterator[Server]:
-    """Start ``modalrec serve run`` on a free loopback port, wait for /health, stop it afterwards."""
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "modalrec", "serve", str(run), "--port", str(port), "--log-level", "warning", *options]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=url, timeout=30.0)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{process.stdout.read()}")
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not answer /health in time")
-            time.sleep(0.2)
-        yield Server(process, url, client)
-    finally:
-        client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from conftest import Server
+from _serve_helpers import Server
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
-EXAMPLES = 25  # per operation and generation mode
+EXAMPLES = 15  # per operation and generation mode
 
 
 @pytest.mark.parametrize("mode", ["positive", "negative"])

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
-from conftest import Server
+from _serve_helpers import Server
 
 N_ITEMS = 100
 

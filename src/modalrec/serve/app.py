@@ -2,8 +2,8 @@
 
 Endpoints (all JSON, raw ids in and out; the OpenAPI document is at ``/openapi.json``, docs at ``/docs``):
 
-- ``GET /recommend?user=&k=&exclude_seen=&fallback=``: top-k for a known user (concurrent calls
-  are scored together: :mod:`modalrec.serve.batching`);
+- ``GET /recommend?user=&k=&exclude_seen=&fallback=``: top-k for a known user (with ``max_batch``
+  > 1, concurrent calls are scored together: :mod:`modalrec.serve.batching`);
 - ``POST /recommend``: top-k after an ad-hoc session of items, with allow/deny candidate filters;
 - ``POST /recommend/batch``: many users in one forward pass;
 - ``GET /items/{id}``, ``GET /images/{id}``, ``GET /users``, ``GET /users/{id}``: catalogue and histories;
@@ -107,15 +107,17 @@ class BodyGuard:
         await send({"type": "http.response.body", "body": payload})
 
 
-def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = None, max_batch: int = 64, **engine_options: Any) -> Any:
+def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = None, max_batch: int = 1, **engine_options: Any) -> Any:
     """A FastAPI app serving a run directory (loaded once here) or an already built engine.
 
-    ``max_batch``: most concurrent ``GET /recommend`` users scored in one pass (1: no batching);
+    ``max_batch``: most concurrent ``GET /recommend`` users scored in one pass (1: no batching, each
+    request scored on its own in the thread pool);
     ``engine_options`` go to :class:`ServingEngine` (``ann``, ``image_dir``, ``item_chunk``, ``device``)."""
     fastapi = _fastapi()
     from fastapi import Body, Query
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
+    from starlette.concurrency import run_in_threadpool
 
     from modalrec.serve import schemas
 
@@ -138,7 +140,7 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
     )
     app.add_middleware(BodyGuard, max_bytes=limits.max_body_bytes)
     app.state.engine = engine
-    batcher = app.state.batcher = UserBatcher(engine, max_batch)
+    batcher = app.state.batcher = UserBatcher(engine, max_batch) if max_batch != 1 else None
 
     @app.exception_handler(ServeError)
     async def _serve_error(request: Any, err: ServeError) -> JSONResponse:
@@ -193,7 +195,10 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
             if fallback != "popularity":
                 raise unknown_user(user)
             return ranked_out(engine.popular(k, CandidateFilter()), k, user)
-        return ranked_out(await batcher.recommend(index, k, exclude_seen), k, user)
+        if batcher is not None:
+            return ranked_out(await batcher.recommend(index, k, exclude_seen), k, user)
+        ranked = await run_in_threadpool(engine.recommend_users, np.asarray([index]), k, exclude_seen, CandidateFilter())
+        return ranked_out(ranked[0], k, user)
 
     @app.post("/recommend", response_model=schemas.RecommendationOut, responses=error_responses, tags=["recommend"])
     def recommend_session(request: Annotated[SessionRequest, Body()]) -> schemas.RecommendationOut:
@@ -324,7 +329,7 @@ def serve(
     port: int = 8000,
     limits: ServeLimits | None = None,
     threads: int | None = None,
-    max_batch: int = 64,
+    max_batch: int = 1,
     log_level: str = "info",
     **engine_options: Any,
 ) -> None:

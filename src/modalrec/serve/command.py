@@ -21,7 +21,7 @@ def serve_command(
     ann: Annotated[bool, typer.Option(help="Approximate top-K with a faiss HNSW index (dot-product models; extra 'ann').")] = False,
     threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    max_batch: Annotated[int, typer.Option(help="Most concurrent GET /recommend users scored in one pass (1: no batching).")] = 64,
+    max_batch: Annotated[int, typer.Option(help="Most concurrent GET /recommend users scored in one pass (1: no batching, the default; see docs/serving.md).")] = 1,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body; larger gets 413.")] = _DEFAULT.max_body_bytes,
     max_batch_users: Annotated[int, typer.Option(help="Most users in one /recommend/batch; more gets 413.")] = _DEFAULT.max_batch_users,
     max_session_items: Annotated[int, typer.Option(help="Most items in one posted session; more gets 413.")] = _DEFAULT.max_session_items,

@@ -16,7 +16,8 @@ A suite file::
       trials: 12                               # the same budget for every tuned model
       models: [bpr]                            # labels to tune (default: every model that declares a space)
       overrides: {train.epochs: 10}            # cheaper settings for trials
-      space: {bpr: {train.lr: [log, 1e-4, 1e-2]}}   # per-label spaces replacing the model's own
+      space: {bpr: {train.lr: [log, 1e-4, 1e-2]}}   # per-label spaces replacing the model's own;
+                                               # '*': the space of models that declare none
 
 Every run is an ordinary run directory, ``<out>/runs/<dataset>__<label>__seed<seed>``. A run with a
 ``results.json`` is finished and skipped; a run with ``checkpoints/last.pt`` is resumed; anything else
@@ -37,7 +38,7 @@ from typing import Any
 from modalrec.config import load_yaml, resolve
 from modalrec.errors import ConfigError, ModalRecError, UnknownNameError, nearest
 from modalrec.experiments.search import SearchResult, SearchSettings, search
-from modalrec.train.rundir import write_text_atomic
+from modalrec.train.rundir import to_jsonable, write_text_atomic
 
 log = logging.getLogger("modalrec")
 
@@ -171,7 +172,7 @@ class Suite:
             self.search_models = [str(m) for m in section["models"]]
         spaces = section.get("space") or {}
         for label in [*(self.search_models or []), *spaces]:
-            if label not in labels:
+            if label not in labels and label != "*":
                 raise ConfigError(f"{where}: search names model '{label}', which is not a model label of the suite ({', '.join(labels)})")
         self.search_overrides = as_override_list(section.get("overrides"), f"{where} (search.overrides)")
         self.search_spaces = {str(k): v for k, v in spaces.items()}
@@ -199,7 +200,17 @@ class Suite:
 
         if self.search_models is not None:
             return [m for m in self.models if m.label in self.search_models]
-        return [m for m in self.models if m.label in self.search_spaces or get_model_class(m.name).search_space]
+        return [m for m in self.models if self.space_for(m) is not None or get_model_class(m.name).search_space]
+
+    def space_for(self, model: Entry) -> dict[str, Any] | None:
+        """The suite's space for ``model``: its label's, else None (the model's own) when the model declares one,
+        else the '*' space for a trainable model (a closed-form model without a space has nothing to tune)."""
+        from modalrec.models.base import get_model_class
+
+        if model.label in self.search_spaces:
+            return self.search_spaces[model.label]
+        cls = get_model_class(model.name)
+        return None if cls.search_space or cls.train_view == "none" else self.search_spaces.get("*")
 
     def search_dir(self, dataset: Entry, model: Entry) -> Path:
         return self.out / "search" / f"{dataset.label}__{model.label}"
@@ -207,7 +218,7 @@ class Suite:
     def validate(self) -> None:
         """Check every name and key before anything runs: unknown models/datasets, bad overrides."""
         from modalrec.data.registry import available_datasets
-        from modalrec.models.base import registered_models
+        from modalrec.models.base import get_model_class, registered_models
 
         known_models = registered_models()
         missing = [m.name for m in self.models if m.name.lower() not in known_models]
@@ -222,12 +233,22 @@ class Suite:
             if d.name not in known_data and not (Path(d.name).expanduser() / "meta.json").exists():
                 raise UnknownNameError("dataset", d.name, known_data)
         for d in self.datasets:
+            families = {}
             for m in self.models:
-                resolve(self.base_overrides(d, m))
+                cfg = resolve(self.base_overrides(d, m))
+                if cfg.dataset.split.method == "auto":
+                    families.setdefault(get_model_class(m.name).family, []).append(m.label)
+            if len(families) > 1:
+                mix = "; ".join(f"{family}: {', '.join(labels)}" for family, labels in families.items())
+                raise ConfigError(
+                    f"suite {self.source or self.name}: on dataset '{d.label}' the models mix families "
+                    f"({mix}), whose default splits differ, "
+                    "so their test users would differ; set dataset.split.method (e.g. loo or temporal) in 'common'"
+                )
         for m in self.tuned_models():
             from modalrec.experiments.search import model_space
 
-            model_space(self.base_overrides(self.datasets[0], m) + self.search_overrides, self.search_spaces.get(m.label))
+            model_space(self.base_overrides(self.datasets[0], m) + self.search_overrides, self.space_for(m))
 
 
 # ---------------------------------------------------------------------- running
@@ -263,7 +284,7 @@ def config_differences(planned: dict[str, Any], saved: dict[str, Any]) -> list[s
 
 def _check_finished(run: PlannedRun, overrides: list[str]) -> None:
     saved = load_yaml(run.path / "config.yaml")
-    diffs = config_differences(resolve(overrides).to_dict(), saved)
+    diffs = config_differences(to_jsonable(resolve(overrides).to_dict()), saved)
     if diffs:
         raise ConfigError(
             f"finished run {run.path} was made with other settings ({'; '.join(diffs[:4])}); "
@@ -337,7 +358,7 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True) -> l
 
 def _tune(suite: Suite, dataset: Entry, model: Entry) -> SearchResult:
     overrides = [*suite.base_overrides(dataset, model), *suite.search_overrides, f"train.seed={suite.seeds[0]}"]
-    return search(overrides, suite.search_dir(dataset, model), suite.search, suite.search_spaces.get(model.label))
+    return search(overrides, suite.search_dir(dataset, model), suite.search, suite.space_for(model))
 
 
 class _suite_progress:

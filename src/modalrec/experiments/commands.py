@@ -16,9 +16,17 @@ console = Console()
 
 
 def _logging(quiet: bool) -> None:
+    """INFO to every run's train.log; with ``quiet`` only warnings reach the terminal."""
+    import logging
+
+    from rich.logging import RichHandler
+
     from modalrec.cli import _setup_logging
 
-    _setup_logging(not quiet)
+    _setup_logging(True)
+    for handler in logging.getLogger("modalrec").handlers:
+        if isinstance(handler, RichHandler):
+            handler.setLevel(logging.WARNING if quiet else logging.NOTSET)
 
 
 def _print_report(report: object) -> None:
@@ -121,5 +129,6 @@ def report_command(
     """Rebuild tables (Markdown, CSV), plots and the HTML report from finished run directories."""
     from modalrec.experiments.report import build_report
 
+    _logging(True)
     report = build_report(list(runs), out, split=split, metrics=metrics.split(",") if metrics else None, alpha=alpha, title=title)
     _print_report(report)

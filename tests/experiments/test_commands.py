@@ -1,0 +1,48 @@
+"""The benchmark / search / report commands end to end on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from modalrec.cli import app
+
+
+def test_benchmark_command_runs_reports_and_skips_on_rerun(tmp_path: Path, synthetic_dir: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "cli", "datasets": [str(synthetic_dir)], "seeds": [3], "models": ["pop", "itemknn"], "common": {"eval.ks": "5,10"},
+    }))
+    out = tmp_path / "out"
+    runner = CliRunner()
+    dry = runner.invoke(app, ["benchmark", str(suite), "--out", str(out), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "synthetic__pop__seed3" in dry.output and "new" in dry.output and not (out / "runs").exists()
+    first = runner.invoke(app, ["benchmark", str(suite), "--out", str(out), "--quiet"])
+    assert first.exit_code == 0, first.output
+    for name in ("results.md", "results.csv", "report.html"):
+        assert (out / "report" / name).exists()
+    assert "trained" in first.output
+    log = (out / "runs" / "synthetic__itemknn__seed3" / "train.log").read_text()
+    assert "run " in log  # quiet keeps the terminal quiet, not the run's log
+    second = runner.invoke(app, ["benchmark", str(suite), "--out", str(out), "--quiet"])
+    assert second.exit_code == 0 and "done" in second.output and "trained" not in second.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"datasets": [str(synthetic_dir)], "models": ["nosuchmodel"]}))
+    result = runner.invoke(app, ["benchmark", str(bad)])
+    assert result.exit_code != 0 and "nosuchmodel" in str(result.exception)
+
+
+def test_search_command_writes_the_best_point(tmp_path: Path, synthetic_dir: Path) -> None:
+    out = tmp_path / "study"
+    result = CliRunner().invoke(app, [
+        "search", "model=ease", f"dataset={synthetic_dir}", "--out", str(out), "--trials", "2", "--quiet",
+        "--space", '{"model.l2": ["log", 1, 1000]}',
+    ])
+    assert result.exit_code == 0, result.output
+    best = json.loads((out / "best.json").read_text())
+    assert set(best["best_params"]) == {"model.l2"} and best["complete"] == 2
+    assert "train it: modalrec train model=ease" in result.output.replace("\n", " ")

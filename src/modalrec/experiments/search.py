@@ -10,7 +10,8 @@ model in a comparison gets the same number of attempts; a trial cut short by an 
 count and is replaced when the search resumes. A study directory holds::
 
     <out>/study.db      the Optuna study (SQLite): every trial's parameters, reports and state
-    <out>/search.json   what was searched (base overrides, space, metric, budget): a resume must match it
+    <out>/search.json   what was searched (base overrides, space, metric, settings): a resume must match it
+                        (except the trial budget, which may grow)
     <out>/best.json     the best trial: its parameters as overrides, its validation score, its run
     <out>/trials/trial-NNNN/   each trial's run directory (config, metrics.jsonl, results.json; no checkpoints)
 """
@@ -105,7 +106,8 @@ def _budget_used(trials: list[Any], optuna: Any) -> dict[str, int]:
 
 
 def _manifest(overrides: list[str], space: Space, metric: str, settings: SearchSettings) -> dict[str, Any]:
-    return to_jsonable({"overrides": list(overrides), "space": space, "metric": metric, "settings": asdict(settings)})
+    kept = {k: v for k, v in asdict(settings).items() if k != "trials"}  # the budget may grow on resume
+    return to_jsonable({"overrides": list(overrides), "space": space, "metric": metric, "settings": kept})
 
 
 def search(

@@ -100,7 +100,8 @@ def accuracy_vs_time(groups: dict[str, list[RunRecord]], metric: str, split: str
         x = [max(float(r.results.get("train_seconds", 0.0)), 1e-3) for r in runs]
         y = [r.summary(split).get(metric, np.nan) for r in runs]
         ax.scatter(x, y, color=colours[label], label=label, s=28)
-        ax.annotate(label, (float(np.mean(x)), float(np.nanmean(y))), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        centre = (float(np.exp(np.mean(np.log(x)))), float(np.nanmean(y)))  # geometric mean: the axis is logarithmic
+        ax.annotate(label, centre, fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set(xlabel="training time (s, log scale)", ylabel=f"{split} {metric}", title=title)
     ax.grid(alpha=0.3, which="both")

@@ -45,7 +45,7 @@ def build(name: str, ctx: DataContext, **overrides):
 def fit(model, ctx: DataContext, epochs: int, lr: float, batch_size: int = 128, seed: int = 0) -> list[float]:
     """Adam over ``epochs`` epochs of the triples view (as the Trainer does); the mean loss per epoch."""
     torch.manual_seed(seed)
-    optimizer = model.configure_optimizer(None) if False else torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     means = []
     for epoch in range(epochs):
         model.train()

@@ -82,7 +82,10 @@ def expand(paths: list[Path]) -> list[Path]:
             found.extend(sorted(child for child in path.iterdir() if (child / "results.json").exists()))
         else:
             raise ModalRecError(f"{path} is not a finished run (no results.json), a suite output (suite.json) or a folder of runs")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
+    seen: dict[Path, Path] = {}
+    for p in found:
+        seen.setdefault(p.resolve(), p)  # once each, as first named
+    unique = list(seen.values())
     if not unique:
         raise ModalRecError(f"no finished runs under {', '.join(map(str, paths))}")
     return unique

@@ -191,15 +191,22 @@ def models() -> None:
 
 
 @app.command()
-def datasets() -> None:
-    """The named datasets and where they come from."""
+def datasets(
+    details: Annotated[bool, typer.Option(help="Also show where each comes from and its terms.")] = False,
+) -> None:
+    """The named datasets: what they hold and (with --details) where they come from."""
     from modalrec.data.registry import available_datasets
 
     table = Table(title="datasets")
-    for column in ("name", "description", "modalities", "source"):
-        table.add_column(column)
+    table.add_column("name", no_wrap=True)
+    table.add_column("modalities")
+    table.add_column("description")
+    if details:
+        table.add_column("how it is obtained")
+        table.add_column("terms")
     for name, spec in available_datasets().items():
-        table.add_row(name, spec.description, ", ".join(spec.modalities), spec.source)
+        row = [name, ", ".join(spec.modalities), spec.description if details else spec.description.split(": ")[0].split(". ")[0]]
+        table.add_row(*row, *((spec.obtained, spec.license) if details else ()))
     console.print(table)
 
 

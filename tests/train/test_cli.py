@@ -28,6 +28,13 @@ def test_models_lists_both_families() -> None:
     assert "sequential" in out.stdout and "general" in out.stdout
 
 
+def test_datasets_lists_the_named_datasets() -> None:
+    out = _cli("datasets")
+    assert out.returncode == 0, out.stderr
+    for name in ("ml-100k", "ml-1m", "ml-1m-diffrec-clean", "amazon-scientific", "synthetic"):
+        assert name in out.stdout
+
+
 def test_user_mistakes_give_one_line_errors_without_traceback(synthetic_dir: Path, tmp_path: Path) -> None:
     cases = [
         (["train", "model=sasrek"], "Did you mean 'sasrec'"),

@@ -37,7 +37,7 @@ from typing import Any
 
 from modalrec.config import load_yaml, resolve
 from modalrec.errors import ConfigError, ModalRecError, UnknownNameError, nearest
-from modalrec.experiments.search import SearchResult, SearchSettings, search
+from modalrec.experiments.search import SearchResult, SearchSettings, model_space, search
 from modalrec.train.rundir import to_jsonable, write_text_atomic
 
 log = logging.getLogger("modalrec")
@@ -243,11 +243,9 @@ class Suite:
                 raise ConfigError(
                     f"suite {self.source or self.name}: on dataset '{d.label}' the models mix families "
                     f"({mix}), whose default splits differ, "
-                    "so their test users would differ; set dataset.split.method (e.g. loo or temporal) in 'common'"
+                    "so their test users could differ; set dataset.split.method (given, loo, temporal, ...) in 'common'"
                 )
         for m in self.tuned_models():
-            from modalrec.experiments.search import model_space
-
             model_space(self.base_overrides(self.datasets[0], m) + self.search_overrides, self.space_for(m))
 
 

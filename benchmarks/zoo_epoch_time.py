@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
-import math
 import platform
 import time
 
@@ -26,7 +25,6 @@ from modalrec.data.context import DataContext
 from modalrec.data.dataset import VALID
 from modalrec.data.views import make_train_batches
 from modalrec.eval.ranking import Evaluator
-from modalrec.models.base import get_model_class
 from modalrec.train.checkpoint import seed_everything
 from modalrec.train.experiment import build_model, prepare_data
 from modalrec.train.trainer import view_options

@@ -13,7 +13,7 @@ from _multimodal_data import build, fit, in_cluster_rate, multimodal_dataset
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import TEST, TRAIN, VALID, Dataset
 from modalrec.errors import ConfigError
-from modalrec.models.base import GeneralRecommender, get_model_class, registered_models
+from modalrec.models.base import GeneralRecommender, registered_models
 
 pytestmark = [pytest.mark.usefixtures("single_thread"), pytest.mark.filterwarnings("ignore:split 'random'")]
 

@@ -132,9 +132,6 @@ class MultimodalRecommender(EmbeddingScorer, GeneralRecommender):
         """Cached representations while scoring, fresh ones otherwise."""
         return self._cache if self._cache is not None else self.representations()
 
-    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         return self.final()[0][batch["users"]]
 

@@ -9,7 +9,14 @@ import pytest
 from scipy import stats
 
 from modalrec.errors import ModalRecError
-from modalrec.experiments.significance import align, compare_to_reference, holm, paired_t, seed_stats, wilcoxon
+from modalrec.experiments.significance import (
+    align,
+    compare_to_reference,
+    holm,
+    paired_t,
+    seed_stats,
+    wilcoxon,
+)
 
 
 def test_paired_tests_equal_scipy_on_known_inputs() -> None:

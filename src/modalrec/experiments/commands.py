@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from modalrec.errors import ConfigError, ModalRecError
+from modalrec.errors import ConfigError
 
 console = Console()
 

@@ -21,7 +21,13 @@ from pathlib import Path
 from modalrec.errors import ModalRecError
 from modalrec.experiments import plots
 from modalrec.experiments.collect import RunRecord, by_dataset, load_runs
-from modalrec.experiments.tables import Comparison, build_comparison, default_metrics, legend, write_tables
+from modalrec.experiments.tables import (
+    Comparison,
+    build_comparison,
+    default_metrics,
+    legend,
+    write_tables,
+)
 from modalrec.train.rundir import write_text_atomic
 
 PLOT_TITLES = {

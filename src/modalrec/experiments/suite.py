@@ -37,7 +37,12 @@ from typing import Any
 
 from modalrec.config import load_yaml, resolve
 from modalrec.errors import ConfigError, ModalRecError, UnknownNameError, nearest
-from modalrec.experiments.search import SearchResult, SearchSettings, model_space, search
+from modalrec.experiments.search import (
+    SearchResult,
+    SearchSettings,
+    model_space,
+    search,
+)
 from modalrec.train.rundir import to_jsonable, write_text_atomic
 
 log = logging.getLogger("modalrec")
@@ -373,7 +378,13 @@ class _suite_progress:
     def __enter__(self):
         if not self.enabled:
             return lambda description, advance: log.info("suite: %s", description) if advance == 0 else None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.progress = Progress(
             TextColumn("suite"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),

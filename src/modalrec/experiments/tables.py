@@ -19,7 +19,12 @@ import numpy as np
 from rich.table import Table
 
 from modalrec.experiments.collect import RunRecord
-from modalrec.experiments.significance import PairedTest, align, compare_to_reference, seed_stats
+from modalrec.experiments.significance import (
+    PairedTest,
+    align,
+    compare_to_reference,
+    seed_stats,
+)
 from modalrec.train.rundir import write_text_atomic
 
 LOWER_IS_BETTER = ("gini", "avg_popularity")  # beyond-accuracy metrics where less means more diverse / novel

@@ -1,14 +1,13 @@
 """Message passing over graphs whose edge weights are learned (GRCN's refined user-item graph,
 LATTICE's learned item-item graph): an edge list (rows, cols) with differentiable weights.
 
-``torch.sparse.mm`` would form a dense [n, n] gradient for the values of its sparse operand on some
-paths; :func:`edge_spmm` computes the gradient of every edge weight directly as
-<grad_out[row], x[col]>, in chunks of edges, so memory stays O(edges + n * d).
+Products are chunked scatter-adds over the edge list (no sparse tensor is built, so nothing is
+sorted per call), and the gradient of every edge weight is <grad_out[row], x[col]>, computed in
+chunks of edges, so memory stays O(edges + n * d) in both passes.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import scipy.sparse as sp
@@ -18,17 +17,20 @@ import torch
 EDGE_CHUNK = 1 << 16  # edges whose [chunk, d] products are formed at once in the backward pass
 
 
-def _coo(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False).coalesce()
+def _scatter_matmul(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """out[rows[e]] += values[e] * x[cols[e]], in chunks of edges (no sort, no [edges, d] tensor)."""
+    out = x.new_zeros(n_rows, x.shape[1])
+    for s in range(0, len(rows), EDGE_CHUNK):
+        e = slice(s, s + EDGE_CHUNK)
+        out.index_add_(0, rows[e], x[cols[e]] * values[e, None])
+    return out
 
 
 class _EdgeSpmm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor, n_rows: int) -> torch.Tensor:
         ctx.save_for_backward(rows, cols, values, x)
-        return torch.sparse.mm(_coo(rows, cols, values, (n_rows, x.shape[0])), x)
+        return _scatter_matmul(rows, cols, values, x, n_rows)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor | None, torch.Tensor | None, None]:
@@ -40,7 +42,7 @@ class _EdgeSpmm(torch.autograd.Function):
                 e = slice(s, s + EDGE_CHUNK)
                 grad_values[e] = (grad[rows[e]] * x[cols[e]]).sum(-1)
         if ctx.needs_input_grad[3]:
-            grad_x = torch.sparse.mm(_coo(cols, rows, values.detach(), (x.shape[0], grad.shape[0])), grad)
+            grad_x = _scatter_matmul(cols, rows, values.detach(), grad, x.shape[0])
         return None, None, grad_values, grad_x, None
 
 

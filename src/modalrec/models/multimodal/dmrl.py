@@ -14,7 +14,9 @@ fine-grained (factor x modality) attention; end-to-end.
 3. Preference (Sec. III-D): y_ui = sum_k sum_s a_uiks <u_k, x_ik^s>; L = BPR + lambda_dc * dCor
    + L2 on the batch's ID embeddings.
 
-Deviation: the paper's attention network over [u_k ; x_ik^s] is reduced to its bilinear
+Deviations: the distance correlation is computed on the first ``dcor_rows`` rows of each
+(shuffled) batch, since its cost is quadratic in the rows (Cornac trains DMRL with batches of 32);
+the paper's attention network over [u_k ; x_ik^s] is reduced to its bilinear
 (scaled inner-product) form, which keeps full ranking O(users x items x K x sources) without a
 hidden layer per (user, item) pair.
 """
@@ -50,6 +52,7 @@ class DMRL(MultimodalRecommender):
         dim: int = 64  # total size; split into ``factors`` chunks
         factors: int = 4  # K, disentangled factors
         dcor_weight: float = 0.01  # lambda_dc, weight of the distance-correlation penalty
+        dcor_rows: int = 256  # batch rows the penalty is computed on (its cost is O(rows^2) per factor pair)
         reg: float = 1e-4  # L2 on the batch's ID embeddings
         init_std: float = 0.1
 
@@ -57,6 +60,8 @@ class DMRL(MultimodalRecommender):
         super().__init__(config, ctx)
         if config.factors < 1 or config.dim % config.factors:
             raise ConfigError(f"dmrl: dim ({config.dim}) must be a positive multiple of factors ({config.factors})")
+        if config.dcor_rows < 2:
+            raise ConfigError(f"dmrl: dcor_rows must be >= 2, got {config.dcor_rows}")
         self.user_embedding = nn.Embedding(self.n_users, config.dim)
         self.item_embedding = nn.Embedding(self.n_items, config.dim)
         nn.init.normal_(self.user_embedding.weight, std=config.init_std)
@@ -94,7 +99,8 @@ class DMRL(MultimodalRecommender):
         users = self._factors(self.user_embedding(batch["users"]))
         pos, neg = self.item_sources(batch["pos"]), self.item_sources(batch["neg"])
         ranking = bpr_loss(self._pair_preference(users, pos), self._pair_preference(users, neg))
-        dcor = self.disentanglement(users) + sum(self.disentanglement(pos[:, s]) for s in range(pos.shape[1]))
+        rows = slice(0, c.dcor_rows)  # the batch is shuffled, so its first rows are a random sample
+        dcor = self.disentanglement(users[rows]) + sum(self.disentanglement(pos[rows, s]) for s in range(pos.shape[1]))
         dcor = c.dcor_weight * dcor
         prior = c.reg * self.l2_terms(batch, self.user_embedding, self.item_embedding)
         return {"loss": ranking + dcor + prior, "bpr": ranking, "dcor": dcor, "reg": prior}

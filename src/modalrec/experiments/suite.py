@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -342,7 +343,7 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True) -> l
         for d in suite.datasets:
             for m in suite.tuned_models():
                 bar(f"search {m.label} on {d.label}", 0)
-                result = _tune(suite, d, m)
+                result = _tune(suite, d, m, lambda done, budget, m=m, d=d: bar(f"search {m.label} on {d.label}: {done}/{budget} trials", 0))
                 tuned[(d.label, m.label)] = result.overrides
                 bar(f"searched {m.label} on {d.label}: valid {result.metric}={result.best_value:.4f}", 1)
         for run in plan:
@@ -359,9 +360,9 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True) -> l
     return outcomes
 
 
-def _tune(suite: Suite, dataset: Entry, model: Entry) -> SearchResult:
+def _tune(suite: Suite, dataset: Entry, model: Entry, on_trial: Callable[[int, int], None]) -> SearchResult:
     overrides = [*suite.base_overrides(dataset, model), *suite.search_overrides, f"train.seed={suite.seeds[0]}"]
-    return search(overrides, suite.search_dir(dataset, model), suite.search, suite.space_for(model))
+    return search(overrides, suite.search_dir(dataset, model), suite.search, suite.space_for(model), on_trial)
 
 
 class _suite_progress:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -37,6 +38,7 @@ def test_benchmark_command_runs_reports_and_skips_on_rerun(tmp_path: Path, synth
 
 
 def test_search_command_writes_the_best_point(tmp_path: Path, synthetic_dir: Path) -> None:
+    pytest.importorskip("optuna")
     out = tmp_path / "study"
     result = CliRunner().invoke(app, [
         "search", "model=ease", f"dataset={synthetic_dir}", "--out", str(out), "--trials", "2", "--quiet",

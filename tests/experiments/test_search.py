@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import optuna
 import pytest
 
 from modalrec.data.dataset import TEST
@@ -13,6 +12,8 @@ from modalrec.errors import ConfigError
 from modalrec.eval.ranking import Evaluator
 from modalrec.experiments.search import SearchSettings, search
 from modalrec.experiments.space import check_space
+
+optuna = pytest.importorskip("optuna")  # the 'search' extra (in 'test')
 
 BASE = ["model=bpr", "train.epochs=3", "train.batch_size=256", "train.patience=5", "model.dim=8"]
 SPACE = {"train.lr": ["log", 1e-3, 5e-2], "model.reg": ["choice", [0.0, 1e-4]]}

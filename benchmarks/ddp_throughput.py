@@ -31,16 +31,17 @@ def worker(args: argparse.Namespace) -> None:
 
     from modalrec.config import resolve
     from modalrec.data.context import DataContext
+    from modalrec.devices import resolve_device
     from modalrec.models.base import get_model_class
     from modalrec.train import distributed
     from modalrec.train.checkpoint import seed_everything
-    from modalrec.train.experiment import build_model, pick_device, prepare_data, run_identity
+    from modalrec.train.experiment import build_model, prepare_data, run_identity
     from modalrec.train.rundir import RunDir
     from modalrec.train.trainer import Trainer
 
     cfg = resolve([f"model={args.model}", f"dataset={args.dataset}", "train.progress=false", f"train.device={args.device}", *args.overrides])
     dist = distributed.env_dist()
-    device = distributed.setup(dist, pick_device(cfg.train.device))
+    device = distributed.setup(dist, resolve_device(cfg.train.device, "train.device"))
     seed_everything(cfg.train.seed)
     with distributed.local_main_first(dist):
         ds, _ = prepare_data(cfg, get_model_class(cfg.model_name).family)

@@ -22,7 +22,8 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.preprocess import preprocess
 from modalrec.data.sources.feature_files import attach_feature_files
 from modalrec.data.split import SplitConfig, split
-from modalrec.errors import CheckpointError, ConfigError, ModalRecError
+from modalrec.devices import resolve_device
+from modalrec.errors import CheckpointError, ModalRecError
 from modalrec.models.base import Recommender, get_model_class
 from modalrec.train import distributed
 from modalrec.train.checkpoint import identity, load_checkpoint, seed_everything
@@ -71,15 +72,6 @@ def prepare_data(cfg: RunConfig, family: str) -> tuple[Dataset, SplitConfig]:
     return ds, split_cfg
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto")
-    return device
-
-
 def build_model(cfg: RunConfig, ctx: DataContext, device: torch.device) -> Recommender:
     model_cls = get_model_class(cfg.model_name)
     return model_cls(model_config(cfg), ctx).to(device)
@@ -117,7 +109,7 @@ def train(
     # under torchrun (WORLD_SIZE > 1) every rank runs this; rank 0 alone writes the run directory
     dist = distributed.env_dist()
     distributed.check_distributable(get_model_class(cfg.model_name), dist.world_size)
-    device = distributed.setup(dist, pick_device(cfg.train.device), cfg.train.dist_backend, cfg.train.dist_timeout)
+    device = distributed.setup(dist, resolve_device(cfg.train.device, "train.device"), cfg.train.dist_backend, cfg.train.dist_timeout)
     try:
         if resume is None:
             run_dir = distributed.on_main(dist, lambda: _new_run_dir(cfg))
@@ -212,7 +204,7 @@ def open_run(path: str | Path, device: str = "cpu") -> LoadedRun:
             f"was dataset '{raw.get('dataset', {}).get('name')}' changed since?"
         )
     ctx = DataContext.from_dataset(ds)
-    model = build_model(cfg, ctx, pick_device(device))
+    model = build_model(cfg, ctx, resolve_device(device))
     payload = load_checkpoint(run_dir.best, run_identity(cfg, ds))
     if model.trainable:
         model.load_state_dict(payload["model_state"])

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from modalrec.devices import resolve_device
 from modalrec.errors import ModalRecError, UnknownNameError
 
 MODALITIES = ("text", "image")
@@ -80,16 +80,6 @@ class Encoder(ABC):
     def identity(self) -> dict[str, Any]:
         """What the cache is keyed by and the provenance records (no model load needed)."""
         return {"modality": self.modality, "encoder": self.name, "version": self.version, **self.options()}
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is refused."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModalRecError(f"device={device} but CUDA is not available here; use device=cpu or device=auto")
-    return resolved
 
 
 def require(module: str, extra: str, packages: str) -> Any:

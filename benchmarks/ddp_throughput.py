@@ -98,7 +98,7 @@ def main() -> None:
         one = run_config(args, model, 1, 1)
         threaded = run_config(args, model, 1, n)
         ddp = run_config(args, model, n, 1)
-        for label, row in ((f"1 proc x 1 thr", one), (f"1 proc x {n} thr", threaded), (f"{n} proc x 1 thr", ddp)):
+        for label, row in (("1 proc x 1 thr", one), (f"1 proc x {n} thr", threaded), (f"{n} proc x 1 thr", ddp)):
             speedup = row["examples_per_s"] / one["examples_per_s"]
             vs_threads = row["examples_per_s"] / threaded["examples_per_s"]
             procs = n if row is ddp else 1

@@ -5,7 +5,7 @@ number of items) is part of the schema. Raw ids are strings; integer ids in JSON
 read as their decimal string, since most catalogues use numeric ids.
 """
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 

@@ -37,9 +37,7 @@ def build(name: str, ctx: DataContext, **overrides: object):
 
 
 def hidden(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    if model.name == "sasrec_features":
-        return model.hidden_states(batch["seq"], batch["lengths"])
-    return model.hidden_states(batch["seq"])
+    return model.hidden_states(batch["seq"], batch["lengths"])
 
 
 @pytest.mark.parametrize(("name", "overrides"), MODELS, ids=IDS)

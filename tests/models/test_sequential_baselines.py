@@ -38,9 +38,7 @@ def _model(name: str, ctx, **overrides):
 
 
 def _hidden(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    if model.name == "sasrec":
-        return model.hidden_states(batch["seq"], batch["lengths"])
-    return model.hidden_states(batch["seq"])
+    return model.hidden_states(batch["seq"], batch["lengths"])
 
 
 def test_causal_mask_blocks_future_and_padding_but_never_a_whole_row() -> None:

@@ -23,12 +23,16 @@ from torch import nn
 
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
-from modalrec.models.sequential.objective import NegativeSampler, check_loss_name, gather_last, next_item_loss
+from modalrec.models.base import SequentialRecommender, register
+from modalrec.models.sequential.objective import (
+    NegativeSampler,
+    TiedItemScoring,
+    check_loss_name,
+)
 
 
 @register
-class GRU4Rec(EmbeddingScorer, SequentialRecommender):
+class GRU4Rec(TiedItemScoring, SequentialRecommender):
     """GRU over item embeddings, projected back to the embedding space for tied scoring."""
 
     name: ClassVar[str] = "gru4rec"
@@ -64,21 +68,8 @@ class GRU4Rec(EmbeddingScorer, SequentialRecommender):
         self.projection = nn.Linear(config.hidden, config.dim)
         self.negatives = NegativeSampler(self.n_items)
 
-    def hidden_states(self, seq: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L, dim]: the projected GRU state after items 0..t. A left-to-right GRU never reads
         ahead, so right padding cannot change the states at real positions."""
         states, _ = self.gru(self.embedding_dropout(self.item_embedding(seq)))
         return self.projection(states)
-
-    def item_table(self) -> torch.Tensor:
-        """Item embeddings without the padding row [n_items, dim]."""
-        return self.item_embedding.weight[: self.n_items]
-
-    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return next_item_loss(self.hidden_states(batch["seq"]), batch, self.item_table(), self.config.loss, self.negatives)
-
-    def query_vectors(self, batch: Batch) -> torch.Tensor:
-        return gather_last(self.hidden_states(batch["seq"]), batch["lengths"])
-
-    def item_vectors(self, items: slice) -> torch.Tensor:
-        return self.item_table()[items]

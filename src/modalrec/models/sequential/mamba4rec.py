@@ -25,8 +25,12 @@ from torch import nn
 
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
-from modalrec.models.sequential.objective import NegativeSampler, check_loss_name, gather_last, next_item_loss
+from modalrec.models.base import SequentialRecommender, register
+from modalrec.models.sequential.objective import (
+    NegativeSampler,
+    TiedItemScoring,
+    check_loss_name,
+)
 from modalrec.nn.mamba import MambaMixer
 from modalrec.nn.transformer import FeedForward
 
@@ -50,7 +54,7 @@ class MambaLayer(nn.Module):
 
 
 @register
-class Mamba4Rec(EmbeddingScorer, SequentialRecommender):
+class Mamba4Rec(TiedItemScoring, SequentialRecommender):
     """Post-LN Mamba blocks with feed-forward networks over item sequences, tied output."""
 
     name: ClassVar[str] = "mamba4rec"
@@ -100,18 +104,6 @@ class Mamba4Rec(EmbeddingScorer, SequentialRecommender):
         with torch.no_grad():
             self.item_embedding.weight[self.pad].zero_()
 
-    def hidden_states(self, seq: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L, dim]: the state after items 0..t (causal, so right padding never reaches real positions)."""
         return self.layers(self.embedding_norm(self.embedding_dropout(self.item_embedding(seq))))
-
-    def item_table(self) -> torch.Tensor:
-        return self.item_embedding.weight[: self.n_items]
-
-    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return next_item_loss(self.hidden_states(batch["seq"]), batch, self.item_table(), self.config.loss, self.negatives)
-
-    def query_vectors(self, batch: Batch) -> torch.Tensor:
-        return gather_last(self.hidden_states(batch["seq"]), batch["lengths"])
-
-    def item_vectors(self, items: slice) -> torch.Tensor:
-        return self.item_table()[items]

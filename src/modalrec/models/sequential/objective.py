@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch
+from modalrec.models.base import Batch, EmbeddingScorer
 from modalrec.models.general.bpr import bpr_loss
 
 LOSSES = ("ce", "bpr")
@@ -78,3 +78,26 @@ def next_item_loss(
     neg_scores = (states * item_table[negatives]).sum(-1)
     ranking = bpr_loss(pos_scores, neg_scores)
     return {"loss": ranking, "bpr": ranking}
+
+
+class TiedItemScoring(EmbeddingScorer):
+    """Loss and scoring of a sequence encoder read against its own (tied) item embeddings.
+
+    The model defines ``item_embedding`` (``n_items + 1`` rows, padding last), ``negatives`` (a
+    :class:`NegativeSampler`), ``config.loss`` and ``hidden_states(seq, lengths) -> [B, L, d]``;
+    the state at each position scores the next item, the state at ``lengths - 1`` is the query.
+    """
+
+    def item_table(self) -> torch.Tensor:
+        """Item embeddings [n_items, d] without the padding row: input and output table at once."""
+        return self.item_embedding.weight[: self.n_items]
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        hidden = self.hidden_states(batch["seq"], batch["lengths"])
+        return next_item_loss(hidden, batch, self.item_table(), self.config.loss, self.negatives)
+
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        return gather_last(self.hidden_states(batch["seq"], batch["lengths"]), batch["lengths"])
+
+    def item_vectors(self, items: slice) -> torch.Tensor:
+        return self.item_table()[items]

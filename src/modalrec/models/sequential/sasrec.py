@@ -27,13 +27,17 @@ from torch import nn
 
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
-from modalrec.models.sequential.objective import NegativeSampler, check_loss_name, gather_last, next_item_loss
+from modalrec.models.base import SequentialRecommender, register
+from modalrec.models.sequential.objective import (
+    NegativeSampler,
+    TiedItemScoring,
+    check_loss_name,
+)
 from modalrec.nn.transformer import CausalTransformer
 
 
 @register
-class SASRec(EmbeddingScorer, SequentialRecommender):
+class SASRec(TiedItemScoring, SequentialRecommender):
     """Causal Transformer over item sequences with tied item embeddings."""
 
     name: ClassVar[str] = "sasrec"
@@ -91,17 +95,3 @@ class SASRec(EmbeddingScorer, SequentialRecommender):
     def embed_items(self, seq: torch.Tensor) -> torch.Tensor:
         """E [B, L, d]: the input representation of the items of ``seq`` (subclasses may fuse content)."""
         return self.item_embedding(seq)
-
-    def item_table(self) -> torch.Tensor:
-        """M [n_items, d]: the item embeddings used both as input and as output (no padding row)."""
-        return self.item_embedding.weight[: self.n_items]
-
-    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        hidden = self.hidden_states(batch["seq"], batch["lengths"])
-        return next_item_loss(hidden, batch, self.item_table(), self.config.loss, self.negatives)
-
-    def query_vectors(self, batch: Batch) -> torch.Tensor:
-        return gather_last(self.hidden_states(batch["seq"], batch["lengths"]), batch["lengths"])
-
-    def item_vectors(self, items: slice) -> torch.Tensor:
-        return self.item_table()[items]

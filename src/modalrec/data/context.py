@@ -61,7 +61,7 @@ class DataContext:
             train=train,
             histories=histories,
             features={k: torch.from_numpy(np.array(f.values, dtype=np.float32)) for k, f in ds.features.items()},  # a writable copy (saved datasets are read-only memory maps)
-            feature_masks={k: torch.from_numpy(np.asarray(f.mask, dtype=bool)) for k, f in ds.features.items()},
+            feature_masks={k: torch.from_numpy(np.array(f.mask, dtype=bool)) for k, f in ds.features.items()},
             item_popularity=np.asarray(train.sum(axis=0)).ravel().astype(np.int64),
         )
 

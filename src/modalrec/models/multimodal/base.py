@@ -81,11 +81,24 @@ class MultimodalRecommender(EmbeddingScorer, GeneralRecommender):
     def feature_masks(self) -> list[torch.Tensor]:
         return [getattr(self, f"_feature_mask_{i}") for i in range(len(self.modalities))]
 
-    def user_item_graph(self, ctx: DataContext, norm: str = "sym") -> tuple[torch.Tensor, torch.Tensor]:
-        """The normalised train user-item graph (nodes: users then items) and its transpose:
-        ``"sym"`` D^-1/2 A D^-1/2 (LightGCN), ``"row"`` D^-1 A (mean of the neighbours)."""
+    def register_user_item_graph(self, ctx: DataContext, norm: str = "sym", name: str = "adjacency") -> None:
+        """Buffers ``name`` and ``name + "_t"``: the normalised train user-item graph (nodes: users then
+        items) and its transpose; ``"sym"`` D^-1/2 A D^-1/2 (LightGCN), ``"row"`` D^-1 A (neighbour mean).
+        Not persistent: rebuilt from the train split on construction."""
         adj = bipartite_adjacency(ctx.train, self.n_users, self.n_items, self_loops=False, norm=norm)
-        return sparse_graph(adj)
+        for buffer, tensor in zip((name, f"{name}_t"), sparse_graph(adj)):
+            self.register_buffer(buffer, tensor, persistent=False)
+
+    def id_embeddings(self, dim: int, init_std: float | None = None) -> None:
+        """``user_embedding`` and ``item_embedding`` tables of size ``dim``: normal(0, init_std) when a
+        std is given, else Xavier-uniform."""
+        self.user_embedding = torch.nn.Embedding(self.n_users, dim)
+        self.item_embedding = torch.nn.Embedding(self.n_items, dim)
+        for table in (self.user_embedding, self.item_embedding):
+            if init_std is None:
+                torch.nn.init.xavier_uniform_(table.weight)
+            else:
+                torch.nn.init.normal_(table.weight, std=init_std)
 
     def content_knn(self, modality: int, k: int, weighted: bool, cache: bool = True) -> sp.csr_matrix:
         """The kNN item-item graph of one modality's features, D^-1/2 S D^-1/2 normalised.

@@ -57,14 +57,10 @@ class BM3(MultimodalRecommender):
         super().__init__(config, ctx)
         if not 0.0 <= config.dropout < 1.0 or config.layers < 0:
             raise ConfigError(f"bm3: need 0 <= dropout < 1 and layers >= 0, got {config.dropout}, {config.layers}")
-        self.user_embedding = nn.Embedding(self.n_users, config.dim)
-        self.item_embedding = nn.Embedding(self.n_items, config.dim)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_embedding.weight)
+        self.id_embeddings(config.dim)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], config.dim) for f in self.features)  # W_m
         self.predictor = nn.Linear(config.dim, config.dim)  # p(.)
-        for name, tensor in zip(("adjacency", "adjacency_t"), self.user_item_graph(ctx)):
-            self.register_buffer(name, tensor, persistent=False)
+        self.register_user_item_graph(ctx)
 
     def encode_graph(self) -> tuple[torch.Tensor, torch.Tensor]:
         """h_u, h_i: LightGCN over the user-item graph (Sec. 3.1)."""

@@ -33,8 +33,8 @@ from torch import nn
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
-from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.models.general.bpr import bpr_loss
+from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import distance_correlation
 
 SCORE_ITEM_CHUNK = 512  # items scored at once inside score_items (bounds the [B, n, K, S] attention)
@@ -62,10 +62,7 @@ class DMRL(MultimodalRecommender):
             raise ConfigError(f"dmrl: dim ({config.dim}) must be a positive multiple of factors ({config.factors})")
         if config.dcor_rows < 2:
             raise ConfigError(f"dmrl: dcor_rows must be >= 2, got {config.dcor_rows}")
-        self.user_embedding = nn.Embedding(self.n_users, config.dim)
-        self.item_embedding = nn.Embedding(self.n_items, config.dim)
-        nn.init.normal_(self.user_embedding.weight, std=config.init_std)
-        nn.init.normal_(self.item_embedding.weight, std=config.init_std)
+        self.id_embeddings(config.dim, config.init_std)
         self.encoders = nn.ModuleList(nn.Sequential(nn.Linear(f.shape[1], config.dim), nn.Tanh()) for f in self.features)
 
     def _factors(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,11 @@ from torch import nn
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
-from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender, sparse_graph
+from modalrec.models.multimodal.base import (
+    MultimodalConfig,
+    MultimodalRecommender,
+    sparse_graph,
+)
 from modalrec.nn.graph import normalise_adjacency, propagate
 from modalrec.nn.knn import cooccurrence_knn
 
@@ -64,8 +68,7 @@ class DualGNN(MultimodalRecommender):
             nn.init.normal_(table.weight, std=config.init_std)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], config.dim) for f in self.features)
         self.fusion = nn.Parameter(torch.zeros(self.n_users, m))  # w_u, user-specific modality weights
-        for name, tensor in zip(("adjacency", "adjacency_t"), self.user_item_graph(ctx)):
-            self.register_buffer(name, tensor, persistent=False)
+        self.register_user_item_graph(ctx)
         for name, tensor in zip(("user_graph", "user_graph_t"), sparse_graph(self.co_occurrence_graph(ctx.train, config.user_k))):
             self.register_buffer(name, tensor, persistent=False)
 

@@ -30,11 +30,15 @@ import torch
 from torch import nn
 
 from modalrec.data.context import DataContext
+from modalrec.data.views import train_pairs
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
-from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender, sparse_graph
+from modalrec.models.multimodal.base import (
+    MultimodalConfig,
+    MultimodalRecommender,
+    sparse_graph,
+)
 from modalrec.nn.graph import bipartite_adjacency, propagate
-from modalrec.data.views import train_pairs
 
 
 def modality_mixture(modalities: list[str], weights: dict[str, float], model: str) -> list[float]:
@@ -71,17 +75,13 @@ class FREEDOM(MultimodalRecommender):
         super().__init__(config, ctx)
         if not 0.0 <= config.prune < 1.0:
             raise ConfigError(f"freedom: prune must be in [0, 1), got {config.prune}")
-        self.user_embedding = nn.Embedding(self.n_users, config.dim)
-        self.item_embedding = nn.Embedding(self.n_items, config.dim)
-        nn.init.normal_(self.user_embedding.weight, std=config.init_std)
-        nn.init.normal_(self.item_embedding.weight, std=config.init_std)
+        self.id_embeddings(config.dim, config.init_std)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], config.dim) for f in self.features)  # W_m
         weights = modality_mixture(self.modalities, config.modality_weights, self.name)
         item_graph = sum(w * self.content_knn(m, config.knn_k, weighted=False) for m, w in enumerate(weights))
         for name, tensor in zip(("item_graph", "item_graph_t"), sparse_graph(item_graph)):
             self.register_buffer(name, tensor, persistent=False)
-        for name, tensor in zip(("adjacency", "adjacency_t"), self.user_item_graph(ctx)):
-            self.register_buffer(name, tensor, persistent=False)
+        self.register_user_item_graph(ctx)
         self.pruned: tuple[torch.Tensor, torch.Tensor] | None = None
         users, items = train_pairs(ctx)
         self.edge_users, self.edge_items = users, items

@@ -55,16 +55,11 @@ class LATTICE(MultimodalRecommender):
         super().__init__(config, ctx)
         if config.dim < 1 or config.knn_k < 1 or config.item_layers < 0 or config.ui_layers < 0:
             raise ConfigError(f"lattice: need dim, knn_k >= 1 and layers >= 0, got {config}")
-        self.user_embedding = nn.Embedding(self.n_users, config.dim)
-        self.item_embedding = nn.Embedding(self.n_items, config.dim)
-        nn.init.normal_(self.user_embedding.weight, std=config.init_std)
-        nn.init.normal_(self.item_embedding.weight, std=config.init_std)
+        self.id_embeddings(config.dim, config.init_std)
         frozen = [self.content_knn(m, config.knn_k, weighted=True) for m in range(len(self.modalities))]
         self.item_graph = LearnedItemGraph(frozen, [f.shape[1] for f in self.features], config.dim, config.knn_k, config.skip)
         self.modality_logits = nn.Parameter(torch.zeros(len(frozen)))  # alpha_m before the softmax (Eq. 7)
-        adjacency, adjacency_t = self.user_item_graph(ctx)
-        self.register_buffer("adjacency", adjacency, persistent=False)
-        self.register_buffer("adjacency_t", adjacency_t, persistent=False)
+        self.register_user_item_graph(ctx)
 
     def before_epoch(self, epoch: int) -> None:
         self.item_graph.refresh(self.features)

@@ -64,16 +64,11 @@ class LGMRec(MultimodalRecommender):
         if config.hyperedges < 1 or config.tau <= 0 or config.hyper_layers < 1:
             raise ConfigError(f"lgmrec: need hyperedges >= 1, tau > 0 and hyper_layers >= 1, got {config}")
         d = config.dim
-        self.user_embedding = nn.Embedding(self.n_users, d)
-        self.item_embedding = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_embedding.weight)
+        self.id_embeddings(d)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], d) for f in self.features)  # W_m
         self.hyperedge_keys = nn.ParameterList(nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, config.hyperedges))) for _ in self.features)  # V^m
-        for name, tensor in zip(("adjacency", "adjacency_t"), self.user_item_graph(ctx)):
-            self.register_buffer(name, tensor, persistent=False)
-        for name, tensor in zip(("mean_adjacency", "mean_adjacency_t"), self.user_item_graph(ctx, norm="row")):
-            self.register_buffer(name, tensor, persistent=False)
+        self.register_user_item_graph(ctx)
+        self.register_user_item_graph(ctx, norm="row", name="mean_adjacency")
 
     def _lightgcn(self, x: torch.Tensor, layers: int) -> torch.Tensor:
         return torch.stack(propagate(self.adjacency, x, layers, adj_t=self.adjacency_t)).mean(0)

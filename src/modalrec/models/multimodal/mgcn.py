@@ -30,7 +30,11 @@ from torch import nn
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
-from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender, sparse_graph
+from modalrec.models.multimodal.base import (
+    MultimodalConfig,
+    MultimodalRecommender,
+    sparse_graph,
+)
 from modalrec.nn.contrastive import info_nce
 from modalrec.nn.graph import propagate
 
@@ -57,16 +61,12 @@ class MGCN(MultimodalRecommender):
         if config.knn_k < 1 or config.ui_layers < 0:
             raise ConfigError(f"mgcn: need knn_k >= 1 and ui_layers >= 0, got {config.knn_k}, {config.ui_layers}")
         d = config.dim
-        self.user_embedding = nn.Embedding(self.n_users, d)
-        self.item_embedding = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_embedding.weight)
+        self.id_embeddings(d)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], d) for f in self.features)  # W_1, b_1
         self.gates = nn.ModuleList(nn.Linear(d, d) for _ in self.features)  # W_2, b_2
         self.attention = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))  # q^T tanh(W_3 . + b_3)
         self.preference_gates = nn.ModuleList(nn.Linear(d, d) for _ in self.features)  # W_4, b_4 per modality
-        for name, tensor in zip(("adjacency", "adjacency_t"), self.user_item_graph(ctx)):
-            self.register_buffer(name, tensor, persistent=False)
+        self.register_user_item_graph(ctx)
         for m in range(len(self.features)):
             for name, tensor in zip(("item_graph", "item_graph_t"), sparse_graph(self.content_knn(m, config.knn_k, weighted=False))):
                 self.register_buffer(f"{name}_{m}", tensor, persistent=False)

@@ -59,15 +59,11 @@ class MICRO(MultimodalRecommender):
         super().__init__(config, ctx)
         if config.knn_k < 1 or config.item_layers < 1 or config.ui_layers < 0:
             raise ConfigError(f"micro: need knn_k >= 1, item_layers >= 1, ui_layers >= 0, got {config}")
-        self.user_embedding = nn.Embedding(self.n_users, config.dim)
-        self.item_embedding = nn.Embedding(self.n_items, config.dim)
-        nn.init.normal_(self.user_embedding.weight, std=config.init_std)
-        nn.init.normal_(self.item_embedding.weight, std=config.init_std)
+        self.id_embeddings(config.dim, config.init_std)
         frozen = [self.content_knn(m, config.knn_k, weighted=True) for m in range(len(self.modalities))]
         self.item_graph = LearnedItemGraph(frozen, [f.shape[1] for f in self.features], config.dim, config.knn_k, config.skip)
         self.attention = nn.Sequential(nn.Linear(config.dim, config.dim), nn.Tanh(), nn.Linear(config.dim, 1, bias=False))
-        for name, tensor in zip(("adjacency", "adjacency_t"), self.user_item_graph(ctx)):
-            self.register_buffer(name, tensor, persistent=False)
+        self.register_user_item_graph(ctx)
 
     def before_epoch(self, epoch: int) -> None:
         self.item_graph.refresh(self.features)

@@ -77,8 +77,7 @@ class MMGCN(MultimodalRecommender):
         self.id_embedding = nn.Embedding(self.n_users + self.n_items, config.dim)
         nn.init.normal_(self.id_embedding.weight, std=config.init_std)
         self.gcns = nn.ModuleList(ModalityGCN(self.n_users, f.shape[1], config.dim, config.layers, config.init_std) for f in self.features)
-        for name, tensor in zip(("adjacency", "adjacency_t"), self.user_item_graph(ctx, norm="row")):
-            self.register_buffer(name, tensor, persistent=False)
+        self.register_user_item_graph(ctx, norm="row")
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         ids = self.id_embedding.weight

@@ -67,8 +67,7 @@ class SLMRec(MultimodalRecommender):
             nn.init.normal_(table.weight, std=config.init_std)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], config.dim) for f in self.features)  # W_m
         self.head = nn.Sequential(nn.Linear(m * config.dim, config.dim), nn.LeakyReLU(), nn.Linear(config.dim, config.dim))  # g
-        for name, tensor in zip(("adjacency", "adjacency_t"), self.user_item_graph(ctx)):
-            self.register_buffer(name, tensor, persistent=False)
+        self.register_user_item_graph(ctx)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self.item_embedding.weight] + [proj(f) for proj, f in zip(self.projections, self.features)]

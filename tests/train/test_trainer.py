@@ -54,15 +54,8 @@ def test_run_directory_holds_config_metrics_checkpoints_results(synthetic_dir: P
     assert resolve(config_file=run_dir.config).to_dict()["train"] == _cfg(synthetic_dir, tmp_path, "run.name=r1").to_dict()["train"]
 
 
-def test_test_split_is_scored_once_after_training(synthetic_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    phases: list[int] = []
-    original = Evaluator.evaluate
-
-    def recording(self, model, phase):
-        phases.append(phase)
-        return original(self, model, phase)
-
-    monkeypatch.setattr(Evaluator, "evaluate", recording)
+def test_test_split_is_scored_once_after_training(synthetic_dir: Path, tmp_path: Path, evaluated_phases: list[int]) -> None:
+    phases = evaluated_phases
     _, results = experiment.train(_cfg(synthetic_dir, tmp_path))
     assert phases.count(TEST) == 1
     assert phases[-1] == TEST and set(phases[:-1]) == {VALID}

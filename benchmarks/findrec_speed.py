@@ -111,34 +111,38 @@ def findrec_scaling(repeats: int, batch: int) -> None:
         )
 
 
-def findrec_vs_sasrec(repeats: int, batch: int) -> None:
-    print(f"== FindRec vs SASRec training step at equal d 128, L 50, batch {batch} (last-position targets)")
+def findrec_vs_sasrec(repeats: int, batches: list[int]) -> None:
     n_items = 3000
     ctx = context(n_items, 1024)
-    b = train_batch(n_items, batch, 50, all_positions=False)
-    torch.manual_seed(0)
-    models = {
-        "sasrec (2 blocks, 2 heads)": SASRec(SASRec.Config(dim=128, heads=2), ctx),
-        "findrec faithful": FindRec(FindRec.Config(), ctx),
-        "findrec clean": FindRec(FindRec.Config(mode="clean"), ctx),
-    }
-    times = {name: best_time(loss_step(m, b), repeats) for name, m in models.items()}
-    base = times["sasrec (2 blocks, 2 heads)"]
-    for name, seconds in times.items():
-        print(f"  {name:28s} {seconds * 1e3:9.1f} ms   {seconds / base:6.2f}x sasrec")
+    for batch in batches:
+        print(f"== FindRec vs SASRec training step at equal d 128, L 50, batch {batch} (last-position targets unless marked)")
+        torch.manual_seed(0)
+        sasrec, clean = SASRec(SASRec.Config(dim=128, heads=2), ctx), FindRec(FindRec.Config(mode="clean"), ctx)
+        models = {
+            "sasrec (2 blocks, 2 heads)": (sasrec, False),
+            "findrec faithful": (FindRec(FindRec.Config(), ctx), False),
+            "findrec clean": (clean, False),
+            "sasrec, all positions": (sasrec, True),
+            "findrec clean, all positions": (clean, True),
+        }
+        times = {name: best_time(loss_step(m, train_batch(n_items, batch, 50, all_pos)), repeats) for name, (m, all_pos) in models.items()}
+        base = times["sasrec (2 blocks, 2 heads)"]
+        for name, seconds in times.items():
+            print(f"  {name:28s} {seconds * 1e3:9.1f} ms   {seconds / base:6.2f}x sasrec")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=32, help="batch of the FindRec sections")
+    parser.add_argument("--batch", type=int, default=32, help="batch of the FindRec scaling section")
+    parser.add_argument("--vs-batches", default="8,128", help="batches of the FindRec vs SASRec section (128 = the released training batch)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), best of {args.repeats}")
     mixer_vs_mambapy(args.repeats)
     findrec_scaling(args.repeats, args.batch)
-    findrec_vs_sasrec(args.repeats, args.batch)
+    findrec_vs_sasrec(args.repeats, [int(b) for b in args.vs_batches.split(",")])
 
 
 if __name__ == "__main__":

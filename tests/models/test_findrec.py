@@ -194,8 +194,8 @@ def test_loss_is_ce_plus_weighted_kl_and_stein(ctx: DataContext) -> None:
     torch.manual_seed(7)
     terms = m.loss(b)
     torch.manual_seed(7)
-    states, parts = m.forward_states(b["seq"], b["lengths"])
-    user = states[torch.arange(5), b["lengths"] - 1]
+    states, parts = m.forward_states(b["seq"], b["lengths"], last_only=True)
+    user = states[:, 0]
     logits = user @ m.item_embedding.weight.T  # n_items + 1 columns: the pad row is a logit (A16)
     ce = -torch.log_softmax(logits, -1)[torch.arange(5), b["target"]].mean()
     torch.testing.assert_close(terms["ce"], ce)
@@ -203,6 +203,26 @@ def test_loss_is_ce_plus_weighted_kl_and_stein(ctx: DataContext) -> None:
     m.eval()
     with torch.no_grad():
         assert m.score(batch(ctx)).shape == (5, ctx.n_items)  # the pad row is never ranked
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"mode": "faithful"}, {"mode": "clean"}, {"mode": "clean", "modalities": ["text"]}, {"mode": "faithful", "balance_coef": 0.1}],
+)
+def test_last_only_path_equals_the_full_forward_at_the_last_item(ctx: DataContext, overrides: dict) -> None:
+    """The cheap last-position path (queries only at the last item) computes the same user vectors and terms."""
+    m = model(ctx, **overrides).eval()
+    b = batch(ctx)
+    with torch.no_grad():
+        m.prepare_scoring()
+        full, full_terms = m.forward_states(b["seq"], b["lengths"])
+        m.prepare_scoring()
+        last, last_terms = m.forward_states(b["seq"], b["lengths"], last_only=True)
+    assert last.shape == (5, 1, 16)
+    torch.testing.assert_close(last[:, 0], full[torch.arange(5), b["lengths"] - 1], rtol=1e-5, atol=1e-6)
+    assert set(last_terms) == set(full_terms)
+    for name in full_terms:
+        torch.testing.assert_close(last_terms[name], full_terms[name], rtol=1e-5, atol=1e-6)
 
 
 def test_all_position_batches_are_refused_with_bidirectional_attention(ctx: DataContext) -> None:

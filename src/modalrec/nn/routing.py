@@ -74,17 +74,24 @@ def balance_loss(gates: torch.Tensor) -> torch.Tensor:
 
 
 class SharedExperts(nn.Module):
-    """E experts ``e_k(x) = L2(Drop(ReLU(W_k x + b_k)))`` shared by all heads; ``forward(x, gates) = sum_k g_k e_k(x)``."""
+    """E experts ``e_k(x) = L2(Drop(ReLU(W_k x + b_k)))`` shared by all heads; ``forward(x, gates) = sum_k g_k e_k(x)``.
+
+    All experts run as one matrix product (their weights stacked), and the gate mixture is one batched
+    product, instead of E separate layers and an [..., E, out] elementwise product.
+    """
 
     def __init__(self, dim: int, out_dim: int, n_experts: int, dropout: float = 0.2):
         super().__init__()
-        self.experts = nn.ModuleList(
-            nn.Sequential(nn.Linear(dim, out_dim), nn.ReLU(), nn.Dropout(dropout)) for _ in range(n_experts)
-        )
+        self.out_dim = out_dim
+        self.experts = nn.ModuleList(nn.Linear(dim, out_dim) for _ in range(n_experts))
+        self.dropout = nn.Dropout(dropout)
 
     def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """[..., E, out_dim], each unit-norm (zero when the ReLU zeroes every unit)."""
-        return torch.stack([F.normalize(expert(x), dim=-1) for expert in self.experts], dim=-2)
+        weight = torch.cat([expert.weight for expert in self.experts])  # [E out, dim]
+        bias = torch.cat([expert.bias for expert in self.experts])
+        hidden = F.relu(F.linear(x, weight, bias)).unflatten(-1, (len(self.experts), self.out_dim))
+        return F.normalize(self.dropout(hidden), dim=-1)
 
     def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        return (gates.unsqueeze(-1) * self.expert_outputs(x)).sum(-2)
+        return (gates.unsqueeze(-2) @ self.expert_outputs(x)).squeeze(-2)

@@ -46,7 +46,7 @@ from torch import nn
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
-from modalrec.models.sequential.objective import gather_last, supervised_pairs
+from modalrec.models.sequential.objective import supervised_pairs
 from modalrec.nn.mamba import MambaMixer
 from modalrec.nn.routing import SharedExperts, SharedRouter, balance_loss
 from modalrec.nn.stein import STEIN_FORMS, median_bandwidth, stein_alignment
@@ -75,6 +75,14 @@ MODE_PRESETS: dict[str, dict[str, object]] = {
 def l2(x: torch.Tensor) -> torch.Tensor:
     """Unit-norm rows (zero rows stay zero)."""
     return F.normalize(x, dim=-1)
+
+
+def select_positions(x: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """x [B, ..., L (at ``dim``), ...] at the per-row positions [B, Q] -> the same with Q in place of L."""
+    shape = [positions.shape[0]] + [1] * (x.dim() - 1)
+    shape[dim] = positions.shape[1]
+    index = positions.view(shape).expand(*x.shape[:dim], positions.shape[1], *x.shape[dim + 1 :])
+    return x.gather(dim, index)
 
 
 class ScaledMambaBlock(nn.Module):
@@ -134,7 +142,9 @@ class SubspaceCrossAttention(nn.Module):
     head-j vectors (itself when there is one modality) with its own q/k/v/out projections (the
     layout of ``nn.MultiheadAttention(d_h, 1)``, stacked over heads), adds the residual, and the head
     concatenates the modalities and applies its own LayerNorm: ``h_j = LN_j([a_1j; ...; a_Mj])``.
-    Padded keys are masked; ``causal`` also masks keys after the query (A11).
+    Padded keys are masked; ``causal`` also masks keys after the query (A11). ``query_pos`` [B, Q]
+    restricts the queries to those positions (keys and values stay every position): the last-position
+    objective and scoring need only Q = 1, and every later block then runs on Q rows instead of L.
     """
 
     def __init__(self, n_modalities: int, dim: int, heads: int, dropout: float, causal: bool, double_scale: bool):
@@ -165,37 +175,45 @@ class SubspaceCrossAttention(nn.Module):
             out.append(l2(prepare(x)).view(b, length, self.heads, self.head_dim).transpose(1, 2) * self.input_scale)
         return torch.stack(out)
 
-    def key_mask(self, valid: torch.Tensor, n_context: int) -> torch.Tensor:
-        """Bool [B, 1, L, n_context L]: key s (of each context modality) is visible to query t."""
+    def key_mask(self, valid: torch.Tensor, n_context: int, query_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Bool [B, 1, Q, n_context L]: key s (of each context modality) is visible to query t.
+
+        Queries are every position (Q = L) or those of ``query_pos`` [B, Q]."""
         length = valid.shape[1]
-        allowed = valid[:, None, None, :].expand(-1, 1, length, length)
+        positions = torch.arange(length, device=valid.device)
+        if query_pos is None:
+            query_pos = positions.expand(valid.shape[0], length)
+        allowed = valid[:, None, None, :].expand(-1, 1, query_pos.shape[1], length)
         if self.causal:
-            allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
+            allowed = allowed & (positions <= query_pos.unsqueeze(-1)).unsqueeze(1)
         return allowed.repeat(1, 1, 1, n_context)
 
     def _project(self, x: torch.Tensor, m: int, part: slice) -> torch.Tensor:
         """Per-head projection of x [B, H, L, d_h] by rows ``part`` of modality m's in_proj."""
         return torch.einsum("bhld,hed->bhle", x, self.in_proj_weight[m, :, part]) + self.in_proj_bias[m, :, None, part]
 
-    def attend(self, heads: torch.Tensor, valid: torch.Tensor, m: int, weights_only: bool = False) -> torch.Tensor:
-        """Modality m's residual attention output [B, H, L, d_h] (or its weights [B, H, L, keys])."""
+    def attend(
+        self, heads: torch.Tensor, valid: torch.Tensor, m: int, weights_only: bool = False, query_pos: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Modality m's residual attention output [B, H, Q, d_h] (or its weights [B, H, Q, keys])."""
         n_mod, dh = heads.shape[0], self.head_dim
         context = torch.cat([heads[n] for n in range(n_mod) if n != m] or [heads[m]], dim=2)  # keys/values
-        q = self._project(heads[m], m, slice(0, dh))
+        query = heads[m] if query_pos is None else select_positions(heads[m], query_pos, dim=2)
+        q = self._project(query, m, slice(0, dh))
         k = self._project(context, m, slice(dh, 2 * dh))
         v = self._project(context, m, slice(2 * dh, 3 * dh))
-        mask = self.key_mask(valid, max(1, n_mod - 1))
+        mask = self.key_mask(valid, max(1, n_mod - 1), query_pos)
         if weights_only:
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
             return torch.softmax(scores.masked_fill(~mask, -math.inf), dim=-1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         out = torch.einsum("bhle,hde->bhld", out, self.out_proj_weight[m]) + self.out_proj_bias[m, :, None]
-        return heads[m] + out
+        return query + out
 
-    def forward(self, latents: list[torch.Tensor], valid: torch.Tensor) -> torch.Tensor:
-        """Hf [B, H, L, M d_h] from the modal latents [B, L, p] and the valid-position mask [B, L]."""
+    def forward(self, latents: list[torch.Tensor], valid: torch.Tensor, query_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Hf [B, H, Q, M d_h] from the modal latents [B, L, p] and the valid-position mask [B, L]."""
         heads = self.split_heads(latents)
-        mixed = torch.cat([self.attend(heads, valid, m) for m in range(heads.shape[0])], dim=-1)
+        mixed = torch.cat([self.attend(heads, valid, m, query_pos=query_pos) for m in range(heads.shape[0])], dim=-1)
         return torch.stack([norm(mixed[:, j]) for j, norm in enumerate(self.head_norms)], dim=1)
 
 
@@ -343,39 +361,56 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         """Re-seed the evaluation noise so every evaluation pass ranks identically."""
         self._eval_generator = torch.Generator(device=self.device).manual_seed(self.cfg.eval_seed)
 
-    def forward_states(self, seq: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Z [B, L, d] (the representation at every position) and the IICM terms {kl, align, ...}."""
+    def forward_states(
+        self, seq: torch.Tensor, lengths: torch.Tensor, last_only: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Z [B, L, d] (the representation at every position) and the IICM terms {kl, align, ...}.
+
+        ``last_only``: Z [B, 1, d] at each sequence's last item only, the same values (up to dropout's
+        random draws) at a fraction of the cost: the ID stream, projections and bottlenecks still run
+        on every position (they are keys of the attention), the attention queries and everything after
+        them only on the last one.
+        """
         cfg = self.cfg
         length = seq.shape[1]
         if length > self.max_len:
             raise ValueError(f"findrec: sequences of length {length} exceed max_len={self.max_len}")
-        valid = torch.arange(length, device=seq.device) < lengths.to(seq.device).unsqueeze(1)  # [B, L]
+        lengths = lengths.to(seq.device)
+        valid = torch.arange(length, device=seq.device) < lengths.unsqueeze(1)  # [B, L]
+        last = (lengths - 1).clamp(min=0).unsqueeze(1)  # [B, 1]
+        # the routed summary / gates are needed at every position when aligned (A1 + A7) or balanced (A8) there
+        everywhere = not last_only or cfg.balance_coef > 0 or (self.align_pair == "modal_id" and cfg.iicm_positions != "last")
+        query_pos = None if everywhere else last
         e_id = self.id_stream(self.item_embedding(seq))  # 1.4: E_id [B, L, d]
 
         latents, kls = [], []
         rows = self._iicm_rows(valid, lengths)
+        items, inverse = torch.unique(seq, return_inverse=True)  # project each distinct item once
         for m, project, bottleneck in zip(self.modalities, self.projections, self.bottlenecks):
-            p_m = l2(project(getattr(self, f"feature_{m}")[seq]))  # 1.5: P_m [B, L, p]
+            p_m = l2(project(getattr(self, f"feature_{m}")[items]))[inverse]  # 1.5: P_m [B, L, p]
             z, mu, logvar = bottleneck(p_m, self._noise(p_m))  # 1.6 (1-2)
             latents.append(z)
             kls.append(gaussian_kl(mu[rows], logvar[rows]).mean())  # 1.6 (7), A7
 
-        hf = self.cross_attention(latents, valid)  # 1.7: [B, H, L, M d_h]
-        gates = self.router(hf)  # 1.8: [B, H, L, E]
-        mixed = self.experts(hf, gates)  # per head o_j [B, H, L, d]
-        modal = l2(self.head_fusion(mixed.transpose(1, 2).flatten(2)))  # M [B, L, d]
+        hf = self.cross_attention(latents, valid, query_pos)  # 1.7: [B, H, Q, M d_h]
+        gates = self.router(hf)  # 1.8: [B, H, Q, E]
+        mixed = self.experts(hf, gates)  # per head o_j [B, H, Q, d]
+        modal = l2(self.head_fusion(mixed.transpose(1, 2).flatten(2)))  # M [B, Q, d]
 
-        fused = self.final_norm(self.final_fusion(torch.cat([e_id, modal], dim=-1)))  # 1.9
+        e_query = e_id if query_pos is None else select_positions(e_id, query_pos, dim=1)
+        fused = self.final_norm(self.final_fusion(torch.cat([e_query, modal], dim=-1)))  # 1.9
         if cfg.output_clamp is not None:
             fused = fused.clamp(-cfg.output_clamp, cfg.output_clamp)
 
         if self.align_pair == "modal_pairs":
             points = [z[rows] for z in latents]
         else:  # A1: the routed modal summary against the ID stream
-            points = [modal[rows], e_id[rows]]
+            points = [modal[rows] if query_pos is None else modal[:, 0], e_id[rows]]
         terms = {"kl": torch.stack(kls).mean(), **self._alignment(points)}
         if cfg.balance_coef > 0:
             terms["balance"] = balance_loss(gates[valid.unsqueeze(1).expand(-1, gates.shape[1], -1)])
+        if last_only and query_pos is None:
+            fused = select_positions(fused, last, dim=1)
         return fused, terms
 
     def _iicm_rows(self, valid: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -417,16 +452,17 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
                 "findrec with bidirectional cross-attention (mode=faithful) would see the future when trained on "
                 "all positions; use train.seq_target=last, or model.mode=clean (or model.xattn_causal=true)"
             )
-        states, terms = self.forward_states(batch["seq"], batch["lengths"])
-        states, targets = supervised_pairs(states, batch)
+        last_only = "target" in batch  # the last-position objective needs Z at the last item only
+        states, terms = self.forward_states(batch["seq"], batch["lengths"], last_only=last_only)
+        states, targets = (states[:, 0], batch["target"]) if last_only else supervised_pairs(states, batch)
         ce = F.cross_entropy(states @ self.output_table().T, targets)
         total = ce + self.cfg.loss_weight * (terms["kl"] + self.cfg.stein_weight * terms["align"])
         total = total + self.cfg.balance_coef * terms.get("balance", 0.0) + self.cfg.score_reg * terms.get("score_reg", 0.0)
         return {"loss": total, "ce": ce, **terms}
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
-        states, _ = self.forward_states(batch["seq"], batch["lengths"])
-        return gather_last(states, batch["lengths"])
+        states, _ = self.forward_states(batch["seq"], batch["lengths"], last_only=True)
+        return states[:, 0]
 
     def item_vectors(self, items: slice) -> torch.Tensor:
         return self.item_embedding.weight[: self.n_items][items]  # the pad row is never ranked

@@ -118,6 +118,63 @@ def test_models_refuse_data_without_features_and_unknown_modalities(contexts) ->
         build("slmrec", contexts["real"], ssl_task="rotate")
 
 
+def _dense_grcn(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRCN's forward pass (routing, pruning, max fusion, refined-graph convolution) on dense
+    matrices, from the model's own parameters: the brute-force reference of its CSR path."""
+    import torch.nn.functional as F
+
+    nu, ni = model.n_users, model.n_items
+    edges = torch.zeros(nu, ni, dtype=torch.bool)
+    edges[model.graph.rows, model.graph.cols] = True
+
+    def routed(p: torch.Tensor, c: torch.Tensor, p0: torch.Tensor) -> torch.Tensor:
+        a = torch.softmax((p @ c.T).masked_fill(~edges, -torch.inf), 1).nan_to_num(0.0)
+        return F.normalize(p0 + a @ c, dim=1)
+
+    fits, parts = [], []
+    for m, f in enumerate(model.features):
+        c = F.normalize(F.leaky_relu(model.content[m](f)), dim=1)
+        p0 = model.preferences[m].weight
+        p = F.normalize(p0, dim=1)
+        with torch.no_grad():
+            for _ in range(model.config.routing - 1):
+                p = routed(p, c, p0)
+        a = torch.softmax((p @ c.T).masked_fill(~edges, -torch.inf), 1).nan_to_num(0.0).detach()
+        p = F.normalize(p0 + a @ c, dim=1)
+        fits.append((p @ c.T) * edges)
+        parts.append(torch.cat([p, c]))
+    w = torch.stack(fits).amax(0).clamp_min(0)
+    square = torch.zeros(nu + ni, nu + ni)
+    square[:nu, nu:], square[nu:, :nu] = w, w.T
+    degree = square.sum(1)
+    inv = torch.where(degree > 0, degree.clamp_min(1e-12).rsqrt(), torch.zeros_like(degree))  # pruned-away nodes: 0
+    adj = inv[:, None] * square * inv[None, :]
+    x = [torch.cat([model.user_embedding.weight, model.item_embedding.weight])]
+    for _ in range(model.config.layers):
+        x.append(adj @ x[-1])
+    final = torch.cat([torch.stack(x).mean(0), *(nodes + adj @ nodes for nodes in parts)], 1)
+    return final[:nu], final[nu:]
+
+
+@pytest.mark.parametrize("routing, layers", [(3, 2), (1, 0), (2, 3)])
+def test_grcn_sparse_path_equals_a_dense_brute_force(routing: int, layers: int, contexts) -> None:
+    torch.manual_seed(3)
+    model = build("grcn", contexts["real"], routing=routing, layers=layers)
+    assert model.graph.n_edges == contexts["real"].train.nnz
+    probe_u, probe_i = torch.randn(model.n_users, 192), torch.randn(model.n_items, 192)
+    results = []
+    for forward in (model.representations, lambda: _dense_grcn(model)):
+        model.zero_grad()
+        users, items = forward()
+        ((users * probe_u).sum() + (items * probe_i).sum()).backward()
+        results.append((users.detach(), items.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (u_csr, i_csr, g_csr), (u_dense, i_dense, g_dense) = results
+    torch.testing.assert_close(u_csr, u_dense, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(i_csr, i_dense, rtol=1e-5, atol=1e-5)
+    for key in g_dense:
+        torch.testing.assert_close(g_csr[key], g_dense[key], rtol=1e-4, atol=1e-5, msg=f"gradient of {key}")
+
+
 # ------------------------------------------------------------------ no test data reaches training
 def _with_other_heldout(ds: Dataset, seed: int) -> Dataset:
     """Same train interactions and features; the valid/test items replaced by random other items."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from modalrec.nn.contrastive import bootstrap_alignment, distance_correlation, info_nce
-from modalrec.nn.edges import edge_dot, edge_softmax, edge_spmm, symmetric_edge_norm
+from modalrec.nn.edges import EdgeCSR, edge_softmax, edge_spmm, symmetric_edge_norm
 from modalrec.nn.knn import cached_cosine_knn, cooccurrence_knn, cosine_knn, knn_cache_dir
 
 
@@ -78,19 +78,48 @@ def _random_edges(n_rows: int, n_cols: int, n_edges: int, seed: int):
     return torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
 
 
-def test_edge_spmm_and_edge_dot_match_dense_autograd(monkeypatch) -> None:
+def test_edge_spmm_matches_dense_autograd(monkeypatch) -> None:
     import modalrec.nn.edges as edges
 
     monkeypatch.setattr(edges, "EDGE_CHUNK", 7)  # exercise the chunked passes
     rows, cols = _random_edges(9, 11, 40, 0)
     values = torch.rand(len(rows), dtype=torch.float64, requires_grad=True)
     x = torch.randn(11, 4, dtype=torch.float64, requires_grad=True)
-    a = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
     torch.autograd.gradcheck(lambda v, y: edge_spmm(rows, cols, v, y, 9), (values, x))
-    torch.autograd.gradcheck(lambda p, q: edge_dot(rows, cols, p, q), (a, x))
     dense = torch.zeros(9, 11, dtype=torch.float64).index_put((rows, cols), values)
     torch.testing.assert_close(edge_spmm(rows, cols, values, x, 9), dense @ x)
-    torch.testing.assert_close(edge_dot(rows, cols, a, x), (a @ x.T)[rows, cols])
+
+
+def test_edge_csr_products_match_dense_autograd() -> None:
+    rows, cols = _random_edges(9, 11, 40, 2)
+    shuffle = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))
+    graph = EdgeCSR(rows[shuffle], cols[shuffle], 9, 11)  # any input order: the graph sorts its edges
+    assert sorted(zip(graph.rows.tolist(), graph.cols.tolist())) == list(zip(graph.rows.tolist(), graph.cols.tolist()))
+    values = torch.rand(graph.n_edges, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(11, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    dense = torch.zeros(9, 11, dtype=torch.float64).index_put((graph.rows, graph.cols), values)
+    adj = graph.weighted(values)
+    torch.testing.assert_close(adj.matmul(x), dense @ x)
+    torch.testing.assert_close(adj.matmul_t(y), dense.T @ y)
+    torch.testing.assert_close(graph.sddmm(y, x), (y @ x.T)[graph.rows, graph.cols])
+    torch.autograd.gradcheck(lambda v, z: graph.weighted(v).matmul(z), (values, x))
+    torch.autograd.gradcheck(lambda v, z: graph.weighted(v).matmul_t(z), (values, y))
+
+    def shared(v: torch.Tensor, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # one matrix, both products
+        adj = graph.weighted(v)
+        return adj.matmul(z).sum() * adj.matmul_t(w).sum() + adj.matmul_t(2 * w).square().sum()
+
+    torch.autograd.gradcheck(shared, (values, x, y))
+    torch.autograd.gradcheck(graph.sddmm, (y, x))
+    softmax = torch.softmax(torch.full((9, 11), -torch.inf, dtype=torch.float64).index_put((graph.rows, graph.cols), values), 1)
+    torch.testing.assert_close(graph.row_softmax(values), softmax[graph.rows, graph.cols])
+    square = torch.zeros(20, 20, dtype=torch.float64)
+    square[:9, 9:], square[9:, :9] = dense, dense.T
+    d = square.sum(1)
+    inv = torch.where(d > 0, d.rsqrt(), torch.zeros_like(d))
+    normed = inv[:, None] * square * inv[None, :]
+    torch.testing.assert_close(graph.symmetric_norm(values), normed[graph.rows, graph.cols + 9])
 
 
 def test_edge_softmax_and_symmetric_norm_match_dense() -> None:

@@ -20,7 +20,9 @@ prunes the poor fits before convolving (Sec. 3):
 
 Deviations: routing runs without gradient and only its last step is differentiated (as the
 authors' code); the ID convolution is LightGCN's linear mean instead of the code's LeakyReLU sums;
-all message passing uses O(edges) sparse products instead of PyG scatter ops.
+all message passing runs on the train matrix R as one CSR pattern with learned values
+(:class:`modalrec.nn.edges.EdgeCSR`: sparse-dense products and sampled dense-dense products) instead
+of PyG scatter ops; the bipartite square graph [[0, W], [W^T, 0]] is never materialised.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from modalrec.data.views import train_pairs
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
-from modalrec.nn.edges import edge_dot, edge_softmax, edge_spmm, symmetric_edge_norm
+from modalrec.nn.edges import EdgeCSR
 
 
 @register
@@ -66,40 +68,43 @@ class GRCN(MultimodalRecommender):
             nn.init.normal_(table.weight, std=config.init_std)
         self.content = nn.ModuleList(nn.Linear(f.shape[1], config.dim) for f in self.features)  # W_m
         users, items = train_pairs(ctx)
-        self.register_buffer("edge_users", torch.from_numpy(users), persistent=False)
-        self.register_buffer("edge_items", torch.from_numpy(items), persistent=False)
+        self.graph = EdgeCSR(torch.from_numpy(users), torch.from_numpy(items), self.n_users, self.n_items)  # R
 
     def refine(self, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(affinity s_ui per train edge, routed preferences p [n_users, d], content c [n_items, d])."""
-        u, i = self.edge_users, self.edge_items
+        g = self.graph
         c = F.normalize(F.leaky_relu(self.content[m](self.features[m])), dim=1)
         p0 = self.preferences[m].weight
         p = F.normalize(p0, dim=1)
         with torch.no_grad():  # Alg. 1, routing iterations before the last
             for _ in range(self.config.routing - 1):
-                a = edge_softmax(u, edge_dot(u, i, p, c), self.n_users)
-                p = F.normalize(p0 + edge_spmm(u, i, a, c, self.n_users), dim=1)
-        a = edge_softmax(u, edge_dot(u, i, p, c), self.n_users).detach()
-        p = F.normalize(p0 + edge_spmm(u, i, a, c, self.n_users), dim=1)
-        return edge_dot(u, i, p, c), p, c
+                a = g.row_softmax(g.sddmm(p, c))
+                p = F.normalize(p0 + g.weighted(a).matmul(c), dim=1)
+        a = g.row_softmax(g.sddmm(p, c)).detach()
+        p = F.normalize(p0 + g.weighted(a).matmul(c), dim=1)
+        return g.sddmm(p, c), p, c
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n = self.n_users + self.n_items
+        g = self.graph
         refined = [self.refine(m) for m in range(len(self.features))]
         weight = torch.stack([s for s, _, _ in refined]).amax(0).clamp_min(0)  # prune + max fusion
-        rows = torch.cat([self.edge_users, self.edge_items + self.n_users])
-        cols = torch.cat([self.edge_items + self.n_users, self.edge_users])
-        values = symmetric_edge_norm(rows, cols, torch.cat([weight, weight]), n)
-        x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        layers = [x]
-        for _ in range(self.config.layers):
-            layers.append(edge_spmm(rows, cols, values, layers[-1], n))
-        parts = [torch.stack(layers).mean(0)]
-        for _, p, c in refined:
-            nodes = torch.cat([p, c])
-            parts.append(nodes + edge_spmm(rows, cols, values, nodes, n))
-        final = torch.cat(parts, dim=1)
-        return final[: self.n_users], final[self.n_users :]
+        adj = g.weighted(g.symmetric_norm(weight))  # D^-1/2 W D^-1/2 of the bipartite graph, on R's edges
+
+        def convolve(users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return adj.matmul(items), adj.matmul_t(users)
+
+        # the first hop of the ID embeddings and of every modality's [p; c] share one product
+        users = torch.cat([self.user_embedding.weight, *(p for _, p, _ in refined)], dim=1)
+        items = torch.cat([self.item_embedding.weight, *(c for _, _, c in refined)], dim=1)
+        hop_u, hop_i = convolve(users, items)
+        d, n_layers = self.config.dim, self.config.layers
+        ids = [(users[:, :d], items[:, :d]), (hop_u[:, :d], hop_i[:, :d])][: n_layers + 1]
+        while len(ids) < n_layers + 1:
+            ids.append(convolve(*ids[-1]))
+        return (
+            torch.cat([torch.stack([u for u, _ in ids]).mean(0), users[:, d:] + hop_u[:, d:]], dim=1),  # modality parts: node + one hop
+            torch.cat([torch.stack([i for _, i in ids]).mean(0), items[:, d:] + hop_i[:, d:]], dim=1),
+        )
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         users, items = self.representations()

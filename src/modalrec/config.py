@@ -58,6 +58,7 @@ class TrainConfig:
     negatives: str = "uniform"  # negative sampling of the triples view: uniform | popularity
     num_negatives: int = 1  # negatives per positive (triples view)
     seq_target: str = "all"  # sequences view: all (every position, causal) | last (prefix augmentation)
+    epoch_samples: int | None = None  # sequences view: samples per epoch, a seeded random subset drawn afresh each epoch (None = all)
     seed: int = 2024  # seeds python, numpy and torch, and every sampler
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N

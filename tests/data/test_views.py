@@ -213,4 +213,4 @@ def test_unknown_view_and_options_name_the_valid_ones():
         make_train_batches("triples", ctx, 8, seed=0, negatives="hard")
     with pytest.raises(ConfigError, match="batch_size"):
         make_train_batches("users", ctx, 0, seed=0)
-    assert view_options("sequences") == {"max_len": 50, "target": "all"}
+    assert view_options("sequences") == {"max_len": 50, "target": "all", "samples": None}

@@ -191,13 +191,18 @@ class SequenceBatches(TrainBatches):
     last ``max_len`` items before position ``k``, ``target`` = the item at ``k``, for ``k >= 1``;
     yields ``{"users", "seq", "lengths", "target" [B]}``. ``L`` is always ``max_len``, the shape
     :meth:`DataContext.padded_history` gives at evaluation time.
+    ``samples``: an epoch is that many samples drawn without replacement (from the epoch's seed) instead
+    of all of them, e.g. to bound prefix augmentation (~1M prefixes on ML-1M) to a per-epoch budget.
     """
 
-    def __init__(self, ctx: DataContext, batch_size: int, seed: int, max_len: int = 50, target: str = "all"):
+    def __init__(
+        self, ctx: DataContext, batch_size: int, seed: int, max_len: int = 50, target: str = "all", samples: int | None = None
+    ):
         super().__init__(ctx, batch_size, seed)
         if target not in ("all", "last"):
             raise ConfigError(f"target must be 'all' or 'last', got {target!r}")
         self.max_len, self.target = check_count("max_len", max_len, 1), target
+        self.samples = None if samples is None else check_count("epoch samples (train.epoch_samples)", samples, 1)
         history = ctx.histories[TRAIN]
         self.items = history.indices.astype(np.int64)
         start, length = history.indptr[:-1].astype(np.int64), np.diff(history.indptr).astype(np.int64)
@@ -216,7 +221,8 @@ class SequenceBatches(TrainBatches):
 
     @property
     def n_samples(self) -> int:
-        return len(self.sample_user)
+        total = len(self.sample_user)
+        return total if self.samples is None else min(self.samples, total)
 
     def _window(self, begin: np.ndarray, length: np.ndarray, pad: int) -> np.ndarray:
         """[B, max_len] of ``items[begin + t]`` for ``t < length``, ``pad`` elsewhere."""
@@ -226,7 +232,7 @@ class SequenceBatches(TrainBatches):
         return np.where(valid, self.items[np.where(valid, index, 0)], pad)
 
     def __iter__(self) -> Iterator[Batch]:
-        order = np.random.default_rng(self.seed).permutation(self.n_samples)
+        order = np.random.default_rng(self.seed).permutation(len(self.sample_user))[: self.n_samples]
         for s in self._batch_slices():
             chosen = order[s]
             begin, end = self.sample_start[chosen], self.sample_end[chosen]

@@ -90,7 +90,7 @@ def view_options(model: Recommender, cfg: RunConfig) -> dict[str, Any]:
     if model.train_view == "triples":
         return {"negatives": cfg.train.negatives, "num_negatives": cfg.train.num_negatives}
     if model.train_view == "sequences":
-        return {"max_len": model.max_len, "target": cfg.train.seq_target}
+        return {"max_len": model.max_len, "target": cfg.train.seq_target, "samples": cfg.train.epoch_samples}
     return {}
 
 

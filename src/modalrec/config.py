@@ -62,7 +62,7 @@ class TrainConfig:
     seed: int = 2024  # seeds python, numpy and torch, and every sampler
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = False  # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = False  # bf16 autocast of the training forward pass (CUDA; CPU too, fast where it has AMX / AVX512-BF16)
     threads: int | None = None  # torch intra-op threads; None = torch's default
     progress: bool = True  # progress bars (turned off when not a terminal)
     grad_accum: int = 1  # micro-batches per optimiser step (less memory, same update: batch_size stays the examples per step)

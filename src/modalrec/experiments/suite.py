@@ -193,8 +193,17 @@ class Suite:
         return [f"model={model.name}", f"dataset={dataset.name}", *self.common, *dataset.overrides, *model.overrides]
 
     def run_overrides(self, run: PlannedRun, tuned: list[str]) -> list[str]:
+        """The run's overrides; ``{seed}``, ``{dataset}`` (label) and ``{runs}`` (the suite's run folder) in
+        values are filled in, so a run can name another run of its cell, e.g. HDRM's
+        ``model.stage1_run: "{runs}/{dataset}__hgcf__seed{seed}"`` (list that model first)."""
+        fields = {"{seed}": str(run.seed), "{dataset}": run.dataset.label, "{runs}": str(run.path.parent)}
+        overrides = []
+        for text in [*self.base_overrides(run.dataset, run.model), *tuned]:
+            for key, value in fields.items():
+                text = text.replace(key, value)
+            overrides.append(text)
         return [
-            *self.base_overrides(run.dataset, run.model), *tuned, f"train.seed={run.seed}",
+            *overrides, f"train.seed={run.seed}",
             f"run.dir={run.path.parent}", f"run.name={run.path.name}", "train.progress=false",
         ]
 

@@ -157,7 +157,7 @@ class Denoiser(nn.Module):
     layers their mirror (dim + time_dim + cond_dim) -> h_m -> ... -> h_0. Dropout touches x_t only.
     """
 
-    ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
+    ACTIVATIONS = {"tanh": nn.Tanh, "relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid}  # in place: one [B, h] buffer less
 
     def __init__(self, dim: int, dims: list[int], cond_dim: int = 0, time_dim: int = 10, act: str = "tanh", dropout: float = 0.5, norm: bool = False):
         super().__init__()

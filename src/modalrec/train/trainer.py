@@ -270,8 +270,8 @@ class Trainer:
         examples, steps = 0, 0
         start = time.perf_counter()
         autocast = (
-            torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-            if t.amp and self.device.type == "cuda"
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            if t.amp and self.device.type in ("cuda", "cpu")
             else contextlib.nullcontext()
         )
         with _progress(t.progress and dist.is_main, f"epoch {epoch + 1}/{t.epochs}", len(batches)) as advance:

@@ -147,6 +147,7 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
             train=dataclasses.replace(
                 cfg.train, epochs=c.stage1_epochs, lr=c.stage1_lr, weight_decay=c.stage1_weight_decay,
                 batch_size=c.stage1_batch_size, eval_every=c.stage1_eval_every, patience=c.stage1_patience, scheduler="none",
+                amp=False,  # train.amp is for the stage-2 denoisers; hyperbolic maths stays in float32
             ),
             run=dataclasses.replace(cfg.run, dir=str(run_dir), name=STAGE1_DIR),
         )
@@ -212,7 +213,7 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
 
     def prepare_scoring(self) -> None:
         self._check_ready()
-        self._items = self.manifold.expmap0(self.z_items.double())
+        self._items = self.manifold.expmap0(self.z_items.double()).float()
         self._history = torch.sparse.mm(self.history_mean, self.z_items)  # mean of each user's train items [U, D]
 
     def denoise_users(self, users: torch.Tensor) -> torch.Tensor:
@@ -229,4 +230,4 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
     def encode(self, batch: Batch) -> torch.Tensor:
         if self._items is None:
             self.prepare_scoring()
-        return self.manifold.expmap0(self.denoise_users(batch["users"]).double())
+        return self.manifold.expmap0(self.denoise_users(batch["users"]).double()).float()

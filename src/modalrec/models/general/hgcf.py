@@ -15,7 +15,8 @@ Training minimises the margin ranking loss on squared hyperbolic distances, summ
     L = sum_b max(0, d^2(h_u, h_i+) - d^2(h_u, h_j-) + m),
 
 with Riemannian SGD (geoopt; momentum, Euclidean weight decay on the ambient coordinates, as HGCF's
-RSGD). Items are ranked by -d^2(h_u, h_i), all items of a user chunk in one Lorentz GEMM (float64).
+RSGD). Items are ranked by -d^2(h_u, h_i), i.e. by the Minkowski product <h_u, h_i>_L, all items of a user
+chunk in one float32 Lorentz GEMM.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, register
 from modalrec.nn.graph import bipartite_adjacency, propagate, to_torch_sparse
-from modalrec.nn.hyperbolic import Lorentz
+from modalrec.nn.hyperbolic import Lorentz, lorentz_matmul
 
 
 def hyperbolic_margin_loss(manifold: Lorentz, user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.Tensor:
@@ -43,14 +44,16 @@ def hyperbolic_margin_loss(manifold: Lorentz, user: torch.Tensor, pos: torch.Ten
 
 
 class HyperbolicScorer:
-    """Ranks items by -d^2 between cached hyperboloid points: subclasses fill ``self._items`` (float64
-    points of all items) in ``prepare_scoring`` and return float64 user points from ``encode``."""
+    """Ranks items by their Minkowski product with the user, <x_u, x_i>_L: -d^2 = -K arcosh(-<x, y>_L / K)^2
+    is increasing in it, so the order is -d^2's without the arcosh (and without the ties of its d^2 <= 50
+    clamp). One float32 Lorentz GEMM per user chunk; subclasses fill ``self._items`` (points of all items,
+    computed in float64 and stored in float32) in ``prepare_scoring`` and return user points from ``encode``."""
 
     manifold: Lorentz
     _items: torch.Tensor | None
 
     def score_items(self, query: torch.Tensor, items: slice) -> torch.Tensor:
-        return -self.manifold.sqdist_matrix(query, self._items[items]).float()
+        return lorentz_matmul(query.float(), self._items[items])
 
 
 @register
@@ -119,8 +122,9 @@ class HGCF(HyperbolicScorer, GeneralRecommender):
         return super().train(mode)
 
     def prepare_scoring(self) -> None:
-        h_u, h_i = self.embeddings()
-        self._users, self._items = h_u.double(), h_i.double()
+        z_u, z_i = self.tangent_embeddings()
+        self._users = self.manifold.expmap0(z_u.double()).float()
+        self._items = self.manifold.expmap0(z_i.double()).float()
 
     def encode(self, batch: Batch) -> torch.Tensor:
         if self._users is None:

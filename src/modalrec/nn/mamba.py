@@ -146,11 +146,11 @@ class _SelectiveScan(torch.autograd.Function):
         length, batch, inner = u.shape
         states = u.new_empty(length, batch, inner, A.shape[1])
         y = u.new_empty(length, batch, inner)
-        h = u.new_zeros(batch, inner, A.shape[1])
         drive = delta * u
         for t in range(length):
-            h = torch.exp(delta[t].unsqueeze(-1) * A) * h + drive[t].unsqueeze(-1) * Bm[t].unsqueeze(1)
-            states[t] = h
+            h = torch.mul(drive[t].unsqueeze(-1), Bm[t].unsqueeze(1), out=states[t])  # b_t, written in place
+            if t > 0:
+                h.addcmul_(torch.mul(delta[t].unsqueeze(-1), A).exp_(), states[t - 1])  # + a_t h_{t-1}
             torch.bmm(h, Cm[t].unsqueeze(-1), out=y[t].unsqueeze(-1))
         ctx.save_for_backward(u, delta, A, Bm, Cm, states)
         return y
@@ -164,19 +164,20 @@ class _SelectiveScan(torch.autograd.Function):
         drive = delta * u
         g = None
         next_decay = None
+        r = torch.empty_like(states[0])
         for t in range(u.shape[0] - 1, -1, -1):
-            decay = torch.exp(delta[t].unsqueeze(-1) * A)
-            g = dy[t].unsqueeze(-1) * Cm[t].unsqueeze(1) if g is None else torch.addcmul(dy[t].unsqueeze(-1) * Cm[t].unsqueeze(1), next_decay, g)
+            decay = torch.mul(delta[t].unsqueeze(-1), A).exp_()
+            outer = dy[t].unsqueeze(-1) * Cm[t].unsqueeze(1)
+            g = outer if g is None else outer.addcmul_(next_decay, g)
             torch.bmm(states[t].transpose(1, 2), dy[t].unsqueeze(-1), out=dC[t].unsqueeze(-1))
             torch.bmm(g.transpose(1, 2), drive[t].unsqueeze(-1), out=dB[t].unsqueeze(-1))
             d_drive = torch.bmm(g, Bm[t].unsqueeze(-1)).squeeze(-1)
-            du[t] = d_drive * delta[t]
+            torch.mul(d_drive, delta[t], out=du[t])
+            torch.mul(d_drive, u[t], out=ddelta[t])
             if t > 0:
-                r = g * states[t - 1] * decay  # dL/d(Δ_t A)
-                ddelta[t] = d_drive * u[t] + (r * A).sum(-1)
+                torch.mul(g, states[t - 1], out=r).mul_(decay)  # dL/d(Δ_t A)
+                ddelta[t] += (r * A).sum(-1)
                 dA += (r * delta[t].unsqueeze(-1)).sum(0)
-            else:
-                ddelta[t] = d_drive * u[t]
             next_decay = decay
         return du, ddelta, dA, dB, dC
 

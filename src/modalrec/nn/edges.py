@@ -107,11 +107,15 @@ class EdgeCSR(torch.nn.Module):
         by_col = torch.argsort(cols * n_rows + rows)  # transpose edge k is edge by_col[k] of this order
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
-        self.register_buffer("crow", torch.ops.aten._convert_indices_from_coo_to_csr(rows, n_rows), persistent=False)
         self.register_buffer("row_counts", torch.bincount(rows, minlength=n_rows), persistent=False)
         self.register_buffer("t_perm", by_col, persistent=False)
-        self.register_buffer("t_crow", torch.ops.aten._convert_indices_from_coo_to_csr(cols[by_col], n_cols), persistent=False)
-        self.register_buffer("t_cols", rows[by_col], persistent=False)
+        # the CSR index arrays are int32 (when they fit): MKL's CPU kernels copy-convert int64 ones on every call
+        index = torch.int32 if len(rows) < 2**31 and max(self.shape) < 2**31 else torch.int64
+        csr_indices = torch.ops.aten._convert_indices_from_coo_to_csr
+        self.register_buffer("crow", csr_indices(rows, n_rows, out_int32=index == torch.int32), persistent=False)
+        self.register_buffer("csr_cols", cols.to(index), persistent=False)
+        self.register_buffer("t_crow", csr_indices(cols[by_col], n_cols, out_int32=index == torch.int32), persistent=False)
+        self.register_buffer("t_cols", rows[by_col].to(index), persistent=False)
 
     @property
     def n_edges(self) -> int:
@@ -119,7 +123,7 @@ class EdgeCSR(torch.nn.Module):
 
     def pattern(self, values: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         """The sparse CSR matrix A (or A^T, whose ``values`` are in transpose order) with these weights."""
-        crow, cols, shape = (self.t_crow, self.t_cols, self.shape[::-1]) if transpose else (self.crow, self.cols, self.shape)
+        crow, cols, shape = (self.t_crow, self.t_cols, self.shape[::-1]) if transpose else (self.crow, self.csr_cols, self.shape)
         with warnings.catch_warnings():  # torch flags sparse CSR as beta on every construction
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(crow, cols, values, size=shape, check_invariants=False)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import scipy.sparse as sp
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 EDGE_CHUNK = 1 << 16  # edges whose [chunk, d] products are formed at once in the backward pass
@@ -128,7 +128,7 @@ class EdgeCSR(torch.nn.Module):
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(crow, cols, values, size=shape, check_invariants=False)
 
-    def weighted(self, values: torch.Tensor) -> "WeightedCSR":
+    def weighted(self, values: torch.Tensor) -> WeightedCSR:
         """A with edge weights ``values`` [n_edges] (this object's edge order)."""
         return WeightedCSR(self, values)
 

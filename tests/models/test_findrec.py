@@ -308,3 +308,21 @@ def test_training_decreases_the_loss(overrides: dict, target: str) -> None:
             sums, count = sums + terms["ce"].item(), count + 1
         epochs.append(sums / count)
     assert epochs[1] < epochs[0]
+
+
+def test_clean_mode_floors_the_stein_term_of_anti_aligned_score_networks(ctx: DataContext) -> None:
+    """Two modalities' score networks pointing in opposite directions make k s_x^T s_y negative without bound;
+    clean mode floors the term at 0 (where a valid KSD^2 stays), an explicit floor far below shows the raw value."""
+    b = batch(ctx)
+    align = {}
+    for floor in (None, -1e9):
+        m = model(ctx, mode="clean", **({} if floor is None else {"align_floor": floor}))
+        with torch.no_grad():
+            for net, sign in zip(m.score_nets, (1.0, -1.0), strict=True):
+                last = [layer for layer in net if isinstance(layer, torch.nn.Linear)][-1]
+                last.weight.zero_()
+                last.bias.fill_(3.0 * sign)
+        m.eval()
+        align[floor] = m.forward_states(b["seq"], b["lengths"])[1]["align"].item()
+    assert align[-1e9] < -1.0
+    assert align[None] == 0.0

@@ -25,6 +25,7 @@ from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender
 from modalrec.models.general.bpr import bpr_loss, embedding_l2
 from modalrec.nn.graph import bipartite_adjacency, normalise_adjacency, to_torch_sparse
+from modalrec.nn.item_graph import LearnedItemGraph
 from modalrec.nn.knn import cached_cosine_knn
 
 
@@ -150,3 +151,22 @@ class MultimodalRecommender(EmbeddingScorer, GeneralRecommender):
 
     def item_vectors(self, items: slice) -> torch.Tensor:
         return self.final()[1][items]
+
+
+class RefreshedItemGraph:
+    """Mixin of the models on LATTICE's learned item-item graph (LATTICE, MICRO): the graph is built over every
+    modality's frozen weighted kNN graph and re-learned at each epoch and before each evaluation pass.
+    List it before ``MultimodalRecommender`` in the bases."""
+
+    item_graph: LearnedItemGraph
+
+    def build_item_graph(self, k: int, dim: int, skip: float) -> None:
+        frozen = [self.content_knn(m, k, weighted=True) for m in range(len(self.modalities))]
+        self.item_graph = LearnedItemGraph(frozen, [f.shape[1] for f in self.features], dim, k, skip)
+
+    def before_epoch(self, epoch: int) -> None:
+        self.item_graph.refresh(self.features)
+
+    def prepare_scoring(self) -> None:
+        self.item_graph.refresh(self.features)
+        super().prepare_scoring()

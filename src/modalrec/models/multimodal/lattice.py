@@ -29,13 +29,16 @@ from torch import nn
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
-from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
+from modalrec.models.multimodal.base import (
+    MultimodalConfig,
+    MultimodalRecommender,
+    RefreshedItemGraph,
+)
 from modalrec.nn.graph import propagate
-from modalrec.nn.item_graph import LearnedItemGraph
 
 
 @register
-class LATTICE(MultimodalRecommender):
+class LATTICE(RefreshedItemGraph, MultimodalRecommender):
     """LightGCN users/items plus item ID embeddings convolved over learned content item graphs."""
 
     name: ClassVar[str] = "lattice"
@@ -56,17 +59,9 @@ class LATTICE(MultimodalRecommender):
         if config.dim < 1 or config.knn_k < 1 or config.item_layers < 0 or config.ui_layers < 0:
             raise ConfigError(f"lattice: need dim, knn_k >= 1 and layers >= 0, got {config}")
         self.id_embeddings(config.dim, config.init_std)
-        frozen = [self.content_knn(m, config.knn_k, weighted=True) for m in range(len(self.modalities))]
-        self.item_graph = LearnedItemGraph(frozen, [f.shape[1] for f in self.features], config.dim, config.knn_k, config.skip)
-        self.modality_logits = nn.Parameter(torch.zeros(len(frozen)))  # alpha_m before the softmax (Eq. 7)
+        self.build_item_graph(config.knn_k, config.dim, config.skip)
+        self.modality_logits = nn.Parameter(torch.zeros(len(self.modalities)))  # alpha_m before the softmax (Eq. 7)
         self.register_user_item_graph(ctx)
-
-    def before_epoch(self, epoch: int) -> None:
-        self.item_graph.refresh(self.features)
-
-    def prepare_scoring(self) -> None:
-        self.item_graph.refresh(self.features)
-        super().prepare_scoring()
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config

@@ -30,14 +30,17 @@ from torch import nn
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
-from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
+from modalrec.models.multimodal.base import (
+    MultimodalConfig,
+    MultimodalRecommender,
+    RefreshedItemGraph,
+)
 from modalrec.nn.contrastive import info_nce
 from modalrec.nn.graph import propagate
-from modalrec.nn.item_graph import LearnedItemGraph
 
 
 @register
-class MICRO(MultimodalRecommender):
+class MICRO(RefreshedItemGraph, MultimodalRecommender):
     """LATTICE's learned item graphs per modality, fused by attention and aligned by InfoNCE."""
 
     name: ClassVar[str] = "micro"
@@ -60,17 +63,9 @@ class MICRO(MultimodalRecommender):
         if config.knn_k < 1 or config.item_layers < 1 or config.ui_layers < 0:
             raise ConfigError(f"micro: need knn_k >= 1, item_layers >= 1, ui_layers >= 0, got {config}")
         self.id_embeddings(config.dim, config.init_std)
-        frozen = [self.content_knn(m, config.knn_k, weighted=True) for m in range(len(self.modalities))]
-        self.item_graph = LearnedItemGraph(frozen, [f.shape[1] for f in self.features], config.dim, config.knn_k, config.skip)
+        self.build_item_graph(config.knn_k, config.dim, config.skip)
         self.attention = nn.Sequential(nn.Linear(config.dim, config.dim), nn.Tanh(), nn.Linear(config.dim, 1, bias=False))
         self.register_user_item_graph(ctx)
-
-    def before_epoch(self, epoch: int) -> None:
-        self.item_graph.refresh(self.features)
-
-    def prepare_scoring(self) -> None:
-        self.item_graph.refresh(self.features)
-        super().prepare_scoring()
 
     def item_views(self) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(h^m per modality, fused h) (Secs. 4.1-4.2)."""

@@ -14,7 +14,8 @@ from modalrec.errors import CheckpointError, ConfigError, ModalRecError
 from modalrec.eval.ranking import Evaluator
 from modalrec.models.general.diffrec import DiffRec
 from modalrec.models.general.hdrm import HDRM
-from modalrec.models.general.hgcf import HGCF, hyperbolic_margin_loss
+from modalrec.models.general.hgcf import HGCF
+from modalrec.nn.losses import hyperbolic_margin_loss
 from modalrec.models.general.ldiffrec import LDiffRec, kmeans
 
 pytestmark = pytest.mark.usefixtures("single_thread")

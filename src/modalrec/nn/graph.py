@@ -10,9 +10,7 @@ operand, so embeddings propagated through a fixed graph train end to end.
 from __future__ import annotations
 
 import warnings
-from typing import Literal
-
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,6 +79,11 @@ def item_item_cooccurrence(train_csr: sp.spmatrix) -> sp.csr_matrix:
     return out
 
 
+def sparse_graph(csr: sp.spmatrix, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A torch sparse graph and its transpose (for :func:`propagate`'s fast backward)."""
+    return to_torch_sparse(csr, device), to_torch_sparse(sp.csr_matrix(csr).T.tocsr(), device)
+
+
 def to_torch_sparse(csr: sp.spmatrix, device: torch.device | str | None = None) -> torch.Tensor:
     """A float32 ``torch.sparse_csr_tensor`` with the same entries as a scipy matrix.
 
@@ -134,3 +137,9 @@ def propagate(adj: torch.Tensor, x: torch.Tensor, layers: int, adj_t: torch.Tens
         else:
             outputs.append(torch.sparse.mm(adj, outputs[-1]))
     return outputs
+
+
+def mean_propagate(adj: torch.Tensor, x: torch.Tensor, layers: int, adj_t: torch.Tensor | None = None) -> torch.Tensor:
+    """LightGCN's layer combination (Eq. 4 of He et al., SIGIR 2020): the mean of ``x, A x, ..., A^layers x``,
+    alpha_k = 1 / (K + 1). The graph backbone of LightGCN and of most multimodal graph models."""
+    return torch.stack(propagate(adj, x, layers, adj_t=adj_t)).mean(0)

@@ -20,24 +20,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, register
-
-
-def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
-    """-mean ln sigma(pos - neg); ``neg_scores`` may carry an extra trailing axis of negatives."""
-    if neg_scores.dim() == pos_scores.dim() + 1:
-        pos_scores = pos_scores.unsqueeze(-1)
-    return -F.logsigmoid(pos_scores - neg_scores).mean()
-
-
-def embedding_l2(batch_size: int, *embeddings: torch.Tensor) -> torch.Tensor:
-    """1/2 sum of squared entries of the given embeddings, divided by the batch size."""
-    return sum(e.pow(2).sum() for e in embeddings) / (2 * batch_size)
+from modalrec.nn.losses import bpr_loss, embedding_l2, pairwise_scores
 
 
 @register
@@ -70,9 +58,7 @@ class BPR(EmbeddingScorer, GeneralRecommender):
         user = self.user_embedding(batch["users"])  # [B, d]
         pos = self.item_embedding(batch["pos"])  # [B, d]
         neg = self.item_embedding(batch["neg"])  # [B, d] or [B, n, d]
-        pos_scores = (user * pos).sum(-1)
-        neg_scores = (user.unsqueeze(1) * neg).sum(-1) if neg.dim() == 3 else (user * neg).sum(-1)
-        ranking = bpr_loss(pos_scores, neg_scores)
+        ranking = bpr_loss(*pairwise_scores(user, pos, neg))
         prior = self.config.reg * embedding_l2(len(user), user, pos, neg)
         return {"loss": ranking + prior, "bpr": ranking, "reg": prior}
 

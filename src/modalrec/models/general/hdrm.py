@@ -47,10 +47,11 @@ import torch
 from modalrec.data.context import DataContext
 from modalrec.errors import CheckpointError, ConfigError, ModalRecError
 from modalrec.models.base import Batch, GeneralRecommender, register
-from modalrec.models.general.hgcf import HGCF, HyperbolicScorer, hyperbolic_margin_loss
+from modalrec.models.general.hgcf import HGCF, HyperbolicScorer
 from modalrec.nn.diffusion import Denoiser, GaussianDiffusion
 from modalrec.nn.graph import to_torch_sparse
 from modalrec.nn.hyperbolic import Lorentz
+from modalrec.nn.losses import hyperbolic_margin_loss
 
 log = logging.getLogger("modalrec")
 STAGE1_DIR = "stage1"

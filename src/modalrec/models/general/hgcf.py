@@ -32,15 +32,7 @@ from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, register
 from modalrec.nn.graph import bipartite_adjacency, propagate, to_torch_sparse
 from modalrec.nn.hyperbolic import Lorentz, lorentz_matmul
-
-
-def hyperbolic_margin_loss(manifold: Lorentz, user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.Tensor:
-    """sum_b max(0, d^2(u, i+) - d^2(u, j-) + m); ``neg`` may carry an extra axis of negatives [B, n, D]."""
-    pos_d2 = manifold.sqdist(user, pos)
-    neg_d2 = manifold.sqdist(user.unsqueeze(1).expand_as(neg), neg) if neg.dim() == 3 else manifold.sqdist(user, neg)
-    if neg_d2.dim() == 2:
-        pos_d2 = pos_d2.unsqueeze(1)
-    return torch.relu(pos_d2 - neg_d2 + margin).sum()
+from modalrec.nn.losses import hyperbolic_margin_loss
 
 
 class HyperbolicScorer:

@@ -30,8 +30,8 @@ from torch import nn
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, register
-from modalrec.models.general.bpr import bpr_loss, embedding_l2
-from modalrec.nn.graph import bipartite_adjacency, propagate, to_torch_sparse
+from modalrec.nn.graph import bipartite_adjacency, mean_propagate, to_torch_sparse
+from modalrec.nn.losses import bpr_loss, embedding_l2, pairwise_scores
 
 
 @register
@@ -68,8 +68,7 @@ class LightGCN(EmbeddingScorer, GeneralRecommender):
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user [n_users, d] and item [n_items, d] representations (Eqs. 3-4)."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        layers = propagate(self.adjacency, ego, self.config.layers, adj_t=self.adjacency)  # D^-1/2 A D^-1/2 is symmetric
-        final = torch.stack(layers).mean(0)
+        final = mean_propagate(self.adjacency, ego, self.config.layers, adj_t=self.adjacency)  # D^-1/2 A D^-1/2 is symmetric
         return final[: self.n_users], final[self.n_users :]
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -78,9 +77,7 @@ class LightGCN(EmbeddingScorer, GeneralRecommender):
         user = users_final[batch["users"]]
         pos = items_final[batch["pos"]]
         neg = items_final[batch["neg"]]
-        pos_scores = (user * pos).sum(-1)
-        neg_scores = (user.unsqueeze(1) * neg).sum(-1) if neg.dim() == 3 else (user * neg).sum(-1)
-        ranking = bpr_loss(pos_scores, neg_scores)
+        ranking = bpr_loss(*pairwise_scores(user, pos, neg))
         ego = (self.user_embedding(batch["users"]), self.item_embedding(batch["pos"]), self.item_embedding(batch["neg"]))
         prior = self.config.reg * embedding_l2(len(user), *ego)
         return {"loss": ranking + prior, "bpr": ranking, "reg": prior}

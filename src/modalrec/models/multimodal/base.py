@@ -23,10 +23,10 @@ import torch
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender
-from modalrec.models.general.bpr import bpr_loss, embedding_l2
-from modalrec.nn.graph import bipartite_adjacency, normalise_adjacency, to_torch_sparse
+from modalrec.nn.graph import bipartite_adjacency, normalise_adjacency, sparse_graph
 from modalrec.nn.item_graph import LearnedItemGraph
 from modalrec.nn.knn import cached_cosine_knn
+from modalrec.nn.losses import bpr_loss, embedding_l2, pairwise_scores
 
 
 @dataclass
@@ -49,11 +49,6 @@ def select_modalities(requested: list[str], ctx: DataContext, model: str) -> lis
     if missing:
         raise ConfigError(f"{model}: model.modalities names {missing}, but the dataset's features are {available}")
     return chosen
-
-
-def sparse_graph(csr: sp.spmatrix, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A torch sparse graph and its transpose (for :func:`modalrec.nn.graph.propagate`'s fast backward)."""
-    return to_torch_sparse(csr, device), to_torch_sparse(sp.csr_matrix(csr).T.tocsr(), device)
 
 
 class MultimodalRecommender(EmbeddingScorer, GeneralRecommender):
@@ -117,10 +112,7 @@ class MultimodalRecommender(EmbeddingScorer, GeneralRecommender):
 
     def bpr_terms(self, users: torch.Tensor, items: torch.Tensor, batch: Batch) -> torch.Tensor:
         """BPR loss of a triples batch under final representations ``users`` / ``items``."""
-        u = users[batch["users"]]
-        pos, neg = items[batch["pos"]], items[batch["neg"]]
-        neg_scores = (u.unsqueeze(1) * neg).sum(-1) if neg.dim() == 3 else (u * neg).sum(-1)
-        return bpr_loss((u * pos).sum(-1), neg_scores)
+        return bpr_loss(*pairwise_scores(users[batch["users"]], items[batch["pos"]], items[batch["neg"]]))
 
     def l2_terms(self, batch: Batch, *tables: torch.nn.Embedding) -> torch.Tensor:
         """L2 of the batch's rows of ID tables: users for a table with n_users rows, items otherwise."""

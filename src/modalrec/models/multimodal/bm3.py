@@ -34,7 +34,7 @@ from modalrec.models.base import Batch, register
 from modalrec.models.general.bpr import embedding_l2
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import bootstrap_alignment
-from modalrec.nn.graph import propagate
+from modalrec.nn.graph import mean_propagate
 
 
 @register
@@ -65,7 +65,7 @@ class BM3(MultimodalRecommender):
     def encode_graph(self) -> tuple[torch.Tensor, torch.Tensor]:
         """h_u, h_i: LightGCN over the user-item graph (Sec. 3.1)."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        final = torch.stack(propagate(self.adjacency, ego, self.config.layers, adj_t=self.adjacency_t)).mean(0)
+        final = mean_propagate(self.adjacency, ego, self.config.layers, adj_t=self.adjacency_t)
         return final[: self.n_users], final[self.n_users :]
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:

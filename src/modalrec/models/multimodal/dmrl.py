@@ -33,9 +33,9 @@ from torch import nn
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
-from modalrec.models.general.bpr import bpr_loss
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import distance_correlation
+from modalrec.nn.losses import bpr_loss
 
 SCORE_ITEM_CHUNK = 512  # items scored at once inside score_items (bounds the [B, n, K, S] attention)
 

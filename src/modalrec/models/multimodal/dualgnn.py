@@ -33,12 +33,8 @@ from torch import nn
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
-from modalrec.models.multimodal.base import (
-    MultimodalConfig,
-    MultimodalRecommender,
-    sparse_graph,
-)
-from modalrec.nn.graph import normalise_adjacency, propagate
+from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
+from modalrec.nn.graph import mean_propagate, normalise_adjacency, propagate, sparse_graph
 from modalrec.nn.knn import cooccurrence_knn
 
 
@@ -81,7 +77,7 @@ class DualGNN(MultimodalRecommender):
         per_modality_users, per_modality_items = [], []
         for pref, proj, f in zip(self.preferences, self.projections, self.features):
             x = torch.cat([pref.weight, proj(f)])
-            final = torch.stack(propagate(self.adjacency, x, self.config.layers, adj_t=self.adjacency_t)).mean(0)
+            final = mean_propagate(self.adjacency, x, self.config.layers, adj_t=self.adjacency_t)
             per_modality_users.append(final[: self.n_users])
             per_modality_items.append(final[self.n_users :])
         weights = torch.softmax(self.fusion, dim=1)  # Sec. III-C

@@ -33,12 +33,8 @@ from modalrec.data.context import DataContext
 from modalrec.data.views import train_pairs
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
-from modalrec.models.multimodal.base import (
-    MultimodalConfig,
-    MultimodalRecommender,
-    sparse_graph,
-)
-from modalrec.nn.graph import bipartite_adjacency, propagate
+from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
+from modalrec.nn.graph import bipartite_adjacency, mean_propagate, propagate, sparse_graph
 
 
 def modality_mixture(modalities: list[str], weights: dict[str, float], model: str) -> list[float]:
@@ -107,7 +103,7 @@ class FREEDOM(MultimodalRecommender):
         adjacency, adjacency_t = graph if graph is not None else (self.adjacency, self.adjacency_t)
         h = propagate(self.item_graph, self.item_embedding.weight, c.item_layers, adj_t=self.item_graph_t)[-1]
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        final = torch.stack(propagate(adjacency, ego, c.ui_layers, adj_t=adjacency_t)).mean(0)
+        final = mean_propagate(adjacency, ego, c.ui_layers, adj_t=adjacency_t)
         return final[: self.n_users], final[self.n_users :] + h
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:

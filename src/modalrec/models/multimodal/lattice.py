@@ -34,7 +34,7 @@ from modalrec.models.multimodal.base import (
     MultimodalRecommender,
     RefreshedItemGraph,
 )
-from modalrec.nn.graph import propagate
+from modalrec.nn.graph import mean_propagate
 
 
 @register
@@ -68,7 +68,7 @@ class LATTICE(RefreshedItemGraph, MultimodalRecommender):
         graph = self.item_graph(self.features, torch.softmax(self.modality_logits, dim=0))  # Eq. 7
         h = self.item_graph.propagate(graph, self.item_embedding.weight, c.item_layers)  # Eqs. 8-9
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        final = torch.stack(propagate(self.adjacency, ego, c.ui_layers, adj_t=self.adjacency_t)).mean(0)  # backbone
+        final = mean_propagate(self.adjacency, ego, c.ui_layers, adj_t=self.adjacency_t)  # backbone
         users, items = final[: self.n_users], final[self.n_users :]
         return users, items + F.normalize(h, dim=1)  # Eq. 10
 

@@ -35,7 +35,7 @@ from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import info_nce
-from modalrec.nn.graph import propagate
+from modalrec.nn.graph import mean_propagate, propagate
 
 
 @register
@@ -71,7 +71,7 @@ class LGMRec(MultimodalRecommender):
         self.register_user_item_graph(ctx, norm="row", name="mean_adjacency")
 
     def _lightgcn(self, x: torch.Tensor, layers: int) -> torch.Tensor:
-        return torch.stack(propagate(self.adjacency, x, layers, adj_t=self.adjacency_t)).mean(0)
+        return mean_propagate(self.adjacency, x, layers, adj_t=self.adjacency_t)
 
     def _users_from_items(self, items: torch.Tensor) -> torch.Tensor:
         """Each user's mean of their train items' rows (the user block of D^-1 A)."""

@@ -30,13 +30,9 @@ from torch import nn
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
-from modalrec.models.multimodal.base import (
-    MultimodalConfig,
-    MultimodalRecommender,
-    sparse_graph,
-)
+from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import info_nce
-from modalrec.nn.graph import propagate
+from modalrec.nn.graph import mean_propagate, propagate, sparse_graph
 
 
 @register
@@ -74,7 +70,7 @@ class MGCN(MultimodalRecommender):
     def views(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(ID view [n_users + n_items, d], one modality view per modality) (Secs. 3.2-3.3)."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        id_view = torch.stack(propagate(self.adjacency, ego, self.config.ui_layers, adj_t=self.adjacency_t)).mean(0)
+        id_view = mean_propagate(self.adjacency, ego, self.config.ui_layers, adj_t=self.adjacency_t)
         modality_views = []
         for m, (proj, gate, f) in enumerate(zip(self.projections, self.gates, self.features)):
             purified = self.item_embedding.weight * torch.sigmoid(gate(proj(f)))  # Sec. 3.2

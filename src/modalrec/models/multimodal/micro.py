@@ -36,7 +36,7 @@ from modalrec.models.multimodal.base import (
     RefreshedItemGraph,
 )
 from modalrec.nn.contrastive import info_nce
-from modalrec.nn.graph import propagate
+from modalrec.nn.graph import mean_propagate
 
 
 @register
@@ -79,7 +79,7 @@ class MICRO(RefreshedItemGraph, MultimodalRecommender):
 
     def _final(self, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        final = torch.stack(propagate(self.adjacency, ego, self.config.ui_layers, adj_t=self.adjacency_t)).mean(0)
+        final = mean_propagate(self.adjacency, ego, self.config.ui_layers, adj_t=self.adjacency_t)
         return final[: self.n_users], final[self.n_users :] + F.normalize(fused, dim=1)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,7 +33,7 @@ from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import info_nce
-from modalrec.nn.graph import propagate
+from modalrec.nn.graph import mean_propagate
 
 SSL_TASKS = ("fd", "fm", "fac")
 
@@ -74,7 +74,7 @@ class SLMRec(MultimodalRecommender):
         parts = []
         for users, item_nodes in zip(self.user_embeddings, items):
             x = torch.cat([users.weight, item_nodes])
-            parts.append(torch.stack(propagate(self.adjacency, x, self.config.layers, adj_t=self.adjacency_t)).mean(0))
+            parts.append(mean_propagate(self.adjacency, x, self.config.layers, adj_t=self.adjacency_t))
         final = torch.cat(parts, dim=1)
         return final[: self.n_users], final[self.n_users :]
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer
-from modalrec.models.general.bpr import bpr_loss
+from modalrec.nn.losses import bpr_loss
 
 LOSSES = ("ce", "bpr")
 IGNORE = -100

@@ -102,3 +102,22 @@ def test_report_command(fake_runs: dict[str, list[Path]], tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert (out / "report.html").exists() and (out / "results.md").exists()
     assert "strong" in result.output
+
+
+def test_diagnostics_plot_only_when_runs_recorded_diagnostics(fake_runs: dict[str, list[Path]], tmp_path: Path) -> None:
+    """Runs whose metrics.jsonl hold per-epoch model diagnostics get one more plot (loss terms + diagnostics)."""
+    path = fake_runs["strong"][0] / "metrics.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for i, line in enumerate(lines):
+        line.update(loss=2.0 - 0.1 * i, ce=1.9 - 0.1 * i, diagnostics={"kl_per_dim": 0.1 * i, "retrieval": 0.2 + 0.1 * i})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = build_report([tmp_path / "runs"], tmp_path / "report")
+    plot = report.plots["toy"]["diagnostics"]
+    assert plot.name == "toy-diagnostics.png"
+    with Image.open(plot) as image:
+        assert image.size[0] > 600 and image.size[1] > 400  # 4 panels: train loss, train ce, kl_per_dim, retrieval
+    assert report.html.read_text().count("data:image/png;base64,") == 5
+    from modalrec.experiments import plots
+
+    assert plots.has_diagnostics({"strong": load_runs([fake_runs["strong"][0]])})
+    assert not plots.has_diagnostics({"weak": load_runs(fake_runs["weak"])})

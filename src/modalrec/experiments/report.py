@@ -27,6 +27,10 @@ from modalrec.experiments.tables import (
     build_comparison,
     default_metrics,
     legend,
+    notes,
+    protocol_columns,
+    protocol_header,
+    row_label,
     write_tables,
 )
 from modalrec.train.rundir import write_text_atomic
@@ -96,7 +100,7 @@ def _file_name(dataset: str) -> str:
 
 
 def _html_table(t: Comparison) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["model", *t.metrics, "seeds", "train s", "params"])
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["model", *t.metrics, *protocol_header(t), "params"])
     rows = []
     for label in t.labels:
         cells = []
@@ -112,12 +116,10 @@ def _html_table(t: Comparison) -> str:
             if cell.test is not None:
                 tip = f' title="vs {html.escape(t.reference[m])}: t-test p={cell.test.t_p_holm:.3g}, Wilcoxon p={cell.test.w_p_holm:.3g} (Holm)"'
             cells.append(f"<td{tip}>{text}<sup>{html.escape(cell.marks(t.alpha))}</sup></td>")
-        seconds = t.seconds[label][0]
-        rows.append(
-            f"<tr><th>{html.escape(label)}</th>{''.join(cells)}<td>{t.n_seeds[label]}</td><td>{seconds:.1f}</td>"
-            f"<td>{t.n_parameters[label]:,}</td></tr>"
-        )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        protocol = "".join(f"<td>{html.escape(text)}</td>" for text in protocol_columns(t, label))
+        rows.append(f"<tr><th>{html.escape(row_label(t, label))}</th>{''.join(cells)}{protocol}<td>{t.n_parameters[label]:,}</td></tr>")
+    below = "".join(f"<li>{html.escape(line[2:])}</li>" for line in notes(t))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>" + (f"<ul>{below}</ul>" if below else "")
 
 
 def _img(path: Path, alt: str) -> str:
@@ -138,13 +140,13 @@ def _html(report: Report, records: list[RunRecord], title: str, split: str) -> s
     sections = []
     for t in report.tables:
         figures = "".join(_img(path, f"{t.dataset}: {PLOT_TITLES[kind]}") for kind, path in report.plots[t.dataset].items())
-        sections.append(f"<section><h2>{html.escape(t.dataset)} <small>({t.split})</small></h2>{_html_table(t)}<div class='plots'>{figures}</div></section>")
+        sections.append(f"<section><h2>{html.escape(t.title())}</h2>{_html_table(t)}<div class='plots'>{figures}</div></section>")
     run_rows = "".join(
         f"<tr><td>{html.escape(r.dataset)}</td><td>{html.escape(r.label)}</td><td>{r.seed}</td><td>{r.results.get('best_epoch', '')}</td>"
         f"<td>{r.results.get('epochs_run', '')}</td><td>{float(r.results.get('train_seconds', 0)):.1f}</td><td><code>{html.escape(str(r.path))}</code></td></tr>"
         for r in records
     )
-    alpha = report.tables[0].alpha
+    alpha, min_seeds = report.tables[0].alpha, report.tables[0].min_seeds
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
         "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:right}"
@@ -154,7 +156,7 @@ def _html(report: Report, records: list[RunRecord], title: str, split: str) -> s
     )
     return (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(_protocol(records, split))}</p><p>{html.escape(legend(alpha))}</p>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(_protocol(records, split))}</p><p>{html.escape(legend(alpha, min_seeds))}</p>"
         f"{''.join(sections)}<h2>Runs</h2><table><thead><tr><th>dataset</th><th>model</th><th>seed</th><th>best epoch</th>"
         f"<th>epochs</th><th>train s</th><th>run directory</th></tr></thead><tbody>{run_rows}</tbody></table>"
         f"<p><small>Built {time.strftime('%Y-%m-%d %H:%M:%S')} by modalrec report from {len(records)} runs.</small></p></body></html>\n"

@@ -5,15 +5,19 @@ A suite file::
     name: cf-ml1m-diffrec-clean
     out: runs/suites/cf-ml1m-diffrec-clean     # default runs/suites/<name>
     datasets: [ml-1m-diffrec-clean]            # names, or {name, label, overrides}
-    seeds: [1, 2]
+    seeds: [1, 2, 3]                           # default [1, 2, 3]: the protocol asks for >= 3 training seeds
+    select: recall@20                          # THE selection metric: tuning, early stopping, checkpoint choice
     common: {train.epochs: 30, eval.ks: "10,20,50"}   # overrides of every run (mapping or list of key=value)
     metrics: [recall@20, ndcg@20]              # table columns (default: recall and ndcg at every K)
     models:
       - pop
       - {name: bpr, overrides: {train.lr: 0.005}}
       - {name: sasrec, label: sasrec-bpr, overrides: {model.loss: bpr}}
+      - {name: ease, reference: {value: 0.18, metric: recall@20, source: "paper X, Table 2"}}   # reference column
+      - {name: hgcf, tuning: {trials: 6, metric: ndcg@10, source: "suite cf-small"}}  # a fixed point tuned elsewhere
     search:                                    # optional: tune before the seeded runs, on validation only
       trials: 12                               # the same budget for every tuned model
+      budget: {ease: 20}                       # per-label trial budgets replacing 'trials'
       models: [bpr]                            # labels to tune (default: every model that declares a space)
       overrides: {train.epochs: 10}            # cheaper settings for trials
       space: {bpr: {train.lr: [log, 1e-4, 1e-2]}}   # per-label spaces replacing the model's own;
@@ -23,7 +27,12 @@ Every run is an ordinary run directory, ``<out>/runs/<dataset>__<label>__seed<se
 ``results.json`` is finished and skipped; a run with ``checkpoints/last.pt`` is resumed; anything else
 left by a crash is removed and started again. A finished run whose saved config differs from what the
 suite now asks for is an error (the table would mix settings). ``<out>/suite.json`` maps run names to
-labels, datasets and seeds for :mod:`modalrec.experiments.report`.
+labels, datasets and seeds for :mod:`modalrec.experiments.report`, with the suite's protocol (selection and
+tuning metric, each model's declared tuning budget, searched keys and sampler seed, its reference value), so
+the tables say how every row was obtained.
+
+The protocol is checked when the suite is loaded: one selection metric for the whole suite (an override that
+selects on another one is refused), a reference names a metric of the table, a declared budget names a model.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +58,9 @@ from modalrec.train.rundir import to_jsonable, write_text_atomic
 
 log = logging.getLogger("modalrec")
 
-SUITE_KEYS = ("name", "out", "datasets", "seeds", "common", "metrics", "models", "search", "description")
+SUITE_KEYS = ("name", "out", "datasets", "seeds", "select", "common", "metrics", "models", "search", "description")
+PROTOCOL_SEEDS = 3  # training seeds a leaderboard row needs; rows with fewer are marked in the tables
+DEFAULT_SEEDS = (1, 2, 3)
 # settings that never change a run's result, so a finished run need not match them
 _IGNORED_KEYS = ("run.", "train.progress", "train.threads", "eval.user_chunk", "eval.item_chunk")
 
@@ -72,26 +84,79 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "x"
 
 
+def _overridden(overrides: list[str], key: str) -> str | None:
+    """The last value ``overrides`` give ``key`` (None when they do not set it)."""
+    values = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].strip() == key]
+    return values[-1].strip().lower() if values else None
+
+
+@dataclass
+class Reference:
+    """A published (or official-code) value for a row: shown beside the row's own, never compared by tests."""
+
+    value: float
+    metric: str
+    source: str
+
+    @classmethod
+    def parse(cls, value: Any, where: str) -> Reference:
+        keys = {"value", "metric", "source"}
+        if not isinstance(value, dict) or set(value) != keys:
+            raise ConfigError(f"{where}: a reference is {{value: number, metric: name@K, source: text}}, got {value!r}")
+        number, metric, source = value["value"], value["metric"], value["source"]
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not isinstance(source, str) or not source.strip():
+            raise ConfigError(f"{where}: a reference needs a numeric value and a non-empty source, got {value!r}")
+        return cls(float(number), str(metric).lower(), source.strip())
+
+
+@dataclass
+class DeclaredTuning:
+    """How a model's fixed point was chosen outside this suite (its trials, the metric they maximised, where)."""
+
+    trials: int
+    metric: str
+    source: str
+
+    @classmethod
+    def parse(cls, value: Any, where: str) -> DeclaredTuning:
+        keys = {"trials", "metric", "source"}
+        if not isinstance(value, dict) or set(value) != keys:
+            raise ConfigError(f"{where}: 'tuning' is {{trials: int, metric: name@K, source: text}}, got {value!r}")
+        trials = value["trials"]
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
+            raise ConfigError(f"{where}: tuning.trials must be an integer >= 0, got {trials!r}")
+        return cls(trials, str(value["metric"]).lower(), str(value["source"]))
+
+
 @dataclass
 class Entry:
-    """A model or dataset of the suite: its registered name, its label in tables, its overrides."""
+    """A model or dataset of the suite: its registered name, its label in tables, its overrides; a model may
+    also carry a reference value and the declared provenance of a fixed point."""
 
     name: str
     label: str
     overrides: list[str] = field(default_factory=list)
+    reference: Reference | None = None
+    tuning: DeclaredTuning | None = None
 
     @classmethod
     def parse(cls, value: Any, kind: str, where: str) -> Entry:
         if isinstance(value, str):
             return cls(value, _slug(Path(value).name) if kind == "dataset" else value)
+        allowed = {"name", "label", "overrides"} | ({"reference", "tuning"} if kind == "model" else set())
         if isinstance(value, dict) and "name" in value:
-            unknown = set(value) - {"name", "label", "overrides"}
+            unknown = set(value) - allowed
             if unknown:
-                raise ConfigError(f"{where}: unknown {kind} entry key(s) {sorted(unknown)}; use name, label, overrides")
+                raise ConfigError(f"{where}: unknown {kind} entry key(s) {sorted(unknown)}; use {', '.join(sorted(allowed))}")
             name = str(value["name"])
             label = str(value.get("label") or (_slug(Path(name).name) if kind == "dataset" else name))
-            return cls(name, _slug(label), as_override_list(value.get("overrides"), f"{where} ({kind} {name})"))
-        raise ConfigError(f"{where}: a {kind} is a name or {{name, label, overrides}}, got {value!r}")
+            inner = f"{where} ({kind} {name})"
+            return cls(
+                name, _slug(label), as_override_list(value.get("overrides"), inner),
+                Reference.parse(value["reference"], inner) if value.get("reference") is not None else None,
+                DeclaredTuning.parse(value["tuning"], inner) if value.get("tuning") is not None else None,
+            )
+        raise ConfigError(f"{where}: a {kind} is a name or {{{', '.join(sorted(allowed))}}}, got {value!r}")
 
 
 @dataclass
@@ -127,6 +192,8 @@ class Suite:
     search_models: list[str] | None = None  # labels to tune; None = every model with a space
     search_overrides: list[str] = field(default_factory=list)
     search_spaces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    search_budget: dict[str, int] = field(default_factory=dict)  # label -> trials, replacing search.trials
+    select: str = "ndcg@10"  # the one validation metric that tunes, early-stops and selects every run
     source: Path | None = None
 
     @classmethod
@@ -141,7 +208,7 @@ class Suite:
             if not isinstance(raw.get(key), list) or not raw[key]:
                 raise ConfigError(f"{where}: '{key}' must be a non-empty list")
         name = _slug(str(raw.get("name") or path.stem))
-        seeds = raw.get("seeds", [2024])
+        seeds = raw.get("seeds", list(DEFAULT_SEEDS))
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
             raise ConfigError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
         datasets = [Entry.parse(v, "dataset", where) for v in raw["datasets"]]
@@ -163,13 +230,65 @@ class Suite:
         )
         if raw.get("search") is not None:
             suite._parse_search(raw["search"], where)
+        suite._check_protocol(raw.get("select"), where)
         return suite
+
+    def _check_protocol(self, declared: Any, where: str) -> None:
+        """One selection metric per suite: the declared ``select`` (or the one every override agrees on, else the
+        default), refused where a common, dataset, model or search override selects on another; references must
+        name a metric of the table."""
+        from modalrec.config import TrainConfig
+
+        sources = [("common", self.common), ("search.overrides", self.search_overrides)]
+        sources += [(f"dataset {d.label}", d.overrides) for d in self.datasets]
+        sources += [(f"model {m.label}", m.overrides) for m in self.models]
+        found = {name: value for name, overrides in sources if (value := _overridden(overrides, "train.select")) is not None}
+        if declared is not None:
+            select = str(declared).strip().lower()
+            if "@" not in select:
+                raise ConfigError(f"{where}: 'select' is a validation metric such as recall@20 or ndcg@10, got {declared!r}")
+            clashes = {name: value for name, value in found.items() if value != select}
+            if clashes:
+                listed = ", ".join(f"{name} sets train.select={value}" for name, value in clashes.items())
+                raise ConfigError(
+                    f"{where}: the suite selects on {select} but {listed}; one selection metric per suite "
+                    "(tuning, early stopping and checkpoint choice): remove those overrides or change 'select'"
+                )
+        elif len(set(found.values())) > 1:
+            listed = ", ".join(f"{name}: {value}" for name, value in found.items())
+            raise ConfigError(
+                f"{where}: the runs would select checkpoints on different metrics ({listed}); one selection metric "
+                "per suite: set 'select' (e.g. select: recall@20) and drop the per-model train.select overrides"
+            )
+        else:
+            select = next(iter(found.values()), TrainConfig.select.lower())
+        self.select = select
+        self.common = [f"train.select={select}", *self.common]
+        for m in self.models:
+            if m.reference is not None and self.metrics and m.reference.metric not in self.metrics:
+                raise ConfigError(
+                    f"{where}: the reference of model {m.label} is for {m.reference.metric}, which is not a table "
+                    f"column ({', '.join(self.metrics)})"
+                )
+
+    @property
+    def tune_metric(self) -> str:
+        """The validation metric the search maximises: ``search.metric`` when set, else the selection metric."""
+        metric = self.search.metric if self.search is not None else None
+        return str(metric).lower() if metric else self.select
+
+    def search_settings(self, model: Entry) -> SearchSettings:
+        """The search settings of one model: the suite's, with the model's declared budget (an unset metric is
+        the runs' train.select, i.e. the suite's selection metric)."""
+        if self.search is None:
+            raise ConfigError(f"suite {self.name} has no search section")
+        return dataclasses.replace(self.search, trials=self.search_budget.get(model.label, self.search.trials))
 
     def _parse_search(self, section: Any, where: str) -> None:
         if not isinstance(section, dict):
             raise ConfigError(f"{where}: 'search' is a mapping (trials, metric, pruner, startup_trials, seed, models, overrides, space)")
         settings_keys = set(SearchSettings.__dataclass_fields__)
-        unknown = set(section) - settings_keys - {"models", "overrides", "space"}
+        unknown = set(section) - settings_keys - {"models", "overrides", "space", "budget"}
         if unknown:
             raise ConfigError(f"{where}: unknown search key(s) {sorted(unknown)}")
         self.search = SearchSettings(**{k: v for k, v in section.items() if k in settings_keys})
@@ -177,7 +296,11 @@ class Suite:
         if section.get("models") is not None:
             self.search_models = [str(m) for m in section["models"]]
         spaces = section.get("space") or {}
-        for label in [*(self.search_models or []), *spaces]:
+        budget = section.get("budget") or {}
+        if not isinstance(budget, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in budget.values()):
+            raise ConfigError(f"{where}: search.budget maps model labels to trial counts >= 1, got {budget!r}")
+        self.search_budget = {str(k): int(v) for k, v in budget.items()}
+        for label in [*(self.search_models or []), *spaces, *self.search_budget]:
             if label not in labels and label != "*":
                 raise ConfigError(f"{where}: search names model '{label}', which is not a model label of the suite ({', '.join(labels)})")
         self.search_overrides = as_override_list(section.get("overrides"), f"{where} (search.overrides)")
@@ -325,15 +448,41 @@ def execute_run(suite: Suite, run: PlannedRun, tuned: list[str]) -> RunOutcome:
     return RunOutcome(run, "trained", results)
 
 
-def write_manifest(suite: Suite, plan: list[PlannedRun]) -> None:
-    """``<out>/suite.json``: run name -> label, dataset, seed (read by the report builder)."""
+def tuning_record(suite: Suite, model: Entry) -> dict[str, Any] | None:
+    """How ``model``'s hyper-parameters were chosen, for the tables: the suite's search (budget, searched keys,
+    metric, sampler and its seed), the declared provenance of a fixed point, or None (nothing tuned)."""
+    if model in suite.tuned_models():
+        settings = suite.search_settings(model)
+        space = model_space(suite.base_overrides(suite.datasets[0], model) + suite.search_overrides, suite.space_for(model))
+        return {
+            "trials": settings.trials, "params": sorted(space), "metric": suite.tune_metric, "sampler": "tpe",
+            "sampler_seed": settings.seed, "startup_trials": settings.startup_trials, "pruner": settings.pruner,
+            "source": "this suite",
+        }
+    if model.tuning is not None:
+        return {**dataclasses.asdict(model.tuning), "params": []}
+    return None
+
+
+def write_manifest(suite: Suite, plan: list[PlannedRun], searches: dict[str, Any] | None = None) -> None:
+    """``<out>/suite.json``: run name -> label, dataset, seed, and the protocol the tables print (selection
+    metric, each model's tuning and reference, the finished searches' outcomes)."""
     payload = {
         "name": suite.name,
         "source": str(suite.source) if suite.source else None,
         "metrics": suite.metrics,
+        "protocol": {"select": suite.select, "tune_metric": suite.tune_metric, "seeds": suite.seeds, "min_seeds": PROTOCOL_SEEDS},
+        "models": {
+            m.label: {
+                "tuning": tuning_record(suite, m),
+                "reference": dataclasses.asdict(m.reference) if m.reference is not None else None,
+            }
+            for m in suite.models
+        },
+        "searches": searches or {},
         "runs": {r.name: {"label": r.model.label, "model": r.model.name, "dataset": r.dataset.label, "seed": r.seed} for r in plan},
     }
-    write_text_atomic(suite.out / "suite.json", json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(suite.out / "suite.json", json.dumps(to_jsonable(payload), indent=2) + "\n")
 
 
 def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True) -> list[RunOutcome]:
@@ -347,6 +496,7 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True) -> l
     suite.out.mkdir(parents=True, exist_ok=True)
     write_manifest(suite, plan)
     tuned: dict[tuple[str, str], list[str]] = {}
+    searches: dict[str, Any] = {}
     outcomes: list[RunOutcome] = []
     with _suite_progress(progress, len(plan) + len(suite.tuned_models()) * len(suite.datasets)) as bar:
         for d in suite.datasets:
@@ -354,6 +504,11 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True) -> l
                 bar(f"search {m.label} on {d.label}", 0)
                 result = _tune(suite, d, m, lambda done, budget, m=m, d=d: bar(f"search {m.label} on {d.label}: {done}/{budget} trials", 0))
                 tuned[(d.label, m.label)] = result.overrides
+                searches[f"{d.label}__{m.label}"] = {
+                    "metric": result.metric, "best_value": result.best_value, "best_params": result.best_params,
+                    "complete": result.complete, "pruned": result.pruned, "failed": result.failed,
+                }
+                write_manifest(suite, plan, searches)
                 bar(f"searched {m.label} on {d.label}: valid {result.metric}={result.best_value:.4f}", 1)
         for run in plan:
             bar(f"{run.model.label} on {run.dataset.label}, seed {run.seed}", 0)
@@ -371,7 +526,7 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True) -> l
 
 def _tune(suite: Suite, dataset: Entry, model: Entry, on_trial: Callable[[int, int], None]) -> SearchResult:
     overrides = [*suite.base_overrides(dataset, model), *suite.search_overrides, f"train.seed={suite.seeds[0]}"]
-    return search(overrides, suite.search_dir(dataset, model), suite.search, suite.space_for(model), on_trial)
+    return search(overrides, suite.search_dir(dataset, model), suite.search_settings(model), suite.space_for(model), on_trial)
 
 
 class _suite_progress:

@@ -5,6 +5,12 @@ Marks: the best value of a column is bold; a value followed by ``*`` differs fro
 Holm-corrected paired t-test p < alpha, by ``†`` likewise with the Wilcoxon signed-rank test. Metrics
 without per-user values (coverage, gini, average popularity) get no marks. For ``gini`` and
 ``avg_popularity`` lower is better (more diverse / less popular lists).
+
+The protocol is part of every table: the header names the selection metric (and any other metric a row was
+tuned on); each row gives its seeds (marked below the protocol's 3), its best and last epoch, a ``‡`` when a
+seed hit its epoch cap while still improving, its training compute (CPU-seconds over all threads, and wall
+seconds), how it was tuned (budget, searched keys, sampler seed) and, when the suite gives one, a reference
+value with its source.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from modalrec.train.rundir import write_text_atomic
 
 LOWER_IS_BETTER = ("gini", "avg_popularity")  # beyond-accuracy metrics where less means more diverse / novel
 T_MARK, W_MARK = "*", "†"
+CAP_MARK = "‡"  # a seed hit its epoch cap while still improving
+MIN_SEEDS = 3  # the protocol's training seeds per row (the default of a suite)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -90,10 +98,51 @@ class Comparison:
     seconds: dict[str, tuple[float, float]] = field(default_factory=dict)  # label -> train seconds mean, std
     n_parameters: dict[str, int] = field(default_factory=dict)
     n_seeds: dict[str, int] = field(default_factory=dict)
+    select: str = ""  # the validation metric that selected the checkpoints ("a / b" when runs differ)
+    cpu_seconds: dict[str, float | None] = field(default_factory=dict)  # label -> mean train CPU-seconds (None: not recorded)
+    epochs: dict[str, str] = field(default_factory=dict)  # label -> "best/run" epochs (means over seeds), or "closed form"
+    capped: dict[str, int] = field(default_factory=dict)  # label -> seeds that hit the epoch cap while still improving
+    tuning: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # label -> the suite's tuning record
+    searches: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # label -> the finished search's outcome
+    references: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # label -> {value, metric, source}
+    min_seeds: int = MIN_SEEDS
 
     @property
     def labels(self) -> list[str]:
         return list(self.cells)
+
+    @property
+    def tuned_elsewhere(self) -> dict[str, str]:
+        """label -> tuning metric, for rows tuned on another metric than the table's selection metric."""
+        return {
+            label: str(t["metric"]) for label, t in self.tuning.items()
+            if t is not None and t.get("trials") and str(t.get("metric", self.select)) != self.select
+        }
+
+    def title(self) -> str:
+        """The table's heading: dataset, split, the selection metric and any other tuning metric."""
+        text = f"{self.dataset} ({self.split}) · selection metric: valid {self.select}"
+        others = self.tuned_elsewhere
+        if others:
+            text += " · tuned on another metric: " + ", ".join(f"{label} on valid {metric}" for label, metric in others.items())
+        return text
+
+    def tuning_text(self, label: str) -> str:
+        """The row's tuning cell: '20 trials × 4 keys (TPE seed 0)', a declared fixed point, or 'none'."""
+        tuning = self.tuning.get(label)
+        if not tuning or not tuning.get("trials"):
+            return "none"
+        if tuning.get("source") == "this suite":
+            text = f"{tuning['trials']} trials × {len(tuning.get('params', []))} keys (TPE seed {tuning.get('sampler_seed')})"
+        else:
+            text = f"fixed point from {tuning['trials']} trials ({tuning.get('source')})"
+        if label in self.tuned_elsewhere:
+            text += f" on valid {tuning['metric']} ≠ selection"
+        return text
+
+    def reference_text(self, label: str) -> str:
+        reference = self.references.get(label)
+        return "-" if not reference else f"{reference['value']:.4f} ({reference['metric']})"
 
 
 def default_metrics(records: list[RunRecord], split: str = "test") -> list[str]:
@@ -123,9 +172,21 @@ def _seed_averaged(runs: list[RunRecord], split: str, metric: str) -> tuple[np.n
 def build_comparison(dataset: str, groups: dict[str, list[RunRecord]], split: str, metrics: list[str], alpha: float) -> Comparison:
     """Mean/std over seeds per label and metric, the best per metric, paired tests against it."""
     table = Comparison(dataset, split, list(metrics), alpha)
+    selects = list(dict.fromkeys(r.select for runs in groups.values() for r in runs))
+    table.select = " / ".join(selects)
+    table.min_seeds = max((int(r.protocol.get("min_seeds", MIN_SEEDS)) for runs in groups.values() for r in runs), default=MIN_SEEDS)
     for label, runs in groups.items():
         table.n_seeds[label] = len(runs)
         table.seconds[label] = seed_stats([float(r.results.get("train_seconds", np.nan)) for r in runs])
+        cpu = [r.cpu_seconds for r in runs]
+        table.cpu_seconds[label] = None if any(c is None for c in cpu) else float(np.mean(cpu))
+        table.capped[label] = sum(r.capped_improving for r in runs)
+        trained = any("loss" in record for r in runs for record in r.history)
+        best, run = (np.mean([float(r.results.get(k, 0)) for r in runs]) for k in ("best_epoch", "epochs_run"))
+        table.epochs[label] = f"{best:.0f}/{run:.0f}" if trained else "closed form"
+        table.tuning[label] = runs[0].entry.get("tuning")
+        table.searches[label] = runs[0].entry.get("search")
+        table.references[label] = runs[0].entry.get("reference")
         table.n_parameters[label] = int(runs[0].results.get("n_parameters", 0))
         row: dict[str, Cell | None] = {}
         for metric in metrics:
@@ -165,31 +226,88 @@ def _fmt(cell: Cell | None, alpha: float, bold: tuple[str, str]) -> str:
     return text + cell.marks(alpha)
 
 
-def legend(alpha: float) -> str:
+def legend(alpha: float, min_seeds: int = MIN_SEEDS) -> str:
     return (
         f"Mean over seeds (± sample std when there are several). Best per column in bold. "
         f"{T_MARK}: differs from the best with a paired t-test over users, {W_MARK}: with a Wilcoxon signed-rank test "
-        f"(Holm-corrected over the column's comparisons, p < {alpha}; per-user values averaged over seeds)."
+        f"(Holm-corrected over the column's comparisons, p < {alpha}; per-user values averaged over seeds). "
+        f"{CAP_MARK} (k/n) after a model: k of its n seeds hit the epoch cap while still improving (best validation at "
+        f"the last epoch), so the row is a lower bound. Seeds below the protocol's {min_seeds} are marked. "
+        "epochs: best/run (means over seeds); CPU s: training CPU-seconds (all threads); wall s: training wall seconds."
     )
 
 
+def row_label(t: Comparison, label: str) -> str:
+    """The model name with the cap mark when some seed hit the epoch cap still improving."""
+    capped = t.capped.get(label, 0)
+    return f"{label} {CAP_MARK} ({capped}/{t.n_seeds[label]})" if capped else label
+
+
+def seeds_text(t: Comparison, label: str) -> str:
+    n = t.n_seeds[label]
+    return f"{n} (< {t.min_seeds})" if n < t.min_seeds else str(n)
+
+
+def protocol_columns(t: Comparison, label: str) -> list[str]:
+    """The cells after the metrics: seeds, epochs, compute, tuning (and the reference when the table has any)."""
+    cpu = t.cpu_seconds.get(label)
+    cells = [seeds_text(t, label), t.epochs.get(label, "-"), "-" if cpu is None else f"{cpu:.1f}", f"{t.seconds[label][0]:.1f}", t.tuning_text(label)]
+    return [*cells, t.reference_text(label)] if has_references(t) else cells
+
+
+def protocol_header(t: Comparison) -> list[str]:
+    header = ["seeds", "epochs", "train CPU s", "train wall s", "tuning"]
+    return [*header, "reference"] if has_references(t) else header
+
+
+def has_references(t: Comparison) -> bool:
+    return any(t.references.values())
+
+
+def notes(t: Comparison) -> list[str]:
+    """Lines under a table: each tuned row's search (keys, sampler, outcome) and each reference's source."""
+    lines = []
+    for label in t.labels:
+        tuning, search = t.tuning.get(label), t.searches.get(label)
+        if tuning and tuning.get("trials"):
+            keys = ", ".join(tuning.get("params") or []) or "keys not recorded"
+            if tuning.get("source") == "this suite":
+                line = (f"- {label}: {tuning['trials']} TPE trials (sampler seed {tuning.get('sampler_seed')}, "
+                        f"{tuning.get('startup_trials')} random first, pruner {tuning.get('pruner')}) over {keys} on valid {tuning['metric']}")
+                if search:
+                    line += (f"; best valid {search['metric']} {search['best_value']:.4f} "
+                             f"({search['complete']} complete, {search['pruned']} pruned, {search['failed']} failed)")
+            else:
+                line = f"- {label}: fixed point chosen by {tuning['trials']} trials on valid {tuning['metric']} in {tuning.get('source')}"
+            lines.append(line)
+    for label in t.labels:
+        reference = t.references.get(label)
+        if reference:
+            lines.append(f"- reference for {label}: {reference['metric']} {reference['value']:.4f}, {reference['source']}")
+    return lines
+
+
 def to_markdown(tables: list[Comparison]) -> str:
-    """One Markdown table per (dataset, split), with a legend."""
+    """One Markdown table per (dataset, split), headed by its selection metric, with notes and a legend."""
     parts = []
     for t in tables:
-        header = ["model", *t.metrics, "seeds", "train s"]
-        lines = [f"### {t.dataset} ({t.split})", "", "| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+        header = ["model", *t.metrics, *protocol_header(t)]
+        lines = [f"### {t.title()}", "", "| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
         for label in t.labels:
             cells = [_fmt(t.cells[label][m], t.alpha, ("**", "**")) for m in t.metrics]
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {t.n_seeds[label]} | {t.seconds[label][0]:.1f} |")
-        parts.append("\n".join(lines))
+            lines.append(f"| {row_label(t, label)} | " + " | ".join([*cells, *protocol_columns(t, label)]) + " |")
+        below = notes(t)
+        parts.append("\n".join(lines + ([""] + below if below else [])))
     alpha = tables[0].alpha if tables else 0.05
-    return "\n\n".join(parts) + f"\n\n{legend(alpha)}\n"
+    min_seeds = tables[0].min_seeds if tables else MIN_SEEDS
+    return "\n\n".join(parts) + f"\n\n{legend(alpha, min_seeds)}\n"
 
 
 CSV_COLUMNS = (
     "dataset", "split", "model", "metric", "mean", "std", "n_seeds", "best", "reference",
     "t_p", "t_p_holm", "wilcoxon_p", "wilcoxon_p_holm", "mean_diff", "marks", "train_seconds", "n_parameters",
+    "select", "train_cpu_seconds", "epochs", "capped_improving", "tuning", "reference_value", "reference_metric",
+    "reference_source",
 )
 
 
@@ -209,8 +327,14 @@ def to_csv(tables: list[Comparison]) -> str:
                 writer.writerow([
                     t.dataset, t.split, label, metric, repr(cell.mean), repr(cell.std), cell.n_seeds, int(cell.best),
                     t.reference.get(metric, ""), *tested, cell.marks(t.alpha), repr(t.seconds[label][0]), t.n_parameters[label],
+                    t.select, "" if t.cpu_seconds.get(label) is None else repr(t.cpu_seconds[label]), t.epochs.get(label, ""),
+                    t.capped.get(label, 0), t.tuning_text(label), *_reference_fields(t.references.get(label)),
                 ])
     return buffer.getvalue()
+
+
+def _reference_fields(reference: dict[str, Any] | None) -> list[Any]:
+    return ["", "", ""] if not reference else [repr(float(reference["value"])), reference["metric"], reference["source"]]
 
 
 def write_tables(tables: list[Comparison], out: Path) -> tuple[Path, Path]:

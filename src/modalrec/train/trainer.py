@@ -54,7 +54,8 @@ class TrainState:
     best_epoch: int = 0
     bad_evals: int = 0  # validations since the last improvement
     stopped_early: bool = False
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall-clock seconds spent training (validation excluded)
+    train_cpu_seconds: float = 0.0  # CPU seconds of this process (all threads) spent training: the compute a table reports
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -186,9 +187,10 @@ class Trainer:
     def fit(self) -> TrainState:
         """Train (or fit in closed form), validating and early-stopping on the validation split."""
         if not self.model.trainable:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             self.model.fit(self.ctx)
             self.state.train_seconds = time.perf_counter() - start
+            self.state.train_cpu_seconds = time.process_time() - cpu_start
             result = self._validate()
             self.state.epoch = 1
             self.state.best_epoch, self.state.best_score = 1, result.summary[self.select]
@@ -269,7 +271,7 @@ class Trainer:
         ).shard(dist.rank, dist.world_size)
         sums: dict[str, float] = {}
         examples, steps = 0, 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         autocast = (
             torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
             if t.amp and self.device.type in ("cuda", "cpu")
@@ -308,6 +310,7 @@ class Trainer:
             self.scheduler.step()
         seconds = time.perf_counter() - start
         self.state.train_seconds += seconds
+        self.state.train_cpu_seconds += time.process_time() - cpu_start
         keys = sorted(sums)
         examples, *totals = distributed.all_sum(dist, [float(examples), *(sums[k] for k in keys)])
         record = {k: v / max(1, examples) for k, v in zip(keys, totals)}
@@ -356,6 +359,8 @@ class Trainer:
             "epochs_run": self.state.epoch,
             "stopped_early": self.state.stopped_early,
             "train_seconds": self.state.train_seconds,
+            "train_cpu_seconds": self.state.train_cpu_seconds,
+            "epoch_cap": self.cfg.train.epochs if self.model.trainable else None,
         }
         for phase, label in ((VALID, "valid"), (TEST, "test")) if score_test else ((VALID, "valid"),):
             result = self.evaluator.evaluate(self.model, phase)

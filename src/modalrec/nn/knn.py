@@ -46,10 +46,13 @@ def cosine_knn(
     k: int,
     mask: np.ndarray | torch.Tensor | None = None,
     chunk_budget: int = 1 << 24,
+    include_self: bool = False,
 ) -> sp.csr_matrix:
     """Each row's ``k`` most cosine-similar other rows, as a CSR matrix [n, n] of similarities.
 
-    Row i holds i's neighbours (no self loop). Rows whose ``mask`` is false (items without this
+    Row i holds i's neighbours (no self loop). ``include_self``: the row itself competes for the k
+    places (MMRec's convention: top-k of the full similarity matrix, so an item keeps itself, weight
+    cos(i, i) = 1, and k - 1 others). Rows whose ``mask`` is false (items without this
     content) have no neighbours and are no one's neighbour. Similarities may be <= 0 when fewer
     than ``k`` positive ones exist; they are kept (explicitly stored) so the structure is exactly
     the top-k. Among equal similarities at the k-th place the choice is arbitrary.
@@ -61,7 +64,7 @@ def cosine_knn(
     n = x.shape[0]
     valid = torch.ones(n, dtype=torch.bool) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
     x = torch.nn.functional.normalize(x, dim=1) * valid[:, None]
-    k = min(k, max(int(valid.sum()) - 1, 0))
+    k = min(k, max(int(valid.sum()) - (0 if include_self else 1), 0))
     if k == 0:
         return sp.csr_matrix((n, n), dtype=np.float32)
     index = np.zeros((n, k), dtype=np.int64)
@@ -73,7 +76,8 @@ def cosine_knn(
             stop = min(start + chunk, n)
             sim = x[start:stop] @ x.T  # [chunk, n]
             sim[:, blocked] = -torch.inf
-            sim[torch.arange(stop - start), torch.arange(start, stop)] = -torch.inf
+            if not include_self:
+                sim[torch.arange(stop - start), torch.arange(start, stop)] = -torch.inf
             top = torch.topk(sim, k, dim=1)  # sorted, largest first
             index[start:stop] = top.indices.numpy()
             value[start:stop] = top.values.numpy()
@@ -102,15 +106,17 @@ def cached_cosine_knn(
     mask: np.ndarray | torch.Tensor | None = None,
     chunk_budget: int = 1 << 24,
     cache: bool = True,
+    include_self: bool = False,
 ) -> sp.csr_matrix:
-    """:func:`cosine_knn`, loaded from / saved to the cache keyed by (features, mask, k).
+    """:func:`cosine_knn`, loaded from / saved to the cache keyed by (features, mask, k, include_self).
 
     The file is written to a temporary name and renamed, so a crash never leaves half a graph."""
     if not cache:
-        return cosine_knn(features, k, mask, chunk_budget)
+        return cosine_knn(features, k, mask, chunk_budget, include_self)
     x = np.ascontiguousarray(torch.as_tensor(features, dtype=torch.float32).numpy())
     m = np.ones(len(x), dtype=bool) if mask is None else np.ascontiguousarray(torch.as_tensor(mask, dtype=torch.bool).numpy())
-    key = _digest(b"cosine", str(CACHE_VERSION).encode(), str(x.shape).encode(), x.tobytes(), m.tobytes(), str(k).encode())
+    parts = [str(CACHE_VERSION).encode(), str(x.shape).encode(), x.tobytes(), m.tobytes(), str(k).encode()]
+    key = _digest(b"cosine", *parts, *([b"self"] if include_self else []))  # graphs without self loops keep their keys
     path = knn_cache_dir() / f"{key}.npz"
     if path.exists():
         try:
@@ -118,7 +124,7 @@ def cached_cosine_knn(
                 return sp.csr_matrix((f["data"], f["indices"], f["indptr"]), shape=tuple(f["shape"]))
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a corrupt file is rebuilt
-    graph = cosine_knn(x, k, m, chunk_budget)
+    graph = cosine_knn(x, k, m, chunk_budget, include_self)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
     os.close(fd)

@@ -96,12 +96,15 @@ class MultimodalRecommender(EmbeddingScorer, GeneralRecommender):
             else:
                 torch.nn.init.normal_(table.weight, std=init_std)
 
-    def content_knn(self, modality: int, k: int, weighted: bool, cache: bool = True) -> sp.csr_matrix:
+    def content_knn(self, modality: int, k: int, weighted: bool, cache: bool = True, include_self: bool = False) -> sp.csr_matrix:
         """The kNN item-item graph of one modality's features, D^-1/2 S D^-1/2 normalised.
 
-        ``weighted``: keep cosine similarities (clipped at 0) as edge weights (LATTICE); otherwise
-        every kept edge weighs 1 (FREEDOM, MGCN)."""
-        knn = cached_cosine_knn(self.features[modality].cpu(), k, self.feature_masks[modality].cpu(), cache=cache)
+        ``weighted``: keep cosine similarities (clipped at 0) as edge weights (LATTICE, MGCN); otherwise
+        every kept edge weighs 1 (FREEDOM). ``include_self``: the item is one of its own k neighbours
+        (MMRec's convention, see :func:`cosine_knn`)."""
+        knn = cached_cosine_knn(
+            self.features[modality].cpu(), k, self.feature_masks[modality].cpu(), cache=cache, include_self=include_self
+        )
         knn.data = knn.data.clip(min=0) if weighted else knn.data * 0 + 1
         return normalise_adjacency(knn, "sym")
 

@@ -4,8 +4,9 @@ Zhou, Zhou, Zhang, Liu, Zhang, Miao & Chen, "Bootstrap Latent Representations fo
 Recommendation", WWW 2023. Survey family: feature enhancement / contrastive (negative-free,
 BYOL-style) on a user-item bridge; end-to-end.
 
-1. Encoders (Sec. 3.1): LightGCN over the user-item graph gives h_u, h_i from ID embeddings; each
-   modality's features are projected, h_i^m = W_m f_i^m + b_m.
+1. Encoders (Sec. 3.1): LightGCN over the user-item graph gives h_u, h_i from ID embeddings, and
+   the item's ID embedding is added back, h_i = LightGCN(e)_i + e_i (the authors' code; ``residual``);
+   each modality's features are projected, h_i^m = W_m f_i^m + b_m.
 2. Views (Sec. 3.2): a shared predictor p(.) (one linear layer) makes the online views p(h); the
    target views are the detached representations with dropout, h~ = dropout(sg(h)) — no negatives
    and no momentum encoder.
@@ -13,10 +14,19 @@ BYOL-style) on a user-item bridge; end-to-end.
      graph reconstruction  L_rec   = C(p(h_u), h~_i) + C(p(h_i), h~_u)
      inter-modality align  L_align = sum_m C(p(h_i^m), h~_i)
      intra-modality mask   L_mask  = sum_m C(p(h_i^m), h~_i^m)
-   with C(a, b) = 1 - cos(a, b); L = L_rec + cl_weight (L_align + L_mask) + reg ||h_u, h_i||^2.
+   with C(a, b) = 1 - cos(a, b); L = L_rec + cl_weight (L_align + L_mask) + reg * R.
 4. Scores: y_ui = p(h_u)^T p(h_i).
 
-Deviation: the triples view supplies a negative per pair, which BM3 ignores.
+The regulariser R: the paper writes a squared L2 penalty on the representations without saying over
+which rows; the authors' code (MMRec's BM3, enoche/MMRec@e775373) takes the unsquared Frobenius
+norms of ALL user and item representations divided by the item count, R = (||H_u||_F + ||H_i||_F)
+/ n_items. We follow the code by default (``reg_form: frobenius``) because the published results and
+the authors' grid (reg 0.1, 0.01) are on its scale; ``reg_form: batch_l2`` is the squared per-batch form
+R = 1/2 sum_{rows of the batch} ||h||^2 / batch (a far stronger penalty at the same ``reg``; the parity
+table in docs/multimodal.md measures both). ``residual: false`` drops the ID residual of step 1.
+Initialisation is the authors' (Xavier) unless ``init_std`` is given. Deviation: the triples view
+supplies a negative per pair, which BM3 ignores; the raw feature tables are frozen (the authors' code
+fine-tunes them).
 """
 
 from __future__ import annotations
@@ -31,10 +41,12 @@ from torch import nn
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
-from modalrec.models.general.bpr import embedding_l2
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import bootstrap_alignment
 from modalrec.nn.graph import mean_propagate
+from modalrec.nn.losses import embedding_l2
+
+REG_FORMS = ("frobenius", "batch_l2")
 
 
 @register
@@ -50,23 +62,31 @@ class BM3(MultimodalRecommender):
         layers: int = 1  # LightGCN layers
         dropout: float = 0.3  # dropout making the target views
         cl_weight: float = 2.0  # weight of the alignment and masking terms
-        reg: float = 0.1  # L2 weight on the batch's graph representations
-        init_std: float = 0.1
+        reg: float = 0.1  # weight of the representation regulariser R
+        reg_form: str = "frobenius"  # R: "frobenius" (the authors' code) or "batch_l2" (squared, batch rows)
+        residual: bool = True  # add the item ID embedding to its LightGCN representation (the authors' code)
+        init_std: float | None = None  # None: Xavier (the authors' code); else normal(0, init_std)
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         if not 0.0 <= config.dropout < 1.0 or config.layers < 0:
             raise ConfigError(f"bm3: need 0 <= dropout < 1 and layers >= 0, got {config.dropout}, {config.layers}")
-        self.id_embeddings(config.dim)
+        if config.reg_form not in REG_FORMS:
+            raise ConfigError(f"bm3: reg_form '{config.reg_form}' is not one of {', '.join(REG_FORMS)}")
+        self.id_embeddings(config.dim, config.init_std)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], config.dim) for f in self.features)  # W_m
         self.predictor = nn.Linear(config.dim, config.dim)  # p(.)
+        if config.init_std is None:  # the authors' Xavier-normal weights for W_m and p(.)
+            for layer in (*self.projections, self.predictor):
+                nn.init.xavier_normal_(layer.weight)
         self.register_user_item_graph(ctx)
 
     def encode_graph(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """h_u, h_i: LightGCN over the user-item graph (Sec. 3.1)."""
+        """h_u, h_i: LightGCN over the user-item graph, plus the item ID residual (Sec. 3.1)."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
         final = mean_propagate(self.adjacency, ego, self.config.layers, adj_t=self.adjacency_t)
-        return final[: self.n_users], final[self.n_users :]
+        items = final[self.n_users :]
+        return final[: self.n_users], items + self.item_embedding.weight if self.config.residual else items
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         users, items = self.encode_graph()
@@ -75,8 +95,8 @@ class BM3(MultimodalRecommender):
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         c = self.config
         u, i = batch["users"], batch["pos"]
-        h_u, h_i = self.encode_graph()
-        h_u, h_i = h_u[u], h_i[i]
+        all_u, all_i = self.encode_graph()
+        h_u, h_i = all_u[u], all_i[i]
         target_u, target_i = F.dropout(h_u.detach(), c.dropout), F.dropout(h_i.detach(), c.dropout)
         reconstruction = bootstrap_alignment(self.predictor(h_u), target_i) + bootstrap_alignment(self.predictor(h_i), target_u)
         align = mask = torch.zeros((), device=h_u.device)
@@ -85,6 +105,9 @@ class BM3(MultimodalRecommender):
             online_m = self.predictor(h_m)
             align = align + bootstrap_alignment(online_m, target_i)
             mask = mask + bootstrap_alignment(online_m, F.dropout(h_m.detach(), c.dropout))
-        prior = c.reg * embedding_l2(len(u), h_u, h_i)
+        if c.reg_form == "frobenius":
+            prior = c.reg * (all_u.norm() + all_i.norm()) / self.n_items
+        else:
+            prior = c.reg * embedding_l2(len(u), h_u, h_i)
         contrast = c.cl_weight * (align + mask)
         return {"loss": reconstruction + contrast + prior, "reconstruction": reconstruction, "align": align, "mask": mask, "reg": prior}

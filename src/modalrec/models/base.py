@@ -130,6 +130,12 @@ class Recommender(nn.Module):
         """The batch that scores ``users`` for ``phase`` (VALID or TEST)."""
         raise NotImplementedError
 
+    def explain(self, batch: Batch, items: torch.Tensor) -> list[list[dict[str, Any]]] | None:
+        """Why each of ``items`` [B, K] (the recommendations of the batch's B queries) was recommended: per
+        query, one JSON-able dict per item (e.g. FindRec's routing weights over experts and modalities).
+        None: this model has no explanation (the default)."""
+        return None
+
     def encode(self, batch: Batch) -> Any:
         """Per-query representation reused across item chunks (default: the batch itself)."""
         return batch

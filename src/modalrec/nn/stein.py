@@ -15,6 +15,23 @@ The Langevin-Stein kernel of a density p with score s = grad log p (Liu, Lee & J
   missing, two signs flipped: not a valid KSD, can be negative; see specs/findrec.md, Sec. 1.6);
 - ``"paired_rbf"``: ``1 - k(x_i, y_i)``, the paired similarity some adapters use (needs x, y paired).
 
+None of the three is a discrepancy between two *point sets*: KSD^2 >= 0 compares a sample with the
+score of a density, and with x != y and two free score networks the V-statistic is a bilinear form that
+anti-aligned scores send to -inf, while its trace term rewards separation. The MMD is one
+(Gretton et al., JMLR 2012): the squared maximum mean discrepancy of the two samples under a sum of RBF
+kernels ``k = mean_s exp(-||r||^2 / (2 (s h)^2))``,
+
+    MMD^2 = E k(x, x') + E k(y, y') - 2 E k(x, y) = || mu_x - mu_y ||^2_H
+
+(``mu`` the kernel mean embeddings). The V-statistic is exactly a squared RKHS norm: >= 0, and 0 only
+when the two empirical distributions coincide (the Gaussian kernel is characteristic). No score network
+is involved, so nothing can be trained to game it. Its gradient on x_i is
+``(2 / n^2) [sum_j grad k(x_i, x_j) - sum_j grad k(x_i, y_j)]``: kernel-weighted attraction toward the
+other modality's points (strongest toward the nearest, the matched item once aligned) and repulsion
+from its own; the transport SVGD performs with the target's score replaced by the other sample's kernel
+mean embedding, which is the reading of the abstract's "RBF-Stein gradient" that compares two samples
+(:func:`mmd`).
+
 Everything is computed from inner products, without [n, m, D] tensors.
 """
 
@@ -65,6 +82,41 @@ def rbf_trace_xy(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor | float) -> t
     """tr(grad_x grad_y k)(x_i, y_j) = k (D / h^2 - ||r||^2 / h^4) [n, m]."""
     h2 = h * h
     return rbf_kernel(x, y, h) * (x.shape[-1] / h2 - squared_distances(x, y) / (h2 * h2))
+
+
+def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths: torch.Tensor | list[float], statistic: str = "v") -> torch.Tensor:
+    """Squared MMD of the samples x [n, D] and y [m, D] under the mean of RBF kernels of ``bandwidths``.
+
+    ``statistic="v"``: the biased V-statistic, ``||mu_x - mu_y||^2`` of the empirical embeddings (>= 0, 0
+    iff the two point sets are equal as distributions). ``"u"``: the unbiased estimate with the diagonals of
+    the within-sample terms left out (Gretton et al. 2012, eq. 3); it can dip below 0 by O(1 / n).
+    """
+    if statistic not in ("v", "u"):
+        raise ConfigError(f"unknown MMD statistic '{statistic}'; choose 'v' (V-statistic) or 'u' (unbiased)")
+    h = torch.as_tensor(bandwidths, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
+
+    def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-squared_distances(a, b).unsqueeze(0) / (2.0 * h * h)).mean(0)
+
+    def within(a: torch.Tensor) -> torch.Tensor:
+        k = kernel(a, a)
+        if statistic == "v":
+            return k.mean()
+        n = a.shape[0]
+        if n < 2:
+            raise ConfigError("the unbiased MMD needs at least 2 points per sample")
+        return (k.sum() - k.diagonal().sum()) / (n * (n - 1))
+
+    return within(x) + within(y) - 2.0 * kernel(x, y).mean()
+
+
+def paired_kernel_distance(x: torch.Tensor, y: torch.Tensor, bandwidths: torch.Tensor | list[float]) -> torch.Tensor:
+    """``mean_i ||phi(x_i) - phi(y_i)||^2_H / 2 = 1 - mean_i k(x_i, y_i)`` for matched rows (same kernel as :func:`mmd`).
+
+    In [0, 1], 0 iff every matched pair coincides, and by Jensen ``>= MMD^2 / 2`` of the two samples: its
+    gradient pulls each x_i toward its own y_i."""
+    h = torch.as_tensor(bandwidths, dtype=x.dtype, device=x.device).reshape(-1, 1)
+    return 1.0 - torch.exp(-((x - y) ** 2).sum(-1).unsqueeze(0) / (2.0 * h * h)).mean()
 
 
 def stein_kernel(

@@ -26,7 +26,11 @@ Forward (Sec. 1.3), for a right-padded item sequence [B, L]:
 Every reading the spec lists as ambiguous (A1-A19, Sec. 5) is a ``Config`` flag. ``mode="faithful"``
 reproduces the released code; ``mode="clean"`` switches to the principled variants (textbook KSD, mean
 latent at evaluation, causal cross-attention, clamped log-variance, KL at all valid positions, no pad
-logit in the CE) and can then train on all positions at once (``train.seq_target=all``). Flags left at
+logit in the CE) and can then train on all positions at once (``train.seq_target=all``); ``mode="mmd"`` is
+clean with mechanisms that work: the alignment is a two-sample discrepancy between the modalities' latent
+means (``stein_form="mmd"``: multi-bandwidth RBF MMD^2 plus the paired kernel distance, no score networks)
+and the bottleneck does not collapse (``logvar_init``, ``free_bits``). ``diagnostics`` measures both every
+epoch; ``explain`` returns the routing weights behind each recommended item. Flags left at
 ``None`` take the mode's value; set them to override. Departures from the released code in every mode:
 attention runs over sequence positions, not over the batch axis (A10, a bug that crashes unless B = L),
 and any number of modalities >= 1 is accepted (the released code has exactly image + text).
@@ -39,17 +43,19 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from modalrec.data.context import DataContext
+from modalrec.data.dataset import VALID
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
 from modalrec.models.sequential.objective import supervised_pairs
 from modalrec.nn.mamba import MambaMixer
 from modalrec.nn.routing import SharedExperts, SharedRouter, balance_loss
-from modalrec.nn.stein import STEIN_FORMS, median_bandwidth, stein_alignment
+from modalrec.nn.stein import STEIN_FORMS, median_bandwidth, mmd, paired_kernel_distance, stein_alignment
 
 # The flags that ``mode`` sets when they are left at None.
 MODE_PRESETS: dict[str, dict[str, object]] = {
@@ -61,6 +67,8 @@ MODE_PRESETS: dict[str, dict[str, object]] = {
         "iicm_positions": "last",
         "ce_include_pad": True,
         "align_floor": None,
+        "free_bits": 0.0,
+        "align_latent": "sample",
     },
     "clean": {
         "stein_form": "ksd",
@@ -72,6 +80,23 @@ MODE_PRESETS: dict[str, dict[str, object]] = {
         # the textbook KSD^2 is >= 0 for one score function, but across two modalities with two free score networks
         # k s_x^T s_y is unbounded below (it ran to -4,292 in one ML-1M epoch and swamped CE): floor it where KSD^2 is
         "align_floor": 0.0,
+        "free_bits": 0.0,
+        "align_latent": "sample",
+    },
+    # clean, with an alignment that is a discrepancy between the modalities' latent means (multi-bandwidth RBF MMD^2
+    # + the paired kernel distance: >= 0, 0 iff matched latents coincide, no score network to game) and a bottleneck
+    # that does not collapse: it starts informative (sigma = e^-2) and its first 2 nats per dimension are free
+    "mmd": {
+        "stein_form": "mmd",
+        "sample_at_eval": False,
+        "xattn_causal": True,
+        "logvar_clamp": 10.0,
+        "iicm_positions": "all_valid",
+        "ce_include_pad": False,
+        "align_floor": None,
+        "free_bits": 2.0,
+        "logvar_init": -4.0,
+        "align_latent": "mean",
     },
 }
 
@@ -133,9 +158,14 @@ class GaussianBottleneck(nn.Module):
         return l2(z), mu, logvar
 
 
+def gaussian_kl_dims(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag exp(log var)) || N(0, I)) per row and latent dimension (same shape as mu)."""
+    return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag exp(log var)) || N(0, I)) per row, summed over the last dim."""
-    return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
+    return gaussian_kl_dims(mu, logvar).sum(-1)
 
 
 class SubspaceCrossAttention(nn.Module):
@@ -256,7 +286,9 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         max_bandwidth: float = 10.0
         bandwidth_rows: int = 512  # rows used for the median and, with iicm_positions=all_valid, for the Stein term
         align_pair: str = "auto"  # A1: modal_pairs (z_m vs z_n) | modal_id (routed modal summary vs ID stream) | auto
-        stein_form: str | None = None  # A2: findrec_code | ksd | paired_rbf
+        stein_form: str | None = None  # A2: findrec_code | ksd | paired_rbf | mmd (a two-sample discrepancy, no score nets)
+        align_latent: str | None = None  # what modal_pairs aligns: sample (z, as released) | mean (L2(mu), what scoring reads)
+        mmd_scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # mmd: kernel bandwidths, x the median h
         stein_statistic: str = "v"  # v (mean incl. diagonal, as released) | u (off-diagonal)
         score_reg: float = 0.0  # A3: weight of mean ||s(z)||^2 (bounds the score networks; 0 = released)
         align_floor: float | None = None  # A3: clamp the align term from below (faithful: none, as released; clean: 0)
@@ -273,6 +305,10 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         ce_include_pad: bool | None = None  # A16: the pad row of the tied table is a CE logit
         output_clamp: float | None = 10.0  # A18: clamp of the final representation
         logvar_clamp: float | None = None  # A19: clamp log var to [-c, c]
+        free_bits: float | None = None  # nats per latent dim the KL may use unpenalised (Kingma et al. 2016); 0 = off
+        kl_warmup_epochs: int = 0  # KL weight ramps linearly from 1/(n+1) to 1 over the first n epochs (0 = off)
+        logvar_init: float | None = None  # initial log-variance bias of the bottlenecks (None: the init's 0, sigma = 1)
+        diagnostic_sample: int = 512  # items and validation users measured by diagnostics() after every epoch
 
     train_view: ClassVar[str] = "sequences"
     # the released settings: AdamW(1e-3, wd 0.01), batch 128, last-position targets with prefix augmentation
@@ -312,7 +348,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         self.projections = nn.ModuleList(nn.Linear(ctx.features[m].shape[1], p) for m in self.modalities)  # 1.5
         self.bottlenecks = nn.ModuleList(GaussianBottleneck(p, cfg.projection_dropout, cfg.logvar_clamp) for _ in self.modalities)
         align_dim = p if self.align_pair == "modal_pairs" else d
-        n_scores = n_mod if self.align_pair == "modal_pairs" else 2
+        n_scores = 0 if cfg.stein_form == "mmd" else n_mod if self.align_pair == "modal_pairs" else 2
         self.score_nets = nn.ModuleList(score_network(align_dim, cfg.projection_dropout) for _ in range(n_scores))
         self.cross_attention = SubspaceCrossAttention(n_mod, p, cfg.heads, cfg.dropout, cfg.xattn_causal, cfg.xattn_double_scale)
         head_in = n_mod * p // cfg.heads
@@ -329,6 +365,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             self.unused_fusion_mamba = mamba_stack(cfg, d) if cfg.fusion == "linear" else nn.Identity()
             self.unused_layer_norm = nn.LayerNorm(p)
         self._eval_generator: torch.Generator | None = None
+        self._kl_scale = 1.0  # KL warm-up factor of the current epoch (before_epoch)
         self._init_weights()
 
     # ------------------------------------------------------------------ init (Sec. 1.10, A13)
@@ -349,6 +386,9 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             nn.init.normal_(self.item_embedding.weight, std=0.01)
             with torch.no_grad():
                 self.item_embedding.weight[self.pad].zero_()
+        if self.cfg.logvar_init is not None:
+            for bottleneck in self.bottlenecks:
+                nn.init.constant_(bottleneck.encoder[-1].bias[self.cfg.modal_dim :], self.cfg.logvar_init)
 
     # ------------------------------------------------------------------ forward
     def _noise(self, like: torch.Tensor) -> torch.Tensor | None:
@@ -361,14 +401,22 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             self.prepare_scoring()
         return torch.randn(like.shape, generator=self._eval_generator, device=like.device, dtype=like.dtype)
 
+    def before_epoch(self, epoch: int) -> None:
+        """KL warm-up (``kl_warmup_epochs`` = n): weight (epoch + 1) / (n + 1) for the first n epochs, then 1."""
+        n = self.cfg.kl_warmup_epochs
+        self._kl_scale = min(1.0, (epoch + 1) / (n + 1)) if n > 0 else 1.0
+
     def prepare_scoring(self) -> None:
         """Re-seed the evaluation noise so every evaluation pass ranks identically."""
         self._eval_generator = torch.Generator(device=self.device).manual_seed(self.cfg.eval_seed)
 
     def forward_states(
-        self, seq: torch.Tensor, lengths: torch.Tensor, last_only: bool = False
+        self, seq: torch.Tensor, lengths: torch.Tensor, last_only: bool = False, trace: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Z [B, L, d] (the representation at every position) and the IICM terms {kl, align, ...}.
+
+        ``trace``: a dict that receives the routing's inputs at the query positions (``hf`` [B, H, Q, M d_h],
+        ``gates`` [B, H, Q, E], ``e_query`` [B, Q, d], ``modal`` [B, Q, d]), for :meth:`routing_weights`.
 
         ``last_only``: Z [B, 1, d] at each sequence's last item only, the same values (up to dropout's
         random draws) at a fraction of the cost: the ID stream, projections and bottlenecks still run
@@ -387,14 +435,15 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         query_pos = None if everywhere else last
         e_id = self.id_stream(self.item_embedding(seq))  # 1.4: E_id [B, L, d]
 
-        latents, kls = [], []
+        latents, means, kls = [], [], []
         rows = self._iicm_rows(valid, lengths)
         items, inverse = torch.unique(seq, return_inverse=True)  # project each distinct item once
-        for m, project, bottleneck in zip(self.modalities, self.projections, self.bottlenecks):
-            p_m = l2(project(getattr(self, f"feature_{m}")[items]))[inverse]  # 1.5: P_m [B, L, p]
+        for m, bottleneck in zip(self.modalities, self.bottlenecks):
+            p_m = self.project(m, items)[inverse]  # 1.5: P_m [B, L, p]
             z, mu, logvar = bottleneck(p_m, self._noise(p_m))  # 1.6 (1-2)
             latents.append(z)
-            kls.append(gaussian_kl(mu[rows], logvar[rows]).mean())  # 1.6 (7), A7
+            means.append(l2(mu))
+            kls.append(gaussian_kl_dims(mu[rows], logvar[rows]).mean(0))  # 1.6 (7), A7: [p], batch mean per dim
 
         hf = self.cross_attention(latents, valid, query_pos)  # 1.7: [B, H, Q, M d_h]
         gates = self.router(hf)  # 1.8: [B, H, Q, E]
@@ -402,15 +451,20 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         modal = l2(self.head_fusion(mixed.transpose(1, 2).flatten(2)))  # M [B, Q, d]
 
         e_query = e_id if query_pos is None else select_positions(e_id, query_pos, dim=1)
+        if trace is not None:
+            trace.update(hf=hf, gates=gates, e_query=e_query, modal=modal)
         fused = self.final_norm(self.final_fusion(torch.cat([e_query, modal], dim=-1)))  # 1.9
         if cfg.output_clamp is not None:
             fused = fused.clamp(-cfg.output_clamp, cfg.output_clamp)
 
         if self.align_pair == "modal_pairs":
-            points = [z[rows] for z in latents]
+            points = [z[rows] for z in (means if cfg.align_latent == "mean" else latents)]
         else:  # A1: the routed modal summary against the ID stream
             points = [modal[rows] if query_pos is None else modal[:, 0], e_id[rows]]
-        terms = {"kl": torch.stack(kls).mean(), **self._alignment(points)}
+        kl_dims = torch.stack(kls).mean(0)  # mean over modalities
+        terms = {"kl": kl_dims.sum(), **self._alignment(points)}
+        if cfg.free_bits:  # each dimension's first free_bits nats are not penalised (no gradient below them)
+            terms["kl_objective"] = kl_dims.clamp(min=cfg.free_bits).sum()
         if cfg.balance_coef > 0:
             terms["balance"] = balance_loss(gates[valid.unsqueeze(1).expand(-1, gates.shape[1], -1)])
         if last_only and query_pos is None:
@@ -424,8 +478,12 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             return batch, (lengths.to(valid.device) - 1).clamp(min=0)
         return valid.nonzero(as_tuple=True)
 
+    def project(self, modality: str, items: torch.Tensor) -> torch.Tensor:
+        """P_m = L2(Linear(F_m[items])) (Sec. 1.5): items [...] -> [..., p]."""
+        return l2(self.projections[self.modalities.index(modality)](getattr(self, f"feature_{modality}")[items]))
+
     def _alignment(self, points: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The Stein term averaged over point-set pairs (1.6, 4-6), plus the score regulariser (A3)."""
+        """The Stein term (or the MMD) averaged over point-set pairs (1.6, 4-6), plus the score regulariser (A3)."""
         cfg = self.cfg
         if len(points[0]) > cfg.bandwidth_rows:  # all_valid: an evenly spaced, deterministic subset of rows
             keep = torch.linspace(0, len(points[0]) - 1, cfg.bandwidth_rows, device=points[0].device).long()
@@ -435,7 +493,11 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         for a in range(len(points)):
             for b in range(a + 1, len(points)):
                 h = median_bandwidth(points[a], points[b], cfg.bandwidth_factor, cfg.min_bandwidth, cfg.max_bandwidth, cfg.bandwidth_rows)
-                aligns.append(stein_alignment(points[a], points[b], scores[a], scores[b], h, cfg.stein_form, cfg.stein_statistic))
+                if cfg.stein_form == "mmd":
+                    bandwidths = h * torch.tensor(cfg.mmd_scales, device=h.device)
+                    aligns.append(mmd(points[a], points[b], bandwidths, cfg.stein_statistic) + paired_kernel_distance(points[a], points[b], bandwidths))
+                else:
+                    aligns.append(stein_alignment(points[a], points[b], scores[a], scores[b], h, cfg.stein_form, cfg.stein_statistic))
         align = torch.stack(aligns).mean()
         if cfg.align_floor is not None:
             align = align.clamp(min=cfg.align_floor)
@@ -443,6 +505,129 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         if cfg.score_reg > 0:
             terms["score_reg"] = torch.stack([s.pow(2).sum(-1).mean() for s in scores]).mean()
         return terms
+
+    # ------------------------------------------------------------------ diagnostics and explanations
+    def routing_weights(self, trace: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the routing did at each traced query (see ``forward_states(trace=...)``).
+
+        - ``experts`` [B, Q, E]: the router's gates, averaged over the H heads;
+        - ``head_experts`` [B, Q, H, E]: the gates per head (subspace);
+        - ``streams`` [B, Q, 1 + M]: the share of the ID stream and of each modality in the user vector, read
+          off the linear maps that mix them (contribution norms): at the final fusion ``W [E_id; M]`` the
+          ID stream weighs ``|W_id E_id| / (|W_id E_id| + |W_M M|)``; the modal part is split among the
+          modalities by ``|W_e[:, m] h_m|``, their share of the experts' pre-activation (mean over heads).
+        """
+        gates, hf = trace["gates"], trace["hf"]
+        fuse = self.final_fusion[0]  # Linear(2d -> d) in both fusion variants
+        d = self.cfg.dim
+        id_part = trace["e_query"] @ fuse.weight[:, :d].T
+        modal_part = trace["modal"] @ fuse.weight[:, d:].T
+        id_share = id_part.norm(dim=-1) / (id_part.norm(dim=-1) + modal_part.norm(dim=-1)).clamp(min=1e-12)  # [B, Q]
+        expert_weight = torch.cat([expert.weight for expert in self.experts.experts])  # [E d, M d_h]
+        n_mod = len(self.modalities)
+        dh = hf.shape[-1] // n_mod
+        parts = torch.stack(
+            [(hf[..., m * dh : (m + 1) * dh] @ expert_weight[:, m * dh : (m + 1) * dh].T).norm(dim=-1) for m in range(n_mod)], dim=-1
+        )  # [B, H, Q, M]
+        modal_share = (parts / parts.sum(-1, keepdim=True).clamp(min=1e-12)).mean(1)  # [B, Q, M]
+        streams = torch.cat([id_share.unsqueeze(-1), (1 - id_share).unsqueeze(-1) * modal_share], dim=-1)
+        return {"experts": gates.mean(1), "head_experts": gates.transpose(1, 2), "streams": streams}
+
+    def diagnostics(self, ctx: DataContext) -> dict[str, float]:
+        """Per-epoch evidence that the IICM and the routing work (written to metrics.jsonl by the trainer).
+
+        On up to ``diagnostic_sample`` items with every modality (evenly spaced, fixed): ``kl_per_dim`` (nats
+        per latent dimension), ``z_item_retrieval`` (a sampled latent z, eps from a fixed seed, finds its own
+        item's posterior mean among the sample: z carries item identity; chance 1 / n), and
+        ``cross_modal_retrieval`` (an item's latent mean in one modality finds the same item's mean in
+        another, both ways; chance 1 / n). On up to as many users' validation histories (fixed):
+        ``valid_ce`` of the validation item, ``align`` (the training alignment term on their latents),
+        ``router_entropy`` (nats, mean over heads; log E is uniform), ``expert_<k>`` (mean gate) and
+        ``weight_<stream>`` (mean share of the ID stream and each modality, see :meth:`routing_weights`).
+        """
+        n = self.cfg.diagnostic_sample
+        out: dict[str, float] = {}
+        full = torch.ones(ctx.n_items, dtype=torch.bool)
+        for m in self.modalities:
+            full &= ctx.feature_masks[m].cpu()
+        candidates = full.nonzero().squeeze(1)
+        if len(candidates) >= 2:
+            items = candidates[torch.linspace(0, len(candidates) - 1, min(n, len(candidates))).long().unique()].to(self.device)
+            generator = torch.Generator(device=self.device).manual_seed(self.cfg.eval_seed)
+            kls, own, means = [], [], []
+            for m, bottleneck in zip(self.modalities, self.bottlenecks):
+                p_m = self.project(m, items)
+                _, mu, logvar = bottleneck(p_m, None)
+                eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+                sampled, mean = bottleneck(p_m, eps)[0], l2(mu)
+                kls.append(gaussian_kl(mu, logvar).mean() / mu.shape[-1])
+                own.append(_retrieval(sampled, mean))
+                means.append(mean)
+            out["kl_per_dim"] = float(torch.stack(kls).mean())
+            out["z_item_retrieval"] = float(torch.stack(own).mean())
+            if len(means) > 1:
+                pairs = [_retrieval(means[a], means[b]) for a in range(len(means)) for b in range(len(means)) if a != b]
+                out["cross_modal_retrieval"] = float(torch.stack(pairs).mean())
+        users = np.flatnonzero(np.diff(ctx.histories[VALID].indptr) > 0)
+        users = users[np.linspace(0, len(users) - 1, min(n, len(users))).astype(int)] if len(users) else users
+        users = np.unique(users)
+        if len(users):
+            seq, lengths = ctx.padded_history(users, VALID, self.max_len)
+            seq, lengths = seq.to(self.device), lengths.to(self.device)
+            keep = lengths > 0
+            seq, lengths, users = seq[keep], lengths[keep], users[keep.cpu().numpy()]
+            targets = torch.as_tensor(ctx.histories[VALID].indices[ctx.histories[VALID].indptr[users]], dtype=torch.long, device=self.device)
+            trace: dict[str, torch.Tensor] = {}
+            states, terms = self.forward_states(seq, lengths, last_only=True, trace=trace)
+            logits = states[:, 0] @ self.item_embedding.weight[: self.n_items].T
+            out["valid_ce"] = float(F.cross_entropy(logits, targets))
+            out["align"] = float(terms["align"])
+            weights = self.routing_weights(trace)
+            gates = trace["gates"].clamp(min=1e-12)
+            out["router_entropy"] = float(-(gates * gates.log()).sum(-1).mean())
+            for k, value in enumerate(weights["experts"].mean((0, 1)).tolist()):
+                out[f"expert_{k}"] = value
+            for name, value in zip(["id", *self.modalities], weights["streams"].mean((0, 1)).tolist()):
+                out[f"weight_{name}"] = value
+        return out
+
+    @torch.no_grad()
+    def explain(self, batch: Batch, items: torch.Tensor) -> list[list[dict[str, object]]]:
+        """Per user and recommended item (``items`` [B, K]): how FindRec routes that item after the user's
+        history. The item is appended to the history (the oldest item dropped at max_len) and read at its
+        position, so its content is the query of the cross-modal attention over the history: ``experts``
+        (the router's gates, mean over heads), ``head_experts`` (per head) and ``streams`` (the share of the
+        ID stream and of each modality; :meth:`routing_weights`). Evaluation mode, posterior means."""
+        was_training = self.training
+        self.eval()
+        try:
+            seq, lengths = batch["seq"], batch["lengths"]
+            n_users, k = items.shape
+            rows, new_lengths = [], []
+            for b in range(n_users):
+                history = seq[b, : int(lengths[b])]
+                for item in items[b]:
+                    extended = torch.cat([history, item.view(1).to(seq)])[-self.max_len :]
+                    rows.append(F.pad(extended, (0, self.max_len - len(extended)), value=self.pad))
+                    new_lengths.append(len(extended))
+            trace: dict[str, torch.Tensor] = {}
+            self.forward_states(torch.stack(rows), torch.tensor(new_lengths, device=seq.device), last_only=True, trace=trace)
+            weights = {key: value[:, 0] for key, value in self.routing_weights(trace).items()}
+        finally:
+            self.train(was_training)
+        names = ["id", *self.modalities]
+        out = []
+        for b in range(n_users):
+            per_item = []
+            for j in range(k):
+                r = b * k + j
+                per_item.append({
+                    "experts": [round(v, 6) for v in weights["experts"][r].tolist()],
+                    "head_experts": [[round(v, 6) for v in head] for head in weights["head_experts"][r].tolist()],
+                    "streams": {name: round(v, 6) for name, v in zip(names, weights["streams"][r].tolist())},
+                })
+            out.append(per_item)
+        return out
 
     # ------------------------------------------------------------------ training and scoring
     def output_table(self) -> torch.Tensor:
@@ -460,7 +645,8 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         states, terms = self.forward_states(batch["seq"], batch["lengths"], last_only=last_only)
         states, targets = (states[:, 0], batch["target"]) if last_only else supervised_pairs(states, batch)
         ce = F.cross_entropy(states @ self.output_table().T, targets)
-        total = ce + self.cfg.loss_weight * (terms["kl"] + self.cfg.stein_weight * terms["align"])
+        kl = self._kl_scale * terms.get("kl_objective", terms["kl"])
+        total = ce + self.cfg.loss_weight * (kl + self.cfg.stein_weight * terms["align"])
         total = total + self.cfg.balance_coef * terms.get("balance", 0.0) + self.cfg.score_reg * terms.get("score_reg", 0.0)
         return {"loss": total, "ce": ce, **terms}
 
@@ -472,6 +658,12 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         return self.item_embedding.weight[: self.n_items][items]  # the pad row is never ranked
 
 
+def _retrieval(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Share of rows i whose most cosine-similar key is key i (ties resolved to the lowest index)."""
+    best = (l2(queries) @ l2(keys).T).argmax(-1)
+    return (best == torch.arange(len(queries), device=queries.device)).float().mean()
+
+
 def resolve_flags(config: FindRec.Config) -> FindRec.Config:
     """A copy of ``config`` with every None flag set from its mode's preset, checked."""
     if config.mode not in MODE_PRESETS:
@@ -479,16 +671,24 @@ def resolve_flags(config: FindRec.Config) -> FindRec.Config:
     preset = MODE_PRESETS[config.mode]
     cfg = dataclasses.replace(config, **{k: v for k, v in preset.items() if getattr(config, k) is None})
     choices = {
-        "stein_form": STEIN_FORMS,
+        "stein_form": (*STEIN_FORMS, "mmd"),
         "iicm_positions": ("last", "all_valid"),
         "align_pair": ("auto", "modal_pairs", "modal_id"),
         "fusion": ("linear", "mamba"),
         "init": ("faithful", "module_default"),
         "stein_statistic": ("v", "u"),
+        "align_latent": ("sample", "mean"),
     }
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"findrec: {key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    if cfg.stein_form == "mmd" and cfg.score_reg > 0:
+        raise ConfigError("findrec: score_reg regularises score networks, which stein_form=mmd does not have; set score_reg=0")
+    if cfg.free_bits < 0 or cfg.kl_warmup_epochs < 0 or not cfg.mmd_scales or min(cfg.mmd_scales) <= 0:
+        raise ConfigError(
+            f"findrec: free_bits and kl_warmup_epochs must be >= 0 and mmd_scales positive numbers, got "
+            f"{cfg.free_bits}, {cfg.kl_warmup_epochs}, {cfg.mmd_scales}"
+        )
     if min(cfg.dim, cfg.modal_dim, cfg.heads, cfg.experts, cfg.mamba_layers, cfg.max_len) < 1:
         raise ConfigError(f"findrec: dim, modal_dim, heads, experts, mamba_layers, max_len must be >= 1, got {cfg}")
     return cfg

@@ -52,8 +52,13 @@ def _setup_logging(verbose: bool = True) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.captureWarnings(True)
-    warnings.simplefilter("default")
+    warnings.simplefilter("default")  # each distinct warning once
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None) -> None:
+    """Python warnings in words, through the log (no source path or code line)."""
+    logging.getLogger("modalrec").warning("%s", message)
 
 
 # ---------------------------------------------------------------------- commands
@@ -95,9 +100,10 @@ def evaluate(
     split: Annotated[str, typer.Option(help="valid or test.")] = "test",
     ks: Annotated[Optional[str], typer.Option(help="Cut-offs, e.g. 10,20,50 (default: the run's).")] = None,
     sampled: Annotated[Optional[str], typer.Option(help="uniform or popularity: sampled instead of full ranking.")] = None,
-    negatives: Annotated[int, typer.Option(help="Negatives per user when sampled.")] = 100,
+    negatives: Annotated[int, typer.Option(min=1, help="Negatives per user when sampled.")] = 100,
 ) -> None:
     """Score a run's selected checkpoint again (other cut-offs, sampled metrics)."""
+    from modalrec.config import Positive, coerce
     from modalrec.data.dataset import TEST, VALID
     from modalrec.eval.ranking import Evaluator
     from modalrec.train.experiment import open_run
@@ -105,8 +111,9 @@ def evaluate(
     phases = {"valid": VALID, "test": TEST}
     if split not in phases:
         raise ModalRecError(f"--split must be one of {', '.join(phases)}, got '{split}'")
+    cut_offs = tuple(coerce(ks, list[Positive], "--ks")) if ks is not None else None
     loaded = open_run(run)
-    cut_offs = tuple(int(k) for k in ks.split(",")) if ks else tuple(loaded.cfg.eval.ks)
+    cut_offs = cut_offs or tuple(loaded.cfg.eval.ks)
     evaluator = Evaluator(
         loaded.ctx, ks=cut_offs, metrics=tuple(loaded.cfg.eval.metrics), user_chunk=loaded.cfg.eval.user_chunk,
         item_chunk=loaded.cfg.eval.item_chunk, sampled=sampled, n_negatives=negatives, seed=loaded.cfg.train.seed,
@@ -119,39 +126,45 @@ def evaluate(
 def recommend(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     user: Annotated[list[str], typer.Option("--user", "-u", help="Raw user id (as in the dataset files); repeat for several.")],
-    k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
+    k: Annotated[int, typer.Option("-k", min=1, help="How many items (fewer when fewer are left to recommend).")] = 10,
     include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already interacted with.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the lists as JSON (the items of GET /recommend).")] = False,
 ) -> None:
-    """Top-K items for given users, from their full history, with titles when the dataset has them."""
+    """Top-K items for given users, with titles when the dataset has them: the lists `modalrec serve`
+    answers (the rule is in docs/serving.md)."""
+    import json
+
     import numpy as np
 
-    from modalrec.data.dataset import TEST
-    from modalrec.eval.ranking import Evaluator
-    from modalrec.train.experiment import open_run
+    from modalrec.serve.engine import CandidateFilter, ServingEngine
 
-    loaded = open_run(run)
-    ds = loaded.dataset
+    engine = ServingEngine.open(run)
     users = []
     for raw in user:
-        try:
-            users.append(ds.user_index(raw))
-        except KeyError:
-            examples = ", ".join(ds.user_ids[:3].tolist())
-            raise ModalRecError(f"unknown user id '{raw}' in dataset '{ds.name}' (raw ids look like: {examples})") from None
-    evaluator = Evaluator(loaded.ctx, user_chunk=loaded.cfg.eval.user_chunk, item_chunk=loaded.cfg.eval.item_chunk)
-    items, scores = evaluator.topk(loaded.model, np.asarray(users), k, TEST, exclude_seen=not include_seen)
-    titles = ds.item_meta.get("title")
-    for raw, row, row_scores in zip(user, items.tolist(), scores.tolist()):
-        table = Table(title=f"top-{len(row)} for user {raw} ({loaded.cfg.model_name})")
+        index = engine.user_index(raw)
+        if index is None:
+            examples = ", ".join(engine.user_ids[:3].tolist())
+            raise ModalRecError(f"unknown user id '{raw}' in dataset '{engine.dataset.name}' (raw ids look like: {examples})")
+        users.append(index)
+    lists = engine.recommend_users(np.asarray(users), k, not include_seen, CandidateFilter())
+    if as_json:
+        out = [
+            {"user": raw, "items": [{"item": str(engine.item_ids[i]), "title": engine.title(int(i)), "score": float(s)} for i, s in zip(r.items, r.scores)]}
+            for raw, r in zip(user, lists)
+        ]
+        console.print_json(json.dumps(out))
+        return
+    for raw, ranked in zip(user, lists):
+        table = Table(title=f"top-{len(ranked.items)} for user {raw} ({engine.model.name})")
         table.add_column("rank", justify="right")
         table.add_column("item")
-        if titles is not None:
+        if engine.titles is not None:
             table.add_column("title")
         table.add_column("score", justify="right")
-        for rank, (item, score) in enumerate(zip(row, row_scores), start=1):
-            cells = [str(rank), str(ds.item_ids[item])]
-            if titles is not None:
-                cells.append(str(titles[item]))
+        for rank, (item, score) in enumerate(zip(ranked.items.tolist(), ranked.scores.tolist()), start=1):
+            cells = [str(rank), str(engine.item_ids[item])]
+            if engine.titles is not None:
+                cells.append(str(engine.title(item)))
             table.add_row(*cells, f"{score:.4f}")
         console.print(table)
 
@@ -161,19 +174,42 @@ def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
     split: Annotated[str, typer.Option(help="valid or test.")] = "test",
     metrics: Annotated[Optional[str], typer.Option(help="Columns, e.g. recall@20,ndcg@20 (default: all).")] = None,
+    force: Annotated[bool, typer.Option(help="Compare runs whose dataset, split or protocol differ (with a warning).")] = False,
 ) -> None:
-    """A table of finished runs' metrics (best per column in bold)."""
+    """A table of finished runs' metrics (best per column in bold); refuses failed or unfinished runs,
+    and runs on different data, splits or protocols unless --force."""
+    from modalrec.errors import UnknownNameError
     from modalrec.experiments.tables import rich_metric_table
-    from modalrec.train.rundir import RunDir
+    from modalrec.train.rundir import FINISHED, RunDir
 
-    rows = {}
+    if split not in ("valid", "test"):
+        raise ModalRecError(f"--split must be valid or test, got '{split}'")
+    rows, setups = {}, {}
     for path in runs:
         run_dir = RunDir(path)
-        if not run_dir.results.exists():
-            raise ModalRecError(f"{path} has no results.json (not a finished run)")
+        if not run_dir.config.exists():
+            raise ModalRecError(f"{path} is not a run directory (no config.yaml)")
+        status = run_dir.status()
+        if status["status"] != FINISHED:
+            error = f": {status['error']}" if status.get("error") else ""
+            raise ModalRecError(f"{path} is not a finished run (status {status['status']}{error}); leave it out of compare")
         results = run_dir.read_json(run_dir.results)
-        rows[path.name] = results[split]
-    columns = metrics.split(",") if metrics else None
+        if split not in results:
+            raise ModalRecError(f"{path} has no {split} metrics (a search trial scores valid only); compare with --split valid")
+        label = path.name if path.name not in rows else str(path)
+        rows[label], setups[label] = results[split], run_dir.setup(split)
+    differing = [key for key in next(iter(setups.values())) if len({s[key] for s in setups.values()}) > 1]
+    if differing:
+        lines = "; ".join(f"{name}: " + ", ".join(f"{key} {setups[name][key]}" for key in differing) for name in setups)
+        message = f"these runs differ in {', '.join(differing)}, so their metrics are not comparable ({lines})"
+        if not force:
+            raise ModalRecError(f"{message}; pass --force to show them side by side anyway")
+        err_console.print(f"[bold yellow]warning:[/bold yellow] {message}", highlight=False, markup=True, soft_wrap=True)
+    known = sorted({key for row in rows.values() for key, value in row.items() if isinstance(value, (int, float))})
+    columns = [c.strip() for c in metrics.split(",") if c.strip()] if metrics else None
+    for column in columns or []:
+        if column not in known:
+            raise UnknownNameError("metric column", column, known)
     console.print(rich_metric_table(f"{split} metrics", rows, columns))
 
 

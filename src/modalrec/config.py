@@ -19,17 +19,49 @@ On the command line ``model=sasrec`` is short for ``model.name=sasrec`` and ``da
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
 from modalrec.data.preprocess import PreprocessConfig
 from modalrec.data.split import SplitConfig
 from modalrec.errors import ConfigError, nearest
+
+
+@dataclass(frozen=True)
+class Check:
+    """A constraint declared with a config field, e.g. ``epochs: Annotated[int, Check(ge=1)] = 100``.
+
+    :func:`coerce` applies it whenever the field is set (defaults, YAML, overrides), so a bad value
+    is refused with the key's name before a run directory or a model exists. Bounded numbers must
+    be finite (NaN and infinity fail every bound)."""
+
+    ge: float | None = None  # value >= ge
+    gt: float | None = None  # value > gt
+    le: float | None = None  # value <= le
+    lt: float | None = None  # value < lt
+    choices: tuple[str, ...] | None = None  # one of these strings
+
+    def __call__(self, value: Any, key: str) -> Any:
+        if self.choices is not None and value not in self.choices:
+            guess = nearest(str(value), self.choices)
+            hint = f" Did you mean '{guess}'?" if guess else ""
+            raise ConfigError(f"'{key}' must be one of {', '.join(self.choices)}, got {value!r}.{hint}")
+        bounds = [(self.ge, ">=", lambda a, b: a >= b), (self.gt, ">", lambda a, b: a > b),
+                  (self.le, "<=", lambda a, b: a <= b), (self.lt, "<", lambda a, b: a < b)]
+        wanted = [f"{sign} {bound:g}" for bound, sign, _ in bounds if bound is not None]
+        if wanted and (not math.isfinite(value) or not all(ok(value, bound) for bound, _, ok in bounds if bound is not None)):
+            raise ConfigError(f"'{key}' must be {' and '.join(wanted)}, got {value!r}")
+        return value
+
+
+Positive = Annotated[int, Check(ge=1)]
+NonNegative = Annotated[int, Check(ge=0)]
 
 
 @dataclass
@@ -43,42 +75,42 @@ class DatasetConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100  # upper bound; early stopping usually ends sooner
-    batch_size: int = 2048  # training examples per step (triples, sequences or user rows, by the model's view)
-    lr: float = 1e-3  # learning rate
-    weight_decay: float = 0.0  # decoupled for adamw, L2 for adam/sgd
-    optimizer: str = "adam"  # adam | adamw | sgd | adagrad
-    scheduler: str = "none"  # none | step | cosine | exponential
-    step_size: int = 10  # epochs between decays (scheduler=step)
-    gamma: float = 0.5  # decay factor (scheduler=step | exponential)
-    clip_grad_norm: float | None = None  # max gradient norm; None = no clipping
-    eval_every: int = 1  # validate every n epochs
-    patience: int = 10  # stop after this many validations without improvement
+    epochs: Positive = 100  # upper bound; early stopping usually ends sooner
+    batch_size: Positive = 2048  # training examples per step (triples, sequences or user rows, by the model's view)
+    lr: Annotated[float, Check(gt=0)] = 1e-3  # learning rate
+    weight_decay: Annotated[float, Check(ge=0)] = 0.0  # decoupled for adamw, L2 for adam/sgd
+    optimizer: Annotated[str, Check(choices=("adam", "adamw", "sgd", "adagrad"))] = "adam"  # adam | adamw | sgd | adagrad
+    scheduler: Annotated[str, Check(choices=("none", "step", "cosine", "exponential"))] = "none"  # none | step | cosine | exponential
+    step_size: Positive = 10  # epochs between decays (scheduler=step)
+    gamma: Annotated[float, Check(gt=0, le=1)] = 0.5  # decay factor (scheduler=step | exponential)
+    clip_grad_norm: Annotated[float, Check(gt=0)] | None = None  # max gradient norm; None = no clipping
+    eval_every: Positive = 1  # validate every n epochs
+    patience: Positive = 10  # stop after this many validations without improvement
     select: str = "ndcg@10"  # validation metric that selects the checkpoint (higher is better)
-    negatives: str = "uniform"  # negative sampling of the triples view: uniform | popularity
-    num_negatives: int = 1  # negatives per positive (triples view)
-    seq_target: str = "all"  # sequences view: all (every position, causal) | last (prefix augmentation)
-    epoch_samples: int | None = None  # sequences view: samples per epoch, a seeded random subset drawn afresh each epoch (None = all)
+    negatives: Annotated[str, Check(choices=("uniform", "popularity"))] = "uniform"  # negative sampling of the triples view: uniform | popularity
+    num_negatives: Positive = 1  # negatives per positive (triples view)
+    seq_target: Annotated[str, Check(choices=("all", "last"))] = "all"  # sequences view: all (every position, causal) | last (prefix augmentation)
+    epoch_samples: Positive | None = None  # sequences view: samples per epoch, a seeded random subset drawn afresh each epoch (None = all)
     seed: int = 2024  # seeds python, numpy and torch, and every sampler
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast of the training forward pass (CUDA; CPU too, fast where it has AMX / AVX512-BF16)
-    threads: int | None = None  # torch intra-op threads; None = torch's default
+    threads: Positive | None = None  # torch intra-op threads; None = torch's default
     progress: bool = True  # progress bars (turned off when not a terminal)
-    grad_accum: int = 1  # micro-batches per optimiser step (less memory, same update: batch_size stays the examples per step)
-    dist_backend: str = "auto"  # torchrun runs: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
-    dist_timeout: int = 1800  # torchrun runs: seconds a rank waits for the others (rank 0 validates alone meanwhile)
+    grad_accum: Positive = 1  # micro-batches per optimiser step (less memory, same update: batch_size stays the examples per step)
+    dist_backend: Annotated[str, Check(choices=("auto", "nccl", "gloo"))] = "auto"  # torchrun runs: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    dist_timeout: Positive = 1800  # torchrun runs: seconds a rank waits for the others (rank 0 validates alone meanwhile)
     ddp_find_unused: bool = False  # torchrun runs: the loss leaves some parameters without gradients (DDP must search)
 
 
 @dataclass
 class EvalConfig:
-    ks: list[int] = field(default_factory=lambda: [10, 20])  # cut-offs of every metric
+    ks: list[Positive] = field(default_factory=lambda: [10, 20])  # cut-offs of every metric
     metrics: list[str] = field(default_factory=lambda: ["recall", "ndcg", "hit", "mrr", "precision", "map"])
-    user_chunk: int = 1024  # users scored at once
-    item_chunk: int = 100_000  # items scored at once (bounds memory with user_chunk)
-    sampled: str | None = None  # None = full ranking; uniform | popularity = sampled negatives (reported as such)
-    n_negatives: int = 100  # negatives per user when sampled
+    user_chunk: Positive = 1024  # users scored at once
+    item_chunk: Positive = 100_000  # items scored at once (bounds memory with user_chunk)
+    sampled: Annotated[str, Check(choices=("uniform", "popularity"))] | None = None  # None = full ranking; uniform | popularity = sampled negatives (reported as such)
+    n_negatives: Positive = 100  # negatives per user when sampled
 
 
 @dataclass
@@ -111,6 +143,8 @@ SHORTHANDS = {"model": "model.name", "dataset": "dataset.name"}
 
 # ---------------------------------------------------------------------- typed coercion
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Annotated:
+        return _type_name(typing.get_args(tp)[0])
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -118,6 +152,12 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or a command-line string) to the declared type ``tp``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Annotated:
+        value = coerce(value, args[0], key)
+        for check in tp.__metadata__:
+            if isinstance(check, Check):
+                value = check(value, key)
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
             if type(None) in args:
@@ -130,6 +170,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
+        if len(errors) == 1:  # X | None: X's own message (it names the bound a value broke)
+            raise ConfigError(errors[0])
         raise ConfigError(f"'{key}' expects {_type_name(tp)}, got {value!r}")
     if origin in (list, tuple):
         if isinstance(value, str):
@@ -179,7 +221,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def apply_values(obj: Any, values: dict[str, Any], prefix: str = "") -> None:

@@ -70,9 +70,14 @@ def test_train_recommend_compare(synthetic_dir: Path, tmp_path: Path) -> None:
     unknown = _cli("recommend", str(tmp_path / "seq"), "--user", "no-such-user")
     assert unknown.returncode == 2 and "unknown user id 'no-such-user'" in unknown.stderr
 
-    table = _cli("compare", str(tmp_path / "seq"), str(tmp_path / "pop"), "--metrics", "ndcg@10,recall@20")
+    table = _cli("compare", str(tmp_path / "ease"), str(tmp_path / "pop"), "--metrics", "ndcg@10,recall@20")
     assert table.returncode == 0, table.stderr
-    assert "seq" in table.stdout and "pop" in table.stdout and "recall@20" in table.stdout
+    assert "ease" in table.stdout and "pop" in table.stdout and "recall@20" in table.stdout
+    # sasrec was split leave-one-out, pop temporally: not comparable unless forced, and then loudly
+    mixed = _cli("compare", str(tmp_path / "seq"), str(tmp_path / "pop"))
+    assert mixed.returncode == 2 and "split" in mixed.stderr and "--force" in mixed.stderr, mixed.stderr
+    forced = _cli("compare", str(tmp_path / "seq"), str(tmp_path / "pop"), "--force", "--metrics", "ndcg@10")
+    assert forced.returncode == 0 and "warning" in forced.stderr and "loo" in forced.stderr and "seq" in forced.stdout
 
     again = _cli("evaluate", str(tmp_path / "seq"), "--ks", "5,50")
     assert again.returncode == 0, again.stderr

@@ -26,7 +26,7 @@ sampled metric is >= its full-ranking value for the same model. Results say so l
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,13 +127,6 @@ class _Rows:
     def counts(self) -> np.ndarray:
         return np.diff(self.matrix.indptr)
 
-    def by_item(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(row in chunk, item, item_ptr) of the users' entries ordered by item: the entries of items
-        [start, stop) are the slice item_ptr[start]:item_ptr[stop]."""
-        by_column = self.matrix[users].tocsc()
-        items = np.repeat(np.arange(self.matrix.shape[1]), np.diff(by_column.indptr))
-        return by_column.indices.astype(np.int64), items, by_column.indptr
-
     def padded(self, users: np.ndarray, pad: int) -> np.ndarray:
         """The users' rows as a [B, max_len] array right-padded with ``pad`` (rows stay sorted when
         ``pad`` exceeds every column)."""
@@ -214,6 +207,74 @@ def _hide(scores: torch.Tensor, flat_index: np.ndarray) -> np.ndarray:
     hidden = scores.view(-1).take(index)
     scores.view(-1).index_fill_(0, index, -torch.inf)
     return hidden.cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------- the kernel
+ScoreChunk = Callable[[int, int], torch.Tensor]
+NanCheck = Callable[[torch.Tensor, np.ndarray, np.ndarray, int, int], None]
+
+
+def masked_topk(
+    score_chunk: ScoreChunk,
+    n_rows: int,
+    n_items: int,
+    k: int,
+    item_chunk: int,
+    hide: sp.csr_matrix | None = None,
+    blocked: np.ndarray | None = None,
+    check_nan: NanCheck | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top-k (items [n_rows, k], scores [n_rows, k]) of ``n_rows`` score rows, best first:
+    the one top-K kernel of evaluation and serving.
+
+    ``score_chunk(start, stop)`` gives the scores of items [start, stop) (float [n_rows, stop - start],
+    on any device); item chunks of ``item_chunk`` stream through, so peak memory is one tile.
+    ``hide`` (CSR [n_rows, n_items]) holds each row's masked items and ``blocked`` (bool [n_items])
+    the items masked for every row; masked scores become -inf. Order: score descending, then lower
+    item index (exact, independent of the chunk size). Positions past a row's last finite score hold
+    item -1 and score -inf. ``check_nan(scores, hidden, hidden_rows, start, stop)`` is called for a
+    chunk whose scores (or masked-out scores) hold a NaN; it should raise.
+    """
+    if int(k) < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    k = min(int(k), n_items)
+    if hide is not None:
+        by_column = hide.tocsc()
+        by_column.sort_indices()
+        mask_rows = by_column.indices.astype(np.int64)
+        mask_items = np.repeat(np.arange(n_items), np.diff(by_column.indptr))
+        item_ptr = by_column.indptr
+    best_scores = best_items = None
+    for start in range(0, n_items, item_chunk):
+        stop = min(start + item_chunk, n_items)
+        scores = _writable(score_chunk(start, stop))
+        if blocked is not None and blocked[start:stop].any():
+            scores[:, torch.from_numpy(blocked[start:stop]).to(scores.device)] = -torch.inf
+        hidden, hidden_rows = _NO_SCORES, _NO_ROWS
+        if hide is not None:
+            entries = slice(item_ptr[start], item_ptr[stop])
+            hidden_rows = mask_rows[entries]
+            hidden = _hide(scores, hidden_rows * (stop - start) + (mask_items[entries] - start))
+        values, items = (part.cpu().numpy() for part in _chunk_topk(scores, k, start))
+        # topk puts NaN first; a NaN among the hidden scores makes their sum NaN
+        if check_nan is not None and (np.isnan(values[:, 0]).any() or np.isnan(hidden.sum())):
+            check_nan(scores, hidden, hidden_rows, start, stop)
+        if best_scores is not None:
+            values, items = np.concatenate([best_scores, values], 1), np.concatenate([best_items, items], 1)
+        best_scores, best_items = _merge_topk(values, items, k)
+        del scores  # free this tile before the next is scored: peak memory is one tile, not two
+    if best_scores is None:
+        return np.zeros((n_rows, 0), dtype=np.int64), np.zeros((n_rows, 0), dtype=np.float32)
+    return np.where(best_scores == -np.inf, -1, best_items), best_scores
+
+
+def _writable(scores: torch.Tensor) -> torch.Tensor:
+    """float32 scores that masking may write into in place (a model's own tensor is copied)."""
+    if scores.dtype != torch.float32:
+        return scores.float()
+    if scores._base is not None:  # a view of something the model keeps: do not mask it in place
+        return scores.clone()
+    return scores.contiguous()
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -331,6 +392,11 @@ class Evaluator:
         return tuple(out)
 
     # ------------------------------------------------------------------ public API
+    def summary_keys(self) -> list[str]:
+        """The ``name@k`` keys that :meth:`evaluate`'s summary holds (list metrics in full ranking only)."""
+        names = [*self.user_metric_names, *(self.list_metric_names if self.sampled is None else ())]
+        return [f"{name}@{k}" for name in names for k in self.ks]
+
     def evaluate(self, model: Recommender, phase: int) -> EvalResult:
         """Metrics of ``model`` on ``phase`` (VALID or TEST) over every user with a target there."""
         self._check_phase(phase)
@@ -399,29 +465,17 @@ class Evaluator:
     def _rank(
         self, model: Recommender, query: Any, users: np.ndarray, k: int, seen: _Rows | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-k (items, scores) on CPU for one user chunk, streaming over item chunks: each
-        chunk's exact best-k set (on the model's device) is merged into a running top-k on CPU."""
-        best_scores = best_items = None
-        if seen is not None:
-            mask_rows, mask_items, item_ptr = seen.by_item(users)
-        for start in range(0, self.ctx.n_items, self.item_chunk):
-            stop = min(start + self.item_chunk, self.ctx.n_items)
-            scores = self._chunk_scores(model, query, start, stop, len(users))
-            hidden, hidden_rows = _NO_SCORES, _NO_ROWS
-            if seen is not None:
-                entries = slice(item_ptr[start], item_ptr[stop])
-                hidden_rows = mask_rows[entries]
-                hidden = _hide(scores, hidden_rows * (stop - start) + (mask_items[entries] - start))
-            values, items = (part.cpu().numpy() for part in _chunk_topk(scores, k, start))
-            # topk puts NaN first; a NaN among the hidden scores makes their sum NaN
-            if np.isnan(values[:, 0]).any() or np.isnan(hidden.sum()):
-                self._check_nan(model, scores, hidden, hidden_rows, users, start, stop)
-            if best_scores is not None:
-                values, items = np.concatenate([best_scores, values], 1), np.concatenate([best_items, items], 1)
-            best_scores, best_items = _merge_topk(values, items, k)
-            del scores  # free this tile before the next is scored: peak memory is one tile, not two
-        best_items = np.where(best_scores == -np.inf, -1, best_items)
-        return torch.from_numpy(best_items), torch.from_numpy(best_scores)
+        """Exact top-k (items, scores) on CPU for one user chunk, masking the users' seen items."""
+        items, scores = masked_topk(
+            lambda start, stop: self._chunk_scores(model, query, start, stop, len(users)),
+            len(users),
+            self.ctx.n_items,
+            k,
+            self.item_chunk,
+            hide=None if seen is None else seen.matrix[users],
+            check_nan=lambda scores, hidden, rows, start, stop: self._check_nan(model, scores, hidden, rows, users, start, stop),
+        )
+        return torch.from_numpy(items), torch.from_numpy(scores)
 
     @staticmethod
     def _hits(items: torch.Tensor, sorted_targets: np.ndarray) -> torch.Tensor:
@@ -483,18 +537,14 @@ class Evaluator:
 
     # ------------------------------------------------------------------ helpers
     def _chunk_scores(self, model: Recommender, query: Any, start: int, stop: int, n_users: int) -> torch.Tensor:
-        """float32 scores [B, stop - start] the evaluator may write into (masking is in place)."""
+        """The model's scores [B, stop - start], shape-checked."""
         scores = model.score_items(query, slice(start, stop))
         if tuple(scores.shape) != (n_users, stop - start):
             raise ScoringError(
                 f"model '{_model_name(model)}' returned scores of shape {tuple(scores.shape)} for items "
                 f"[{start}, {stop}), expected ({n_users}, {stop - start}) = (users in batch, items in range)"
             )
-        if scores.dtype != torch.float32:
-            return scores.float()
-        if scores._base is not None:  # a view of something the model keeps: do not mask it in place
-            return scores.clone()
-        return scores.contiguous()
+        return scores
 
     @staticmethod
     def _check_nan(

@@ -15,8 +15,9 @@ What it answers (the HTTP layer in :mod:`modalrec.serve.app` only validates and 
 - **popularity** (train interaction counts) for unknown users when the caller asks for it, and for a
   session none of whose items is known.
 
-Ranking is exact by default: scores of every candidate, masked, with ties broken by lower item
-index like the evaluator (:func:`modalrec.eval.ranking.order_keys`). Dot-product models can use an
+Ranking is exact by default, by the evaluator's own top-K kernel
+(:func:`modalrec.eval.ranking.masked_topk`): scores of every candidate, masked, ties broken by lower
+item index. Dot-product models can use an
 approximate faiss HNSW index instead (``ann=True``) for very large catalogues; requests with an
 allow list are always ranked exactly (only the allowed items are candidates).
 """
@@ -34,7 +35,7 @@ import torch
 from modalrec.data.context import DataContext, pad_sequences
 from modalrec.data.dataset import TEST, TRAIN, VALID
 from modalrec.errors import ConfigError, ModalRecError
-from modalrec.eval.ranking import order_keys
+from modalrec.eval.ranking import masked_topk
 from modalrec.models.base import EmbeddingScorer
 from modalrec.models.general.itemknn import cosine_topk
 from modalrec.train.experiment import LoadedRun, open_run
@@ -227,23 +228,22 @@ class ServingEngine:
                 batch = self._sequence_batch([self.history(u) for u in users.tolist()])
             else:
                 batch = self.model.eval_batch(users, self.ctx, TEST)
-            excluded = [self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]] for u in users.tolist()] if exclude_seen else None
-            return self._rank(self.model.encode(batch), k, excluded, candidates, MODEL)
+            return self._rank(self.model.encode(batch), len(users), k, self.seen[users] if exclude_seen else None, candidates, MODEL)
 
     def recommend_session(self, items: np.ndarray, k: int, exclude_seen: bool, candidates: CandidateFilter) -> Ranked:
         """Top-k after an ad-hoc list of known items (oldest first); popularity when it is empty."""
-        excluded = [np.unique(items)] if exclude_seen else None
         if not len(items):
             return self.popular(k, candidates)
+        hide = _unique_rows(sp.csr_matrix((np.ones(len(items)), (np.zeros(len(items)), items)), shape=(1, self.n_items))) if exclude_seen else None
         with torch.inference_mode():
             if self.session_strategy == MODEL:
                 query = self.model.encode(self._sequence_batch([items]))
-                return self._rank(query, k, excluded, candidates, MODEL)[0]
+                return self._rank(query, 1, k, hide, candidates, MODEL)[0]
             if self.session_strategy == ITEM_COSINE:  # mean cosine to the session's items
                 scores = (self._unit_vectors @ self._unit_vectors[torch.from_numpy(items)].mean(0)).unsqueeze(0)
             else:  # mean co-occurrence cosine to the session's items (over each item's nearest neighbours)
                 scores = torch.from_numpy(np.asarray(self._neighbours[items].sum(axis=0)) / len(items))
-            return self._rank_scores(scores.float(), k, excluded, candidates, self.session_strategy)
+            return self._rank_scores(scores.float(), k, hide, candidates, self.session_strategy)
 
     def popular(self, k: int, candidates: CandidateFilter) -> Ranked:
         """The most interacted-with train items (ties by lower index)."""
@@ -260,46 +260,22 @@ class ServingEngine:
             return query @ self.item_vectors[start:stop].T
         return self.model.score_items(query, slice(start, stop))
 
-    def _rank(self, query: Any, k: int, excluded: list[np.ndarray] | None, candidates: CandidateFilter, strategy: str) -> list[Ranked]:
+    def _rank(self, query: Any, n_rows: int, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: str) -> list[Ranked]:
         """Top-k of encoded queries: approximate through the index when there is one and no allow
-        list, else exact over item chunks."""
-        if self.ann is not None and candidates.allow is None:
-            return self.ann.search(query.float().cpu().numpy(), k, excluded, candidates.blocked(self.n_items), strategy)
-        best_scores = best_items = None
+        list, else exact, by the evaluator's kernel (:func:`modalrec.eval.ranking.masked_topk`)."""
         blocked = candidates.blocked(self.n_items)
-        for start in range(0, self.n_items, self.item_chunk):
-            stop = min(start + self.item_chunk, self.n_items)
-            scores = self._chunk_scores(query, start, stop).float().cpu().clone()
-            _mask(scores, start, stop, excluded, blocked)
-            items = torch.arange(start, stop).expand_as(scores)
-            if best_scores is not None:
-                scores, items = torch.cat([best_scores, scores], 1), torch.cat([best_items, items], 1)
-            best_scores, best_items = _exact_best(scores, items, k)
-        return [_finite(s, i, strategy) for s, i in zip(best_scores.numpy(), best_items.numpy())]
+        if self.ann is not None and candidates.allow is None:
+            excluded = None if hide is None else [hide.indices[hide.indptr[r] : hide.indptr[r + 1]] for r in range(n_rows)]
+            return self.ann.search(query.float().cpu().numpy(), k, excluded, blocked, strategy)
+        items, scores = masked_topk(
+            lambda start, stop: self._chunk_scores(query, start, stop), n_rows, self.n_items, k, self.item_chunk, hide, blocked
+        )
+        return [_finite(s, i, strategy) for s, i in zip(scores, items)]
 
-    def _rank_scores(self, scores: torch.Tensor, k: int, excluded: list[np.ndarray] | None, candidates: CandidateFilter, strategy: str) -> Ranked:
+    def _rank_scores(self, scores: torch.Tensor, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: str) -> Ranked:
         """Top-k of one row of precomputed scores [1, n_items] (fallbacks)."""
-        scores = scores.float().cpu().clone()
-        _mask(scores, 0, self.n_items, excluded, candidates.blocked(self.n_items))
-        best_scores, best_items = _exact_best(scores, torch.arange(self.n_items).expand_as(scores), k)
-        return _finite(best_scores[0].numpy(), best_items[0].numpy(), strategy)
-
-
-def _mask(scores: torch.Tensor, start: int, stop: int, excluded: list[np.ndarray] | None, blocked: np.ndarray | None) -> None:
-    """Set excluded (per row) and blocked (all rows) items of the chunk [start, stop) to -inf in place."""
-    view = scores.numpy()
-    if blocked is not None:
-        view[:, blocked[start:stop]] = -np.inf
-    if excluded is not None:
-        for row, items in enumerate(excluded):
-            inside = items[(items >= start) & (items < stop)]
-            view[row, inside - start] = -np.inf
-
-
-def _exact_best(scores: torch.Tensor, items: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best (score, item) per row in the evaluator's strict order: score desc, then lower item."""
-    order = torch.topk(order_keys(scores, items), min(k, scores.shape[1]), dim=1).indices
-    return scores.gather(1, order), items.gather(1, order)
+        items, best = masked_topk(lambda start, stop: scores[:, start:stop], 1, self.n_items, k, self.item_chunk, hide, candidates.blocked(self.n_items))
+        return _finite(best[0], items[0], strategy)
 
 
 def _finite(scores: np.ndarray, items: np.ndarray, strategy: str) -> Ranked:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,11 @@ from modalrec.data.preprocess import preprocess
 from modalrec.data.sources.feature_files import attach_feature_files
 from modalrec.data.split import SplitConfig, split
 from modalrec.devices import resolve_device
-from modalrec.errors import CheckpointError, ModalRecError
+from modalrec.errors import CheckpointError, ConfigError, ModalRecError
 from modalrec.models.base import Recommender, get_model_class
 from modalrec.train import distributed
 from modalrec.train.checkpoint import identity, load_checkpoint, seed_everything
-from modalrec.train.rundir import RunDir
+from modalrec.train.rundir import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir
 from modalrec.train.trainer import Trainer, ValidationCallback
 
 log = logging.getLogger("modalrec")
@@ -73,8 +74,15 @@ def prepare_data(cfg: RunConfig, family: str) -> tuple[Dataset, SplitConfig]:
 
 
 def build_model(cfg: RunConfig, ctx: DataContext, device: torch.device) -> Recommender:
+    """The configured model on ``device``. A model checks its own hyper-parameters as it is built;
+    a value that a torch layer refuses instead (ValueError / RuntimeError) is reported with the
+    model's config, never as a traceback."""
     model_cls = get_model_class(cfg.model_name)
-    return model_cls(model_config(cfg), ctx).to(device)
+    try:
+        return model_cls(model_config(cfg), ctx).to(device)
+    except (ValueError, RuntimeError) as err:
+        settings = ", ".join(f"model.{key}={value}" for key, value in cfg.model.items() if key != "name")
+        raise ConfigError(f"model '{cfg.model_name}' cannot be built with {settings}: {err}") from err
 
 
 def run_identity(cfg: RunConfig, ds: Dataset) -> dict[str, Any]:
@@ -123,11 +131,13 @@ def train(
 
 
 def _new_run_dir(cfg: RunConfig) -> RunDir:
+    """The run directory the config names; checked to be free, but not created (nothing is written
+    before the data and the model are built)."""
     name = cfg.run.name or default_run_name(cfg)
     run_dir = RunDir(Path(cfg.run.dir) / name)
     if run_dir.path.exists() and any(run_dir.path.iterdir()):
         raise ModalRecError(f"run directory {run_dir.path} exists; pick another run.name or continue it with --resume")
-    return run_dir.create()
+    return run_dir
 
 
 def _train_in(
@@ -139,34 +149,46 @@ def _train_in(
     on_validation: ValidationCallback | None,
     score_test: bool,
 ) -> tuple[RunDir, dict[str, Any]]:
-    handler = run_dir.attach_log(log) if dist.is_main else None
-    try:
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        seed_everything(cfg.train.seed, cfg.train.deterministic)
-        family = get_model_class(cfg.model_name).family
-        with distributed.local_main_first(dist):
-            ds, split_cfg = prepare_data(cfg, family)
-        cfg.dataset.split = split_cfg
-        ctx = DataContext.from_dataset(ds)
-        model = build_model(cfg, ctx, device)
-        ident = run_identity(cfg, ds)
-        if not resume and dist.is_main:
+    """Build everything (data, model, optimiser, evaluator: each validates its input) and only then
+    write the run directory; a run that fails after that is marked failed in it (status.json)."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    family = get_model_class(cfg.model_name).family
+    with distributed.local_main_first(dist):
+        ds, split_cfg = prepare_data(cfg, family)
+    cfg.dataset.split = split_cfg
+    ctx = DataContext.from_dataset(ds)
+    model = build_model(cfg, ctx, device)
+    ident = run_identity(cfg, ds)
+    trainer = Trainer(model, ctx, cfg, run_dir, ident, device, on_validation, dist)
+    if dist.is_main:
+        if not resume:
+            run_dir.create()
             run_dir.config.write_text(cfg.to_yaml())
             run_dir.write_json(run_dir.dataset, {"stats": ds.stats(), "content_hash": ds.content_hash(), "meta": ds.meta})
+        run_dir.mark(RUNNING)
+    handler = run_dir.attach_log(log) if dist.is_main else None
+    try:
+        if dist.is_main and not resume:
             log.info("run %s: %s on %s (%s) on %s", run_dir.path, cfg.model_name, ds.name, ds.stats(), device)
             if dist.enabled:
                 log.info("distributed: %d processes (%s), global batch %d", dist.world_size, device.type, cfg.train.batch_size)
-        trainer = Trainer(model, ctx, cfg, run_dir, ident, device, on_validation, dist)
         if resume:
             trainer.resume()
         trainer.fit()
         results = trainer.test(score_test)
-        return run_dir, results
+    except BaseException as err:
+        if dist.is_main:
+            run_dir.mark(INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED, err)
+        raise
     finally:
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
+    if dist.is_main:
+        run_dir.mark(FINISHED)
+    return run_dir, results
 
 
 @dataclass
@@ -195,7 +217,9 @@ def open_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     cfg = resolve(config_file=run_dir.config)
     seed_everything(cfg.train.seed)
     family = get_model_class(cfg.model_name).family
-    ds, _ = prepare_data(cfg, family)
+    with warnings.catch_warnings():  # notes on the data (e.g. cold interactions dropped) were given at training
+        warnings.simplefilter("ignore", UserWarning)
+        ds, _ = prepare_data(cfg, family)
     saved = run_dir.read_json(run_dir.dataset)
     if saved.get("content_hash") != ds.content_hash():
         raise CheckpointError(

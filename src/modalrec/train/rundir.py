@@ -11,6 +11,10 @@
       results.json         validation + test metrics of the selected checkpoint
       per_user_<split>.npz per-user metrics of the selected checkpoint (for significance tests)
       train.log            the log
+      status.json          running | finished | failed (with the error) | interrupted
+
+Nothing is written before the config, the data and the model are validated; a run that fails after
+that says so in status.json, so it never looks like a finished run (``compare`` refuses it).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from modalrec.fileio import to_jsonable, write_text_atomic
+
+RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 
 
 @dataclass
@@ -59,6 +66,42 @@ class RunDir:
     @property
     def log(self) -> Path:
         return self.path / "train.log"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    def mark(self, status: str, error: BaseException | None = None) -> None:
+        """Record the run's state (and the error that ended it) in status.json."""
+        payload: dict[str, Any] = {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if error is not None:
+            payload["error"] = f"{type(error).__name__}: {error}"
+        self.write_json(self.status_file, payload)
+
+    def status(self) -> dict[str, Any]:
+        """status.json's content; a run from before status files is finished when it has results.json."""
+        if self.status_file.exists():
+            return self.read_json(self.status_file)
+        return {"status": FINISHED if self.results.exists() else "unknown"}
+
+    def setup(self, split: str) -> dict[str, str]:
+        """What must match for two runs' ``split`` metrics to be comparable: the dataset (name and
+        content hash), the split method and the evaluation protocol (full or sampled ranking)."""
+        import yaml
+
+        config = yaml.safe_load(self.config.read_text()) if self.config.exists() else {}
+        dataset = config.get("dataset") or {}
+        data = self.read_json(self.dataset) if self.dataset.exists() else {}
+        evaluated = (self.read_json(self.results) if self.results.exists() else {}).get(f"{split}_eval") or {}
+        protocol = evaluated.get("protocol", "full")
+        if evaluated.get("sampled"):
+            protocol += f" ({evaluated['sampled']}, {evaluated.get('n_negatives')} negatives)"
+        return {
+            "dataset": str(dataset.get("name")),
+            "data hash": str(data.get("content_hash", "?"))[:12],
+            "split": str((dataset.get("split") or {}).get("method")),
+            "protocol": protocol,
+        }
 
     def per_user(self, split: str) -> Path:
         return self.path / f"per_user_{split}.npz"

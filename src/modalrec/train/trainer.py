@@ -20,7 +20,7 @@ from modalrec.config import RunConfig
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import TEST, VALID
 from modalrec.data.views import make_train_batches
-from modalrec.errors import ConfigError, ModalRecError
+from modalrec.errors import ConfigError, ModalRecError, nearest
 from modalrec.eval.ranking import EvalResult, Evaluator
 from modalrec.models.base import Recommender
 from modalrec.train import distributed
@@ -142,6 +142,12 @@ class Trainer:
             seed=cfg.train.seed,
         )
         self.select = cfg.train.select.lower()
+        if self.select not in self.evaluator.summary_keys():
+            guess = nearest(self.select, self.evaluator.summary_keys())
+            raise ConfigError(
+                f"train.select '{cfg.train.select}' is not among the validation metrics (eval.metrics x eval.ks)"
+                f"{f'; did you mean {guess!r}?' if guess else ''} Valid: {', '.join(sorted(self.evaluator.summary_keys()))}"
+            )
         self.optimizer = (model.configure_optimizer(cfg.train) or build_optimizer(model, cfg)) if model.trainable else None
         self.scheduler = build_scheduler(self.optimizer, cfg) if self.optimizer is not None else None
         self.state = TrainState()
@@ -217,7 +223,7 @@ class Trainer:
         if self.state.stopped_early:
             log.info("early stop: no %s improvement in %d validations", self.select, t.patience)
         if self.state.best_epoch == 0:
-            raise TrainingError("no validation was run, so no checkpoint was selected; lower train.eval_every")
+            raise TrainingError(f"no checkpoint was selected: no validation {self.select} was a number above -inf (NaN scores?)")
         return self.state
 
     def _end_epoch(self, epoch: int, record: dict[str, Any]) -> TrainState:
@@ -332,12 +338,7 @@ class Trainer:
         return record
 
     def _validate(self) -> EvalResult:
-        result = self.evaluator.evaluate(self.model, VALID)
-        if self.select not in result.summary:
-            raise ConfigError(
-                f"train.select '{self.select}' is not among the validation metrics: {', '.join(sorted(result.summary))}"
-            )
-        return result
+        return self.evaluator.evaluate(self.model, VALID)
 
     # ------------------------------------------------------------------ final scoring
     def test(self, score_test: bool = True) -> dict[str, Any]:

@@ -183,3 +183,23 @@ def test_mgcn_learning_rate_decays_by_096_every_50_epochs() -> None:
 def test_mgcn_refuses_an_unknown_fusion() -> None:
     with pytest.raises(ConfigError, match="fusion 'sum' is not one of code, mean_specific"):
         build("mgcn", circle_context(), fusion="sum")
+
+
+# ------------------------------------------------------------------------------------------ FREEDOM
+@pytest.mark.parametrize("knn_self", [True, False])
+def test_freedom_item_graph_counts_the_item_among_its_k_neighbours(knn_self: bool) -> None:
+    model = build("freedom", circle_context(), knn_k=2, knn_self=knn_self)
+    graph = model.item_graph.to_dense().numpy()
+    if knn_self:
+        # unit weights on {0,1}, {1,2}, {2,1}, {3,2}: every row sum 2, so each edge 1 / sqrt(2 * 2)
+        expected = np.zeros((4, 4))
+        for i, j in [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2), (2, 1), (3, 3), (3, 2)]:
+            expected[i, j] = 0.5
+        np.testing.assert_allclose(graph, expected, rtol=1e-6)
+    else:
+        assert np.all(np.diag(graph) == 0) and np.all((graph > 0).sum(1) == 2)
+
+
+def test_freedom_defaults_are_the_authors() -> None:
+    cfg = get_model_class("freedom").Config()
+    assert (cfg.knn_self, cfg.init_std) == (True, None)

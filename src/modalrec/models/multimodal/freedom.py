@@ -15,8 +15,11 @@ on an item-item bridge; end-to-end.
 3. LightGCN over the (pruned) user-item graph; final item = e_i + h_i. Loss: BPR on the final
    representations + lambda * sum_m BPR(u, W_m f_i^m) aligning users with projected features.
 
-Deviations: for any set of modalities, ``modality_weights`` maps names to w_m (unlisted
-modalities share the rest equally; default: equal weights).
+Conventions of the authors' code (MMRec's FREEDOM, enoche/MMRec@e775373) kept by default: the kNN graph
+is the top-k of the full similarity matrix, so an item is one of its own k neighbours (``knn_self``;
+false: k other items), and ID embeddings start Xavier-uniform (``init_std`` null; a number: normal(0, std)).
+Deviations: the raw feature tables are frozen (the code fine-tunes them); for any set of modalities,
+``modality_weights`` maps names to w_m (unlisted modalities share the rest equally; default: equal weights).
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ class FREEDOM(MultimodalRecommender):
         ui_layers: int = 2  # LightGCN layers on the user-item graph
         prune: float = 0.8  # share of user-item edges dropped per epoch (the authors' "dropout")
         feature_weight: float = 1e-4  # lambda, weight of the user-feature BPR terms (the authors' reg_weight)
-        init_std: float = 0.1
+        knn_self: bool = True  # the item is one of its own k neighbours (the authors' code)
+        init_std: float | None = None  # None: Xavier (the authors' code); else normal(0, init_std)
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
@@ -74,7 +78,8 @@ class FREEDOM(MultimodalRecommender):
         self.id_embeddings(config.dim, config.init_std)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], config.dim) for f in self.features)  # W_m
         weights = modality_mixture(self.modalities, config.modality_weights, self.name)
-        item_graph = sum(w * self.content_knn(m, config.knn_k, weighted=False) for m, w in enumerate(weights))
+        knn = [self.content_knn(m, config.knn_k, weighted=False, include_self=config.knn_self) for m in range(len(weights))]
+        item_graph = sum(w * graph for w, graph in zip(weights, knn))
         for name, tensor in zip(("item_graph", "item_graph_t"), sparse_graph(item_graph)):
             self.register_buffer(name, tensor, persistent=False)
         self.register_user_item_graph(ctx)

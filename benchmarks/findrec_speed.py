@@ -1,15 +1,18 @@
-"""FindRec speed on CPU: the Mamba mixer against mambapy, FindRec's scaling in L, FindRec vs SASRec.
+"""FindRec speed on CPU: the Mamba mixer against mambapy; FindRec vs SASRec at equal width and their scaling in L.
 
-Run: python benchmarks/findrec_speed.py [--threads N] [--repeats R]
-Everything is measured side by side in one process (best of R repeats, forward + backward).
+Run: python benchmarks/findrec_speed.py [--threads N] [--repeats R] [--batch B] [--lengths 50,200]
+Everything is measured side by side in one process (best of R repeats, forward + backward): SASRec, FindRec
+faithful (released last-position objective) and FindRec mmd (all positions), with and without the levers
+(cheaper dropout masks, the bottleneck encoded once per distinct item, bf16 autocast = train.amp=true).
 Needs the ``bench`` extra (mambapy 1.2.0) for the first section; it is skipped without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -18,6 +21,7 @@ from modalrec.data.split import SplitConfig, split
 from modalrec.data.synthetic import make_synthetic
 from modalrec.models.sequential.findrec import FindRec
 from modalrec.models.sequential.sasrec import SASRec
+from modalrec.nn.dropout import Dropout
 from modalrec.nn.mamba import MambaMixer
 
 
@@ -84,65 +88,81 @@ def loss_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callabl
     return step
 
 
-def findrec_scaling(repeats: int, batch: int) -> None:
-    print(f"== FindRec training step (faithful, d 128, p 256, 8 heads, 1024-d features), batch {batch}")
-    print("   and the share of the ID Mamba stream and of the cross-modal attention (each forward+backward alone)")
-    n_items = 1000
-    ctx = context(n_items, 1024)
-    base = None
-    for length in (50, 100, 200, 400):
-        torch.manual_seed(0)
-        model = FindRec(FindRec.Config(max_len=length), ctx)
-        b = train_batch(n_items, batch, length, all_positions=False)
-        total = best_time(loss_step(model, b), repeats)
-        ids = model.item_embedding(b["seq"]).detach().requires_grad_()
-        mamba = best_time(fwd_bwd(model.id_stream, ids), repeats)
-        latents = [torch.randn(batch, length, 256, requires_grad=True) for _ in range(2)]
-        valid = torch.ones(batch, length, dtype=torch.bool)
-
-        def xattn() -> None:
-            model.zero_grad(set_to_none=True)
-            model.cross_attention(latents, valid).sum().backward()
-        attention = best_time(xattn, repeats)
-        base = base or total
-        print(
-            f"  L={length:4d}  step {total * 1e3:8.1f} ms  time(L)/time(50) {total / base:5.2f}  "
-            f"ID Mamba {mamba * 1e3:7.1f} ms ({mamba / total:4.0%})  cross-attention {attention * 1e3:7.1f} ms ({attention / total:4.0%})"
-        )
+@contextlib.contextmanager
+def torch_dropout() -> Iterator[None]:
+    """Run modalrec's Dropout as torch's (bernoulli_ masks): the 'before' of the cheaper-mask lever."""
+    fast = Dropout.forward
+    Dropout.forward = torch.nn.Dropout.forward
+    try:
+        yield
+    finally:
+        Dropout.forward = fast
 
 
-def findrec_vs_sasrec(repeats: int, batches: list[int]) -> None:
+def amp_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], amp: bool) -> Callable[[], None]:
+    """One training step (forward + backward), under bf16 autocast when ``amp`` (what train.amp=true does)."""
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+            loss = model.loss(batch)["loss"]
+        loss.backward()
+    return step
+
+
+def variants(ctx: DataContext, length: int) -> dict[str, tuple[torch.nn.Module, bool, bool, bool]]:
+    """name -> (model, all-position targets, torch dropout (before), bf16 autocast)."""
+    torch.manual_seed(0)
+    sasrec = SASRec(SASRec.Config(dim=128, heads=2, max_len=length), ctx)
+    faithful = FindRec(FindRec.Config(max_len=length), ctx)
+    mmd = FindRec(FindRec.Config(mode="mmd", max_len=length), ctx)
+    mmd_before = FindRec(FindRec.Config(mode="mmd", max_len=length, encode_per_item=False), ctx)
+    return {
+        "sasrec last": (sasrec, False, False, False),
+        "findrec faithful last": (faithful, False, False, False),
+        "findrec faithful last (torch dropout)": (faithful, False, True, False),
+        "sasrec all": (sasrec, True, False, False),
+        "findrec mmd all": (mmd, True, False, False),
+        "findrec mmd all (before: torch dropout, per-position encoder)": (mmd_before, True, True, False),
+        "sasrec all, bf16": (sasrec, True, False, True),
+        "findrec mmd all, bf16": (mmd, True, False, True),
+    }
+
+
+def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int]) -> None:
+    """Every variant at every length, side by side; ratios to SASRec at the same objective and precision, and
+    time(L) / time(first L) per variant."""
     n_items = 3000
     ctx = context(n_items, 1024)
-    for batch in batches:
-        print(f"== FindRec vs SASRec training step at equal d 128, L 50, batch {batch} (last-position targets unless marked)")
-        torch.manual_seed(0)
-        sasrec, clean = SASRec(SASRec.Config(dim=128, heads=2), ctx), FindRec(FindRec.Config(mode="clean"), ctx)
-        models = {
-            "sasrec (2 blocks, 2 heads)": (sasrec, False),
-            "findrec faithful": (FindRec(FindRec.Config(), ctx), False),
-            "findrec clean": (clean, False),
-            "sasrec, all positions": (sasrec, True),
-            "findrec clean, all positions": (clean, True),
-        }
-        times = {name: best_time(loss_step(m, train_batch(n_items, batch, 50, all_pos)), repeats) for name, (m, all_pos) in models.items()}
-        base = times["sasrec (2 blocks, 2 heads)"]
-        for name, seconds in times.items():
-            print(f"  {name:28s} {seconds * 1e3:9.1f} ms   {seconds / base:6.2f}x sasrec")
+    times: dict[int, dict[str, float]] = {}
+    for length in lengths:
+        print(f"== training step (forward + backward), d 128, p 256, 8 heads, 2 x 1024-d features, {n_items} items, batch {batch}, L {length}")
+        times[length] = {}
+        for name, (model, all_positions, old_dropout, amp) in variants(ctx, length).items():
+            b = train_batch(n_items, batch, length, all_positions)
+            with torch_dropout() if old_dropout else contextlib.nullcontext():
+                times[length][name] = best_time(amp_step(model, b, amp), repeats)
+        for name, seconds in times[length].items():
+            base = "sasrec " + ("last" if "last" in name else "all, bf16" if "bf16" in name else "all")
+            print(f"  {name:62s} {seconds * 1e3:9.1f} ms   {seconds / times[length][base]:5.2f}x {base}")
+    first, last = lengths[0], lengths[-1]
+    print(f"== time(L={last}) / time(L={first})")
+    for name in times[first]:
+        print(f"  {name:62s} {times[last][name] / times[first][name]:5.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=32, help="batch of the FindRec scaling section")
-    parser.add_argument("--vs-batches", default="8,128", help="batches of the FindRec vs SASRec section (128 = the released training batch)")
+    parser.add_argument("--batch", type=int, default=32, help="training batch of the FindRec vs SASRec section")
+    parser.add_argument("--lengths", default="50,200", help="sequence lengths of the FindRec vs SASRec section")
+    parser.add_argument("--skip-mixer", action="store_true", help="skip the Mamba mixer vs mambapy section")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), best of {args.repeats}")
-    mixer_vs_mambapy(args.repeats)
-    findrec_scaling(args.repeats, args.batch)
-    findrec_vs_sasrec(args.repeats, [int(b) for b in args.vs_batches.split(",")])
+    if not args.skip_mixer:
+        mixer_vs_mambapy(args.repeats)
+    findrec_vs_sasrec(args.repeats, args.batch, [int(n) for n in args.lengths.split(",")])
 
 
 if __name__ == "__main__":

@@ -166,3 +166,15 @@ def test_models_without_explanations_say_so(ctx: DataContext) -> None:
     sasrec = get_model_class("sasrec")
     m = sasrec(sasrec.Config(dim=8, max_len=20), ctx)
     assert m.explain(m.eval_batch(np.array([0]), ctx, 2), torch.tensor([[1, 2]])) is None
+
+
+def test_encoding_once_per_item_changes_nothing_at_evaluation(ctx: DataContext) -> None:
+    b = next(iter(make_train_batches("sequences", ctx, batch_size=16, seed=0, max_len=20, target="all")))
+    outputs = []
+    for per_item in (True, False):
+        m = model(ctx, mode="mmd", encode_per_item=per_item).eval()
+        with torch.no_grad():
+            states, terms = m.forward_states(b["seq"], b["lengths"])
+        outputs.append((states, terms["kl"], terms["align"]))
+    for a, c in zip(*outputs):
+        torch.testing.assert_close(a, c)

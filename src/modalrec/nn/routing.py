@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalrec.errors import ConfigError
+from modalrec.nn.dropout import Dropout
 
 
 class SharedRouter(nn.Module):
@@ -42,7 +43,7 @@ class SharedRouter(nn.Module):
             nn.LayerNorm(dim),
             nn.Linear(dim, hidden),
             nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.LayerNorm(hidden),
             nn.Linear(hidden, n_experts),
         )
@@ -84,7 +85,7 @@ class SharedExperts(nn.Module):
         super().__init__()
         self.out_dim = out_dim
         self.experts = nn.ModuleList(nn.Linear(dim, out_dim) for _ in range(n_experts))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """[..., E, out_dim], each unit-norm (zero when the ReLU zeroes every unit)."""

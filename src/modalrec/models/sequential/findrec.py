@@ -53,6 +53,7 @@ from modalrec.data.dataset import VALID
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
 from modalrec.models.sequential.objective import supervised_pairs
+from modalrec.nn.dropout import Dropout
 from modalrec.nn.mamba import MambaMixer
 from modalrec.nn.routing import SharedExperts, SharedRouter, balance_loss
 from modalrec.nn.stein import STEIN_FORMS, median_bandwidth, mmd, paired_kernel_distance, stein_alignment
@@ -69,6 +70,7 @@ MODE_PRESETS: dict[str, dict[str, object]] = {
         "align_floor": None,
         "free_bits": 0.0,
         "align_latent": "sample",
+        "encode_per_item": False,
     },
     "clean": {
         "stein_form": "ksd",
@@ -82,6 +84,7 @@ MODE_PRESETS: dict[str, dict[str, object]] = {
         "align_floor": 0.0,
         "free_bits": 0.0,
         "align_latent": "sample",
+        "encode_per_item": False,
     },
     # clean, with an alignment that is a discrepancy between the modalities' latent means (multi-bandwidth RBF MMD^2
     # + the paired kernel distance: >= 0, 0 iff matched latents coincide, no score network to game) and a bottleneck
@@ -97,6 +100,7 @@ MODE_PRESETS: dict[str, dict[str, object]] = {
         "free_bits": 2.0,
         "logvar_init": -4.0,
         "align_latent": "mean",
+        "encode_per_item": True,
     },
 }
 
@@ -121,7 +125,7 @@ class ScaledMambaBlock(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.mamba = MambaMixer(dim, d_state, d_conv, expand, backend=backend)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.layer_scale = nn.Parameter(torch.full((dim,), scale_init))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +142,7 @@ def mamba_stack(cfg: FindRec.Config, dim: int) -> nn.Sequential:
 
 def score_network(dim: int, dropout: float) -> nn.Sequential:
     """s(z): Linear(p -> 2p) -> LN -> Drop -> GELU -> Linear(2p -> p), trained only through the Stein term (A3)."""
-    return nn.Sequential(nn.Linear(dim, 2 * dim), nn.LayerNorm(2 * dim), nn.Dropout(dropout), nn.GELU(), nn.Linear(2 * dim, dim))
+    return nn.Sequential(nn.Linear(dim, 2 * dim), nn.LayerNorm(2 * dim), Dropout(dropout), nn.GELU(), nn.Linear(2 * dim, dim))
 
 
 class GaussianBottleneck(nn.Module):
@@ -146,16 +150,25 @@ class GaussianBottleneck(nn.Module):
 
     def __init__(self, dim: int, dropout: float, logvar_clamp: float | None):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim), nn.Dropout(dropout), nn.GELU(), nn.Linear(dim, 2 * dim))
+        self.encoder = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim), Dropout(dropout), nn.GELU(), nn.Linear(dim, 2 * dim))
         self.logvar_clamp = logvar_clamp
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(z, mu, log var); ``noise`` None uses the mean (deterministic)."""
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log var) of q(z | x)."""
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         if self.logvar_clamp is not None:  # A19
             logvar = logvar.clamp(-self.logvar_clamp, self.logvar_clamp)
-        z = mu if noise is None else mu + noise * torch.exp(0.5 * logvar)
-        return l2(z), mu, logvar
+        return mu, logvar
+
+    @staticmethod
+    def sample(mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """z = L2(mu + noise * sigma); ``noise`` None uses the mean (deterministic)."""
+        return l2(mu if noise is None else mu + noise * torch.exp(0.5 * logvar))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z, mu, log var)."""
+        mu, logvar = self.posterior(x)
+        return self.sample(mu, logvar, noise), mu, logvar
 
 
 def gaussian_kl_dims(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -188,7 +201,7 @@ class SubspaceCrossAttention(nn.Module):
         self.heads, self.head_dim, self.causal, self.dropout = heads, dim // heads, causal, dropout
         self.input_scale = self.head_dim**-0.5 if double_scale else 1.0
         self.inputs = nn.ModuleList(
-            nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim), nn.Dropout(dropout)) for _ in range(n_modalities)
+            nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim), Dropout(dropout)) for _ in range(n_modalities)
         )
         dh = self.head_dim
         self.in_proj_weight = nn.Parameter(torch.empty(n_modalities, heads, 3 * dh, dh))
@@ -307,6 +320,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         logvar_clamp: float | None = None  # A19: clamp log var to [-c, c]
         free_bits: float | None = None  # nats per latent dim the KL may use unpenalised (Kingma et al. 2016); 0 = off
         kl_warmup_epochs: int = 0  # KL weight ramps linearly from 1/(n+1) to 1 over the first n epochs (0 = off)
+        encode_per_item: bool | None = None  # run the bottleneck encoders once per distinct item of a batch (faster)
         logvar_init: float | None = None  # initial log-variance bias of the bottlenecks (None: the init's 0, sigma = 1)
         diagnostic_sample: int = 512  # items and validation users measured by diagnostics() after every epoch
 
@@ -354,9 +368,9 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         head_in = n_mod * p // cfg.heads
         self.router = SharedRouter(head_in, cfg.experts, cfg.router_hidden, cfg.router_temperature, cfg.fusion_dropout, gumbel_hard=cfg.router_gumbel_hard)
         self.experts = SharedExperts(head_in, d, cfg.experts, cfg.dropout)
-        self.head_fusion = nn.Sequential(nn.Linear(cfg.heads * d, d), nn.ReLU(), nn.LayerNorm(d), nn.Dropout(cfg.fusion_dropout))
+        self.head_fusion = nn.Sequential(nn.Linear(cfg.heads * d, d), nn.ReLU(), nn.LayerNorm(d), Dropout(cfg.fusion_dropout))
         if cfg.fusion == "linear":
-            self.final_fusion = nn.Sequential(nn.Linear(2 * d, d), nn.LayerNorm(d), nn.ReLU(), nn.Dropout(cfg.dropout))
+            self.final_fusion = nn.Sequential(nn.Linear(2 * d, d), nn.LayerNorm(d), nn.ReLU(), Dropout(cfg.dropout))
         else:
             self.final_fusion = nn.Sequential(nn.Linear(2 * d, d), *mamba_stack(cfg, d))
         self.final_norm = nn.LayerNorm(d)
@@ -439,8 +453,12 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         rows = self._iicm_rows(valid, lengths)
         items, inverse = torch.unique(seq, return_inverse=True)  # project each distinct item once
         for m, bottleneck in zip(self.modalities, self.bottlenecks):
-            p_m = self.project(m, items)[inverse]  # 1.5: P_m [B, L, p]
-            z, mu, logvar = bottleneck(p_m, self._noise(p_m))  # 1.6 (1-2)
+            p_m = self.project(m, items)  # 1.5: P_m of the batch's distinct items [n, p]
+            if cfg.encode_per_item:  # q(z | item) once per distinct item; only eps is drawn per position
+                mu, logvar = (t[inverse] for t in bottleneck.posterior(p_m))
+            else:  # per position, as released (own dropout masks at every occurrence of an item)
+                mu, logvar = bottleneck.posterior(p_m[inverse])
+            z = bottleneck.sample(mu, logvar, self._noise(mu))  # 1.6 (1-2)
             latents.append(z)
             means.append(l2(mu))
             kls.append(gaussian_kl_dims(mu[rows], logvar[rows]).mean(0))  # 1.6 (7), A7: [p], batch mean per dim
@@ -557,9 +575,9 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             kls, own, means = [], [], []
             for m, bottleneck in zip(self.modalities, self.bottlenecks):
                 p_m = self.project(m, items)
-                _, mu, logvar = bottleneck(p_m, None)
+                mu, logvar = bottleneck.posterior(p_m)
                 eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-                sampled, mean = bottleneck(p_m, eps)[0], l2(mu)
+                sampled, mean = bottleneck.sample(mu, logvar, eps), l2(mu)
                 kls.append(gaussian_kl(mu, logvar).mean() / mu.shape[-1])
                 own.append(_retrieval(sampled, mean))
                 means.append(mean)

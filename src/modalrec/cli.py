@@ -6,16 +6,16 @@ clear message and exit with status 2; they never print a traceback.
 
 from __future__ import annotations
 
-import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from modalrec.console import err_console, print_error, setup_logging
 from modalrec.errors import ModalRecError
 from modalrec.serve.command import serve_command
 
@@ -38,27 +38,8 @@ app.command("search")(search_command)
 app.command("report")(report_command)
 
 console = Console()
-err_console = Console(stderr=True)
 
 OVERRIDES_HELP = "Config overrides as key=value, e.g. model=sasrec dataset=ml-1m train.lr=0.001 model.dim=64."
-
-
-def _setup_logging(verbose: bool = True) -> None:
-    from rich.logging import RichHandler
-
-    logger = logging.getLogger("modalrec")
-    if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        handler = RichHandler(console=err_console, show_path=False, show_time=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    warnings.simplefilter("default")  # each distinct warning once
-    warnings.showwarning = _show_warning
-
-
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None) -> None:
-    """Python warnings in words, through the log (no source path or code line)."""
-    logging.getLogger("modalrec").warning("%s", message)
 
 
 # ---------------------------------------------------------------------- commands
@@ -75,7 +56,7 @@ def train(
     from modalrec.train import distributed
     from modalrec.train.experiment import train as run_training
 
-    _setup_logging(not quiet)
+    setup_logging(not quiet)
     if resume is not None and (overrides or config):
         raise ModalRecError("--resume continues a run with its saved config; do not pass overrides or --config with it")
     if nproc != 1:
@@ -242,7 +223,7 @@ def datasets(
         table.add_column("terms")
     for name, spec in available_datasets().items():
         row = [name, ", ".join(spec.modalities), spec.description if details else spec.description.split(": ")[0].split(". ")[0]]
-        table.add_row(*row, *((spec.obtained, spec.license) if details else ()))
+        table.add_row(*(escape(cell) for cell in (*row, *((spec.obtained, spec.license) if details else ()))))
     console.print(table)
 
 
@@ -280,7 +261,7 @@ def data_info(
     from modalrec.data.registry import available_datasets
     from modalrec.train.experiment import load_source
 
-    _setup_logging()
+    setup_logging()
     raw = load_source(name)
     expected = available_datasets()[name].expected if name in available_datasets() else {}
     table = Table(title=f"{name} as loaded")
@@ -311,7 +292,7 @@ def data_prepare(
     """Preprocess and split a dataset once and save it (train on it with dataset=<out>)."""
     from modalrec.data.storage import save_dataset
 
-    _setup_logging()
+    setup_logging()
     ds, _ = _prepared(name, overrides or [], family)
     save_dataset(ds, out)
     console.print(ds.describe())
@@ -323,7 +304,7 @@ def main() -> None:
     try:
         app()  # usage errors and --help are handled (and exit) inside typer
     except ModalRecError as err:
-        err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True, markup=True)
+        print_error(err)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

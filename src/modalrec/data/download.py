@@ -21,8 +21,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 import platformdirs
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from modalrec.console import progress as progress_bar
 from modalrec.errors import ModalRecError
 
 CHUNK_BYTES = 1 << 20
@@ -93,21 +93,13 @@ def _stream(url: str, out, progress: bool, timeout: float) -> dict[str, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             total = response.headers.get("Content-Length")
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                disable=not progress,
-                transient=True,
-            ) as bar:
-                task = bar.add_task(PurePosixPath(url).name or url, total=int(total) if total else None)
+            label = PurePosixPath(url).name or url
+            with progress_bar(label, int(total) if total else None, unit="bytes", enabled=progress) as bar:
                 while chunk := response.read(CHUNK_BYTES):
                     out.write(chunk)
                     for h in hashes.values():
                         h.update(chunk)
-                    bar.advance(task, len(chunk))
+                    bar.advance(len(chunk))
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"HTTP {exc.code} {exc.reason} while fetching {url}") from exc
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:

@@ -9,23 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from modalrec.console import setup_logging
 from modalrec.errors import ConfigError
 
 console = Console()
-
-
-def _logging(quiet: bool) -> None:
-    """INFO to every run's train.log; with ``quiet`` only warnings reach the terminal."""
-    import logging
-
-    from rich.logging import RichHandler
-
-    from modalrec.cli import _setup_logging
-
-    _setup_logging(True)
-    for handler in logging.getLogger("modalrec").handlers:
-        if isinstance(handler, RichHandler):
-            handler.setLevel(logging.WARNING if quiet else logging.NOTSET)
 
 
 def _print_report(report: object) -> None:
@@ -49,7 +36,7 @@ def benchmark_command(
     from modalrec.experiments.report import build_report
     from modalrec.experiments.suite import Suite, run_suite
 
-    _logging(quiet)
+    setup_logging(not quiet)
     suite = Suite.load(suite_file, out)
     if dry_run:
         suite.validate()
@@ -97,7 +84,7 @@ def search_command(
 
     from modalrec.experiments.search import SearchSettings, search
 
-    _logging(quiet)
+    setup_logging(not quiet)
     parsed = None
     if space is not None:
         text = Path(space).read_text() if Path(space).is_file() else space
@@ -128,6 +115,6 @@ def report_command(
     """Rebuild tables (Markdown, CSV), plots and the HTML report from finished run directories."""
     from modalrec.experiments.report import build_report
 
-    _logging(True)
+    setup_logging()
     report = build_report(list(runs), out, split=split, metrics=metrics.split(",") if metrics else None, alpha=alpha, title=title)
     _print_report(report)

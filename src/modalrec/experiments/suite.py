@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from modalrec.config import load_yaml, resolve
+from modalrec.console import progress as progress_bar
+from modalrec.console import progress_log
 from modalrec.errors import ConfigError, ModalRecError, UnknownNameError, nearest
 from modalrec.experiments.search import (
     SearchResult,
@@ -498,20 +500,22 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True) -> l
     tuned: dict[tuple[str, str], list[str]] = {}
     searches: dict[str, Any] = {}
     outcomes: list[RunOutcome] = []
-    with _suite_progress(progress, len(plan) + len(suite.tuned_models()) * len(suite.datasets)) as bar:
+    steps = len(plan) + len(suite.tuned_models()) * len(suite.datasets)
+    with progress_bar(f"suite {suite.name}", steps, unit="steps", enabled=progress) as bar:
         for d in suite.datasets:
             for m in suite.tuned_models():
-                bar(f"search {m.label} on {d.label}", 0)
-                result = _tune(suite, d, m, lambda done, budget, m=m, d=d: bar(f"search {m.label} on {d.label}: {done}/{budget} trials", 0))
+                progress_log.info("suite %s: search %s on %s", suite.name, m.label, d.label)
+                result = _tune(suite, d, m, lambda done, budget, m=m, d=d: bar.advance(0, f"search {m.label} on {d.label}: {done}/{budget} trials"))
                 tuned[(d.label, m.label)] = result.overrides
                 searches[f"{d.label}__{m.label}"] = {
                     "metric": result.metric, "best_value": result.best_value, "best_params": result.best_params,
                     "complete": result.complete, "pruned": result.pruned, "failed": result.failed,
                 }
                 write_manifest(suite, plan, searches)
-                bar(f"searched {m.label} on {d.label}: valid {result.metric}={result.best_value:.4f}", 1)
-        for run in plan:
-            bar(f"{run.model.label} on {run.dataset.label}, seed {run.seed}", 0)
+                progress_log.info("suite %s: searched %s on %s: valid %s=%.4f", suite.name, m.label, d.label, result.metric, result.best_value)
+                bar.advance(1)
+        for i, run in enumerate(plan, start=1):
+            bar.advance(0, f"{run.model.label} on {run.dataset.label}, seed {run.seed}")
             try:
                 outcome = execute_run(suite, run, tuned.get((run.dataset.label, run.model.label), []))
             except ModalRecError as err:
@@ -520,45 +524,11 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True) -> l
                 log.error("run %s failed: %s", run.name, err)
                 outcome = RunOutcome(run, "failed", error=str(err))
             outcomes.append(outcome)
-            bar(f"{run.name}: {outcome.status}", 1)
+            progress_log.info("suite %s: run %d/%d %s: %s", suite.name, i, len(plan), run.name, outcome.status)
+            bar.advance(1)
     return outcomes
 
 
 def _tune(suite: Suite, dataset: Entry, model: Entry, on_trial: Callable[[int, int], None]) -> SearchResult:
     overrides = [*suite.base_overrides(dataset, model), *suite.search_overrides, f"train.seed={suite.seeds[0]}"]
     return search(overrides, suite.search_dir(dataset, model), suite.search_settings(model), suite.space_for(model), on_trial)
-
-
-class _suite_progress:
-    """A rich progress bar over the suite's steps (on a terminal); ``bar(description, advance)``."""
-
-    def __init__(self, enabled: bool, total: int):
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        self.enabled = enabled and self.console.is_terminal
-        self.total = total
-        self.progress = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda description, advance: log.info("suite: %s", description) if advance == 0 else None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("suite"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-            console=self.console,
-        )
-        self.progress.__enter__()
-        task = self.progress.add_task("", total=self.total)
-        return lambda description, advance: self.progress.update(task, advance=advance, description=description)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(*exc)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from modalrec.console import setup_logging
 from modalrec.serve.limits import ServeLimits
 
 _DEFAULT = ServeLimits()
@@ -29,10 +30,9 @@ def serve_command(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve a trained run over HTTP: top-K for users, sessions and batches, item metadata, a try-it page at /."""
-    from modalrec.cli import _setup_logging
     from modalrec.serve.app import serve
 
-    _setup_logging()
+    setup_logging()
     limits = ServeLimits(max_body_bytes, max_batch_users, max_session_items, max_filter_items)
     serve(run, host=host, port=port, limits=limits, threads=threads, max_batch=max_batch, log_level=log_level,
           device=device, ann=ann, image_dir=images)

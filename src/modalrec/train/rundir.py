@@ -127,7 +127,13 @@ class RunDir:
         os.replace(tmp, self.per_user(split))
 
     def attach_log(self, logger: logging.Logger) -> logging.Handler:
+        """Append ``logger``'s INFO-and-up records to train.log: the lines the terminal shows (epoch lines
+        included, also under ``--quiet``, which filters only the terminal). A logger left at NOTSET is set
+        to INFO, or the file would get warnings only."""
         handler = logging.FileHandler(self.log)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setLevel(logging.INFO)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
         logger.addHandler(handler)
         return handler

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from modalrec.config import RunConfig
+from modalrec.console import progress, progress_log
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import TEST, VALID
 from modalrec.data.views import make_train_batches
@@ -200,6 +201,7 @@ class Trainer:
             result = self._validate()
             self.state.epoch = 1
             self.state.best_epoch, self.state.best_score = 1, result.summary[self.select]
+            progress_log.info("fitted in closed form  valid %s %.5f  %.1fs", self.select, self.state.best_score, self.state.train_seconds)
             self.state.history.append(self._with_diagnostics({"epoch": 1, "seconds": self.state.train_seconds, "valid": result.summary}))
             self.run_dir.write_metrics(self.state.history)
             save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
@@ -240,12 +242,12 @@ class Trainer:
             else:
                 self.state.bad_evals += 1
                 self.state.stopped_early = self.state.bad_evals >= t.patience
-            log.info(
-                "epoch %d  loss %.4f  %s %.5f  (best %.5f @ %d)  %.1fs",
-                epoch + 1, record["loss"], self.select, score, self.state.best_score, self.state.best_epoch, record["seconds"],
+            progress_log.info(
+                "epoch %d/%d  loss %.4f  valid %s %.5f  (best %.5f @ %d)  %.1fs",
+                epoch + 1, t.epochs, record["loss"], self.select, score, self.state.best_score, self.state.best_epoch, record["seconds"],
             )
         else:
-            log.info("epoch %d  loss %.4f  %.1fs", epoch + 1, record["loss"], record["seconds"])
+            progress_log.info("epoch %d/%d  loss %.4f  %.1fs", epoch + 1, t.epochs, record["loss"], record["seconds"])
         self.state.epoch = epoch + 1
         self.state.history.append(record)
         return self.state
@@ -283,7 +285,7 @@ class Trainer:
             if t.amp and self.device.type in ("cuda", "cpu")
             else contextlib.nullcontext()
         )
-        with _progress(t.progress and dist.is_main, f"epoch {epoch + 1}/{t.epochs}", len(batches)) as advance:
+        with progress(f"epoch {epoch + 1}/{t.epochs}", len(batches), unit="steps", enabled=t.progress and dist.is_main) as bar:
             for step, batch in enumerate(batches):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 total = batches.global_batch_size(step)
@@ -311,7 +313,7 @@ class Trainer:
                 self.optimizer.step()
                 steps += 1
                 elapsed = time.perf_counter() - start
-                advance(f"loss {sums['loss'] / examples:.4f}  {examples * dist.world_size / max(elapsed, 1e-9):,.0f} ex/s")
+                bar.advance(1, f"loss {sums['loss'] / examples:.4f}  {examples * dist.world_size / max(elapsed, 1e-9):,.0f} ex/s")
         if self.scheduler is not None:
             self.scheduler.step()
         seconds = time.perf_counter() - start
@@ -367,23 +369,8 @@ class Trainer:
             result = self.evaluator.evaluate(self.model, phase)
             results[label] = result.summary
             results[f"{label}_eval"] = result.to_dict()
+            log.info("%s of epoch %d: %s", label, self.state.best_epoch, "  ".join(f"{k} {v:.4f}" for k, v in result.summary.items() if isinstance(v, float)))
             self.run_dir.save_per_user(label, result.users, result.per_user)
         results["n_parameters"] = int(sum(p.numel() for p in self.model.parameters()))
         self.run_dir.write_json(self.run_dir.results, results)
         return results
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, description: str, total: int):
-    """A rich progress bar (when enabled and on a terminal) yielding an ``advance(status)`` callback."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    if not enabled or not console.is_terminal:
-        yield lambda status: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total, status="")
-        yield lambda status: progress.update(task, advance=1, status=status)

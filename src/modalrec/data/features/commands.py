@@ -7,8 +7,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from modalrec.console import setup_logging
 from modalrec.errors import ModalRecError
 
 features_app = typer.Typer(help="Build item content features (text, image), look at them, import MMRec features.", no_args_is_help=True)
@@ -55,6 +57,7 @@ def extract(
     from modalrec.data.storage import save_dataset
     from modalrec.train.experiment import load_source
 
+    setup_logging()
     values = parse_overrides(settings or [])
     name = values.get("dataset", {}).get("name") if isinstance(values.get("dataset"), dict) else None
     if not name:
@@ -77,7 +80,7 @@ def extract(
     console.print(_report_table(report))
     for feature, row in report.items():
         for skipped in row.get("skipped", [])[:10]:
-            console.print(f"[yellow]{feature}: skipped item {skipped['item']}[/yellow] {skipped['input']} ({skipped['reason']})", highlight=False)
+            console.print(f"[yellow]{escape(feature)}: skipped item {escape(skipped['item'])}[/yellow] {escape(skipped['input'])} ({escape(skipped['reason'])})", highlight=False)
     console.print(f"saved {ds.name} with features {list(ds.features)} to {target}")
 
 

@@ -21,21 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
-
 from modalrec.data.dataset import Dataset, ItemFeature
 from modalrec.data.features.cache import Encoded, FeatureCache, cache_key
 from modalrec.data.features.encoders import Encoder
+from modalrec.console import progress as progress_bar
+from modalrec.console import progress_log
 from modalrec.errors import ModalRecError
 
 log = logging.getLogger(__name__)
@@ -151,21 +141,6 @@ def _batches(inputs: Sequence[Any], rows: list[int], batch_size: int, decode: Ca
         yield Batch(kept, items, failed)
 
 
-class _RateColumn(ProgressColumn):
-    """Items per second so far (blank until there is a rate)."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.1f} items/s" if task.speed else "")
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    """A progress bar showing count, rate, elapsed time and ETA (hidden when disabled)."""
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
-    )
-
-
 def encode_items(
     encoder: Encoder,
     inputs: Sequence[str | Path | None],
@@ -202,8 +177,7 @@ def encode_items(
     values = np.zeros((len(inputs), dim), dtype=np.float32)
     encoded = np.zeros(len(inputs), dtype=bool)
     skipped: list[dict[str, str]] = []
-    with _progress_bar(progress) as bar:
-        task = bar.add_task(f"{encoder.modality}: {encoder.name}", total=len(rows))
+    with progress_bar(f"{encoder.modality}: {encoder.name}", len(rows), unit="items", enabled=progress) as bar:
         for batch in _batches(inputs, rows, batch_size, decode):
             for row, reason in batch.failed:
                 skipped.append({"item": str(ids[row]), "input": str(inputs[row]), "reason": reason})
@@ -212,8 +186,10 @@ def encode_items(
                 vectors = encoder.encode(batch.items)
                 values[batch.rows] = vectors
                 encoded[batch.rows] = True
-            bar.advance(task, len(batch.rows) + len(batch.failed))
+            bar.advance(len(batch.rows) + len(batch.failed))
     result = Encoded(values, encoded, {**identity, "dim": dim}, skipped, time.perf_counter() - started)
+    progress_log.info("%s features: %d items encoded by %s in %.1fs (%d skipped)", encoder.modality, len(rows) - len(skipped),
+                      encoder.name, result.seconds, len(skipped))  # fmt: skip
     if not np.isfinite(values).all():
         raise ModalRecError(f"encoder {encoder.name} produced NaN/inf vectors; nothing was cached")
     if cache is not None:

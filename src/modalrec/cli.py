@@ -227,9 +227,9 @@ def datasets(
     console.print(table)
 
 
-def _prepared(name: str, overrides: list[str], family: str) -> tuple:
+def _data_config(name: str, overrides: list[str]):
+    """A config whose dataset section is ``name`` plus ``dataset.*`` overrides (nothing else applies)."""
     from modalrec.config import RunConfig, apply_values, parse_overrides
-    from modalrec.train.experiment import prepare_data
 
     cfg = RunConfig()
     values = parse_overrides(overrides)
@@ -237,7 +237,13 @@ def _prepared(name: str, overrides: list[str], family: str) -> tuple:
     if unknown:
         raise ModalRecError(f"only dataset.* overrides apply here, got: {', '.join(sorted(unknown))}")
     apply_values(cfg, {"dataset": {**values.get("dataset", {}), "name": name}})
-    return prepare_data(cfg, family)
+    return cfg
+
+
+def _prepared(name: str, overrides: list[str], family: str) -> tuple:
+    from modalrec.train.experiment import prepare_data
+
+    return prepare_data(_data_config(name, overrides), family)
 
 
 def _raw_ids_line(ds) -> str:
@@ -262,7 +268,8 @@ def data_info(
     from modalrec.train.experiment import load_source
 
     setup_logging()
-    raw = load_source(name)
+    source = _data_config(name, overrides or []).dataset
+    raw = load_source(name, source.columns, source.sep)
     expected = available_datasets()[name].expected if name in available_datasets() else {}
     table = Table(title=f"{name} as loaded")
     for column in ("statistic", "value", "published"):
@@ -297,6 +304,31 @@ def data_prepare(
     save_dataset(ds, out)
     console.print(ds.describe())
     console.print(f"saved to {out}")
+
+
+@data_app.command("import")
+def data_import(
+    file: Annotated[Path, typer.Argument(help="Interactions, one per row under a header: CSV, TSV (also .gz) or Parquet.")],
+    out: Annotated[Path, typer.Option(help="New folder to save the dataset in; train on it with dataset=<out>.")],
+    user: Annotated[Optional[str], typer.Option(help="User id column (default: the first of user_id, userId, user, ...).")] = None,
+    item: Annotated[Optional[str], typer.Option(help="Item id column (default: the first of item_id, itemId, movieId, item, ...).")] = None,
+    time: Annotated[Optional[str], typer.Option(help="Time column: epoch seconds or dates (default: timestamp, time, date, ... if present).")] = None,
+    rating: Annotated[Optional[str], typer.Option(help="Rating column (default: rating, score, stars, ... if present).")] = None,
+    sep: Annotated[Optional[str], typer.Option(help="Column separator (default: from the suffix, else sniffed).")] = None,
+) -> None:
+    """Read your own interaction table into a dataset folder (raw ids kept as written in the file)."""
+    from modalrec.data.sources.tabular import read_table
+    from modalrec.data.storage import save_dataset
+
+    setup_logging()
+    if out.exists() and not (out / "meta.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise ModalRecError(f"--out {out} exists and is not a saved dataset; choose a new folder")
+    columns = {role: column for role, column in (("user", user), ("item", item), ("timestamp", time), ("rating", rating)) if column}
+    ds = read_table(file, columns, sep, name=out.name)
+    save_dataset(ds, out)
+    console.print(ds.describe())
+    console.print(f"columns: {ds.meta['source']['columns']}", markup=False, highlight=False)
+    console.print(f"saved to {out}; train on it with dataset={out}", markup=False, highlight=False)
 
 
 def main() -> None:

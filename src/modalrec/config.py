@@ -66,7 +66,9 @@ NonNegative = Annotated[int, Check(ge=0)]
 
 @dataclass
 class DatasetConfig:
-    name: str = "ml-100k"  # a registered dataset (`modalrec datasets`) or a directory saved by modalrec
+    name: str = "ml-100k"  # a registered dataset (`modalrec datasets`), a directory saved by modalrec, or a CSV/TSV/Parquet file
+    columns: dict[str, str] = field(default_factory=dict)  # file datasets: {user|item|timestamp|rating: column}; unset roles use common names
+    sep: str | None = None  # file datasets: column separator (None = from the suffix, else sniffed)
     feature_files: dict[str, str] = field(default_factory=dict)  # extra item features {name: .npy path}, rows by feature_rows
     feature_rows: str = "token-1"  # row of an item in those files: token-1 (MicroLens) | token | index
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)

@@ -493,6 +493,38 @@ def test_table_errors_list_available_columns(tmp_path: Path) -> None:
     assert err.value.line == 3
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", "", "empty.csv: is empty; expected a header row"),
+        ("blank.tsv", "\n\n", "blank.tsv: has no header row"),
+        ("header.csv", "user_id,item_id,rating\n", "header.csv: holds no interactions"),
+        ("header.tsv", "user_id\titem_id\n", "header.tsv: holds no interactions"),
+    ],
+)
+def test_table_without_interactions_names_the_file(tmp_path: Path, name: str, content: str, message: str) -> None:
+    with pytest.raises(DataFormatError, match=message):
+        read_table(write(tmp_path / name, content))
+
+
+def test_empty_gzip_and_parquet_tables_name_the_file(tmp_path: Path) -> None:
+    empty_gz = tmp_path / "empty.csv.gz"
+    with gzip.open(empty_gz, "wt"):
+        pass
+    with pytest.raises(DataFormatError, match=r"empty\.csv\.gz: is empty"):
+        read_table(empty_gz)
+    no_rows = tmp_path / "none.parquet"
+    pd.DataFrame({"user_id": pd.Series([], dtype=str), "item_id": pd.Series([], dtype=str)}).to_parquet(no_rows)
+    with pytest.raises(DataFormatError, match=r"none\.parquet: holds no interactions"):
+        read_table(no_rows)
+
+
+def test_header_only_atomic_file_is_refused_too(tmp_path: Path) -> None:
+    write(tmp_path / "x.inter", "user_id:token\titem_id:token\n")
+    with pytest.raises(DataFormatError, match=r"holds no interactions"):
+        read_recbole(tmp_path)
+
+
 # ------------------------------------------------------------------------------------------ fast indexing
 def test_fast_builder_matches_from_raw(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)

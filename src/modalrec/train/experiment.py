@@ -34,13 +34,18 @@ from modalrec.train.trainer import Trainer, ValidationCallback
 log = logging.getLogger("modalrec")
 
 
-def load_source(name: str) -> Dataset:
-    """A registered dataset by name, or a dataset directory saved by modalrec."""
+def load_source(name: str, columns: dict[str, str] | None = None, sep: str | None = None) -> Dataset:
+    """A registered dataset by name, a dataset directory saved by modalrec, or an interaction table
+    (CSV / TSV / Parquet file) read with the column mapping ``columns`` and separator ``sep``."""
     path = Path(name).expanduser()
     if path.is_dir() and (path / "meta.json").exists():
         from modalrec.data.storage import load_saved_dataset
 
         return load_saved_dataset(path)
+    if path.is_file():
+        from modalrec.data.sources.tabular import read_table
+
+        return read_table(path, columns, sep)
     from modalrec.data.registry import load_dataset
 
     return load_dataset(name)
@@ -63,7 +68,7 @@ def resolved_split(cfg: SplitConfig, ds: Dataset, family: str) -> SplitConfig:
 
 def prepare_data(cfg: RunConfig, family: str) -> tuple[Dataset, SplitConfig]:
     """Load, preprocess and split the dataset the config names; returns it and the split used."""
-    ds = load_source(cfg.dataset.name)
+    ds = load_source(cfg.dataset.name, cfg.dataset.columns, cfg.dataset.sep)
     if cfg.dataset.feature_files:
         ds = attach_feature_files(ds, cfg.dataset.feature_files, cfg.dataset.feature_rows)
     ds = preprocess(ds, cfg.dataset.preprocess)

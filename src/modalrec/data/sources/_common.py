@@ -76,7 +76,11 @@ def build_dataset(
     item_universe: np.ndarray | list | None = None,
     user_universe: np.ndarray | list | None = None,
 ) -> Dataset:
-    """:meth:`Dataset.from_raw`, with ids outside the given lists reported against the file read."""
+    """:meth:`Dataset.from_raw`, with ids outside the given lists reported against the file read.
+
+    A source without a single interaction (a header-only file) is refused here, for every reader."""
+    if len(users) == 0:
+        raise DataFormatError(path, "holds no interactions (only a header?); expected one interaction per row")
     try:
         ds = Dataset.from_raw(name, users, items, timestamp, rating, split, item_universe, user_universe)
     except ValueError as err:

@@ -44,7 +44,15 @@ def _sniff(path: Path) -> str:
         raise DataFormatError(path, "cannot tell the column separator; pass sep=") from err
 
 
+def _is_empty(path: Path) -> bool:
+    """True for a file without a single byte of content (a ``.gz`` is looked into)."""
+    with open_text(path) as handle:
+        return handle.read(1) == ""
+
+
 def _load(path: Path, sep: str | None) -> pd.DataFrame:
+    if path.stat().st_size == 0 or (path.suffix == ".gz" and _is_empty(path)):
+        raise DataFormatError(path, "is empty; expected a header row naming the columns, then one interaction per row")
     if _suffix(path) == ".parquet":
         try:
             return pd.read_parquet(path)
@@ -53,6 +61,8 @@ def _load(path: Path, sep: str | None) -> pd.DataFrame:
     sep = sep or SEPARATORS.get(_suffix(path)) or _sniff(path)
     try:
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[], engine="c")
+    except pd.errors.EmptyDataError as err:
+        raise DataFormatError(path, "has no header row; expected a header naming the columns, then one interaction per row") from err
     except pd.errors.ParserError as err:
         raise DataFormatError(path, f"not a '{sep}'-separated table: {err}") from err
     except UnicodeDecodeError as err:

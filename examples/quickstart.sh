@@ -12,3 +12,4 @@ modalrec train model=ease run.name=ease "${common[@]}"
 modalrec train model=pop run.name=pop "${common[@]}"
 modalrec compare "$out/sasrec" "$out/ease" "$out/pop" --metrics hit@10,ndcg@10,mrr@10,hit@20,ndcg@20,coverage@10
 modalrec recommend "$out/sasrec" --user 1 -k 10
+echo "next: modalrec serve $out/sasrec   (then open http://127.0.0.1:8000/)"

@@ -48,7 +48,7 @@ def train(
     overrides: Annotated[Optional[list[str]], typer.Argument(help=OVERRIDES_HELP)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A YAML config (e.g. a run's config.yaml).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this run directory.")] = None,
-    quiet: Annotated[bool, typer.Option(help="Only warnings and the final table.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Only warnings, one line per epoch and the final table.")] = False,
     nproc: Annotated[int, typer.Option(help="Processes on this machine (DDP through torchrun); see docs/distributed.md.")] = 1,
 ) -> None:
     """Train a model, select it on validation, score it on test; writes runs/<name>/."""

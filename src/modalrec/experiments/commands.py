@@ -30,7 +30,7 @@ def benchmark_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and what would happen to each; run nothing.")] = False,
     stop_on_error: Annotated[bool, typer.Option(help="Stop at the first failing run instead of recording it and going on.")] = False,
     report: Annotated[bool, typer.Option(help="Build <out>/report (tables, plots, HTML) at the end.")] = True,
-    quiet: Annotated[bool, typer.Option(help="Only warnings and the final tables.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Only warnings, one line per epoch and per run, and the final tables.")] = False,
 ) -> None:
     """Run a benchmark suite (models x datasets x seeds); finished runs are skipped, interrupted ones resumed."""
     from modalrec.experiments.report import build_report
@@ -77,7 +77,7 @@ def search_command(
     startup_trials: Annotated[int, typer.Option(help="Random trials before TPE and before pruning starts.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
     space: Annotated[Optional[str], typer.Option(help="A search space replacing the model's: JSON, or a YAML/JSON file.")] = None,
-    quiet: Annotated[bool, typer.Option(help="Only warnings and the result.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Only warnings, one line per epoch and per trial, and the result.")] = False,
 ) -> None:
     """Tune a model's hyper-parameters with Optuna on the VALIDATION split (the test split is never read)."""
     import yaml

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from modalrec.config import resolve
+from modalrec.console import progress_log
 from modalrec.errors import ConfigError, ModalRecError
 from modalrec.experiments.space import Space, as_overrides, check_space, suggest
 from modalrec.models.base import get_model_class
@@ -184,7 +185,7 @@ def search(
         finally:
             shutil.rmtree(run_path / "checkpoints", ignore_errors=True)  # trials are re-run, not re-opened
         value = float(results["valid"][metric])
-        log.info("search %s: trial %d %s=%.5f %s", out.name, trial.number, metric, value, point)
+        progress_log.info("search %s: trial %d %s=%.5f %s", out.name, trial.number, metric, value, point)
         return value
 
     def after_trial(study: Any, trial: Any) -> None:

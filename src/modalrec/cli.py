@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from modalrec.console import err_console, print_error, setup_logging
+from modalrec.console import err_console, print_error, print_warning, setup_logging
 from modalrec.errors import ModalRecError
 from modalrec.serve.command import serve_command
 
@@ -185,7 +185,7 @@ def compare(
         message = f"these runs differ in {', '.join(differing)}, so their metrics are not comparable ({lines})"
         if not force:
             raise ModalRecError(f"{message}; pass --force to show them side by side anyway")
-        err_console.print(f"[bold yellow]warning:[/bold yellow] {message}", highlight=False, markup=True, soft_wrap=True)
+        print_warning(message)
     known = sorted({key for row in rows.values() for key, value in row.items() if isinstance(value, (int, float))})
     columns = [c.strip() for c in metrics.split(",") if c.strip()] if metrics else None
     for column in columns or []:

@@ -92,6 +92,11 @@ def print_error(message: object) -> None:
     err_console.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
 
 
+def print_warning(message: object) -> None:
+    """``warning: <message>`` on stderr, as plain text like :func:`print_error`."""
+    err_console.print(Text.assemble(("warning:", "bold yellow"), " ", str(message)), highlight=False, soft_wrap=True)
+
+
 class _RateColumn(ProgressColumn):
     """Units per second so far (blank until there is a rate)."""
 

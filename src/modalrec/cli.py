@@ -265,6 +265,7 @@ def data_info(
 ) -> None:
     """Statistics as loaded (against the published sizes) and after preprocessing and splitting."""
     from modalrec.data.registry import available_datasets
+    from modalrec.data.split import seen_targets
     from modalrec.train.experiment import load_source
 
     setup_logging()
@@ -287,6 +288,9 @@ def data_info(
     steps = [f"{s['op']} ({s.get('before', '?'):,} -> {s.get('after', '?'):,})" for s in ds.meta.get("steps", [])]
     console.print(f"after {', '.join(steps) or 'no preprocessing'}; split {split_cfg}:")
     console.print(ds.describe())
+    seen = seen_targets(ds)
+    verdict = "ok" if not (seen["valid"] or seen["test"]) else "never hittable: evaluation masks them"
+    console.print(f"  seen targets: {seen['valid']:,} valid targets in train, {seen['test']:,} test targets in train or valid ({verdict})")
 
 
 @data_app.command("prepare")

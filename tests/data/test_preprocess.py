@@ -58,7 +58,7 @@ def test_dedupe_keeps_latest_or_earliest_with_row_order_breaking_time_ties():
     assert sorted(last.rating.tolist()) == [2, 4]  # row 3: latest time, later row among the tie
     first = dedupe(ds, "first")
     assert sorted(first.rating.tolist()) == [1, 2]
-    assert last.meta["steps"][-1] == {"op": "dedupe", "keep": "last", "before": 4, "after": 2}
+    assert last.meta["steps"][-1] == {"op": "dedupe", "keep": "last", "scope": "whole history", "before": 4, "after": 2}
 
 
 def test_dedupe_without_timestamps_uses_row_order():

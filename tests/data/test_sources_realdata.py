@@ -121,3 +121,20 @@ def test_unisrec_scientific() -> None:
     last = np.zeros(ds.n_users)
     np.maximum.at(last, ds.user, ds.timestamp)
     np.testing.assert_array_equal(ds.timestamp[ds.split == TEST], last[ds.user[ds.split == TEST]])
+
+
+def test_amazon_scientific_resplit_has_no_duplicates_and_no_seen_targets() -> None:
+    """The UniSRec files hold some (user, item) pairs in two of their splits; a random re-split must merge them."""
+    import warnings
+
+    from modalrec.config import resolve
+    from modalrec.data.split import seen_targets
+    from modalrec.train.experiment import prepare_data
+
+    shared("amazon-scientific-unisrec")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds, _ = prepare_data(resolve(["dataset=amazon-scientific", "dataset.split.method=random"]), "general")
+    pairs = ds.user.astype(np.int64) * ds.n_items + ds.item
+    assert len(np.unique(pairs)) == len(pairs)
+    assert seen_targets(ds) == {"valid": 0, "test": 0}

@@ -166,11 +166,14 @@ def test_cold_start_keep_leaves_them_and_still_warns():
 
 
 def test_no_warning_when_nothing_is_cold():
-    ds = user_lengths_dataset([6, 6, 6], n_items=3)
+    ds = user_lengths_dataset([6, 6, 6], n_items=3)  # items repeat within a history (not de-duplicated)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.filterwarnings("error", message=".*cold")
         out = split(ds, SplitConfig(method="loo"))
     assert out.meta["split"]["cold"]["interactions"] == 0
+    parts = {code: set(zip(out.user[out.split == code].tolist(), out.item[out.split == code].tolist())) for code in (TRAIN, VALID, TEST)}
+    expected = {"valid": len(parts[VALID] & parts[TRAIN]), "test": len(parts[TEST] & (parts[TRAIN] | parts[VALID]))}
+    assert out.meta["split"]["seen_targets"] == expected and expected["test"] > 0  # the repeats are counted instead
 
 
 def test_bad_configs_name_the_valid_choices():
@@ -192,3 +195,50 @@ def test_split_does_not_touch_its_input():
     ds = user_lengths_dataset([5, 4])
     split_quietly(ds, SplitConfig(method="loo"))
     assert ds.split is None and ds.meta["steps"] == [] and "split" not in ds.meta
+
+
+# ---------------------------------------------------------------------- re-splitting a given split
+def given_split_with_a_repeat() -> Dataset:
+    """User 0: train a, b, c, d; test a again (the source's split holds the pair twice); users 1 and 2 read
+    items 0-4 (train, train, train, valid, test). Cold targets are kept, so every count below is exact."""
+    users = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2])
+    items = np.array([0, 1, 2, 3, 0, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+    user0 = [TRAIN, TRAIN, TRAIN, TRAIN, TEST]
+    others = [TRAIN, TRAIN, TRAIN, VALID, TEST]
+    labels = np.array(user0 + others + others, dtype=np.int8)
+    return Dataset.from_raw("given", users, items, timestamp=np.arange(15, dtype=np.float64), split=labels)
+
+
+def test_a_recomputed_split_dedupes_the_whole_history_so_no_target_is_a_training_pair() -> None:
+    from modalrec.data.preprocess import PreprocessConfig, preprocess
+    from modalrec.data.split import seen_targets
+
+    raw = given_split_with_a_repeat()
+    # the old order (dedupe within the source's splits, then re-split) leaves (0, a) twice: a test target in train
+    within = split_quietly(preprocess(raw, PreprocessConfig()), SplitConfig(method="loo", cold_start="keep"))
+    assert seen_targets(within) == {"valid": 0, "test": 1}
+    with pytest.warns(UserWarning, match="1 test targets are also train or valid pairs"):
+        split(preprocess(raw, PreprocessConfig()), SplitConfig(method="loo", cold_start="keep"))
+    whole = split_quietly(preprocess(raw, PreprocessConfig(), resplit=True), SplitConfig(method="loo", cold_start="keep"))
+    pairs = whole.user.astype(np.int64) * whole.n_items + whole.item
+    assert len(np.unique(pairs)) == len(pairs) == 14  # the earlier (0, a) is gone
+    assert seen_targets(whole) == {"valid": 0, "test": 0}
+    assert whole.meta["split"]["seen_targets"] == {"valid": 0, "test": 0}
+    assert whole.meta["steps"][0]["scope"] == "whole history"
+    # a kept ('given') split keeps the source's labels, duplicates and all, and says so
+    given = split_quietly(preprocess(raw, PreprocessConfig()), SplitConfig(method="given"))
+    assert given.meta["split"]["seen_targets"] == {"valid": 0, "test": 1}
+
+
+def test_prepare_data_dedupes_before_a_recomputed_split(tmp_path) -> None:
+    from modalrec.config import resolve
+    from modalrec.data.storage import save_dataset
+    from modalrec.train.experiment import prepare_data
+
+    save_dataset(given_split_with_a_repeat(), tmp_path / "given")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kept, _ = prepare_data(resolve([f"dataset={tmp_path / 'given'}", "dataset.split.method=given", "dataset.split.cold_start=keep"]), "general")
+        redone, _ = prepare_data(resolve([f"dataset={tmp_path / 'given'}", "dataset.split.method=loo", "dataset.split.cold_start=keep"]), "general")
+    assert kept.n_interactions == 15 and redone.n_interactions == 14
+    assert redone.meta["split"]["seen_targets"] == {"valid": 0, "test": 0}

@@ -13,7 +13,7 @@ import yaml
 from modalrec.errors import ConfigError
 from modalrec.experiments.collect import load_runs
 from modalrec.experiments.report import build_report
-from modalrec.experiments.suite import Suite, tuning_record, write_manifest
+from modalrec.experiments.suite import Suite, run_suite, tuning_record, write_manifest
 from modalrec.experiments.tables import CAP_MARK, build_comparison, to_csv, to_markdown
 from modalrec.train import experiment
 from modalrec.train.experiment import resolve
@@ -188,3 +188,30 @@ def test_a_real_run_records_its_cpu_seconds_and_cap(tmp_path: Path, synthetic_di
     assert results["epoch_cap"] == 2 and results["train_cpu_seconds"] > 0
     record = load_runs([tmp_path / "r"])[0]
     assert record.capped_improving is (results["best_epoch"] == 2)
+
+
+# ---------------------------------------------------------------------- grid search (EASE's l2)
+def test_a_grid_search_visits_every_point_once(tmp_path: Path, synthetic_dir: Path) -> None:
+    grid = [1.0, 30.0, 1000.0]
+    search = {"trials": 3, "sampler": "grid", "models": ["ease"], "space": {"ease": {"model.l2": ["choice", grid]}}}
+    suite = Suite.load(_suite(tmp_path, synthetic_dir, ["ease"], select="recall@10", seeds=[1], search=search))
+    outcomes = run_suite(suite, progress=False)
+    study = json.loads((suite.search_dir(suite.datasets[0], suite.models[0]) / "best.json").read_text())
+    trials = sorted((suite.search_dir(suite.datasets[0], suite.models[0]) / "trials").iterdir())
+    visited = sorted(float(yaml.safe_load((t / "config.yaml").read_text())["model"]["l2"]) for t in trials)
+    assert visited == grid and study["complete"] == 3
+    values = {float(yaml.safe_load((t / "config.yaml").read_text())["model"]["l2"]): json.loads((t / "results.json").read_text())["valid"]["recall@10"] for t in trials}
+    assert study["best_value"] == max(values.values())
+    assert resolve(suite.run_overrides(suite.plan()[0], [f"model.l2={study['best_params']['model.l2']}"])).model["l2"] == max(values, key=values.get)
+    assert outcomes[0].status == "trained"
+    manifest = json.loads((suite.out / "suite.json").read_text())
+    assert manifest["models"]["ease"]["tuning"]["sampler"] == "grid" and manifest["searches"]["syn__ease"]["complete"] == 3
+
+
+def test_a_grid_needs_choices_and_a_budget_of_its_size(tmp_path: Path, synthetic_dir: Path) -> None:
+    search = {"trials": 2, "sampler": "grid", "models": ["ease"], "space": {"ease": {"model.l2": ["choice", [1.0, 10.0, 100.0]]}}}
+    with pytest.raises(ConfigError, match=r"grid search of 3 points needs trials: 3, got 2"):
+        Suite.load(_suite(tmp_path, synthetic_dir, ["ease"], search=search)).validate()
+    search["space"] = {"ease": {"model.l2": ["log", 1.0, 100.0]}}
+    with pytest.raises(ConfigError, match=r"needs \('choice', \[values\]\) for every key; model.l2"):
+        Suite.load(_suite(tmp_path, synthetic_dir, ["ease"], search=search)).validate()

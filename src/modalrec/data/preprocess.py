@@ -71,16 +71,19 @@ def binarize(ds: Dataset, threshold: float) -> Dataset:
     return _select(ds, ds.rating >= threshold, "binarize", threshold=float(threshold))
 
 
-def dedupe(ds: Dataset, keep: str = "last") -> Dataset:
+def dedupe(ds: Dataset, keep: str = "last", within_split: bool = True) -> Dataset:
     """One interaction per (user, item): the latest in time order (``keep="last"``) or the earliest
     (``"first"``). Ties in time fall back to row order, so the result is deterministic.
 
-    On a dataset with a given split, duplicates are merged within each split only: a test
-    interaction must never remove (or keep) a train interaction."""
+    On a dataset with a given split that is kept (``within_split``), duplicates are merged within each
+    split only: a test interaction must never remove (or keep) a train interaction. When the split will be
+    recomputed (``within_split=False``) the source's labels mean nothing yet and duplicates are merged over
+    the whole history; otherwise a pair seen in two source splits would survive twice, and the new split
+    could make one copy a test target that is also a (masked, never hittable) training pair."""
     if keep not in ("first", "last"):
         raise ConfigError(f"dedupe keep must be 'first' or 'last', got {keep!r}")
     pair = ds.user.astype(np.int64) * max(ds.n_items, 1) + ds.item
-    if ds.split is not None:
+    if ds.split is not None and within_split:
         pair = pair * 3 + ds.split
     # stable sorts: rows of one pair end up in time order, equal timestamps in row order
     order = np.argsort(pair, kind="stable") if ds.timestamp is None else np.lexsort((ds.timestamp, pair))
@@ -88,7 +91,7 @@ def dedupe(ds: Dataset, keep: str = "last") -> Dataset:
     chosen = position == (size - 1 if keep == "last" else 0)
     mask = np.zeros(ds.n_interactions, dtype=bool)
     mask[order[chosen]] = True
-    return _select(ds, mask, "dedupe", keep=keep)
+    return _select(ds, mask, "dedupe", keep=keep, scope="within split" if ds.split is not None and within_split else "whole history")
 
 
 def kcore(ds: Dataset, user_k: int, item_k: int) -> Dataset:
@@ -140,8 +143,9 @@ class PreprocessConfig:
     max_seq_len: int | None = None  # keep only each user's most recent this-many interactions (None: all)
 
 
-def preprocess(ds: Dataset, cfg: PreprocessConfig) -> Dataset:
-    """Apply ``cfg`` in a fixed order and compact ids at the end.
+def preprocess(ds: Dataset, cfg: PreprocessConfig, resplit: bool = False) -> Dataset:
+    """Apply ``cfg`` in a fixed order and compact ids at the end. ``resplit``: the source's split (if any)
+    will be replaced by a new one, so duplicates are merged over the whole history (see :func:`dedupe`).
 
     Order: binarize -> dedupe -> truncate to ``max_seq_len`` -> k-core / minimum length -> compact.
     Truncation runs before the core so the guarantees hold on the data that is returned: every
@@ -157,7 +161,7 @@ def preprocess(ds: Dataset, cfg: PreprocessConfig) -> Dataset:
     if cfg.rating_threshold is not None:
         ds = binarize(ds, cfg.rating_threshold)
     if cfg.dedupe:
-        ds = dedupe(ds, keep="last")
+        ds = dedupe(ds, keep="last", within_split=not resplit)
     if cfg.max_seq_len is not None:
         ds = truncate_max_length(ds, cfg.max_seq_len)
     if item_k > 0:

@@ -38,6 +38,12 @@ a history). ``cold_start="drop"`` removes them, so every evaluated pair is one a
 can score; ``"keep"`` leaves them, and a recommender then scores them from content alone or from
 nothing. Either way they are counted in ``meta["split"]["cold"]`` and a warning gives the counts.
 Ids are not re-mapped, so item features stay aligned and a dropped item stays in the catalogue.
+
+Seen targets: full ranking masks a user's train items (and valid items when testing), so a valid target that
+is also a train pair, or a test target that is also a train or valid pair, can never be hit. The protocol has no
+repeat-consumption mode, so such targets are always a data defect: :func:`seen_targets` counts them, the split
+records the counts in ``meta["split"]["seen_targets"]`` and warns when there are any. A recomputed split of
+de-duplicated data has none; a ``given`` split may (the source's choice), and then says so.
 """
 
 from __future__ import annotations
@@ -113,6 +119,14 @@ def split(ds: Dataset, cfg: SplitConfig) -> Dataset:
             f"user and {cold_counts['item_not_in_train']} with an item absent from train) were {action}",
             stacklevel=2,
         )
+    seen = seen_targets(out)
+    if seen["valid"] or seen["test"]:
+        warnings.warn(
+            f"split '{cfg.method}' of '{ds.name}': {seen['valid']} valid targets are also train pairs and {seen['test']} "
+            "test targets are also train or valid pairs; evaluation masks those, so they can never be hit "
+            "(with a given split: the source's; otherwise keep dataset.preprocess.dedupe on)",
+            stacklevel=2,
+        )
     counts = np.bincount(out.split.astype(np.int64), minlength=3)
     record: dict[str, Any] = {
         "method": cfg.method,
@@ -125,6 +139,7 @@ def split(ds: Dataset, cfg: SplitConfig) -> Dataset:
         "cold": cold_counts,
         "cold_dropped": cold_counts["interactions"] if cfg.cold_start == "drop" else 0,
         "evaluated_users": int(np.unique(out.user[out.split != TRAIN]).size),
+        "seen_targets": seen,
     }
     out.meta["split"] = record
     out.meta["steps"] = [
@@ -132,6 +147,20 @@ def split(ds: Dataset, cfg: SplitConfig) -> Dataset:
         {"op": "split", "method": cfg.method, "before": ds.n_interactions, "after": out.n_interactions},
     ]
     return out
+
+
+def seen_targets(ds: Dataset) -> dict[str, int]:
+    """Held-out interactions that evaluation masks: valid pairs that are also train pairs, test pairs that are
+    also train or valid pairs (a split dataset; see the module docstring)."""
+    if ds.split is None:
+        raise ValueError(f"dataset '{ds.name}' is not split")
+    pair = ds.user.astype(np.int64) * max(ds.n_items, 1) + ds.item
+    train_pairs = pair[ds.split == TRAIN]
+    seen_before_test = pair[ds.split != TEST]
+    return {
+        "valid": int(np.isin(pair[ds.split == VALID], train_pairs).sum()),
+        "test": int(np.isin(pair[ds.split == TEST], seen_before_test).sum()),
+    }
 
 
 def _label_by_rank(ds: Dataset, order: np.ndarray, n_valid: np.ndarray, n_test: np.ndarray) -> np.ndarray:

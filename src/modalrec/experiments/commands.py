@@ -75,7 +75,8 @@ def search_command(
     metric: Annotated[Optional[str], typer.Option(help="Validation metric to maximise (default: train.select).")] = None,
     pruner: Annotated[str, typer.Option(help="median | hyperband | none.")] = "median",
     startup_trials: Annotated[int, typer.Option(help="Random trials before TPE and before pruning starts.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of the TPE sampler.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
+    sampler: Annotated[str, typer.Option(help="tpe | grid (every point of a space of choice keys; --trials = its size).")] = "tpe",
     space: Annotated[Optional[str], typer.Option(help="A search space replacing the model's: JSON, or a YAML/JSON file.")] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings, one line per epoch and per trial, and the result.")] = False,
 ) -> None:
@@ -92,7 +93,7 @@ def search_command(
             parsed = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"--space is not valid JSON/YAML: {err}") from None
-    settings = SearchSettings(trials=trials, metric=metric, pruner=pruner, startup_trials=startup_trials, seed=seed)
+    settings = SearchSettings(trials=trials, metric=metric, pruner=pruner, startup_trials=startup_trials, seed=seed, sampler=sampler)
     result = search(list(overrides), out, settings, parsed)
     table = Table(title=f"best of {result.complete} completed trials ({result.pruned} pruned, {result.failed} failed): valid {result.metric}={result.best_value:.5f}")
     table.add_column("key")

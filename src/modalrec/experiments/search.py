@@ -36,6 +36,7 @@ from modalrec.train.rundir import to_jsonable, write_text_atomic
 log = logging.getLogger("modalrec")
 
 PRUNERS = ("median", "hyperband", "none")
+SAMPLERS = ("tpe", "grid")
 
 
 @dataclass
@@ -46,7 +47,8 @@ class SearchSettings:
     metric: str | None = None  # validation metric to maximise; None = the run's train.select
     pruner: str = "median"  # median (stop a trial below the median of earlier ones at that epoch) | hyperband | none
     startup_trials: int = 5  # trials before TPE models the space and before the median pruner acts
-    seed: int = 0  # seeds the TPE sampler
+    seed: int = 0  # seeds the sampler (TPE's draws; the grid's visiting order)
+    sampler: str = "tpe"  # tpe | grid (every point of a space of 'choice' keys, e.g. EASE's l2 grid; trials = its size)
 
 
 @dataclass
@@ -93,6 +95,23 @@ def model_space(overrides: list[str], space: dict[str, Any] | None = None) -> Sp
     return checked
 
 
+def grid_size(space: Space) -> int:
+    """The number of points of a space whose keys are all 'choice'."""
+    size = 1
+    for spec in space.values():
+        size *= len(spec[1])
+    return size
+
+
+def check_grid(space: Space, trials: int) -> None:
+    """A grid search needs 'choice' keys only and a budget that covers the grid exactly."""
+    ranged = [key for key, spec in space.items() if spec[0] != "choice"]
+    if ranged:
+        raise ConfigError(f"a grid search needs ('choice', [values]) for every key; {', '.join(ranged)} are ranges")
+    if trials != grid_size(space):
+        raise ConfigError(f"a grid search of {grid_size(space)} points needs trials: {grid_size(space)}, got {trials}")
+
+
 def _budget_used(trials: list[Any], optuna: Any) -> dict[str, int]:
     states = optuna.trial.TrialState
     counts = {"complete": 0, "pruned": 0, "failed": 0}
@@ -128,7 +147,11 @@ def search(
         raise ConfigError(f"search trials must be >= 1, got {settings.trials}")
     if settings.pruner not in PRUNERS:
         raise ConfigError(f"search pruner '{settings.pruner}' is not one of {', '.join(PRUNERS)}")
+    if settings.sampler not in SAMPLERS:
+        raise ConfigError(f"search sampler '{settings.sampler}' is not one of {', '.join(SAMPLERS)}")
     space = model_space(overrides, space)
+    if settings.sampler == "grid":
+        check_grid(space, settings.trials)
     base = resolve(overrides)
     metric = (settings.metric or base.train.select).lower()
     out = Path(out)
@@ -151,7 +174,11 @@ def search(
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, base.train.epochs)),
         "none": lambda: optuna.pruners.NopPruner(),
     }[settings.pruner]()
-    sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials)
+    sampler = (
+        optuna.samplers.GridSampler({key: spec[1] for key, spec in space.items()}, seed=settings.seed)
+        if settings.sampler == "grid"
+        else optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials)
+    )
     study = optuna.create_study(
         study_name="search", storage=storage, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
     )

@@ -53,6 +53,7 @@ from modalrec.errors import ConfigError, ModalRecError, UnknownNameError, neares
 from modalrec.experiments.search import (
     SearchResult,
     SearchSettings,
+    check_grid,
     model_space,
     search,
 )
@@ -386,7 +387,13 @@ class Suite:
                     "so their test users could differ; set dataset.split.method (given, loo, temporal, ...) in 'common'"
                 )
         for m in self.tuned_models():
-            model_space(self.base_overrides(self.datasets[0], m) + self.search_overrides, self.space_for(m))
+            space = model_space(self.base_overrides(self.datasets[0], m) + self.search_overrides, self.space_for(m))
+            settings = self.search_settings(m)
+            if settings.sampler == "grid":
+                try:
+                    check_grid(space, settings.trials)
+                except ConfigError as err:
+                    raise ConfigError(f"suite {self.source or self.name}, model {m.label}: {err} (search.budget.{m.label})") from None
 
 
 # ---------------------------------------------------------------------- running
@@ -457,7 +464,7 @@ def tuning_record(suite: Suite, model: Entry) -> dict[str, Any] | None:
         settings = suite.search_settings(model)
         space = model_space(suite.base_overrides(suite.datasets[0], model) + suite.search_overrides, suite.space_for(model))
         return {
-            "trials": settings.trials, "params": sorted(space), "metric": suite.tune_metric, "sampler": "tpe",
+            "trials": settings.trials, "params": sorted(space), "metric": suite.tune_metric, "sampler": settings.sampler,
             "sampler_seed": settings.seed, "startup_trials": settings.startup_trials, "pruner": settings.pruner,
             "source": "this suite",
         }

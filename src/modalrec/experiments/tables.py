@@ -133,7 +133,8 @@ class Comparison:
         if not tuning or not tuning.get("trials"):
             return "none"
         if tuning.get("source") == "this suite":
-            text = f"{tuning['trials']} trials × {len(tuning.get('params', []))} keys (TPE seed {tuning.get('sampler_seed')})"
+            sampler = str(tuning.get("sampler", "tpe")).upper() if tuning.get("sampler") != "grid" else "grid"
+            text = f"{tuning['trials']} trials × {len(tuning.get('params', []))} keys ({sampler} seed {tuning.get('sampler_seed')})"
         else:
             text = f"fixed point from {tuning['trials']} trials ({tuning.get('source')})"
         if label in self.tuned_elsewhere:
@@ -272,8 +273,9 @@ def notes(t: Comparison) -> list[str]:
         if tuning and tuning.get("trials"):
             keys = ", ".join(tuning.get("params") or []) or "keys not recorded"
             if tuning.get("source") == "this suite":
-                line = (f"- {label}: {tuning['trials']} TPE trials (sampler seed {tuning.get('sampler_seed')}, "
-                        f"{tuning.get('startup_trials')} random first, pruner {tuning.get('pruner')}) over {keys} on valid {tuning['metric']}")
+                how = (f"grid points (visiting-order seed {tuning.get('sampler_seed')}" if tuning.get("sampler") == "grid"
+                       else f"TPE trials (sampler seed {tuning.get('sampler_seed')}, {tuning.get('startup_trials')} random first")
+                line = f"- {label}: {tuning['trials']} {how}, pruner {tuning.get('pruner')}) over {keys} on valid {tuning['metric']}"
                 if search:
                     line += (f"; best valid {search['metric']} {search['best_value']:.4f} "
                              f"({search['complete']} complete, {search['pruned']} pruned, {search['failed']} failed)")

@@ -71,8 +71,9 @@ def prepare_data(cfg: RunConfig, family: str) -> tuple[Dataset, SplitConfig]:
     ds = load_source(cfg.dataset.name, cfg.dataset.columns, cfg.dataset.sep)
     if cfg.dataset.feature_files:
         ds = attach_feature_files(ds, cfg.dataset.feature_files, cfg.dataset.feature_rows)
-    ds = preprocess(ds, cfg.dataset.preprocess)
     split_cfg = resolved_split(cfg.dataset.split, ds, family)
+    # a recomputed split de-duplicates over the whole history, not within the source's splits
+    ds = preprocess(ds, cfg.dataset.preprocess, resplit=split_cfg.method != "given")
     ds = split(ds, split_cfg)
     ds.validate()
     return ds, split_cfg

@@ -3,7 +3,8 @@
 Run: python benchmarks/findrec_speed.py [--threads N] [--repeats R] [--batch B] [--lengths 50,200]
 Everything is measured side by side in one process (best of R repeats, forward + backward): SASRec, FindRec
 faithful (released last-position objective) and FindRec mmd (all positions), with and without the levers
-(cheaper dropout masks, the bottleneck encoded once per distinct item, bf16 autocast = train.amp=true).
+(cheaper dropout masks, the bottleneck encoded once per distinct item, the O(L W) windowed cross-attention,
+bf16 autocast = train.amp=true).
 Needs the ``bench`` extra (mambapy 1.2.0) for the first section; it is skipped without it.
 """
 
@@ -116,6 +117,7 @@ def variants(ctx: DataContext, length: int) -> dict[str, tuple[torch.nn.Module, 
     faithful = FindRec(FindRec.Config(max_len=length), ctx)
     mmd = FindRec(FindRec.Config(mode="mmd", max_len=length), ctx)
     mmd_before = FindRec(FindRec.Config(mode="mmd", max_len=length, encode_per_item=False), ctx)
+    mmd_window = FindRec(FindRec.Config(mode="mmd", max_len=length, xattn_window=50), ctx)
     return {
         "sasrec last": (sasrec, False, False, False),
         "findrec faithful last": (faithful, False, False, False),
@@ -123,6 +125,7 @@ def variants(ctx: DataContext, length: int) -> dict[str, tuple[torch.nn.Module, 
         "sasrec all": (sasrec, True, False, False),
         "findrec mmd all": (mmd, True, False, False),
         "findrec mmd all (before: torch dropout, per-position encoder)": (mmd_before, True, True, False),
+        "findrec mmd all, xattn_window=50": (mmd_window, True, False, False),
         "sasrec all, bf16": (sasrec, True, False, True),
         "findrec mmd all, bf16": (mmd, True, False, True),
     }

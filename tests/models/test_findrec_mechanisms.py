@@ -178,3 +178,26 @@ def test_encoding_once_per_item_changes_nothing_at_evaluation(ctx: DataContext) 
         outputs.append((states, terms["kl"], terms["align"]))
     for a, c in zip(*outputs):
         torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("window", [1, 4, 7])
+def test_windowed_cross_attention_equals_the_banded_mask(ctx: DataContext, window: int) -> None:
+    """xattn_window=W: the blockwise O(L W) path gives what full attention with the band (t - W, t] gives."""
+    m = model(ctx, mode="mmd", xattn_window=window).eval()
+    b = next(iter(make_train_batches("sequences", ctx, batch_size=6, seed=0, max_len=20, target="all")))
+    latents = [torch.randn(6, 20, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    valid = torch.arange(20) < b["lengths"][:, None]
+    attention = m.cross_attention
+    heads = attention.split_heads(latents)
+    everywhere = torch.arange(20).expand(6, 20)
+    for mod in range(2):
+        fast = attention.attend(heads, valid, mod)
+        reference = attention.attend(heads, valid, mod, query_pos=everywhere)  # the masked full product
+        torch.testing.assert_close(fast[valid.unsqueeze(1).expand_as(fast[..., 0])], reference[valid.unsqueeze(1).expand_as(reference[..., 0])])
+    assert torch.isfinite(attention(latents, valid)).all()
+    m.train()
+    terms = m.loss(b)
+    terms["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+    with pytest.raises(ConfigError, match="xattn_window"):
+        model(ctx, mode="faithful", xattn_window=4)

@@ -194,11 +194,16 @@ class SubspaceCrossAttention(nn.Module):
     objective and scoring need only Q = 1, and every later block then runs on Q rows instead of L.
     """
 
-    def __init__(self, n_modalities: int, dim: int, heads: int, dropout: float, causal: bool, double_scale: bool):
+    def __init__(
+        self, n_modalities: int, dim: int, heads: int, dropout: float, causal: bool, double_scale: bool, window: int | None = None
+    ):
         super().__init__()
         if dim % heads:
             raise ConfigError(f"findrec: modal_dim ({dim}) must be a multiple of heads ({heads})")
+        if window is not None and (window < 1 or not causal):
+            raise ConfigError(f"findrec: xattn_window must be >= 1 and needs causal attention (xattn_causal=true), got {window}")
         self.heads, self.head_dim, self.causal, self.dropout = heads, dim // heads, causal, dropout
+        self.window = window
         self.input_scale = self.head_dim**-0.5 if double_scale else 1.0
         self.inputs = nn.ModuleList(
             nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim), Dropout(dropout)) for _ in range(n_modalities)
@@ -233,6 +238,8 @@ class SubspaceCrossAttention(nn.Module):
         allowed = valid[:, None, None, :].expand(-1, 1, query_pos.shape[1], length)
         if self.causal:
             allowed = allowed & (positions <= query_pos.unsqueeze(-1)).unsqueeze(1)
+        if self.window is not None:
+            allowed = allowed & (positions > query_pos.unsqueeze(-1) - self.window).unsqueeze(1)
         return allowed.repeat(1, 1, 1, n_context)
 
     def _project(self, x: torch.Tensor, m: int, part: slice) -> torch.Tensor:
@@ -249,6 +256,10 @@ class SubspaceCrossAttention(nn.Module):
         q = self._project(query, m, slice(0, dh))
         k = self._project(context, m, slice(dh, 2 * dh))
         v = self._project(context, m, slice(2 * dh, 3 * dh))
+        if self.window is not None and query_pos is None and not weights_only and valid.shape[1] > self.window:
+            out = self._banded(q, k, v, valid)
+            out = torch.einsum("bhle,hde->bhld", out, self.out_proj_weight[m]) + self.out_proj_bias[m, :, None]
+            return query + out
         mask = self.key_mask(valid, max(1, n_mod - 1), query_pos)
         if weights_only:
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
@@ -256,6 +267,33 @@ class SubspaceCrossAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         out = torch.einsum("bhle,hde->bhld", out, self.out_proj_weight[m]) + self.out_proj_bias[m, :, None]
         return query + out
+
+    def _banded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Causal attention of every position t to the keys in (t - W, t] only, in blocks: O(L W), not O(L^2).
+
+        q [B, H, L, d], k/v [B, H, C L, d] (C context modalities, each L positions). Positions are cut into
+        blocks of W; the queries of block c see the keys of blocks c - 1 and c, masked to the band."""
+        b, h, length, dh = q.shape
+        w = self.window
+        n_ctx = k.shape[2] // length
+        blocks = -(-length // w)
+        pad = blocks * w - length
+
+        def keys(x: torch.Tensor) -> torch.Tensor:  # [B, H, C L, d] -> [B, H, blocks, C 2W, d]
+            x = F.pad(x.unflatten(2, (n_ctx, length)), (0, 0, w, pad))  # one empty block in front
+            x = x.unflatten(3, (blocks + 1, w))  # [B, H, C, blocks + 1, W, d]
+            x = torch.cat([x[:, :, :, :-1], x[:, :, :, 1:]], dim=4)  # blocks c - 1 and c: [B, H, C, blocks, 2W, d]
+            return x.permute(0, 1, 3, 2, 4, 5).flatten(3, 4)
+
+        qb = F.pad(q, (0, 0, 0, pad)).unflatten(2, (blocks, w))  # [B, H, blocks, W, d]
+        t = torch.arange(blocks * w, device=q.device).view(blocks, w, 1)  # absolute query positions
+        s = (torch.arange(blocks, device=q.device).view(blocks, 1, 1) - 1) * w + torch.arange(2 * w, device=q.device)  # keys
+        band = (s <= t) & (s > t - w) & (s >= 0)  # [blocks, W, 2W]
+        key_valid = F.pad(valid, (w, pad)).unfold(1, 2 * w, w)  # [B, blocks, 2W]: validity of blocks c - 1 and c
+        mask = (band.unsqueeze(0) & key_valid.unsqueeze(2)).repeat(1, 1, 1, n_ctx).unsqueeze(1)  # [B, 1, blocks, W, C 2W]
+        mask = mask | ~mask.any(-1, keepdim=True)  # padded queries with no key in their band: finite, never read
+        out = F.scaled_dot_product_attention(qb, keys(k), keys(v), attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return out.flatten(2, 3)[:, :, :length]
 
     def forward(self, latents: list[torch.Tensor], valid: torch.Tensor, query_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Hf [B, H, Q, M d_h] from the modal latents [B, L, p] and the valid-position mask [B, L]."""
@@ -314,6 +352,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         faithful_param_count: bool = False  # A9: also build the released code's unused modules (param parity)
         xattn_causal: bool | None = None  # A11: causal cross-modal attention
         xattn_double_scale: bool = True  # A12: extra d_h^-1/2 on the attention inputs
+        xattn_window: int | None = None  # causal cross-attention to the last W positions only: O(L W) instead of O(L^2)
         init: str = "faithful"  # A13: faithful (every Linear/Embedding ~ N(0, 0.01), biases 0) | module_default
         ce_include_pad: bool | None = None  # A16: the pad row of the tied table is a CE logit
         output_clamp: float | None = 10.0  # A18: clamp of the final representation
@@ -364,7 +403,9 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         align_dim = p if self.align_pair == "modal_pairs" else d
         n_scores = 0 if cfg.stein_form == "mmd" else n_mod if self.align_pair == "modal_pairs" else 2
         self.score_nets = nn.ModuleList(score_network(align_dim, cfg.projection_dropout) for _ in range(n_scores))
-        self.cross_attention = SubspaceCrossAttention(n_mod, p, cfg.heads, cfg.dropout, cfg.xattn_causal, cfg.xattn_double_scale)
+        self.cross_attention = SubspaceCrossAttention(
+            n_mod, p, cfg.heads, cfg.dropout, cfg.xattn_causal, cfg.xattn_double_scale, cfg.xattn_window
+        )
         head_in = n_mod * p // cfg.heads
         self.router = SharedRouter(head_in, cfg.experts, cfg.router_hidden, cfg.router_temperature, cfg.fusion_dropout, gumbel_hard=cfg.router_gumbel_hard)
         self.experts = SharedExperts(head_in, d, cfg.experts, cfg.dropout)

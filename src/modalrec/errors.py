@@ -47,7 +47,11 @@ class ConfigError(ModalRecError):
 
 
 class CheckpointError(ModalRecError):
-    """A checkpoint that does not belong to this model / dataset / config."""
+    """A checkpoint that does not belong to this model / dataset / config, or cannot be read safely."""
+
+
+class IntegrityError(ModalRecError):
+    """A file whose SHA-256 differs from the one recorded when it was written (truncated, edited, replaced)."""
 
 
 def nearest(name: str, known: Iterable[str]) -> str | None:

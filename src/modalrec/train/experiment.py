@@ -8,6 +8,7 @@ data it was trained on.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 import warnings
@@ -25,9 +26,10 @@ from modalrec.data.sources.feature_files import attach_feature_files
 from modalrec.data.split import SplitConfig, split
 from modalrec.devices import resolve_device
 from modalrec.errors import CheckpointError, ConfigError, ModalRecError
+from modalrec.fileio import to_jsonable
 from modalrec.models.base import Recommender, get_model_class
 from modalrec.train import distributed
-from modalrec.train.checkpoint import identity, load_checkpoint, seed_everything
+from modalrec.train.checkpoint import identity, seed_everything
 from modalrec.train.rundir import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir
 from modalrec.train.trainer import Trainer, ValidationCallback
 
@@ -116,6 +118,7 @@ def train(
             raise ModalRecError(f"{resume} is not a run directory (no config.yaml)")
         if not run_dir.last.exists():
             raise ModalRecError(f"{resume} has no checkpoints/last.pt to resume from (it never finished an epoch)")
+        run_dir.verify(run_dir.config, run_dir.dataset, run_dir.last, run_dir.best)  # before any is parsed
         cfg = resolve(config_file=run_dir.config)
     elif cfg is None:
         raise ValueError("train() needs a config unless it resumes a run")
@@ -171,8 +174,9 @@ def _train_in(
     if dist.is_main:
         if not resume:
             run_dir.create()
-            run_dir.config.write_text(cfg.to_yaml())
-            run_dir.write_json(run_dir.dataset, {"stats": ds.stats(), "content_hash": ds.content_hash(), "meta": ds.meta})
+            run_dir.write_recorded_text(run_dir.config, cfg.to_yaml())
+            dataset = {"stats": ds.stats(), "content_hash": ds.content_hash(), "meta": ds.meta}
+            run_dir.write_recorded_text(run_dir.dataset, json.dumps(to_jsonable(dataset), indent=2) + "\n")
         run_dir.mark(RUNNING)
     handler = run_dir.attach_log(log) if dist.is_main else None
     try:
@@ -219,6 +223,7 @@ def open_run(path: str | Path, device: str = "cpu") -> LoadedRun:
         raise ModalRecError(f"{path} is not a run directory (no config.yaml)")
     if not run_dir.best.exists():
         raise ModalRecError(f"{path} has no selected checkpoint (checkpoints/best.pt); did training finish?")
+    run_dir.verify(run_dir.config, run_dir.dataset, run_dir.best)  # before any of them is parsed
     raw = load_yaml(run_dir.config)
     cfg = resolve(config_file=run_dir.config)
     seed_everything(cfg.train.seed)
@@ -235,7 +240,7 @@ def open_run(path: str | Path, device: str = "cpu") -> LoadedRun:
         )
     ctx = DataContext.from_dataset(ds)
     model = build_model(cfg, ctx, resolve_device(device))
-    payload = load_checkpoint(run_dir.best, run_identity(cfg, ds))
+    payload = run_dir.load_checkpoint(run_dir.best, run_identity(cfg, ds))
     if model.trainable:
         model.load_state_dict(payload["model_state"])
     else:

@@ -12,9 +12,15 @@
       per_user_<split>.npz per-user metrics of the selected checkpoint (for significance tests)
       train.log            the log
       status.json          running | finished | failed (with the error) | interrupted
+      checksums.json       SHA-256 of config.yaml, dataset.json and the checkpoints, recorded as they are
+                           written and verified before any of them is read again (see docs/security.md)
 
 Nothing is written before the config, the data and the model are validated; a run that fails after
 that says so in status.json, so it never looks like a finished run (``compare`` refuses it).
+
+Every file is written to a temporary name and renamed into place. A file with a recorded checksum is
+replaced in three steps, so a process killed at any point leaves a file that matches its record:
+record both the old and the new SHA-256, rename the new file in, record only the new one.
 """
 
 from __future__ import annotations
@@ -30,7 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from modalrec.fileio import to_jsonable, write_text_atomic
+from modalrec.errors import IntegrityError
+from modalrec.fileio import sha256_file, to_jsonable, write_atomic, write_text_atomic
+from modalrec.train.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger("modalrec")
 
 RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 
@@ -103,6 +113,10 @@ class RunDir:
             "protocol": protocol,
         }
 
+    @property
+    def checksums(self) -> Path:
+        return self.path / "checksums.json"
+
     def per_user(self, split: str) -> Path:
         return self.path / f"per_user_{split}.npz"
 
@@ -112,6 +126,68 @@ class RunDir:
 
     def write_json(self, path: Path, payload: dict[str, Any]) -> None:
         write_text_atomic(path, json.dumps(to_jsonable(payload), indent=2) + "\n")
+
+    # ------------------------------------------------------------------ recorded files (checksums.json)
+    def _recorded(self) -> dict[str, list[str]] | None:
+        if not self.checksums.exists():
+            return None
+        try:
+            recorded = json.loads(self.checksums.read_text(encoding="utf-8"))["sha256"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{self.checksums} is damaged ({exc}); the run's files cannot be verified") from None
+        return {str(k): list(v) for k, v in recorded.items()}
+
+    def _record(self, name: str, digests: list[str]) -> None:
+        recorded = self._recorded() or {}
+        recorded[name] = digests
+        write_text_atomic(self.checksums, json.dumps({"sha256": recorded}, indent=2, sort_keys=True) + "\n")
+
+    def write_recorded(self, path: Path, write: Any) -> None:
+        """Write ``path`` (``write(handle)`` gives the bytes) atomically and record its SHA-256."""
+        name = path.relative_to(self.path).as_posix()
+        digest: list[str] = []
+
+        def record_both(tmp: Path) -> None:  # the old file and the new one are both valid while renaming
+            digest.append(sha256_file(tmp))
+            previous = (self._recorded() or {}).get(name, [])[-1:] if path.exists() else []
+            self._record(name, previous + digest)
+
+        write_atomic(path, write, before_rename=record_both)
+        self._record(name, digest)
+
+    def write_recorded_text(self, path: Path, text: str) -> None:
+        self.write_recorded(path, lambda handle: handle.write(text.encode("utf-8")))
+
+    def verify(self, *paths: Path) -> None:
+        """Refuse any of ``paths`` whose SHA-256 is not the one recorded when it was written (checked before
+        torch or YAML parses it). Runs written before checksums existed are not verified (a warning)."""
+        recorded = self._recorded()
+        if recorded is None:
+            log.warning("%s has no %s (written by an earlier ModalRec): its files are not verified", self.path, self.checksums.name)
+            return
+        for path in paths:
+            name = path.relative_to(self.path).as_posix()
+            if name not in recorded:
+                log.warning("%s has no recorded checksum (written by an earlier ModalRec); it is not verified", path)
+                continue
+            if not path.exists():
+                continue  # the caller says what is missing
+            found = sha256_file(path)
+            if found not in recorded[name]:
+                raise IntegrityError(
+                    f"{path} changed after it was written: its SHA-256 is {found[:16]}..., {self.checksums.name} "
+                    f"recorded {recorded[name][-1][:16]}... ({path.stat().st_size} bytes now: truncated, edited or "
+                    "replaced); restore the file or re-train the run"
+                )
+
+    def save_checkpoint(self, path: Path, payload: dict[str, Any]) -> None:
+        """A checkpoint of this run (see train/checkpoint.py), written atomically with its checksum recorded."""
+        self.write_recorded(path, lambda handle: save_checkpoint(handle, payload))
+
+    def load_checkpoint(self, path: Path, expected: dict[str, Any]) -> dict[str, Any]:
+        """Verify the checkpoint's checksum, then load it (weights only) and check it belongs to this run."""
+        self.verify(path)
+        return load_checkpoint(path, expected)
 
     def read_json(self, path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,14 +23,7 @@ from modalrec.errors import ConfigError, ModalRecError, nearest
 from modalrec.eval.ranking import EvalResult, Evaluator
 from modalrec.models.base import Recommender
 from modalrec.train import distributed
-from modalrec.train.checkpoint import (
-    epoch_seed,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    seed_everything,
-    set_rng_state,
-)
+from modalrec.train.checkpoint import TrainState, epoch_seed, rng_state, seed_everything, set_rng_state
 from modalrec.train.rundir import RunDir
 
 log = logging.getLogger("modalrec")
@@ -44,20 +35,6 @@ ValidationCallback = Callable[[int, dict[str, Any]], None]
 
 class TrainingError(ModalRecError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
-
-
-@dataclass
-class TrainState:
-    """Where training stands; saved in every checkpoint so a run resumes exactly."""
-
-    epoch: int = 0  # epochs completed
-    best_score: float = -math.inf
-    best_epoch: int = 0
-    bad_evals: int = 0  # validations since the last improvement
-    stopped_early: bool = False
-    train_seconds: float = 0.0  # wall-clock seconds spent training (validation excluded)
-    train_cpu_seconds: float = 0.0  # CPU seconds of this process (all threads) spent training: the compute a table reports
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -158,7 +135,7 @@ class Trainer:
         payload: dict[str, Any] = {
             "identity": self.identity,
             "model_state": self.model.state_dict(),
-            "train_state": self.state,
+            "train_state": self.state.to_dict(),
         }
         if with_optimizer:
             payload["optimizer"] = self.optimizer.state_dict() if self.optimizer else None
@@ -171,7 +148,7 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from checkpoints/last.pt: model, optimiser, scheduler, RNG and early-stopping state."""
-        payload = load_checkpoint(self.run_dir.last, self.identity)
+        payload = self.run_dir.load_checkpoint(self.run_dir.last, self.identity)
         self.model.load_state_dict(payload["model_state"])
         if self.optimizer is not None and payload.get("optimizer"):
             self.optimizer.load_state_dict(payload["optimizer"])
@@ -204,7 +181,7 @@ class Trainer:
             progress_log.info("fitted in closed form  valid %s %.5f  %.1fs", self.select, self.state.best_score, self.state.train_seconds)
             self.state.history.append(self._with_diagnostics({"epoch": 1, "seconds": self.state.train_seconds, "valid": result.summary}))
             self.run_dir.write_metrics(self.state.history)
-            save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
+            self.run_dir.save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
             if self.on_validation is not None:
                 self.on_validation(1, result.summary)
             return self.state
@@ -238,7 +215,7 @@ class Trainer:
             score = result.summary[self.select]
             if score > self.state.best_score:
                 self.state.best_score, self.state.best_epoch, self.state.bad_evals = score, epoch + 1, 0
-                save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
+                self.run_dir.save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
             else:
                 self.state.bad_evals += 1
                 self.state.stopped_early = self.state.bad_evals >= t.patience
@@ -253,7 +230,7 @@ class Trainer:
         return self.state
 
     def _save_epoch(self, epoch: int, record: dict[str, Any], rngs: list[dict[str, Any]]) -> None:
-        save_checkpoint(self.run_dir.last, self._payload(with_optimizer=True, rngs=rngs))
+        self.run_dir.save_checkpoint(self.run_dir.last, self._payload(with_optimizer=True, rngs=rngs))
         self.run_dir.write_metrics(self.state.history)
         if "valid" in record and self.on_validation is not None:
             self.on_validation(epoch + 1, record["valid"])
@@ -351,7 +328,7 @@ class Trainer:
         return distributed.on_main(self.dist, lambda: self._score_selected(score_test))
 
     def _score_selected(self, score_test: bool) -> dict[str, Any]:
-        payload = load_checkpoint(self.run_dir.best, self.identity)
+        payload = self.run_dir.load_checkpoint(self.run_dir.best, self.identity)
         if self.model.trainable:
             self.model.load_state_dict(payload["model_state"])
         results: dict[str, Any] = {

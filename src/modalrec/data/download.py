@@ -198,13 +198,12 @@ def replace_directory(staging: Path, dest: Path) -> None:
 
 
 def recover_directory(dest: Path) -> None:
-    """Undo a :func:`replace_directory` killed between its two renames: ``dest`` is missing and the
-    previous complete folder waits in ``.<name>.*.old/previous``; put it back."""
-    if dest.exists():
-        return
-    for aside in sorted(dest.parent.glob(f".{glob.escape(dest.name)}.*.old"), key=lambda p: p.stat().st_mtime, reverse=True):
-        previous = aside / "previous"
-        if previous.is_dir():
-            os.replace(previous, dest)
-            shutil.rmtree(aside, ignore_errors=True)
-            return
+    """Finish a :func:`replace_directory` that was killed: when ``dest`` is missing, the previous complete
+    folder waiting in ``.<name>.*.old/previous`` is put back; when ``dest`` is there, a folder left aside
+    is a finished swap's leftover and is deleted (one writer at a time is assumed, as everywhere)."""
+    asides = [p / "previous" for p in dest.parent.glob(f".{glob.escape(dest.name)}.*.old") if (p / "previous").is_dir()]
+    if not dest.exists() and asides:
+        latest = max(asides, key=lambda p: p.stat().st_mtime)
+        os.replace(latest, dest)
+    for previous in asides:
+        shutil.rmtree(previous.parent, ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from modalrec.data.download import cache_dir, replace_directory
+from modalrec.data.download import cache_dir, recover_directory, replace_directory
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class FeatureCache:
     def load(self, key: str) -> Encoded | None:
         """The entry for ``key``, or None when absent; a damaged or mismatched entry is removed."""
         folder = self.root / key
+        recover_directory(folder)  # the previous entry, when a save was killed while swapping folders
         if not folder.is_dir():
             return None
         try:

@@ -17,6 +17,7 @@ requests over the :class:`~modalrec.serve.limits.ServeLimits` 413.
 
 import json
 import logging
+import math
 import mimetypes
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -115,6 +116,8 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
     ``engine_options`` go to :class:`ServingEngine` (``ann``, ``image_dir``, ``item_chunk``, ``device``)."""
     fastapi = _fastapi()
     from fastapi import Body, Query
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
     from starlette.concurrency import run_in_threadpool
@@ -145,6 +148,12 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
     @app.exception_handler(ServeError)
     async def _serve_error(request: Any, err: ServeError) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Any, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the offending input, which fails to serialise when it is a
+        # NaN or an infinity (json.loads accepts them; strict JSON output does not): a 500
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(err.errors()))}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Any, err: Exception) -> JSONResponse:  # a bug, never bad input: log it whole
@@ -289,6 +298,17 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     return app
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its name ('nan', 'inf', '-inf')."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def _info(engine: ServingEngine, limits: ServeLimits) -> Any:

@@ -319,9 +319,11 @@ def data_import(
     time: Annotated[Optional[str], typer.Option(help="Time column: epoch seconds or dates (default: timestamp, time, date, ... if present).")] = None,
     rating: Annotated[Optional[str], typer.Option(help="Rating column (default: rating, score, stars, ... if present).")] = None,
     sep: Annotated[Optional[str], typer.Option(help="Column separator (default: from the suffix, else sniffed).")] = None,
+    items: Annotated[Optional[Path], typer.Option(help="Item table, one row per item: the id column (named as --item, or a common name) and metadata (title, ...) for recommend and serve.")] = None,
+    title: Annotated[Optional[str], typer.Option(help="Column of --items shown as the title (default: 'title').")] = None,
 ) -> None:
     """Read your own interaction table into a dataset folder (raw ids kept as written in the file)."""
-    from modalrec.data.sources.tabular import read_table
+    from modalrec.data.sources.tabular import read_item_table, read_table
     from modalrec.data.storage import save_dataset
 
     setup_logging()
@@ -329,9 +331,13 @@ def data_import(
         raise ModalRecError(f"--out {out} exists and is not a saved dataset; choose a new folder")
     columns = {role: column for role, column in (("user", user), ("item", item), ("timestamp", time), ("rating", rating)) if column}
     ds = read_table(file, columns, sep, name=out.name)
+    if items is not None:
+        ds = read_item_table(ds, items, item, title, sep)
     save_dataset(ds, out)
     console.print(ds.describe())
     console.print(f"columns: {ds.meta['source']['columns']}", markup=False, highlight=False)
+    if items is not None:
+        console.print(f"item metadata {sorted(ds.item_meta)} for {ds.meta['source']['items_listed']:,} of {ds.n_items:,} items", markup=False)
     console.print(f"saved to {out}; train on it with dataset={out}", markup=False, highlight=False)
 
 

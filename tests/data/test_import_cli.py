@@ -32,6 +32,20 @@ def test_import_the_example_then_train_and_recommend(tmp_path: Path) -> None:
     assert len(rows) == 3 and all("-" in row.split("│")[2] for row in rows)  # product ids such as tea-01
 
 
+def test_import_with_an_item_table_gives_titles(tmp_path: Path) -> None:
+    out = tmp_path / "shop"
+    items = EXAMPLE.with_name("shop_items.csv")
+    imported = _cli("data", "import", str(EXAMPLE), *SHOP_COLUMNS, "--items", str(items), "--title", "name", "--out", str(out))
+    assert imported.returncode == 0, imported.stderr
+    assert "item metadata ['category', 'title'] for 34 of 34 items" in imported.stdout
+    train = _cli("train", "model=pop", f"dataset={out}", f"run.dir={tmp_path / 'runs'}", "run.name=pop", "--quiet")
+    assert train.returncode == 0, train.stderr
+    top = _cli("recommend", str(tmp_path / "runs" / "pop"), "--user", "c01", "-k", "3")
+    titles = {line.strip() for line in items.read_text().splitlines()[1:]}
+    cells = [[c.strip() for c in line.strip("│").split("│")] for line in top.stdout.splitlines() if line.startswith("│")]
+    assert len(cells) == 3 and all(f"{item},{title}," in "\n".join(titles) for _, item, title, _ in cells)
+
+
 def test_a_file_path_is_a_dataset_with_a_column_mapping(tmp_path: Path) -> None:
     mapping = ["dataset.columns.user=customer", "dataset.columns.item=product", "dataset.columns.timestamp=bought_at"]
     info = _cli("data", "info", str(EXAMPLE), *mapping)

@@ -24,6 +24,7 @@ from modalrec.data.sources import (
     write_recbole,
 )
 from modalrec.data.sources.movielens import ml1m_movie_ids
+from modalrec.data.sources.tabular import read_item_table
 from modalrec.errors import ConfigError, DataFormatError
 
 
@@ -523,6 +524,29 @@ def test_header_only_atomic_file_is_refused_too(tmp_path: Path) -> None:
     write(tmp_path / "x.inter", "user_id:token\titem_id:token\n")
     with pytest.raises(DataFormatError, match=r"holds no interactions"):
         read_recbole(tmp_path)
+
+
+def test_item_table_adds_titles_and_metadata(tmp_path: Path) -> None:
+    ds = read_table(write(tmp_path / "log.csv", "who,sku\nu1,a\nu2,b\nu1,c\n"), {"user": "who", "item": "sku"})
+    items = write(tmp_path / "items.csv", "sku,name,kind\nb,Bee,insect\na,Ant,\nz,Zebra,animal\n")
+    with_meta = read_item_table(ds, items, title="name")
+    assert with_meta.item_meta["title"] == ["Ant", "Bee", None]  # c is not listed; z has no interactions
+    assert with_meta.item_meta["kind"] == [None, "insect", None]
+    assert with_meta.meta["source"]["items_listed"] == 2 and with_meta.n_items == 3
+
+
+def test_item_table_errors_name_the_file(tmp_path: Path) -> None:
+    ds = read_table(write(tmp_path / "log.csv", "user_id,item_id\nu1,a\n"))
+    with pytest.raises(DataFormatError, match=r"items\.csv, line 3: item 'a' is listed twice"):
+        read_item_table(ds, write(tmp_path / "items.csv", "item_id,title\na,A\na,again\n"))
+    with pytest.raises(DataFormatError, match=r"has no item column \(tried item_id, .*\); columns are: code, title"):
+        read_item_table(ds, write(tmp_path / "other.csv", "code,title\na,A\n"))
+    with pytest.raises(DataFormatError, match="column 'name' .for title. is not in the file"):
+        read_item_table(ds, write(tmp_path / "t.csv", "item_id,title\na,A\n"), title="name")
+    with pytest.raises(DataFormatError, match="holds no items"):
+        read_item_table(ds, write(tmp_path / "h.csv", "item_id,title\n"))
+    with pytest.raises(DataFormatError, match="is empty"):
+        read_item_table(ds, write(tmp_path / "e.csv", ""))
 
 
 # ------------------------------------------------------------------------------------------ fast indexing

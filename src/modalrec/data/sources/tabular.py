@@ -148,3 +148,43 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, sep: str
         rating=_numbers(path, frame, roles["rating"], header_lines) if "rating" in roles else None,
     )
     return finish(ds, "table", path, columns=roles)
+
+
+def read_item_table(ds: Dataset, path: str | Path, item: str | None = None, title: str | None = None, sep: str | None = None) -> Dataset:
+    """``ds`` with item metadata from a table of one row per item (CSV / TSV / Parquet).
+
+    ``item`` names the id column (default: the one the interactions used, else the common names);
+    ``title`` names the column shown as the title (default: a ``title`` column). Every other column
+    becomes metadata under its own name. Items of ``ds`` missing from the table get None; rows for
+    items without interactions are left out.
+    """
+    path = require_file(Path(path), "item table")
+    frame = _load(path, sep)
+    available = [str(c) for c in frame.columns]
+    source = ds.meta.get("source") if isinstance(ds.meta.get("source"), dict) else {}
+    candidates = [item] if item else [source.get("columns", {}).get("item"), *DEFAULT_COLUMNS["item"]]
+    id_column = next((c for c in candidates if c in available), None)
+    if id_column is None:
+        wanted = f"column '{item}'" if item else f"item column (tried {', '.join(c for c in candidates if c)})"
+        raise DataFormatError(path, f"has no {wanted}; columns are: {', '.join(available)}")
+    if len(frame) == 0:
+        raise DataFormatError(path, "holds no items (only a header?); expected one item per row")
+    if title is not None and title not in available:
+        raise DataFormatError(path, f"column '{title}' (for title) is not in the file; columns are: {', '.join(available)}")
+    ids = frame[id_column].astype(str)
+    repeated = ids.duplicated().to_numpy()
+    if repeated.any():
+        row = int(np.argmax(repeated))
+        raise DataFormatError(path, f"item '{ids.iloc[row]}' is listed twice", line=row + 2 if _suffix(path) != ".parquet" else None)
+    position = {value: row for row, value in enumerate(ids.tolist())}
+    rows = [position.get(raw) for raw in ds.item_ids.tolist()]
+    item_meta = dict(ds.item_meta)
+    for column in available:
+        if column == id_column:
+            continue
+        cells = frame[column].tolist()
+        key = "title" if column == (title or "title") else column
+        item_meta[key] = [None if r is None or cells[r] == "" else cells[r] for r in rows]
+    out = ds.replace(item_meta=item_meta)
+    out.meta["source"] = {**source, "items": str(path), "items_listed": int(sum(r is not None for r in rows))}
+    return out

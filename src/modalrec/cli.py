@@ -89,6 +89,7 @@ def evaluate(
     from modalrec.eval.ranking import Evaluator
     from modalrec.train.experiment import open_run
 
+    setup_logging(verbose=False)
     phases = {"valid": VALID, "test": TEST}
     if split not in phases:
         raise ModalRecError(f"--split must be one of {', '.join(phases)}, got '{split}'")
@@ -119,6 +120,7 @@ def recommend(
 
     from modalrec.serve.engine import CandidateFilter, ServingEngine
 
+    setup_logging(verbose=False)
     engine = ServingEngine.open(run)
     users = []
     for raw in user:

@@ -84,6 +84,7 @@ def setup_logging(verbose: bool = True) -> None:
     quiet_filter.quiet = not verbose
     logger.setLevel(logging.INFO)
     warnings.simplefilter("default")  # each distinct warning once
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(?!modalrec)")  # libraries' notes to their developers
     warnings.showwarning = _show_warning
 
 

@@ -1,4 +1,5 @@
-"""Causal self-attention blocks for left-to-right sequence models (SASRec and its multimodal kin).
+"""Self-attention blocks for sequence models: causal stacks for left-to-right models (SASRec and its multimodal
+kin) and a bidirectional stack for cloze models (BERT4Rec).
 
 A block is multi-head scaled dot-product self-attention followed by a point-wise two-layer
 feed-forward network, each wrapped in dropout, a residual connection and layer normalisation, in
@@ -7,8 +8,9 @@ either order:
 - pre-LN  (``norm_first=True``):  x = x + Drop(f(LN(x)))   (SASRec, Sec. III-C; GPT-2)
 - post-LN (``norm_first=False``): x = LN(x + Drop(f(x)))   (the original Transformer; BERT4Rec, RecBole)
 
-Position t attends to positions <= t that are not padding; a pre-LN stack ends with one more
-LayerNorm (:class:`CausalTransformer`).
+In a causal stack position t attends to positions <= t that are not padding; a pre-LN stack ends with one
+more LayerNorm (:class:`CausalTransformer`). In a bidirectional stack every position attends to every
+non-padding position (:class:`BidirectionalTransformer`). The blocks are the same; only the mask differs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ def causal_attention_mask(valid: torch.Tensor) -> torch.Tensor:
     causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
     diagonal = torch.eye(length, dtype=torch.bool, device=valid.device)
     return (causal & valid[:, None, None, :]) | diagonal
+
+
+def padding_attention_mask(valid: torch.Tensor) -> torch.Tensor:
+    """Boolean mask [B, 1, L, L], True where query t may attend to key s: s is not padding (or s == t, so a
+    padding query's row is never fully masked)."""
+    length = valid.shape[1]
+    diagonal = torch.eye(length, dtype=torch.bool, device=valid.device)
+    return valid[:, None, None, :] | diagonal
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -83,8 +93,11 @@ class CausalSelfAttentionBlock(nn.Module):
         return self.feed_forward_norm(x + self.dropout(self.feed_forward(x)))
 
 
-class CausalTransformer(nn.Module):
-    """A stack of causal blocks over right-padded sequences; padding positions output zeros."""
+class TransformerStack(nn.Module):
+    """A stack of blocks over right-padded sequences under the mask ``attention_mask(valid)`` of the subclass;
+    padding positions output zeros."""
+
+    attention_mask = staticmethod(causal_attention_mask)
 
     def __init__(self, dim: int, heads: int, layers: int, dropout: float, norm_first: bool = True, inner_dim: int | None = None, activation: str = "relu"):
         super().__init__()
@@ -95,9 +108,24 @@ class CausalTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """x [B, L, d] (padding rows may hold anything), valid [B, L] bool -> [B, L, d]."""
-        mask = causal_attention_mask(valid)
+        mask = self.attention_mask(valid)
         keep = valid.unsqueeze(-1).to(x.dtype)
         x = x * keep
         for block in self.blocks:
             x = block(x, mask) * keep
         return self.final_norm(x) * keep
+
+
+class CausalTransformer(TransformerStack):
+    """Position t reads positions <= t (SASRec)."""
+
+    attention_mask = staticmethod(causal_attention_mask)
+
+
+class BidirectionalTransformer(TransformerStack):
+    """Every position reads the whole non-padding sequence (BERT4Rec); post-LN GELU blocks by default, as BERT."""
+
+    attention_mask = staticmethod(padding_attention_mask)
+
+    def __init__(self, dim: int, heads: int, layers: int, dropout: float, norm_first: bool = False, inner_dim: int | None = None, activation: str = "gelu"):
+        super().__init__(dim, heads, layers, dropout, norm_first, inner_dim, activation)

@@ -111,9 +111,11 @@ def recommend(
     k: Annotated[int, typer.Option("-k", min=1, help="How many items (fewer when fewer are left to recommend).")] = 10,
     include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already interacted with.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the lists as JSON (the items of GET /recommend).")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Why each item (FindRec: its routing weights over experts and modalities).")] = False,
 ) -> None:
     """Top-K items for given users, with titles when the dataset has them: the lists `modalrec serve`
-    answers (the rule is in docs/serving.md)."""
+    answers (the rule is in docs/serving.md). --explain adds the model's explanation of each item, or
+    says the model has none."""
     import json
 
     import numpy as np
@@ -130,25 +132,39 @@ def recommend(
             raise ModalRecError(f"unknown user id '{raw}' in dataset '{engine.dataset.name}' (raw ids look like: {examples})")
         users.append(index)
     lists = engine.recommend_users(np.asarray(users), k, not include_seen, CandidateFilter())
+    explained = engine.explain_users(np.asarray(users), lists) if explain else None
+    if explain and explained is None:
+        console.print(f"model '{engine.model.name}' has no explanation of its recommendations; showing the lists only")
     if as_json:
-        out = [
-            {"user": raw, "items": [{"item": str(engine.item_ids[i]), "title": engine.title(int(i)), "score": float(s)} for i, s in zip(r.items, r.scores)]}
-            for raw, r in zip(user, lists)
-        ]
+        out = []
+        for row, (raw, r) in enumerate(zip(user, lists)):
+            items = [{"item": str(engine.item_ids[i]), "title": engine.title(int(i)), "score": float(s)} for i, s in zip(r.items, r.scores)]
+            for j, item in enumerate(items):
+                if explained is not None:
+                    item["explanation"] = explained[row][j]
+            out.append({"user": raw, "items": items})
         console.print_json(json.dumps(out))
         return
-    for raw, ranked in zip(user, lists):
+    for row, (raw, ranked) in enumerate(zip(user, lists)):
         table = Table(title=f"top-{len(ranked.items)} for user {raw} ({engine.model.name})")
         table.add_column("rank", justify="right")
         table.add_column("item")
         if engine.titles is not None:
             table.add_column("title")
         table.add_column("score", justify="right")
+        if explained is not None:
+            table.add_column("streams (share)")
+            table.add_column("experts (mean gate)")
         for rank, (item, score) in enumerate(zip(ranked.items.tolist(), ranked.scores.tolist()), start=1):
             cells = [str(rank), str(engine.item_ids[item])]
             if engine.titles is not None:
                 cells.append(str(engine.title(item)))
-            table.add_row(*cells, f"{score:.4f}")
+            cells.append(f"{score:.4f}")
+            if explained is not None:
+                why = explained[row][rank - 1]
+                cells.append(" ".join(f"{name} {value:.2f}" for name, value in why.get("streams", {}).items()))
+                cells.append(" ".join(f"e{e} {value:.2f}" for e, value in enumerate(why.get("experts", []))))
+            table.add_row(*cells)
         console.print(table)
 
 

@@ -2,7 +2,7 @@
 
 Endpoints (all JSON, raw ids in and out; the OpenAPI document is at ``/openapi.json``, docs at ``/docs``):
 
-- ``GET /recommend?user=&k=&exclude_seen=&fallback=``: top-k for a known user (with ``max_batch``
+- ``GET /recommend?user=&k=&exclude_seen=&fallback=&explain=``: top-k for a known user (with ``max_batch``
   > 1, concurrent calls are scored together: :mod:`modalrec.serve.batching`);
 - ``POST /recommend``: top-k after an ad-hoc session of items, with allow/deny candidate filters;
 - ``POST /recommend/batch``: many users in one forward pass;
@@ -167,9 +167,23 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
             image = f"/images/{quote(engine.item_ids[item], safe='')}"
         return schemas.ItemOut(item=engine.item_ids[item], score=score, title=engine.title(item), image=image)
 
-    def ranked_out(ranked: Ranked, k: int, user: str | None = None, unknown: list[str] | None = None) -> schemas.RecommendationOut:
+    def ranked_out(
+        ranked: Ranked, k: int, user: str | None = None, unknown: list[str] | None = None,
+        explain: bool = False, explanations: list[dict[str, Any]] | None = None,
+    ) -> schemas.RecommendationOut:
         items = [item_out(int(i), float(s)) for i, s in zip(ranked.items, ranked.scores)]
-        return schemas.RecommendationOut(user=user, strategy=ranked.strategy, k=k, items=items, unknown_items=unknown or [])
+        note = None
+        if explain and explanations is not None:
+            for item, explanation in zip(items, explanations):
+                item.explanation = explanation
+        elif explain:
+            note = explain_note(ranked)
+        return schemas.RecommendationOut(user=user, strategy=ranked.strategy, k=k, items=items, unknown_items=unknown or [], explain_note=note)
+
+    def explain_note(ranked: Ranked) -> str:
+        if not engine.explains:
+            return f"model '{engine.model.name}' has no explanation of its recommendations"
+        return f"the list was made by the {ranked.strategy} fallback, not by the model: no explanation"
 
     def check_size(what: str, count: int, bound: int, option: str) -> None:
         if count > bound:
@@ -197,17 +211,19 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
         k: KQuery = 10,
         exclude_seen: Annotated[bool, Query(description="Leave the user's known items (train, valid, test) out.")] = True,
         fallback: Annotated[schemas.Fallback, Query(description="'popularity': popular items for an unknown user instead of 404.")] = "none",
+        explain: Annotated[bool, Query(description="Attach the model's explanation to each item (FindRec: routing weights).")] = False,
     ) -> schemas.RecommendationOut:
         """Top-k for a known user: general models from the learned user, sequential ones from the whole stored history."""
         index = engine.user_index(user)
         if index is None:
             if fallback != "popularity":
                 raise unknown_user(user)
-            return ranked_out(engine.popular(k, CandidateFilter()), k, user)
-        if batcher is not None:
+            return ranked_out(engine.popular(k, CandidateFilter()), k, user, explain=explain)
+        if batcher is not None and not explain:
             return ranked_out(await batcher.recommend(index, k, exclude_seen), k, user)
         ranked = await run_in_threadpool(engine.recommend_users, np.asarray([index]), k, exclude_seen, CandidateFilter())
-        return ranked_out(ranked[0], k, user)
+        explained = await run_in_threadpool(engine.explain_users, np.asarray([index]), ranked) if explain else None
+        return ranked_out(ranked[0], k, user, explain=explain, explanations=explained[0] if explained else None)
 
     @app.post("/recommend", response_model=schemas.RecommendationOut, responses=error_responses, tags=["recommend"])
     def recommend_session(request: Annotated[SessionRequest, Body()]) -> schemas.RecommendationOut:
@@ -216,7 +232,9 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
         check_size("session items", len(request.items), limits.max_session_items, "max-session-items")
         filters = candidates(request.allow, request.deny)
         items, unknown = engine.item_indices(request.items)
-        return ranked_out(engine.recommend_session(items, request.k, request.exclude_seen, filters), request.k, unknown=unknown)
+        ranked = engine.recommend_session(items, request.k, request.exclude_seen, filters)
+        explained = engine.explain_session(items, ranked) if request.explain else None
+        return ranked_out(ranked, request.k, unknown=unknown, explain=request.explain, explanations=explained)
 
     @app.post("/recommend/batch", response_model=schemas.BatchOut, responses=error_responses, tags=["recommend"])
     def recommend_batch(request: Annotated[BatchRequest, Body()]) -> schemas.BatchOut:
@@ -225,16 +243,19 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
         filters = candidates(request.allow, request.deny)
         indices = [engine.user_index(raw) for raw in request.users]
         known = np.asarray([i for i in indices if i is not None], dtype=np.int64)
-        lists = iter(engine.recommend_users(known, request.k, request.exclude_seen, filters))
+        ranked = engine.recommend_users(known, request.k, request.exclude_seen, filters)
+        explained = (engine.explain_users(known, ranked) if request.explain else None) or [None] * len(ranked)
+        lists = iter(zip(ranked, explained))
         popular = engine.popular(request.k, filters) if request.fallback == "popularity" and None in indices else None
         results, unknown = [], []
         for raw, index in zip(request.users, indices):
             if index is not None:
-                results.append(ranked_out(next(lists), request.k, raw))
+                ranked_list, explanation = next(lists)
+                results.append(ranked_out(ranked_list, request.k, raw, explain=request.explain, explanations=explanation))
                 continue
             unknown.append(raw)
             if popular is not None:
-                results.append(ranked_out(popular, request.k, raw))
+                results.append(ranked_out(popular, request.k, raw, explain=request.explain))
         return schemas.BatchOut(results=results, unknown_users=unknown)
 
     # ------------------------------------------------------------------ catalogue
@@ -337,6 +358,7 @@ def _info(engine: ServingEngine, limits: ServeLimits) -> Any:
         metrics=metrics,
         session_strategy=engine.session_strategy,
         approximate=engine.ann is not None,
+        explains=engine.explains,
         has_titles=engine.titles is not None,
         has_images=bool(engine.images or engine.image_urls),
         limits=dataclasses.asdict(limits),

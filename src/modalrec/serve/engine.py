@@ -36,7 +36,7 @@ from modalrec.data.context import DataContext, pad_sequences
 from modalrec.data.dataset import TEST, TRAIN, VALID
 from modalrec.errors import ConfigError, ModalRecError
 from modalrec.eval.ranking import masked_topk
-from modalrec.models.base import EmbeddingScorer
+from modalrec.models.base import EmbeddingScorer, Recommender
 from modalrec.models.general.itemknn import cosine_topk
 from modalrec.train.experiment import LoadedRun, open_run
 
@@ -224,10 +224,7 @@ class ServingEngine:
         if not len(users):
             return []
         with torch.inference_mode():
-            if self.family == "sequential":
-                batch = self._sequence_batch([self.history(u) for u in users.tolist()])
-            else:
-                batch = self.model.eval_batch(users, self.ctx, TEST)
+            batch = self._user_batch(users)
             return self._rank(self.model.encode(batch), len(users), k, self.seen[users] if exclude_seen else None, candidates, MODEL)
 
     def recommend_session(self, items: np.ndarray, k: int, exclude_seen: bool, candidates: CandidateFilter) -> Ranked:
@@ -245,12 +242,48 @@ class ServingEngine:
                 scores = torch.from_numpy(np.asarray(self._neighbours[items].sum(axis=0)) / len(items))
             return self._rank_scores(scores.float(), k, hide, candidates, self.session_strategy)
 
+    # ------------------------------------------------------------------ explanations
+    @property
+    def explains(self) -> bool:
+        """Whether the model explains its recommendations (``Recommender.explain``; FindRec: routing weights)."""
+        return type(self.model).explain is not Recommender.explain
+
+    def explain_users(self, users: np.ndarray, ranked: list[Ranked]) -> list[list[dict[str, Any]]] | None:
+        """Per user, one explanation per item of its list (from :meth:`recommend_users`); None without one."""
+        return self._explain(self._user_batch(np.asarray(users, dtype=np.int64)), ranked)
+
+    def explain_session(self, items: np.ndarray, ranked: Ranked) -> list[dict[str, Any]] | None:
+        """One explanation per item of a session's list when the model made it; None otherwise."""
+        if ranked.strategy != MODEL or not len(items):
+            return None
+        explained = self._explain(self._sequence_batch([items]), [ranked])
+        return None if explained is None else explained[0]
+
+    def _explain(self, batch: dict[str, torch.Tensor], ranked: list[Ranked]) -> list[list[dict[str, Any]]] | None:
+        if not self.explains or not ranked:
+            return None
+        k = max(len(r.items) for r in ranked)
+        if k == 0:
+            return [[] for _ in ranked]
+        items = torch.zeros(len(ranked), k, dtype=torch.long)
+        for row, r in enumerate(ranked):
+            items[row, : len(r.items)] = torch.from_numpy(r.items)
+        with torch.inference_mode():
+            explained = self.model.explain(batch, items.to(self.model.device))
+        return None if explained is None else [row[: len(r.items)] for row, r in zip(explained, ranked)]
+
     def popular(self, k: int, candidates: CandidateFilter) -> Ranked:
         """The most interacted-with train items (ties by lower index)."""
         scores = torch.from_numpy(self.popularity).unsqueeze(0)
         return self._rank_scores(scores, k, None, candidates, POPULARITY)
 
     # ------------------------------------------------------------------ ranking
+    def _user_batch(self, users: np.ndarray) -> dict[str, torch.Tensor]:
+        """The batch a known user is scored from: the whole stored history (sequential) or the learned user."""
+        if self.family == "sequential":
+            return self._sequence_batch([self.history(u) for u in users.tolist()])
+        return self.model.eval_batch(users, self.ctx, TEST)
+
     def _sequence_batch(self, sequences: list[np.ndarray]) -> dict[str, torch.Tensor]:
         seq, lengths = pad_sequences(sequences, self.model.max_len, self.n_items)
         return {"seq": seq.to(self.model.device), "lengths": lengths.to(self.model.device)}

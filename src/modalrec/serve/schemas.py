@@ -27,6 +27,11 @@ class ItemOut(BaseModel):
     score: float | None = Field(None, description="Model score (higher is better); absent in histories.")
     title: str | None = Field(None, description="The item's title, when the dataset has titles.")
     image: str | None = Field(None, description="URL of the item's image (a path on this server or an external URL).")
+    explanation: dict[str, Any] | None = Field(
+        None,
+        description="With explain=true, why the model recommended the item (FindRec: its routing weights over experts "
+        "('experts', 'head_experts') and the share of the ID stream and each modality ('streams')).",
+    )
 
 
 class RecommendationOut(BaseModel):
@@ -40,6 +45,7 @@ class RecommendationOut(BaseModel):
     k: int
     items: list[ItemOut]
     unknown_items: list[str] = Field(default_factory=list, description="Posted item ids not in the catalogue (dropped).")
+    explain_note: str | None = Field(None, description="With explain=true, why the items carry no explanation (if they do not).")
 
 
 class BatchOut(BaseModel):
@@ -90,6 +96,7 @@ class Info(BaseModel):
     metrics: dict[str, dict[str, float]] = Field(description="Validation and test metrics of the served checkpoint.")
     session_strategy: Strategy = Field(description="How POST /recommend scores an ad-hoc session for this model.")
     approximate: bool = Field(description="True when top-K comes from an approximate (faiss) index.")
+    explains: bool = Field(False, description="True when explain=true attaches the model's explanation to each item.")
     has_titles: bool
     has_images: bool
     limits: dict[str, int]
@@ -111,6 +118,7 @@ def request_models(n_items: int, example_items: list[str], example_users: list[s
         items: list[RawId] = Field(description="Raw item ids, oldest first; unknown ids are reported and dropped.")
         k: K = 10
         exclude_seen: bool = Field(True, description="Leave the session's own items out of the list.")
+        explain: bool = Field(False, description="Attach the model's explanation to each item (models that have one).")
         allow: list[RawId] | None = Field(None, description="Only recommend among these items (unknown ids are ignored).")
         deny: list[RawId] = Field(default_factory=list, description="Never recommend these items.")
 
@@ -123,6 +131,7 @@ def request_models(n_items: int, example_items: list[str], example_users: list[s
         k: K = 10
         exclude_seen: bool = Field(True, description="Leave each user's known items out.")
         fallback: Fallback = Field("none", description="'popularity': popular items for unknown users instead of listing them in unknown_users only.")
+        explain: bool = Field(False, description="Attach the model's explanation to each item (models that have one).")
         allow: list[RawId] | None = Field(None, description="Only recommend among these items.")
         deny: list[RawId] = Field(default_factory=list, description="Never recommend these items.")
 

@@ -38,7 +38,36 @@ function card(entry, rank) {
   meta.className = "meta";
   meta.textContent = `id ${entry.item}` + (entry.score != null ? ` · score ${entry.score.toFixed(3)}` : "");
   li.appendChild(meta);
+  if (entry.explanation) li.appendChild(explanation(entry.explanation));
   return li;
+}
+
+// FindRec's routing weights of one recommended item: the share of each stream (ID, modalities) and the
+// router's mean gate per expert, as labelled bars (text only, no markup from the server).
+function explanation(weights) {
+  const box = document.createElement("div");
+  box.className = "explain";
+  const groups = [["streams", weights.streams || {}], ["experts", Object.fromEntries((weights.experts || []).map((w, i) => [`e${i}`, w]))]];
+  for (const [name, values] of groups) {
+    const entries = Object.entries(values);
+    if (!entries.length) continue;
+    const head = document.createElement("div");
+    head.className = "explain-head";
+    head.textContent = name;
+    box.appendChild(head);
+    for (const [label, value] of entries) {
+      const row = document.createElement("div");
+      row.className = "bar";
+      row.title = `${name} ${label}: ${value.toFixed(3)}`;
+      const fill = document.createElement("span");
+      fill.style.width = `${Math.max(0, Math.min(1, value)) * 100}%`;
+      const text = document.createElement("em");
+      text.textContent = `${label} ${value.toFixed(2)}`;
+      row.append(fill, text);
+      box.appendChild(row);
+    }
+  }
+  return box;
 }
 
 function fill(listId, entries, ranked) {
@@ -48,14 +77,15 @@ function fill(listId, entries, ranked) {
 function showRecs(result) {
   fill("recs", result.items, true);
   const unknown = result.unknown_items.length ? `; unknown ids dropped: ${result.unknown_items.join(", ")}` : "";
-  $("recs-note").textContent = `(${result.items.length} items, by ${result.strategy}${unknown})`;
+  const note = result.explain_note ? `; ${result.explain_note}` : "";
+  $("recs-note").textContent = `(${result.items.length} items, by ${result.strategy}${unknown}${note})`;
 }
 
 async function recommendUser(event) {
   event.preventDefault();
   showError("");
   const user = $("user").value.trim();
-  const query = new URLSearchParams({ user, k: $("k").value, exclude_seen: $("exclude").checked });
+  const query = new URLSearchParams({ user, k: $("k").value, exclude_seen: $("exclude").checked, explain: $("explain").checked });
   try {
     const [history, recs] = await Promise.all([
       getJSON(`/users/${encodeURIComponent(user)}?limit=12`),
@@ -77,7 +107,7 @@ async function recommendSession(event) {
     const recs = await getJSON("/recommend", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ items, k: Number($("k").value), exclude_seen: $("exclude").checked }),
+      body: JSON.stringify({ items, k: Number($("k").value), exclude_seen: $("exclude").checked, explain: $("explain").checked }),
     });
     const known = items.filter((id) => !recs.unknown_items.includes(id));
     const details = await Promise.all(known.map((id) => getJSON(`/items/${encodeURIComponent(id)}`)));
@@ -98,6 +128,7 @@ async function start() {
       `${info.n_items} items` + (ndcg ? ` · test ${ndcg} ${test[ndcg].toFixed(4)}` : "") +
       (info.approximate ? " · approximate top-K" : "");
     $("k").max = info.n_items;
+    if (!info.explains) $("explain-label").title = `${info.model} has no explanation of its recommendations`;
     const page = await getJSON("/users?limit=1000");
     userIds = page.users.map((u) => u.user);
     $("user-ids").replaceChildren(...userIds.map((id) => Object.assign(document.createElement("option"), { value: id })));

@@ -71,6 +71,9 @@ class DatasetConfig:
     sep: str | None = None  # file datasets: column separator (None = from the suffix, else sniffed)
     feature_files: dict[str, str] = field(default_factory=dict)  # extra item features {name: .npy path}, rows by feature_rows
     feature_rows: str = "token-1"  # row of an item in those files: token-1 (MicroLens) | token | index
+    feature_noise: Annotated[float, Check(ge=0, le=1)] = 0.0  # share of items whose content is corrupted in every split (noisy multimodal inputs)
+    feature_noise_kind: Annotated[str, Check(choices=("gaussian", "shuffle"))] = "gaussian"  # gaussian (noise at the feature's scale) | shuffle (rows permuted among them)
+    feature_noise_seed: int = 0  # which items are corrupted, and the noise
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     split: SplitConfig = field(default_factory=lambda: SplitConfig(method="auto"))
 

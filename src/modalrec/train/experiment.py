@@ -22,6 +22,7 @@ from modalrec.config import RunConfig, load_yaml, model_config, resolve
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import Dataset
 from modalrec.data.preprocess import preprocess
+from modalrec.data.features.corrupt import corrupt_features
 from modalrec.data.sources.feature_files import attach_feature_files
 from modalrec.data.split import SplitConfig, split
 from modalrec.devices import resolve_device
@@ -73,6 +74,7 @@ def prepare_data(cfg: RunConfig, family: str) -> tuple[Dataset, SplitConfig]:
     ds = load_source(cfg.dataset.name, cfg.dataset.columns, cfg.dataset.sep)
     if cfg.dataset.feature_files:
         ds = attach_feature_files(ds, cfg.dataset.feature_files, cfg.dataset.feature_rows)
+    ds = corrupt_features(ds, cfg.dataset.feature_noise, cfg.dataset.feature_noise_kind, cfg.dataset.feature_noise_seed)
     split_cfg = resolved_split(cfg.dataset.split, ds, family)
     # a recomputed split de-duplicates over the whole history, not within the source's splits
     ds = preprocess(ds, cfg.dataset.preprocess, resplit=split_cfg.method != "given")

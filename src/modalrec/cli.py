@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect and prepare datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-from modalrec.data.features.commands import features_app  # noqa: E402
+from modalrec.commands.features import features_app  # noqa: E402
 
 app.add_typer(features_app, name="features")
 app.command("serve")(serve_command)
@@ -282,9 +282,8 @@ def data_info(
     family: Annotated[str, typer.Option(help="Split defaults of this model family: general or sequential.")] = "general",
 ) -> None:
     """Statistics as loaded (against the published sizes) and after preprocessing and splitting."""
-    from modalrec.data.registry import available_datasets
+    from modalrec.data.registry import available_datasets, load_source
     from modalrec.data.split import seen_targets
-    from modalrec.train.experiment import load_source
 
     setup_logging()
     source = _data_config(name, overrides or []).dataset

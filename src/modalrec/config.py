@@ -31,6 +31,7 @@ import yaml
 from modalrec.data.preprocess import PreprocessConfig
 from modalrec.data.split import SplitConfig
 from modalrec.errors import ConfigError, nearest
+from modalrec.models.base import get_model_class
 
 
 @dataclass(frozen=True)
@@ -301,8 +302,6 @@ def resolve(overrides: list[str] | None = None, config_file: str | Path | None =
     The model's hyper-parameters are validated against its ``Config`` dataclass and stored with
     every default filled in, so the saved config is complete.
     """
-    from modalrec.models.base import get_model_class
-
     user = load_yaml(config_file) if config_file else {}
     user = _merge(user, parse_overrides(overrides or []))
     cfg = RunConfig()
@@ -323,8 +322,6 @@ def resolve(overrides: list[str] | None = None, config_file: str | Path | None =
 
 def model_config(cfg: RunConfig) -> Any:
     """The model's typed ``Config`` instance built from ``cfg.model``."""
-    from modalrec.models.base import get_model_class
-
     model_cls = get_model_class(cfg.model_name)
     model_cfg = model_cls.Config()
     apply_values(model_cfg, {k: v for k, v in cfg.model.items() if k != "name"}, prefix="model.")

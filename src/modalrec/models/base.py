@@ -43,7 +43,6 @@ def register(cls: type[Recommender]) -> type[Recommender]:
 
 def get_model_class(name: str) -> type[Recommender]:
     """The registered model class called ``name``; the error lists the known models."""
-    _import_builtin_models()
     key = name.lower()
     if key not in _REGISTRY:
         raise UnknownNameError("model", name, _REGISTRY)
@@ -51,15 +50,19 @@ def get_model_class(name: str) -> type[Recommender]:
 
 
 def registered_models() -> dict[str, type[Recommender]]:
-    """All registered models by name."""
-    _import_builtin_models()
+    """All registered models by name (the built-in ones register when :mod:`modalrec.models` is imported)."""
     return dict(sorted(_REGISTRY.items()))
 
 
-def _import_builtin_models() -> None:
-    import modalrec.models.general  # noqa: F401  (registers on import)
-    import modalrec.models.sequential  # noqa: F401
-    import modalrec.models.multimodal  # noqa: F401
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A training stage a model declares (:meth:`Recommender.stages`): an ordinary run of another model on the
+    same data, seed and evaluation, trained into ``<run>/<name>`` unless ``source`` names a finished run."""
+
+    name: str  # the stage's run folder inside the run directory
+    model: dict[str, Any]  # its model section: {"name": <registered model>, <hyper-parameters>}
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)  # train keys that differ from the run's
+    source: str = ""  # a finished run directory to load instead of training the stage
 
 
 @dataclasses.dataclass
@@ -102,11 +105,17 @@ class Recommender(nn.Module):
     def before_epoch(self, epoch: int) -> None:
         """Hook for per-epoch work (e.g. resampling a graph); default nothing."""
 
-    def prepare(self, ctx: DataContext, cfg: Any, run_dir: Any) -> None:
-        """Called by the trainer once before the first epoch of a fresh run (not on resume): work that
-        precedes minibatch training, e.g. a pre-training stage whose results the model keeps in
-        buffers (so checkpoints hold them). ``cfg`` is the run's config, ``run_dir`` its directory
-        (a ``Path``). Default nothing."""
+    def stages(self) -> list[Stage]:
+        """Earlier training stages this model builds on (e.g. HDRM's HGCF encoder). The experiment layer
+        trains or loads each one once before the first epoch of a fresh run (not on resume) and hands the
+        selected model to :meth:`load_stage`; the model keeps what it needs in buffers, so checkpoints
+        hold it. A model never calls the trainer itself. Default none."""
+        return []
+
+    def load_stage(self, stage: Stage, model: Recommender, stage_ctx: DataContext, ctx: DataContext, source: str) -> None:
+        """Take what this model needs from the trained ``stage`` (its selected ``model``, trained on
+        ``stage_ctx``, read from run directory ``source``); ``ctx`` is this run's data."""
+        raise NotImplementedError(f"{type(self).__name__} declares stages but does not load them")
 
     def diagnostics(self, ctx: DataContext) -> dict[str, float]:
         """Numbers that show the model's mechanisms doing their job (a KL per dimension, an alignment, a

@@ -281,8 +281,7 @@ def launch_train(
     names it and says how to resume."""
     from modalrec.config import resolve
     from modalrec.models.base import get_model_class
-    from modalrec.train.experiment import default_run_name
-    from modalrec.train.rundir import RunDir
+    from modalrec.train.rundir import RunDir, default_run_name
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")

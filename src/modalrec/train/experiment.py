@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from modalrec.data.context import DataContext
 from modalrec.data.dataset import Dataset
 from modalrec.data.preprocess import preprocess
 from modalrec.data.features.corrupt import corrupt_features
+from modalrec.data.registry import load_source
 from modalrec.data.sources.feature_files import attach_feature_files
 from modalrec.data.split import SplitConfig, split
 from modalrec.devices import resolve_device
@@ -31,27 +31,10 @@ from modalrec.fileio import to_jsonable
 from modalrec.models.base import Recommender, get_model_class
 from modalrec.train import distributed
 from modalrec.train.checkpoint import identity, seed_everything
-from modalrec.train.rundir import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir
+from modalrec.train.rundir import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir, default_run_name
 from modalrec.train.trainer import Trainer, ValidationCallback
 
 log = logging.getLogger("modalrec")
-
-
-def load_source(name: str, columns: dict[str, str] | None = None, sep: str | None = None) -> Dataset:
-    """A registered dataset by name, a dataset directory saved by modalrec, or an interaction table
-    (CSV / TSV / Parquet file) read with the column mapping ``columns`` and separator ``sep``."""
-    path = Path(name).expanduser()
-    if path.is_dir() and (path / "meta.json").exists():
-        from modalrec.data.storage import load_saved_dataset
-
-        return load_saved_dataset(path)
-    if path.is_file():
-        from modalrec.data.sources.tabular import read_table
-
-        return read_table(path, columns, sep)
-    from modalrec.data.registry import load_dataset
-
-    return load_dataset(name)
 
 
 def resolved_split(cfg: SplitConfig, ds: Dataset, family: str) -> SplitConfig:
@@ -97,11 +80,6 @@ def build_model(cfg: RunConfig, ctx: DataContext, device: torch.device) -> Recom
 
 def run_identity(cfg: RunConfig, ds: Dataset) -> dict[str, Any]:
     return identity(cfg.model_name, dict(cfg.model), ds.content_hash(), ds.n_users, ds.n_items)
-
-
-def default_run_name(cfg: RunConfig) -> str:
-    dataset = Path(cfg.dataset.name).name
-    return f"{cfg.model_name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def train(
@@ -172,7 +150,7 @@ def _train_in(
     ctx = DataContext.from_dataset(ds)
     model = build_model(cfg, ctx, device)
     ident = run_identity(cfg, ds)
-    trainer = Trainer(model, ctx, cfg, run_dir, ident, device, on_validation, dist)
+    trainer = Trainer(model, ctx, cfg, run_dir, ident, device, on_validation, dist, lambda: run_stages(model, cfg, ctx, run_dir.path))
     if dist.is_main:
         if not resume:
             run_dir.create()
@@ -201,6 +179,25 @@ def _train_in(
     if dist.is_main:
         run_dir.mark(FINISHED)
     return run_dir, results
+
+
+def run_stages(model: Recommender, cfg: RunConfig, ctx: DataContext, run_path: Path) -> None:
+    """Train (or load) the stages the model declares and hand each one's selected model to it."""
+    for stage in model.stages():
+        source = stage.source
+        if not source:
+            stage_cfg = dataclasses.replace(
+                cfg,
+                model=dict(stage.model),
+                train=dataclasses.replace(cfg.train, **stage.train),
+                run=dataclasses.replace(cfg.run, dir=str(run_path), name=stage.name),
+            )
+            stage_cfg.dataset = dataclasses.replace(cfg.dataset)
+            log.info("%s: training stage '%s' (%s) into %s", cfg.model_name, stage.name, stage.model["name"], run_path / stage.name)
+            train(stage_cfg)
+            source = str(run_path / stage.name)
+        loaded = open_run(source, device=str(model.device))
+        model.load_stage(stage, loaded.model, loaded.ctx, ctx, source)
 
 
 @dataclass

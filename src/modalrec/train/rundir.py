@@ -32,7 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from modalrec.fileio import sha256_file, to_jsonable, write_atomic, write_text_a
 from modalrec.train.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger("modalrec")
+
+if TYPE_CHECKING:
+    from modalrec.config import RunConfig
 
 RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 
@@ -213,3 +216,9 @@ class RunDir:
             logger.setLevel(logging.INFO)
         logger.addHandler(handler)
         return handler
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    """``<model>-<dataset>-<date>-<time>``: the run folder's name when ``run.name`` is empty."""
+    dataset = Path(cfg.dataset.name).name
+    return f"{cfg.model_name}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -102,9 +102,11 @@ class Trainer:
         device: torch.device,
         on_validation: ValidationCallback | None = None,
         dist: distributed.Dist = distributed.SINGLE,
+        before_training: Callable[[], None] | None = None,
     ):
         self.model, self.ctx, self.cfg, self.run_dir, self.identity, self.device = model, ctx, cfg, run_dir, identity, device
         self.on_validation = on_validation
+        self.before_training = before_training  # once before a fresh run's first epoch (the model's stages)
         self.dist = dist  # in a torchrun job, rank 0 alone validates, checkpoints and tests (see train/distributed.py)
         self._step: torch.nn.Module | None = None  # model.loss as a module, inside DDP when distributed
         if cfg.train.grad_accum < 1:
@@ -188,7 +190,8 @@ class Trainer:
 
         t = self.cfg.train
         if self.state.epoch == 0:
-            self.model.prepare(self.ctx, self.cfg, self.run_dir.path)
+            if self.before_training is not None:
+                self.before_training()
             if self.dist.rank > 0:
                 seed_everything(distributed.rank_seed(t.seed, self.dist.rank))  # independent dropout / noise per rank
         while self.state.epoch < t.epochs and not self.state.stopped_early:

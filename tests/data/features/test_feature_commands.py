@@ -53,7 +53,7 @@ def test_extract_builds_both_modalities_then_hits_the_cache(saved: Path, image_f
 def test_inspect_prints_agreement_and_writes_a_png(saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    from modalrec.data.features import commands
+    from modalrec.commands import features as commands
 
     monkeypatch.setattr(commands, "console", Console(width=250))
     out = tmp_path / "out"

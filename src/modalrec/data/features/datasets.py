@@ -24,6 +24,7 @@ from modalrec.data.download import DownloadError, cache_dir, download
 from modalrec.data.features.cache import FeatureCache
 from modalrec.data.features.config import FeatureConfig, image_encoder, text_encoder
 from modalrec.data.features.extract import add_feature, item_images, item_texts
+from modalrec.data.registry import DatasetUnavailableError, LoadRequest, load_dataset, shared_data_dir
 from modalrec.errors import ModalRecError
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,6 @@ def build_features(ds: Dataset, cfg: FeatureConfig, home: Path | None = None) ->
 
 # ------------------------------------------------------------------------------------------ recipes
 def _shared(subpath: str) -> str | None:
-    from modalrec.data.registry import shared_data_dir
-
     shared = shared_data_dir()
     return str(shared / subpath) if shared is not None else None
 
@@ -155,12 +154,7 @@ def _scientific_mm() -> FeatureConfig:
 
 def _add_plots(ds: Dataset, path: Path | None) -> Dataset:
     """ML-100K with IMDb plot, director, writers and cast from ``ml-100k-details/``."""
-    from modalrec.data.registry import DatasetUnavailableError
-    from modalrec.data.sources.movielens_details import (
-        DETAILS_FILE,
-        add_details,
-        read_details,
-    )
+    from modalrec.data.sources.movielens_details import DETAILS_FILE, add_details, read_details
 
     folder = path or (Path(_shared("ml-100k-details")) if _shared("ml-100k-details") else None)
     if folder is None or not (folder / DETAILS_FILE).is_file():
@@ -185,8 +179,6 @@ def recipe_config(name: str) -> FeatureConfig:
 
 def build_named(name: str, cfg: FeatureConfig, home: Path, path: Path | None = None, progress: bool = True) -> tuple[Dataset, dict[str, dict[str, Any]]]:
     """Base dataset of ``name``'s recipe + its metadata + the features ``cfg`` asks for."""
-    from modalrec.data.registry import load_dataset
-
     recipe = RECIPES[name]
     ds = load_dataset(recipe.base, data_home=home, progress=progress)
     if recipe.enrich is not None:
@@ -197,10 +189,8 @@ def build_named(name: str, cfg: FeatureConfig, home: Path, path: Path | None = N
     return ds, report
 
 
-def load_multimodal(request: Any) -> Dataset:
+def load_multimodal(request: LoadRequest) -> Dataset:
     """Registry loader of the multimodal names: builds the features on first load (see the module docstring)."""
-    from modalrec.data.registry import DatasetUnavailableError
-
     cfg = recipe_config(request.name)
     cfg.progress = request.progress
     if "image" in cfg.modalities:
@@ -213,7 +203,6 @@ def load_multimodal(request: Any) -> Dataset:
                 f"`modalrec features extract dataset={request.name} image.folder=<folder>`"
             )
     log.info("building the features of '%s' (once; later loads read the saved copy)", request.name)
-    home = request.raw_dir.parent.parent
     path = request.path if "image" not in cfg.modalities else None
-    ds, _ = build_named(request.name, cfg, home, path, request.progress)
+    ds, _ = build_named(request.name, cfg, request.home, path, request.progress)
     return ds

@@ -22,9 +22,9 @@ x <- coef1_s f_item(x, s | z_u) + coef2_s x, final = (1 - e) z_u + e x, and all 
 -d^2(exp_o final, exp_o Z_i) in one Lorentz GEMM per user chunk. The initial noise comes from a
 generator seeded by ``eval_seed`` and the chunk's first user, so evaluation is repeatable.
 
-One run does both stages: with ``stage1_run`` empty, :meth:`prepare` first trains an ``hgcf`` run in
-``<run>/stage1`` (selected on validation like any run); otherwise it loads that run's selected
-checkpoint, refusing a run of another model, another train split or another width. A model that was
+One run does both stages: the model declares stage 1 (:meth:`stages`) and the experiment layer, with
+``stage1_run`` empty, first trains an ``hgcf`` run in ``<run>/stage1`` (selected on validation like any
+run); otherwise it loads that run's selected checkpoint; :meth:`load_stage` takes its embeddings, refusing a run of another model, another train split or another width. A model that was
 never prepared refuses to train or score (never a silent random encoder, spec 8.2 item 1).
 
 Beyond the code (flags, faithful defaults): ``rescale`` scales f's output to the norm of the vector it
@@ -50,8 +50,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,7 +58,7 @@ import torch
 
 from modalrec.data.context import DataContext
 from modalrec.errors import CheckpointError, ConfigError, ModalRecError
-from modalrec.models.base import Batch, GeneralRecommender, register
+from modalrec.models.base import Batch, GeneralRecommender, Recommender, Stage, register
 from modalrec.models.general.hgcf import HGCF, HyperbolicScorer
 from modalrec.nn.diffusion import Denoiser, GaussianDiffusion
 from modalrec.nn.graph import to_torch_sparse
@@ -148,34 +147,19 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
         self._history: torch.Tensor | None = None
 
     # ----------------------------------------------------------------- stage 1
-    def prepare(self, ctx: DataContext, cfg: Any, run_dir: Path) -> None:
-        """Fill the frozen stage-1 embeddings: load ``stage1_run`` or train stage 1 into ``run_dir/stage1``."""
-        from modalrec.train.experiment import open_run, train
-
-        source = self.config.stage1_run
-        if not source:
-            stage1_cfg = self.stage1_config(cfg, run_dir)
-            log.info("hdrm: training stage 1 (hgcf) into %s", Path(stage1_cfg.run.dir) / STAGE1_DIR)
-            train(stage1_cfg)
-            source = str(Path(stage1_cfg.run.dir) / STAGE1_DIR)
-        loaded = open_run(source, device=str(self.z_users.device))
-        self.load_stage1(loaded.model, loaded.ctx, ctx, source)
-
-    def stage1_config(self, cfg: Any, run_dir: Path) -> Any:
-        """The run config of stage 1: this run's data, seed and evaluation with an hgcf model."""
+    def stages(self) -> list[Stage]:
+        """Stage 1: an hgcf run on this run's data, seed and evaluation (or the finished run ``stage1_run``)."""
         c = self.config
-        stage1 = dataclasses.replace(
-            cfg,
-            model={"name": HGCF.name, **dataclasses.asdict(HGCF.Config(dim=c.dim, layers=c.layers, margin=c.stage1_margin, curvature=c.curvature))},
-            train=dataclasses.replace(
-                cfg.train, epochs=c.stage1_epochs, lr=c.stage1_lr, weight_decay=c.stage1_weight_decay,
-                batch_size=c.stage1_batch_size, eval_every=c.stage1_eval_every, patience=c.stage1_patience, scheduler="none",
-                amp=False,  # train.amp is for the stage-2 denoisers; hyperbolic maths stays in float32
-            ),
-            run=dataclasses.replace(cfg.run, dir=str(run_dir), name=STAGE1_DIR),
-        )
-        stage1.dataset = dataclasses.replace(cfg.dataset)
-        return stage1
+        encoder = HGCF.Config(dim=c.dim, layers=c.layers, margin=c.stage1_margin, curvature=c.curvature)
+        train = {
+            "epochs": c.stage1_epochs, "lr": c.stage1_lr, "weight_decay": c.stage1_weight_decay, "batch_size": c.stage1_batch_size,
+            "eval_every": c.stage1_eval_every, "patience": c.stage1_patience, "scheduler": "none",
+            "amp": False,  # train.amp is for the stage-2 denoisers; hyperbolic maths stays in float32
+        }
+        return [Stage(STAGE1_DIR, {"name": HGCF.name, **dataclasses.asdict(encoder)}, train, source=c.stage1_run)]
+
+    def load_stage(self, stage: Stage, model: Recommender, stage_ctx: DataContext, ctx: DataContext, source: str) -> None:
+        self.load_stage1(model, stage_ctx, ctx, source)
 
     @torch.no_grad()
     def load_stage1(self, encoder: torch.nn.Module, encoder_ctx: DataContext, ctx: DataContext, source: str) -> None:
@@ -204,7 +188,7 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
         if not bool(self.stage1_ready):
             raise ModalRecError(
                 "hdrm: the stage-1 embeddings were never loaded; train through `modalrec train` (which runs or loads "
-                "stage 1) or call prepare() first"
+                "stage 1) or call load_stage1() first"
             )
 
     # ----------------------------------------------------------------- stage 2

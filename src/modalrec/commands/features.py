@@ -53,9 +53,8 @@ def extract(
         build_named,
         recipe_config,
     )
-    from modalrec.data.registry import processed_dir
+    from modalrec.data.registry import load_source, processed_dir
     from modalrec.data.storage import save_dataset
-    from modalrec.train.experiment import load_source
 
     setup_logging()
     values = parse_overrides(settings or [])
@@ -96,7 +95,7 @@ def inspect(
 ) -> None:
     """Coverage, norms and neighbour agreement of every feature; optionally a PNG and an image contact sheet."""
     from modalrec.data.features import inspect as look
-    from modalrec.train.experiment import load_source
+    from modalrec.data.registry import load_source
 
     ds = load_source(name)
     if not ds.features:

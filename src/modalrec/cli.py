@@ -143,7 +143,7 @@ def recommend(
                 if explained is not None:
                     item["explanation"] = explained[row][j]
             out.append({"user": raw, "items": items})
-        console.print_json(json.dumps(out))
+        typer.echo(json.dumps(out, indent=2))  # plain: rich would wrap long titles inside the JSON
         return
     for row, (raw, ranked) in enumerate(zip(user, lists)):
         table = Table(title=f"top-{len(ranked.items)} for user {raw} ({engine.model.name})")

@@ -144,3 +144,37 @@ def test_concurrent_clients_get_consistent_answers(sasrec_server: Server) -> Non
     for user, status, items in answers:  # batched with other users: same list, scores equal up to float rounding
         assert status == 200 and [e["item"] for e in items] == [e["item"] for e in expected[user]]
         assert np.allclose([e["score"] for e in items], [e["score"] for e in expected[user]], atol=1e-5)
+
+
+def test_cli_recommend_equals_the_server_for_every_user(runs, ease_server: Server, sasrec_server: Server) -> None:
+    """One rule, one kernel: `modalrec recommend RUN --json` gives every user the list GET /recommend
+    gives (same items in the same order, same scores), for a general and a sequential model."""
+    import json
+    import subprocess
+    import sys
+
+    for server, run_dir in ((ease_server, runs["ease"]), (sasrec_server, runs["sasrec"])):
+        users = [u["user"] for u in server.client.get("/users", params={"limit": 1000}).json()["users"]]
+        assert len(users) == 200
+        command = [sys.executable, "-m", "modalrec", "recommend", str(run_dir), "-k", "10", "--json", *(f"--user={u}" for u in users)]
+        cli = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert cli.returncode == 0, cli.stderr
+        listed = {entry["user"]: entry["items"] for entry in json.loads(cli.stdout)}
+        for user in users:
+            served = server.client.get("/recommend", params={"user": user, "k": 10}).json()["items"]
+            assert [e["item"] for e in listed[user]] == [e["item"] for e in served], user
+            np.testing.assert_allclose([e["score"] for e in listed[user]], [e["score"] for e in served], rtol=1e-5, atol=1e-6)  # float32: batched vs single products
+
+
+def test_k_above_the_catalogue_lists_each_item_once(runs) -> None:
+    """`recommend -k 100000` lists only the distinct unseen items left (no -inf padding), like the server."""
+    import json
+    import subprocess
+    import sys
+
+    cli = subprocess.run([sys.executable, "-m", "modalrec", "recommend", str(runs["ease"]), "-u", "3", "-k", "100000", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    items = [entry["item"] for entry in json.loads(cli.stdout)[0]["items"]]
+    assert len(items) == len(set(items)) < N_ITEMS
+    assert all(np.isfinite(entry["score"]) for entry in json.loads(cli.stdout)[0]["items"])

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modalrec.console import setup_logging
-from modalrec.errors import ConfigError
+from modalrec.errors import ConfigError, ModalRecError
 
 console = Console()
 
@@ -112,10 +112,17 @@ def report_command(
     metrics: Annotated[Optional[str], typer.Option(help="Table columns, e.g. recall@20,ndcg@20 (default: recall and ndcg at every K).")] = None,
     alpha: Annotated[float, typer.Option(help="Significance level of the marks (Holm-corrected).")] = 0.05,
     title: Annotated[str, typer.Option(help="Title of the HTML page.")] = "ModalRec comparison",
+    buckets: Annotated[Optional[str], typer.Option(help="History-length edges, e.g. 20,50,200: also buckets.md, the headline metric per bucket of users.")] = None,
 ) -> None:
     """Rebuild tables (Markdown, CSV), plots and the HTML report from finished run directories."""
     from modalrec.experiments.report import build_report
 
     setup_logging()
-    report = build_report(list(runs), out, split=split, metrics=metrics.split(",") if metrics else None, alpha=alpha, title=title)
+    try:
+        edges = [int(edge) for edge in buckets.split(",")] if buckets else None
+    except ValueError:
+        raise ModalRecError(f"--buckets must be comma-separated history lengths, e.g. 20,50,200; got '{buckets}'") from None
+    report = build_report(list(runs), out, split=split, metrics=metrics.split(",") if metrics else None, alpha=alpha, title=title, buckets=edges)
     _print_report(report)
+    if report.buckets is not None:
+        console.print(f"by history length: {report.buckets}")

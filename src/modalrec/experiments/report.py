@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modalrec.errors import ModalRecError
+from modalrec.experiments import buckets as bucket_tables
 from modalrec.experiments import plots
 from modalrec.experiments.collect import RunRecord, by_dataset, load_runs
 from modalrec.experiments.tables import (
@@ -54,6 +55,7 @@ class Report:
     html: Path
     plots: dict[str, dict[str, Path]] = field(default_factory=dict)  # dataset -> kind -> png
     tables: list[Comparison] = field(default_factory=list)
+    buckets: Path | None = None  # buckets.md (metrics by user history length), when asked for
 
 
 def build_report(
@@ -63,8 +65,10 @@ def build_report(
     metrics: list[str] | None = None,
     alpha: float = 0.05,
     title: str = "ModalRec comparison",
+    buckets: list[int] | None = None,
 ) -> Report:
-    """Tables, plots and the HTML page for the runs under ``paths`` (or already loaded records)."""
+    """Tables, plots and the HTML page for the runs under ``paths`` (or already loaded records); with
+    ``buckets`` (history-length edges) also ``buckets.md``, the headline metric by history length."""
     if split not in ("valid", "test"):
         raise ModalRecError(f"split must be valid or test, got '{split}'")
     if not 0 < alpha < 1:
@@ -91,6 +95,14 @@ def build_report(
         }
         if plots.has_diagnostics(groups):
             report.plots[dataset]["diagnostics"] = plots.diagnostic_curves(groups, base.with_name(f"{base.name}-diagnostics.png"), f"{dataset}: per-epoch diagnostics")
+    if buckets:
+        sections = []
+        for dataset, groups in grouped.items():
+            select = next(iter(groups.values()))[0].select
+            headline = select if select in metrics else metrics[0]
+            sections.append(bucket_tables.to_markdown(dataset, bucket_tables.bucket_table(groups, split, headline, buckets), split, headline, buckets))
+        report.buckets = out / "buckets.md"
+        write_text_atomic(report.buckets, "\n".join(sections))
     write_text_atomic(report.html, _html(report, records, title, split))
     return report
 

@@ -257,6 +257,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override '{item}' is not key=value (e.g. train.lr=0.001 or model=sasrec)")
         key, value = item.split("=", 1)
         key = SHORTHANDS.get(key.strip(), key.strip())
+        if not all(part.strip() for part in key.split(".")):
+            raise ConfigError(f"override '{item}' has an empty key part before '=' (e.g. train.lr=0.001)")
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
@@ -283,7 +285,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
@@ -304,6 +308,10 @@ def resolve(overrides: list[str] | None = None, config_file: str | Path | None =
     """
     user = load_yaml(config_file) if config_file else {}
     user = _merge(user, parse_overrides(overrides or []))
+    for section in ("model", "train"):  # read below before apply_values checks the others
+        if not isinstance(user.get(section) or {}, dict):
+            where = f" in {config_file}" if config_file else ""
+            raise ConfigError(f"'{section}'{where} is a section; set its keys, e.g. {section}.{'name' if section == 'model' else 'lr'}=...")
     cfg = RunConfig()
     model_values = dict(user.pop("model", {}) or {})
     name = str(model_values.pop("name", cfg.model["name"]))

@@ -134,11 +134,24 @@ def first_bad_field_count(data: bytes, n_fields: int, sep: bytes, header_lines: 
 
 def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its end) for each non-blank line, streaming."""
-    with open_text(path, encoding) as handle:
-        for number, line in enumerate(handle, start=1):
-            stripped = line.rstrip("\r\n")
-            if stripped.strip():
-                yield number, stripped
+    try:
+        with open_text(path, encoding) as handle:
+            for number, line in enumerate(handle, start=1):
+                stripped = line.rstrip("\r\n")
+                if stripped.strip():
+                    yield number, stripped
+    except UnicodeDecodeError as err:
+        raise DataFormatError(path, f"not {encoding} text ({err.reason})", line=_undecodable_line(path, encoding)) from None
+
+
+def _undecodable_line(path: Path, encoding: str) -> int | None:
+    """1-based number of the first line that does not decode (a text reader fails a whole chunk ahead)."""
+    for number, line in enumerate(read_bytes(path).splitlines(), start=1):
+        try:
+            line.decode(encoding)
+        except UnicodeDecodeError:
+            return number
+    return None
 
 
 def read_separated(

@@ -15,7 +15,7 @@ import pandas as pd
 
 from modalrec.data.dataset import TEST, TRAIN, VALID, Dataset, ItemFeature
 from modalrec.data.sources._common import build_dataset, finish, infer_name, read_bytes, read_separated, require_file, to_floats
-from modalrec.errors import DataFormatError
+from modalrec.errors import DataFormatError, FeatureError
 
 FEATURE_FILES = {"image": "image_feat.npy", "text": "text_feat.npy"}
 SPLIT_LABELS = {0: TRAIN, 1: VALID, 2: TEST}
@@ -83,7 +83,10 @@ def read_mmrec(directory: str | Path, name: str | None = None) -> Dataset:
     matrices = {}
     for key, file in FEATURE_FILES.items():
         if (directory / file).is_file():
-            matrix = np.load(directory / file, allow_pickle=False)
+            try:
+                matrix = np.load(directory / file, allow_pickle=False)
+            except (OSError, ValueError, EOFError) as err:  # not a .npy, truncated, or pickled objects (refused)
+                raise DataFormatError(directory / file, f"not a readable .npy matrix ({err})") from None
             if matrix.ndim != 2:
                 raise DataFormatError(directory / file, f"expected a [n_items, dim] matrix, got shape {list(matrix.shape)}")
             matrices[key] = matrix
@@ -110,6 +113,9 @@ def read_mmrec(directory: str | Path, name: str | None = None) -> Dataset:
     )
     for key, matrix in matrices.items():
         provenance = {"encoder": "unknown", "source": "mmrec", "file": FEATURE_FILES[key], "fill": "zero"}
-        ds = ds.with_feature(key, ItemFeature(matrix.astype(np.float32), np.ones(n_items, bool), provenance))
+        try:
+            ds = ds.with_feature(key, ItemFeature(matrix.astype(np.float32), np.ones(n_items, bool), provenance))
+        except FeatureError as err:
+            raise DataFormatError(directory / FEATURE_FILES[key], str(err)) from None
     ds.meta["split"] = {"method": "given", "source": "x_label"}
     return finish(ds, "mmrec", directory, name=name)

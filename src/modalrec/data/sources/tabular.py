@@ -7,6 +7,8 @@ reader find the common names. Date strings in the time column become epoch secon
 from __future__ import annotations
 
 import csv
+import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +38,11 @@ def _suffix(path: Path) -> str:
 
 def _sniff(path: Path) -> str:
     """The separator of a text table with an unfamiliar suffix, from its first lines."""
-    with open_text(path) as handle:
-        sample = "".join(handle.readline() for _ in range(5))
+    try:
+        with open_text(path) as handle:
+            sample = "".join(handle.readline() for _ in range(5))
+    except UnicodeDecodeError as err:
+        raise DataFormatError(path, f"not UTF-8 text ({err.reason})") from err
     try:
         return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
     except csv.Error as err:
@@ -46,11 +51,18 @@ def _sniff(path: Path) -> str:
 
 def _is_empty(path: Path) -> bool:
     """True for a file without a single byte of content (a ``.gz`` is looked into)."""
-    with open_text(path) as handle:
-        return handle.read(1) == ""
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+        return handle.read(1) == b""
 
 
 def _load(path: Path, sep: str | None) -> pd.DataFrame:
+    try:
+        return _parse(path, sep)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # a truncated or corrupt .gz, wherever it is read
+        raise DataFormatError(path, f"not a readable gzip file ({err})") from err
+
+
+def _parse(path: Path, sep: str | None) -> pd.DataFrame:
     if path.stat().st_size == 0 or (path.suffix == ".gz" and _is_empty(path)):
         raise DataFormatError(path, "is empty; expected a header row naming the columns, then one interaction per row")
     if _suffix(path) == ".parquet":

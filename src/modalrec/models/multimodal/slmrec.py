@@ -16,7 +16,9 @@ bridge; end-to-end.
    The views of the same item are a positive pair, other batch items negatives: InfoNCE (Sec. III-C).
 3. L = BPR + ssl_weight * InfoNCE + L2 on the batch's embeddings.
 
-Deviation: the main task uses BPR (as MMRec's port) instead of the paper's sampled softmax.
+Deviation: the main task uses BPR instead of the in-batch softmax of the paper and of MMRec's port
+(enoche/MMRec@e775373 ``SLMRec.infonce``: cosine / 0.2 over the batch's positives, no L2 term, Adam weight
+decay 1e-4).
 """
 
 from __future__ import annotations

@@ -205,3 +205,33 @@ class EmbeddingScorer:
 
     def score_items(self, query: torch.Tensor, items: slice) -> torch.Tensor:
         return query @ self.item_vectors(items).T
+
+
+class ScoringCache:
+    """Mixin of models whose scoring reuses something costly to compute (propagated graph embeddings, points on a
+    manifold). :meth:`scoring_state` computes it from the parameters; :meth:`prepare_scoring` caches it for a
+    scoring pass; the cache is dropped when the model trains again (``train()``; a model whose ``loss`` may run
+    in eval mode also calls :meth:`clear_scoring_cache` there). Outside a scoring pass :meth:`cached_state`
+    computes it afresh, so gradients flow. List it before the family base in the bases."""
+
+    _scoring_state: Any = None
+
+    def scoring_state(self) -> Any:
+        """What every scoring chunk reuses, computed from the current parameters."""
+        raise NotImplementedError
+
+    def prepare_scoring(self) -> None:
+        with torch.no_grad():
+            self._scoring_state = self.scoring_state()
+
+    def cached_state(self) -> Any:
+        """The cached state during a scoring pass, a fresh one otherwise."""
+        return self._scoring_state if self._scoring_state is not None else self.scoring_state()
+
+    def clear_scoring_cache(self) -> None:
+        self._scoring_state = None
+
+    def train(self, mode: bool = True) -> Any:
+        if mode:
+            self.clear_scoring_cache()
+        return super().train(mode)  # type: ignore[misc]

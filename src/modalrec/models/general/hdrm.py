@@ -58,7 +58,7 @@ import torch
 
 from modalrec.data.context import DataContext
 from modalrec.errors import CheckpointError, ConfigError, ModalRecError
-from modalrec.models.base import Batch, GeneralRecommender, Recommender, Stage, register
+from modalrec.models.base import Batch, GeneralRecommender, Recommender, ScoringCache, Stage, register
 from modalrec.models.general.hgcf import HGCF, HyperbolicScorer
 from modalrec.nn.diffusion import Denoiser, GaussianDiffusion
 from modalrec.nn.graph import to_torch_sparse
@@ -72,7 +72,7 @@ PROBE_USERS = 512  # users measured by diagnostics()
 
 
 @register
-class HDRM(HyperbolicScorer, GeneralRecommender):
+class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
     """Frozen HGCF tangent embeddings + two conditional MLP denoisers of a light latent diffusion."""
 
     name: ClassVar[str] = "hdrm"
@@ -143,7 +143,6 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
         degree = np.asarray(ctx.train.sum(1)).ravel()
         history = sp.diags(np.where(degree > 0, 1.0 / np.maximum(degree, 1), 0.0)) @ ctx.train
         self.register_buffer("history_mean", to_torch_sparse(history), persistent=False)
-        self._items: torch.Tensor | None = None
         self._history: torch.Tensor | None = None
 
     # ----------------------------------------------------------------- stage 1
@@ -207,7 +206,7 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         self._check_ready()
-        self._items = None
+        self.clear_scoring_cache()
         if self.config.mode == "denoise":
             return self.denoise_loss(batch)
         c, m = self.config, self.manifold
@@ -240,15 +239,14 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
         return {"loss": rank + c.x0_weight * x0, "rank": rank, "x0": x0, **norms}
 
     # ----------------------------------------------------------------- inference
-    def train(self, mode: bool = True) -> HDRM:
-        if mode:
-            self._items = None
-        return super().train(mode)
-
-    def prepare_scoring(self) -> None:
+    def scoring_state(self) -> torch.Tensor:
+        """The points of all items (stage-1 embeddings on H), and the history means computed once."""
         self._check_ready()
-        self._items = self.manifold.expmap0(self.z_items.double()).float()
         self.history_means()
+        return self.manifold.expmap0(self.z_items.double()).float()
+
+    def item_points(self) -> torch.Tensor:
+        return self.cached_state()
 
     def generate(self, users: torch.Tensor) -> torch.Tensor:
         """The denoiser's output [B, D] for ``users`` (4.8): history mean -> noise at T-1 -> S reverse steps."""
@@ -265,8 +263,7 @@ class HDRM(HyperbolicScorer, GeneralRecommender):
         return self.blend(self.z_users[users], self.generate(users))
 
     def encode(self, batch: Batch) -> torch.Tensor:
-        if self._items is None:
-            self.prepare_scoring()
+        self._check_ready()
         return self.manifold.expmap0(self.denoise_users(batch["users"]).double()).float()
 
     # ----------------------------------------------------------------- diagnostics

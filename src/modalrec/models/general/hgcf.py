@@ -29,7 +29,7 @@ import torch
 
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, GeneralRecommender, register
+from modalrec.models.base import Batch, GeneralRecommender, ScoringCache, register
 from modalrec.nn.graph import bipartite_adjacency, propagate, to_torch_sparse
 from modalrec.nn.hyperbolic import Lorentz, lorentz_matmul
 from modalrec.nn.losses import hyperbolic_margin_loss
@@ -38,18 +38,20 @@ from modalrec.nn.losses import hyperbolic_margin_loss
 class HyperbolicScorer:
     """Ranks items by their Minkowski product with the user, <x_u, x_i>_L: -d^2 = -K arcosh(-<x, y>_L / K)^2
     is increasing in it, so the order is -d^2's without the arcosh (and without the ties of its d^2 <= 50
-    clamp). One float32 Lorentz GEMM per user chunk; subclasses fill ``self._items`` (points of all items,
-    computed in float64 and stored in float32) in ``prepare_scoring`` and return user points from ``encode``."""
+    clamp). One float32 Lorentz GEMM per user chunk; subclasses return the points of all items (computed in
+    float64, stored in float32) from ``item_points`` and user points from ``encode``."""
 
     manifold: Lorentz
-    _items: torch.Tensor | None
+
+    def item_points(self) -> torch.Tensor:
+        raise NotImplementedError
 
     def score_items(self, query: torch.Tensor, items: slice) -> torch.Tensor:
-        return lorentz_matmul(query.float(), self._items[items])
+        return lorentz_matmul(query.float(), self.item_points()[items])
 
 
 @register
-class HGCF(HyperbolicScorer, GeneralRecommender):
+class HGCF(ScoringCache, HyperbolicScorer, GeneralRecommender):
     """Lorentz embeddings, tangent-space ResSum propagation, hyperbolic margin loss, Riemannian SGD."""
 
     name: ClassVar[str] = "hgcf"
@@ -79,8 +81,6 @@ class HGCF(HyperbolicScorer, GeneralRecommender):
         adjacency = bipartite_adjacency(ctx.train, self.n_users, self.n_items, self_loops=True, norm="row")
         self.register_buffer("adjacency", to_torch_sparse(adjacency), persistent=False)
         self.register_buffer("adjacency_t", to_torch_sparse(adjacency.T.tocsr()), persistent=False)  # for the backward
-        self._users: torch.Tensor | None = None
-        self._items: torch.Tensor | None = None
 
     def _init_points(self, n: int) -> torch.Tensor:
         s = self.config.init_scale
@@ -108,17 +108,13 @@ class HGCF(HyperbolicScorer, GeneralRecommender):
         return {"loss": margin}
 
     # ----------------------------------------------------------------- scoring
-    def train(self, mode: bool = True) -> HGCF:
-        if mode:
-            self._users = self._items = None
-        return super().train(mode)
-
-    def prepare_scoring(self) -> None:
+    def scoring_state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """User and item points (float64 exponential map, kept in float32)."""
         z_u, z_i = self.tangent_embeddings()
-        self._users = self.manifold.expmap0(z_u.double()).float()
-        self._items = self.manifold.expmap0(z_i.double()).float()
+        return self.manifold.expmap0(z_u.double()).float(), self.manifold.expmap0(z_i.double()).float()
+
+    def item_points(self) -> torch.Tensor:
+        return self.cached_state()[1]
 
     def encode(self, batch: Batch) -> torch.Tensor:
-        if self._users is None:
-            self.prepare_scoring()
-        return self._users[batch["users"]]
+        return self.cached_state()[0][batch["users"]]

@@ -29,13 +29,13 @@ from torch import nn
 
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, register
+from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, ScoringCache, register
 from modalrec.nn.graph import bipartite_adjacency, mean_propagate, to_torch_sparse
 from modalrec.nn.losses import bpr_loss, embedding_l2, pairwise_scores
 
 
 @register
-class LightGCN(EmbeddingScorer, GeneralRecommender):
+class LightGCN(ScoringCache, EmbeddingScorer, GeneralRecommender):
     """Mean of K linear propagations of ego embeddings over the normalised bipartite graph."""
 
     name: ClassVar[str] = "lightgcn"
@@ -63,7 +63,6 @@ class LightGCN(EmbeddingScorer, GeneralRecommender):
         # The graph is data, rebuilt from ctx on construction, so it is not saved in checkpoints.
         adjacency = to_torch_sparse(bipartite_adjacency(ctx.train, self.n_users, self.n_items, self_loops=False, norm="sym"))
         self.register_buffer("adjacency", adjacency, persistent=False)
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user [n_users, d] and item [n_items, d] representations (Eqs. 3-4)."""
@@ -72,7 +71,7 @@ class LightGCN(EmbeddingScorer, GeneralRecommender):
         return final[: self.n_users], final[self.n_users :]
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        self._cache = None  # parameters are about to change
+        self.clear_scoring_cache()  # parameters are about to change
         users_final, items_final = self.propagate()
         user = users_final[batch["users"]]
         pos = items_final[batch["pos"]]
@@ -82,21 +81,11 @@ class LightGCN(EmbeddingScorer, GeneralRecommender):
         prior = self.config.reg * embedding_l2(len(user), *ego)
         return {"loss": ranking + prior, "bpr": ranking, "reg": prior}
 
-    def train(self, mode: bool = True) -> LightGCN:
-        if mode:
-            self._cache = None
-        return super().train(mode)
-
-    def prepare_scoring(self) -> None:
-        with torch.no_grad():
-            users_final, items_final = self.propagate()
-        self._cache = (users_final, items_final)
-
-    def _final(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._cache if self._cache is not None else self.propagate()
+    def scoring_state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.propagate()
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
-        return self._final()[0][batch["users"]]
+        return self.cached_state()[0][batch["users"]]
 
     def item_vectors(self, items: slice) -> torch.Tensor:
-        return self._final()[1][items]
+        return self.cached_state()[1][items]

@@ -22,7 +22,7 @@ import torch
 
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender
+from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, ScoringCache
 from modalrec.nn.graph import bipartite_adjacency, normalise_adjacency, sparse_graph
 from modalrec.nn.item_graph import LearnedItemGraph
 from modalrec.nn.knn import cached_cosine_knn
@@ -51,7 +51,7 @@ def select_modalities(requested: list[str], ctx: DataContext, model: str) -> lis
     return chosen
 
 
-class MultimodalRecommender(EmbeddingScorer, GeneralRecommender):
+class MultimodalRecommender(ScoringCache, EmbeddingScorer, GeneralRecommender):
     """Base of the multimodal CF models: features as buffers, graphs, cached representations."""
 
     Config = MultimodalConfig
@@ -65,7 +65,6 @@ class MultimodalRecommender(EmbeddingScorer, GeneralRecommender):
             # data, rebuilt from ctx on construction, so not saved in checkpoints
             self.register_buffer(f"_feature_{i}", ctx.features[m].float(), persistent=False)
             self.register_buffer(f"_feature_mask_{i}", ctx.feature_masks[m].bool(), persistent=False)
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ data
     @property
@@ -128,24 +127,14 @@ class MultimodalRecommender(EmbeddingScorer, GeneralRecommender):
         return embedding_l2(len(batch["users"]), *rows)
 
     # ------------------------------------------------------------------ scoring
-    def train(self, mode: bool = True) -> MultimodalRecommender:
-        if mode:
-            self._cache = None
-        return super().train(mode)
-
-    def prepare_scoring(self) -> None:
-        with torch.no_grad():
-            self._cache = self.representations()
-
-    def final(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached representations while scoring, fresh ones otherwise."""
-        return self._cache if self._cache is not None else self.representations()
+    def scoring_state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.representations()
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
-        return self.final()[0][batch["users"]]
+        return self.cached_state()[0][batch["users"]]
 
     def item_vectors(self, items: slice) -> torch.Tensor:
-        return self.final()[1][items]
+        return self.cached_state()[1][items]
 
 
 class RefreshedItemGraph:

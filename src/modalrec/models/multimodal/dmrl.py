@@ -103,16 +103,14 @@ class DMRL(MultimodalRecommender):
         return {"loss": ranking + dcor + prior, "bpr": ranking, "dcor": dcor, "reg": prior}
 
     # ---------------------------------------------------------------- scoring (not a dot product)
-    def prepare_scoring(self) -> None:
-        with torch.no_grad():
-            self._cache = (self._factors(self.user_embedding.weight), self.item_sources(slice(None)))
+    def scoring_state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._factors(self.user_embedding.weight), self.item_sources(slice(None))
 
     def encode(self, batch: Batch) -> torch.Tensor:
-        users = self._cache[0] if self._cache is not None else self._factors(self.user_embedding.weight)
-        return users[batch["users"]]
+        return self.cached_state()[0][batch["users"]]
 
     def score_items(self, query: torch.Tensor, items: slice) -> torch.Tensor:
-        all_items = self._cache[1] if self._cache is not None else self.item_sources(slice(None))
+        all_items = self.cached_state()[1]
         start, stop, _ = items.indices(self.n_items)
         return torch.cat(
             [self.preference(query, all_items[s : min(s + SCORE_ITEM_CHUNK, stop)]) for s in range(start, stop, SCORE_ITEM_CHUNK)],

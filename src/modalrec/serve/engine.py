@@ -24,6 +24,7 @@ allow list are always ranked exactly (only the allowed items are candidates).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from modalrec.eval.ranking import masked_topk
 from modalrec.models.base import EmbeddingScorer, Recommender
 from modalrec.models.general.itemknn import cosine_topk
 from modalrec.train.experiment import LoadedRun, open_run
+
+log = logging.getLogger("modalrec")
 
 SESSION_NEIGHBOURS = 100  # neighbours per item of the co-occurrence session fallback
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
@@ -365,10 +368,15 @@ def _scan_images(folder: str | Path, lookup: dict[str, int]) -> dict[int, Path]:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"image folder {folder} does not exist (expected files named <raw item id>.jpg/.png)")
+    root = folder.resolve()
     found = {}
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES and path.stem in lookup and path.is_file():
-            found.setdefault(lookup[path.stem], path)
+            target = path.resolve()
+            if not target.is_relative_to(root):  # a symlink out of the folder is never served
+                log.warning("not serving %s: it links outside the image folder (to %s)", path, target)
+                continue
+            found.setdefault(lookup[path.stem], target)
     return found
 
 

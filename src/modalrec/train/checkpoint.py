@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import pickle  # nosec B403: only for the UnpicklingError type; nothing is unpickled with it
+
+# bandit B403 (pickle imported): only for its UnpicklingError type; nothing is unpickled with it
+import pickle  # nosec B403
 import random
 import re
 import zipfile

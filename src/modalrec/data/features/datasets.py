@@ -65,7 +65,7 @@ def fetch_images(urls: list[str | None], folder: Path, retries: int = 3) -> list
         if not url:
             paths.append(None)
             continue
-        target = folder / (hashlib.sha1(url.encode()).hexdigest() + Path(url.split("?")[0]).suffix[:5])
+        target = folder / (hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest() + Path(url.split("?")[0]).suffix[:5])
         for attempt in range(retries):
             if target.is_file():
                 break

@@ -94,7 +94,11 @@ def test_scores_have_catalogue_shape_and_chunks_concatenate(name: str, overrides
         assert torch.isfinite(model.score(empty)).all()
 
 
-@pytest.mark.parametrize(("name", "overrides"), [*MODELS, ("sasrec", {"loss": "bpr"})], ids=[*IDS, "sasrec-bpr"])
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [*MODELS, ("sasrec", {"loss": "bpr"}), ("sasrec", {"loss": "bce"}), ("sasrec", {"loss": "sampled", "negatives": 12})],
+    ids=[*IDS, "sasrec-bpr", "sasrec-bce", "sasrec-sampled"],
+)
 def test_learns_the_successor_rule(name: str, overrides: dict) -> None:
     ctx, _ = successor_context()
     model = _model(name, ctx, **overrides)
@@ -125,6 +129,35 @@ def test_last_target_batches_train_the_state_at_lengths_minus_one(loss: str) -> 
     assert model.item_embedding.weight.grad[N_ITEMS].abs().sum() == 0  # padding row never learns
 
 
+def test_sampled_softmax_over_every_item_is_full_cross_entropy() -> None:
+    from modalrec.nn.losses import binary_ce_loss, sampled_softmax_loss
+
+    torch.manual_seed(0)
+    states, table = torch.randn(30, 8), torch.randn(N_ITEMS, 8)
+    targets = torch.randint(0, N_ITEMS, (30,))
+    full = torch.nn.functional.cross_entropy(states @ table.T, targets)
+    # every item as a negative: each row's own target is removed from its negatives, leaving the full softmax
+    torch.testing.assert_close(sampled_softmax_loss(states, targets, table, torch.arange(N_ITEMS)), full)
+    few = sampled_softmax_loss(states, targets, table, torch.tensor([0, 1, 2]))
+    assert few < full  # fewer competitors, smaller loss
+    pos, neg = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 3.0])
+    expected = -(np.log(1 / (1 + np.exp(-2.0))) + np.log(1 / (1 + np.exp(1.0)))) / 2 - (np.log(1 - 1 / (1 + np.exp(-0.5))) + np.log(1 - 1 / (1 + np.exp(-3.0)))) / 2
+    assert binary_ce_loss(pos, neg).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_fused_causal_attention_equals_the_explicit_mask_at_real_positions() -> None:
+    from modalrec.nn.transformer import CausalTransformer, TransformerStack
+
+    torch.manual_seed(0)
+    fused = CausalTransformer(16, 2, 2, 0.0).eval()
+    masked = TransformerStack(16, 2, 2, 0.0).eval()  # the explicit boolean mask of causal_attention_mask
+    masked.load_state_dict(fused.state_dict())
+    x = torch.randn(5, 9, 16)
+    valid = torch.arange(9)[None, :] < torch.tensor([9, 4, 1, 7, 0])[:, None]
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x, valid), masked(x, valid))
+
+
 def test_bpr_negatives_are_reproducible_from_the_global_seed() -> None:
     ctx, seqs = successor_context()
     batch = sequence_batch(seqs[:6], 12, N_ITEMS)
@@ -135,11 +168,13 @@ def test_bpr_negatives_are_reproducible_from_the_global_seed() -> None:
 
 def test_bad_configs_are_refused_with_the_choices() -> None:
     ctx, _ = successor_context()
-    with pytest.raises(ConfigError, match="ce, bpr"):
+    with pytest.raises(ConfigError, match="ce, sampled, bce, bpr"):
         _model("sasrec", ctx, loss="softmax")
+    with pytest.raises(ConfigError, match="model.negatives >= 1"):
+        _model("sasrec", ctx, loss="sampled", negatives=0)
     with pytest.raises(ConfigError, match="multiple of heads"):
         _model("sasrec", ctx, dim=10, heads=3)
-    with pytest.raises(ConfigError, match="ce, bpr"):
+    with pytest.raises(ConfigError, match="ce, sampled, bce, bpr"):
         _model("gru4rec", ctx, loss="top1")
 
 

@@ -52,10 +52,13 @@ class MultiHeadSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``mask`` [B, 1, L, L] bool (True = may attend), or None for plain causal attention (the fused kernel)."""
         batch, length, dim = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=mask is None
+        )
         return self.out(attended.transpose(1, 2).reshape(batch, length, dim))
 
 
@@ -76,16 +79,19 @@ class FeedForward(nn.Module):
 class CausalSelfAttentionBlock(nn.Module):
     """Self-attention + feed-forward, each with dropout, residual and LayerNorm (pre- or post-LN)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, norm_first: bool = True, inner_dim: int | None = None, activation: str = "relu"):
+    def __init__(
+        self, dim: int, heads: int, dropout: float, norm_first: bool = True, inner_dim: int | None = None,
+        activation: str = "relu", attention_dropout: float | None = None,
+    ):
         super().__init__()
         self.norm_first = norm_first
-        self.attention = MultiHeadSelfAttention(dim, heads, dropout)
+        self.attention = MultiHeadSelfAttention(dim, heads, dropout if attention_dropout is None else attention_dropout)
         self.feed_forward = FeedForward(dim, inner_dim or dim, dropout, activation)
         self.attention_norm = nn.LayerNorm(dim)
         self.feed_forward_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.norm_first:
             x = x + self.dropout(self.attention(self.attention_norm(x), mask))
             return x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))
@@ -95,14 +101,19 @@ class CausalSelfAttentionBlock(nn.Module):
 
 class TransformerStack(nn.Module):
     """A stack of blocks over right-padded sequences under the mask ``attention_mask(valid)`` of the subclass;
-    padding positions output zeros."""
+    padding positions output zeros. ``attention_mask`` may return None: plain causal attention.
+    ``attention_dropout`` (None = ``dropout``) drops attention weights; at 0, SDPA can run its fused kernel on CPU,
+    which never materialises the [B, heads, L, L] weights (with dropout it falls back to the unfused path)."""
 
     attention_mask = staticmethod(causal_attention_mask)
 
-    def __init__(self, dim: int, heads: int, layers: int, dropout: float, norm_first: bool = True, inner_dim: int | None = None, activation: str = "relu"):
+    def __init__(
+        self, dim: int, heads: int, layers: int, dropout: float, norm_first: bool = True, inner_dim: int | None = None,
+        activation: str = "relu", attention_dropout: float | None = None,
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            CausalSelfAttentionBlock(dim, heads, dropout, norm_first, inner_dim, activation) for _ in range(layers)
+            CausalSelfAttentionBlock(dim, heads, dropout, norm_first, inner_dim, activation, attention_dropout) for _ in range(layers)
         )
         self.final_norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
 
@@ -116,10 +127,17 @@ class TransformerStack(nn.Module):
         return self.final_norm(x) * keep
 
 
-class CausalTransformer(TransformerStack):
-    """Position t reads positions <= t (SASRec)."""
+def no_mask(valid: torch.Tensor) -> None:
+    """Plain causal attention needs no mask over RIGHT-padded sequences: a real position t only has real
+    positions at s <= t, so ``is_causal`` equals :func:`causal_attention_mask` at every real position (padding
+    positions differ, and are zeroed), and it lets SDPA run its fused (flash) kernel."""
+    return None
 
-    attention_mask = staticmethod(causal_attention_mask)
+
+class CausalTransformer(TransformerStack):
+    """Position t reads positions <= t (SASRec), through SDPA's fused causal kernel (see :func:`no_mask`)."""
+
+    attention_mask = staticmethod(no_mask)
 
 
 class BidirectionalTransformer(TransformerStack):

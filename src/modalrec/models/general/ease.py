@@ -42,7 +42,7 @@ class EASE(GeneralRecommender):
         l2: float = 500.0  # lambda: L2 penalty on B (the paper's only hyper-parameter)
         max_items: int = 50_000  # refuse larger catalogues: B is a dense n_items^2 matrix (~20 n^2 bytes at peak)
 
-    search_space: ClassVar[dict] = {"model.l2": ("log", 10.0, 10_000.0)}
+    search_space: ClassVar[dict] = {"model.l2": ("log", 10.0, 20_000.0)}
     train_view: ClassVar[str] = "none"
 
     def __init__(self, config: Config, ctx: DataContext):

@@ -10,7 +10,8 @@ Deviation (as RecBole's GRU4Rec, the variant most papers compare with): instead 
 session-parallel mini-batches with one-hot inputs, TOP1 / BPR ranking losses over in-batch
 negatives and a separate output layer, the model reads padded user sequences with an item embedding,
 ties the output to that embedding (score = h W_out . e_i), and is trained with cross-entropy over all
-items at every position (``loss="ce"``; ``"bpr"`` uses one uniform negative per position).
+items at every position (``loss="ce"``; ``"sampled"``, ``"bce"`` and ``"bpr"`` as in
+:mod:`modalrec.models.sequential.objective`).
 """
 
 from __future__ import annotations
@@ -45,15 +46,16 @@ class GRU4Rec(TiedItemScoring, SequentialRecommender):
         layers: int = 1  # stacked GRU layers
         dropout: float = 0.3  # dropout on the input embeddings
         max_len: int = 50  # longest history read (older items are cut)
-        loss: str = "ce"  # "ce": full softmax over items; "bpr": one uniform negative per position
+        loss: str = "ce"  # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
+        negatives: int = 256  # loss "sampled": uniform negatives per batch
 
     train_view: ClassVar[str] = "sequences"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
-    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "model.dropout": ("float", 0.0, 0.5), "model.hidden": ("choice", [64, 128, 256])}
+    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "model.dropout": ("float", 0.0, 0.5), "model.hidden": ("choice", [64, 128, 256]), "model.dim": ("choice", [32, 64, 128]), "model.layers": ("int", 1, 2)}
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        check_loss_name(self.name, config.loss)
+        check_loss_name(self.name, config.loss, config.negatives)
         if min(config.dim, config.hidden, config.layers, config.max_len) < 1 or not 0.0 <= config.dropout < 1.0:
             raise ConfigError(
                 f"gru4rec: need dim, hidden, layers, max_len >= 1 and 0 <= dropout < 1, got {config}"

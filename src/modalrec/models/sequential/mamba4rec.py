@@ -69,17 +69,18 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
         expand: int = 2  # inner width = expand * dim
         dropout: float = 0.2  # on embeddings, Mamba outputs and the feed-forward network
         max_len: int = 50  # longest history read (the most recent items)
-        loss: str = "ce"  # ce | bpr
+        loss: str = "ce"  # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
+        negatives: int = 256  # loss "sampled": uniform negatives per batch
         init: str = "recbole"  # recbole (every Linear/Embedding ~ N(0, 0.02)) | module_default
         mamba_backend: str = "auto"  # auto | fused | ref | chunked | cuda
 
     train_view: ClassVar[str] = "sequences"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
-    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "model.dropout": ("float", 0.0, 0.5), "model.d_state": ("choice", [16, 32, 64])}
+    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "model.dropout": ("float", 0.0, 0.5), "model.d_state": ("choice", [16, 32, 64]), "model.dim": ("choice", [32, 64, 128]), "model.layers": ("int", 1, 2)}
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        check_loss_name(self.name, config.loss)
+        check_loss_name(self.name, config.loss, config.negatives)
         if config.init not in ("recbole", "module_default"):
             raise ConfigError(f"mamba4rec: init '{config.init}' is not one of recbole, module_default")
         if min(config.dim, config.layers, config.d_state, config.max_len) < 1 or not 0.0 <= config.dropout < 1.0:

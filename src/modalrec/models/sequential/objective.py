@@ -5,10 +5,15 @@ Training batches (see :mod:`modalrec.data.views`) come in two forms:
 - all positions: ``targets`` [B, L], the next item after every prefix, -100 at padding;
 - last position: ``target`` [B], the item after the whole sequence (``lengths`` says where it ends).
 
-Both reduce to pairs (hidden state h, target item t). The loss is either cross-entropy over the full
-catalogue with tied item embeddings (``"ce"``, RecBole's default), or BPR against one uniformly
-sampled negative per pair (``"bpr"``; SASRec's paper uses the binary cross-entropy analogue with one
-negative). Uniform negatives may hit the target itself (probability 1/n_items); no resampling.
+Both reduce to pairs (hidden state h, target item t), scored against the tied item embeddings. Losses:
+
+- ``"ce"``: cross-entropy over the full catalogue (RecBole's default; SASRec+ of Klenitskiy & Vasilev 2023);
+- ``"sampled"``: cross-entropy of the target against ``negatives`` uniform items shared by the batch (sampled
+  softmax; a negative equal to a pair's target is removed for that pair), cheaper than ``ce`` on a large catalogue;
+- ``"bce"``: SASRec's paper loss, binary cross-entropy with one uniform negative per pair;
+- ``"bpr"``: the pairwise version with one uniform negative per pair.
+
+The one-negative losses may draw the target itself (probability 1/n_items); no resampling.
 """
 
 from __future__ import annotations
@@ -18,16 +23,18 @@ import torch.nn.functional as F
 
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer
-from modalrec.nn.losses import bpr_loss
+from modalrec.nn.losses import binary_ce_loss, bpr_loss, sampled_softmax_loss
 
-LOSSES = ("ce", "bpr")
+LOSSES = ("ce", "sampled", "bce", "bpr")
 IGNORE = -100
 
 
-def check_loss_name(model: str, loss: str) -> None:
-    """Refuse an unknown loss name with the valid choices."""
+def check_loss_name(model: str, loss: str, negatives: int = 1) -> None:
+    """Refuse an unknown loss name with the valid choices, and a sampled softmax without negatives."""
     if loss not in LOSSES:
         raise ConfigError(f"{model}: unknown loss '{loss}'; choose one of {', '.join(LOSSES)}")
+    if loss == "sampled" and negatives < 1:
+        raise ConfigError(f"{model}: loss 'sampled' needs model.negatives >= 1, got {negatives}")
 
 
 def gather_last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -66,25 +73,29 @@ class NegativeSampler:
 
 
 def next_item_loss(
-    hidden: torch.Tensor, batch: Batch, item_table: torch.Tensor, loss: str, sampler: NegativeSampler
+    hidden: torch.Tensor, batch: Batch, item_table: torch.Tensor, loss: str, sampler: NegativeSampler, negatives: int = 1
 ) -> dict[str, torch.Tensor]:
-    """The named loss terms for predicting each target from its state, scored against ``item_table`` [n_items, d]."""
+    """The named loss terms for predicting each target from its state, scored against ``item_table`` [n_items, d];
+    ``negatives``: the shared negatives of ``loss="sampled"``."""
     states, targets = supervised_pairs(hidden, batch)
     if loss == "ce":
         ce = F.cross_entropy(states @ item_table.T, targets)
         return {"loss": ce, "ce": ce}
-    negatives = sampler.sample(targets.shape, targets.device)
+    if loss == "sampled":
+        sampled = sampled_softmax_loss(states, targets, item_table, sampler.sample(torch.Size([negatives]), targets.device))
+        return {"loss": sampled, "sampled_ce": sampled}
+    drawn = sampler.sample(targets.shape, targets.device)
     pos_scores = (states * item_table[targets]).sum(-1)
-    neg_scores = (states * item_table[negatives]).sum(-1)
-    ranking = bpr_loss(pos_scores, neg_scores)
-    return {"loss": ranking, "bpr": ranking}
+    neg_scores = (states * item_table[drawn]).sum(-1)
+    value = binary_ce_loss(pos_scores, neg_scores) if loss == "bce" else bpr_loss(pos_scores, neg_scores)
+    return {"loss": value, loss: value}
 
 
 class TiedItemScoring(EmbeddingScorer):
     """Loss and scoring of a sequence encoder read against its own (tied) item embeddings.
 
     The model defines ``item_embedding`` (``n_items + 1`` rows, padding last), ``negatives`` (a
-    :class:`NegativeSampler`), ``config.loss`` and ``hidden_states(seq, lengths) -> [B, L, d]``;
+    :class:`NegativeSampler`), ``config.loss``, ``config.negatives`` and ``hidden_states(seq, lengths) -> [B, L, d]``;
     the state at each position scores the next item, the state at ``lengths - 1`` is the query.
     """
 
@@ -94,7 +105,7 @@ class TiedItemScoring(EmbeddingScorer):
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         hidden = self.hidden_states(batch["seq"], batch["lengths"])
-        return next_item_loss(hidden, batch, self.item_table(), self.config.loss, self.negatives)
+        return next_item_loss(hidden, batch, self.item_table(), self.config.loss, self.negatives, self.config.negatives)
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         return gather_last(self.hidden_states(batch["seq"], batch["lengths"]), batch["lengths"])

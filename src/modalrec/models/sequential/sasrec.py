@@ -11,8 +11,10 @@ Deviations / choices, each a flag:
 - ``norm_first`` (default True, the paper's x + Drop(g(LN(x)))); False gives the post-LN blocks of
   RecBole's SASRec.
 - ``loss`` "ce" (default): cross-entropy over the whole catalogue at every position, which RecBole
-  and later work found stronger than the paper's binary cross-entropy with one sampled negative;
-  "bpr" is the pairwise version with one uniform negative per position.
+  and later work (SASRec+, Klenitskiy & Vasilev, RecSys 2023) found stronger than the paper's binary
+  cross-entropy with one sampled negative; "sampled" is the same softmax against ``negatives`` uniform
+  items shared by the batch (cheaper on large catalogues); "bce" is the paper's loss (Sec. III-E);
+  "bpr" the pairwise version with one uniform negative per position.
 - Sequences are right-padded (the paper left-pads); positions count from the first item, so padding
   never shifts the positions of real items. Padding is masked as keys and zeroed after every block.
 """
@@ -49,19 +51,27 @@ class SASRec(TiedItemScoring, SequentialRecommender):
         layers: int = 2  # b, self-attention blocks
         heads: int = 2  # attention heads (the paper uses 1; 2 as in RecBole)
         dropout: float = 0.2  # dropout on embeddings, attention weights and block outputs
+        attention_dropout: float | None = None  # dropout on attention weights; None = dropout. 0 lets SDPA fuse (faster on CPU)
         max_len: int = 50  # n, longest history read (older items are cut)
         norm_first: bool = True  # pre-LN blocks as in the paper; False = post-LN (RecBole)
         inner_dim: int | None = None  # feed-forward width; None = dim (the paper's d x d layers)
-        loss: str = "ce"  # "ce": full softmax over items; "bpr": one uniform negative per position
+        loss: str = "ce"  # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
+        negatives: int = 256  # loss "sampled": uniform negatives per batch
         init_std: float = 0.02  # std of the normal initialisation of the embedding tables
 
     train_view: ClassVar[str] = "sequences"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
-    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "model.dropout": ("float", 0.0, 0.5), "model.layers": ("int", 1, 3)}
+    search_space: ClassVar[dict] = {
+        "train.lr": ("log", 1e-4, 1e-2),
+        "model.dropout": ("float", 0.0, 0.5),
+        "model.layers": ("int", 1, 3),
+        "model.dim": ("choice", [32, 64, 128]),
+        "train.weight_decay": ("log", 1e-8, 1e-3),
+    }
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        check_loss_name(self.name, config.loss)
+        check_loss_name(self.name, config.loss, config.negatives)
         if config.dim < 1 or config.heads < 1 or config.dim % config.heads:
             raise ConfigError(f"sasrec: dim ({config.dim}) must be a positive multiple of heads ({config.heads})")
         if config.max_len < 1 or config.layers < 0 or not 0.0 <= config.dropout < 1.0:
@@ -78,7 +88,8 @@ class SASRec(TiedItemScoring, SequentialRecommender):
             self.item_embedding.weight[self.pad].zero_()
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.encoder = CausalTransformer(
-            config.dim, config.heads, config.layers, config.dropout, config.norm_first, config.inner_dim
+            config.dim, config.heads, config.layers, config.dropout, config.norm_first, config.inner_dim,
+            attention_dropout=config.attention_dropout,
         )
         self.negatives = NegativeSampler(self.n_items)
 

@@ -67,7 +67,21 @@ def test_pick_a_user_see_history_and_recommendations(browser: webdriver.Chrome, 
 
     _submit(browser, "user", "nobody", "go")
     wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
-    assert "404" in browser.find_element(By.ID, "error").text and "unknown user 'nobody'" in browser.find_element(By.ID, "error").text
+    error = browser.find_element(By.ID, "error").text
+    assert "404" in error and "unknown user 'nobody'" in error and "popular items for unknown users" in error
+    # the error replaces the earlier answer: no stale recommendations or history under it
+    assert _cards(browser, "recs") == [] and _cards(browser, "history") == []
+    assert browser.find_element(By.ID, "recs-note").text == ""
+
+    browser.find_element(By.ID, "fallback").click()  # the control the error message points to
+    browser.find_element(By.ID, "go").click()
+    wait.until(lambda d: len(_cards(d, "recs")) == 10)
+    popular = ease_server.client.get("/recommend", params={"user": "nobody", "k": 10, "fallback": "popularity"}).json()["items"]
+    assert [card.get_attribute("data-item") for card in _cards(browser, "recs")] == [e["item"] for e in popular]
+    assert "by popularity" in browser.find_element(By.ID, "recs-note").text
+    assert "not in the dataset" in browser.find_element(By.ID, "history-note").text
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    browser.find_element(By.ID, "fallback").click()
 
 
 def test_session_form(browser: webdriver.Chrome, ease_server: Server) -> None:

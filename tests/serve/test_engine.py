@@ -138,3 +138,38 @@ def test_ann_index_agrees_with_exact_ranking(runs: dict[str, Path], engines: dic
     assert np.mean(overlap) >= 0.95
     with pytest.raises(ConfigError, match="dot-product model"):
         ServingEngine(engines["ease"].run, ann=True)
+
+
+def test_image_folder_resolves_only_inside_it(tmp_path) -> None:
+    """Raw ids are data, not paths: an id naming a file outside the folder (relative, absolute, via a
+    symlink) finds no image; a dataset's image feature provenance names the folder and its pattern."""
+    from modalrec.data.dataset import ItemFeature
+    from modalrec.serve.engine import ImageFolder, dataset_image_folder
+
+    folder = tmp_path / "posters"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "1.jpg").write_bytes(b"jpg")
+    (folder / "sub" / "2.jpg").write_bytes(b"jpg")
+    (tmp_path / "outside.jpg").write_bytes(b"secret")
+    (folder / "3.jpg").symlink_to(tmp_path / "outside.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    images = ImageFolder(folder)
+    assert images.path("1") == (folder / "1.jpg").resolve()
+    for raw in ("../outside", str(tmp_path / "outside"), "sub/../../outside", "3", "notes", "", "..", "1\x00"):
+        assert images.path(raw) is None, raw
+    assert images.path("sub/2") == (folder / "sub" / "2.jpg").resolve()  # inside the folder is fine
+    patterned = ImageFolder(folder, "{item}.jpg")
+    assert patterned.path("1") is not None and patterned.path("../outside") is None
+    with pytest.raises(ConfigError, match="pattern"):
+        ImageFolder(folder, "{movie}.jpg")
+    with pytest.raises(ConfigError, match="does not exist"):
+        ImageFolder(tmp_path / "missing")
+
+    class Data:
+        features = {"image": ItemFeature(np.zeros((2, 1), dtype=np.float32), np.ones(2, dtype=bool),
+                                         {"image_folder": str(folder), "pattern": "{item}.jpg"})}
+
+    found = dataset_image_folder(Data())
+    assert found is not None and found.root == folder.resolve() and found.pattern == "{item}.jpg"
+    Data.features["image"].provenance["image_folder"] = str(tmp_path / "gone")
+    assert dataset_image_folder(Data()) is None

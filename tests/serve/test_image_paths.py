@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modalrec.serve.engine import _scan_images
+from modalrec.serve.engine import ImageFolder
 
 from _serve_helpers import Server
 
@@ -22,8 +22,9 @@ def test_a_symlink_out_of_the_image_folder_is_not_served(tmp_path: Path) -> None
     os.symlink(secret, folder / "2.png")  # points outside the folder
     (folder / "sub").mkdir()
     os.symlink(folder / "1.png", folder / "3.png")  # points inside: fine
-    found = _scan_images(folder, {"1": 0, "2": 1, "3": 2})
-    assert found == {0: (folder / "1.png").resolve(), 2: (folder / "1.png").resolve()}
+    images = ImageFolder(folder)
+    found = {raw: images.path(raw) for raw in ("1", "2", "3")}
+    assert found == {"1": (folder / "1.png").resolve(), "2": None, "3": (folder / "1.png").resolve()}
 
 
 @pytest.mark.parametrize(

@@ -178,3 +178,45 @@ def test_k_above_the_catalogue_lists_each_item_once(runs) -> None:
     items = [entry["item"] for entry in json.loads(cli.stdout)[0]["items"]]
     assert len(items) == len(set(items)) < N_ITEMS
     assert all(np.isfinite(entry["score"]) for entry in json.loads(cli.stdout)[0]["items"])
+
+
+def _raw_get(server: Server, target: str) -> tuple[int, bytes]:
+    """GET with the request target sent byte for byte (HTTP clients normalise '../' away)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {address.netloc}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_images_never_leave_the_image_folder(ease_server: Server, image_dir) -> None:
+    """Traversal in every spelling (raw, encoded, double-encoded, absolute, backslash, NUL, a symlink
+    out of the folder) gets 400/404 and never the bytes of a file outside the image folder."""
+    secret = image_dir.parent / "secret.png"
+    secret.write_bytes(b"\x89PNG secret outside the image folder")
+    (image_dir / "11.png").symlink_to(secret)  # item 11's 'image' points outside the folder
+    try:
+        targets = [
+            "/images/../secret.png", "/images/..%2Fsecret.png", "/images/%2e%2e%2fsecret.png", "/images/%2E%2E/secret.png",
+            "/images/%252e%252e%252fsecret.png", "/images/..%5Csecret.png", "/images/....//secret.png",
+            f"/images/{secret}", f"/images/{str(secret).replace('/', '%2F')}", f"/images//{secret}",
+            "/images/5%00.png", "/images/5/../../secret.png", "/images/11", "/images/%2e%2e", "/images/..",
+            "/static/../../secret.png", "/static/..%2F..%2Fsecret.png", f"/static/{secret}",
+        ]
+        for target in targets:
+            status, body = _raw_get(ease_server, target)
+            assert status in (400, 404), (target, status, body[:200])
+            assert b"secret outside" not in body, target
+        assert ease_server.client.get("/items/11").json()["image"] is None
+        status, body = _raw_get(ease_server, "/images/5")  # a real poster still comes through
+        assert status == 200 and body.startswith(b"\x89PNG")
+    finally:
+        (image_dir / "11.png").unlink()
+        secret.unlink()
+    assert ease_server.alive()

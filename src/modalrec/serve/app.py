@@ -272,9 +272,9 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
     def item_image(item_id: str) -> FileResponse:
         """The item's image file from the served image folder."""
         index = engine.item_index(item_id)
-        if index is None or index not in engine.images:
+        path = engine.images.path(engine.item_ids[index]) if index is not None and engine.images is not None else None
+        if path is None:
             raise UnknownItemError(f"no image for item '{item_id}'")
-        path = engine.images[index]
         return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
     @app.get("/users", response_model=schemas.UserList, tags=["catalogue"])
@@ -360,7 +360,7 @@ def _info(engine: ServingEngine, limits: ServeLimits) -> Any:
         approximate=engine.ann is not None,
         explains=engine.explains,
         has_titles=engine.titles is not None,
-        has_images=bool(engine.images or engine.image_urls),
+        has_images=engine.images is not None or bool(engine.image_urls),
         limits=dataclasses.asdict(limits),
     )
 

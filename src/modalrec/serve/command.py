@@ -18,7 +18,7 @@ def serve_command(
     run: Annotated[Path, typer.Argument(help="A finished run directory (runs/<name>).")],
     host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default; 0.0.0.0 exposes it).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    images: Annotated[Optional[Path], typer.Option(help="Folder of item images named <raw item id>.jpg/.png (e.g. posters).")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Folder of item images named <raw item id>.jpg/.png (default: the folder of the dataset's image feature, when on this disk).")] = None,
     ann: Annotated[bool, typer.Option(help="Approximate top-K with a faiss HNSW index (dot-product models; extra 'ann').")] = False,
     threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",

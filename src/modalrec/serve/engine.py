@@ -24,7 +24,6 @@ allow list are always ranked exactly (only the allowed items are candidates).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,6 @@ from modalrec.eval.ranking import masked_topk
 from modalrec.models.base import EmbeddingScorer, Recommender
 from modalrec.models.general.itemknn import cosine_topk
 from modalrec.train.experiment import LoadedRun, open_run
-
-log = logging.getLogger("modalrec")
 
 SESSION_NEIGHBOURS = 100  # neighbours per item of the co-occurrence session fallback
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
@@ -125,7 +122,8 @@ class ServingEngine:
 
     ``item_chunk`` bounds the score tile (requests x items) held at once; ``ann`` builds a faiss
     HNSW index over the item vectors (dot-product models only; needs the ``ann`` extra);
-    ``image_dir`` is a folder of ``<raw item id>.<jpg|png|...>`` images (e.g. posters) to serve.
+    ``image_dir`` is a folder of ``<raw item id>.<jpg|png|...>`` images (e.g. posters) to serve; by
+    default the folder an image feature of the dataset was encoded from, when it is on this disk.
     """
 
     def __init__(
@@ -155,7 +153,7 @@ class ServingEngine:
             self.ctx.item_popularity if self.ctx.item_popularity is not None else self.ctx.train.sum(axis=0)
         ).ravel().astype(np.float32)
         self.titles: list | None = self.dataset.item_meta.get("title")
-        self.images = _scan_images(image_dir, self._item_lookup) if image_dir is not None else {}
+        self.images = ImageFolder(image_dir) if image_dir is not None else dataset_image_folder(self.dataset)
         self.image_urls = _first_urls(self.dataset.item_meta.get("image_urls"))
         # Precomputed at start: cached propagation (prepare_scoring) and, for dot-product models, the
         # item vector matrix, so a request costs one query encoding and one matrix product.
@@ -211,7 +209,7 @@ class ServingEngine:
 
     def image(self, item: int) -> str | None:
         """Where the item's image is: ``local`` (served by the app) or a URL from the metadata."""
-        if item in self.images:
+        if self.images is not None and self.images.path(self.item_ids[item]) is not None:
             return "local"
         return self.image_urls.get(item)
 
@@ -363,21 +361,53 @@ class _AnnIndex:
         return out
 
 
-def _scan_images(folder: str | Path, lookup: dict[str, int]) -> dict[int, Path]:
-    """item index -> image file for files named ``<raw item id>.<image suffix>`` in ``folder``."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(f"image folder {folder} does not exist (expected files named <raw item id>.jpg/.png)")
-    root = folder.resolve()
-    found = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.stem in lookup and path.is_file():
-            target = path.resolve()
-            if not target.is_relative_to(root):  # a symlink out of the folder is never served
-                log.warning("not serving %s: it links outside the image folder (to %s)", path, target)
-                continue
-            found.setdefault(lookup[path.stem], target)
-    return found
+class ImageFolder:
+    """Item images in one folder, found by raw item id: the file ``pattern`` names (``{item}`` is the
+    raw id, e.g. ``{item}.jpg``), or ``<raw id>.<jpg|jpeg|png|webp|gif>`` without a pattern.
+
+    A path is served only when, resolved (symlinks followed), it is an image file inside the folder:
+    an id such as ``../x`` or ``/etc/passwd`` (an imported catalogue may hold anything) finds nothing.
+    """
+
+    def __init__(self, folder: str | Path, pattern: str | None = None):
+        self.root = Path(folder).expanduser().resolve()
+        if not self.root.is_dir():
+            raise ConfigError(f"image folder {folder} does not exist (expected files named <raw item id>.jpg/.png)")
+        if pattern is not None:
+            try:
+                pattern.format(item="x")
+            except (KeyError, IndexError, ValueError):
+                raise ConfigError(f"image pattern '{pattern}' may only use {{item}} (the raw item id)") from None
+        self.pattern = pattern
+        self._found: dict[str, Path | None] = {}
+
+    def path(self, raw_id: str) -> Path | None:
+        """The image file of the item with this raw id, or None (no file, or a path outside the folder)."""
+        if raw_id not in self._found:
+            names = [self.pattern.format(item=raw_id)] if self.pattern else [f"{raw_id}{suffix}" for suffix in IMAGE_SUFFIXES]
+            self._found[raw_id] = next((p for p in map(self._inside, names) if p is not None), None)
+        return self._found[raw_id]
+
+    def _inside(self, name: str) -> Path | None:
+        if "\x00" in name:
+            return None
+        try:
+            candidate = (self.root / name).resolve()
+        except (OSError, RuntimeError):  # a symlink loop, a name too long
+            return None
+        inside = candidate.is_relative_to(self.root) and candidate != self.root
+        return candidate if inside and candidate.suffix.lower() in IMAGE_SUFFIXES and candidate.is_file() else None
+
+
+def dataset_image_folder(dataset: Any) -> ImageFolder | None:
+    """The image folder (and file pattern) an image feature of the dataset was encoded from, when it
+    is on this disk (e.g. ml-1m-mm's posters); None otherwise."""
+    for feature in dataset.features.values():
+        provenance = getattr(feature, "provenance", None) or {}
+        folder = provenance.get("image_folder")
+        if folder and folder != "None" and Path(folder).expanduser().is_dir():
+            return ImageFolder(folder, provenance.get("pattern"))
+    return None
 
 
 def _first_urls(urls: list | None) -> dict[int, str]:

@@ -19,6 +19,13 @@ function showError(message) {
   $("error").hidden = !message;
 }
 
+// A failed request leaves no earlier answer on screen: the lists and notes are emptied with the error.
+function fail(message) {
+  for (const id of ["recs", "history"]) $(id).replaceChildren();
+  for (const id of ["recs-note", "history-note"]) $(id).textContent = "";
+  showError(message);
+}
+
 function card(entry, rank) {
   const li = document.createElement("li");
   li.className = "card";
@@ -85,17 +92,20 @@ async function recommendUser(event) {
   event.preventDefault();
   showError("");
   const user = $("user").value.trim();
-  const query = new URLSearchParams({ user, k: $("k").value, exclude_seen: $("exclude").checked, explain: $("explain").checked });
+  const fallback = $("fallback").checked ? "popularity" : "none";
+  const query = new URLSearchParams({ user, k: $("k").value, exclude_seen: $("exclude").checked, explain: $("explain").checked, fallback });
   try {
-    const [history, recs] = await Promise.all([
-      getJSON(`/users/${encodeURIComponent(user)}?limit=12`),
-      getJSON(`/recommend?${query}`),
-    ]);
+    const recs = await getJSON(`/recommend?${query}`);
+    const known = !(fallback === "popularity" && recs.strategy === "popularity");
+    const history = known ? await getJSON(`/users/${encodeURIComponent(user)}?limit=12`) : { history: [], n_interactions: 0 };
     fill("history", history.history, false);
-    $("history-note").textContent = `(last ${history.history.length} of ${history.n_interactions}, oldest first)`;
+    $("history-note").textContent = known
+      ? `(last ${history.history.length} of ${history.n_interactions}, oldest first)`
+      : `(user '${user}' is not in the dataset: popular items instead)`;
     showRecs(recs);
   } catch (err) {
-    showError(err.message);
+    const hint = err.message.startsWith("404") && fallback === "none" ? " (tick 'popular items for unknown users' to get popular items instead)" : "";
+    fail(err.message + hint);
   }
 }
 
@@ -115,7 +125,7 @@ async function recommendSession(event) {
     $("history-note").textContent = `(the session: ${known.length} known items)`;
     showRecs(recs);
   } catch (err) {
-    showError(err.message);
+    fail(err.message);
   }
 }
 

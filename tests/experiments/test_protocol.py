@@ -215,3 +215,15 @@ def test_a_grid_needs_choices_and_a_budget_of_its_size(tmp_path: Path, synthetic
     search["space"] = {"ease": {"model.l2": ["log", 1.0, 100.0]}}
     with pytest.raises(ConfigError, match=r"needs \('choice', \[values\]\) for every key; model.l2"):
         Suite.load(_suite(tmp_path, synthetic_dir, ["ease"], search=search)).validate()
+
+
+def test_only_runs_some_rows_and_the_manifest_keeps_the_whole_suite(tmp_path: Path, synthetic_dir: Path) -> None:
+    suite = Suite.load(_suite(tmp_path, synthetic_dir, ["pop", "itemknn", {"name": "bpr", "overrides": {"train.epochs": 1}}], seeds=[1]))
+    with pytest.raises(ConfigError, match=r"--only names nope, not model labels of suite p \(pop, itemknn, bpr\)"):
+        run_suite(suite, progress=False, only=["nope"])
+    outcomes = run_suite(suite, progress=False, only=["pop", "itemknn"])
+    assert sorted(o.run.model.label for o in outcomes) == ["itemknn", "pop"]
+    assert not (suite.out / "runs" / "syn__bpr__seed1").exists()
+    manifest = json.loads((suite.out / "suite.json").read_text())
+    assert set(manifest["runs"]) == {"syn__pop__seed1", "syn__itemknn__seed1", "syn__bpr__seed1"}
+    assert {r.label for r in load_runs([suite.out])} == {"pop", "itemknn"}

@@ -48,10 +48,10 @@ def benchmark_command(
             table.add_row(run.name, state)
         for d in suite.datasets:
             for m in suite.tuned_models():
-                table.add_row(f"search {d.label}__{m.label} ({suite.search.trials} trials)", "study exists" if (suite.search_dir(d, m) / "study.db").exists() else "new")
+                table.add_row(f"search {d.label}__{m.label} ({suite.search_settings(m).trials} trials)", "study exists" if (suite.search_dir(d, m) / "study.db").exists() else "new")
         console.print(table)
         return
-    outcomes = run_suite(suite, keep_going=not stop_on_error, progress=not quiet)
+    outcomes = run_suite(suite, keep_going=not stop_on_error, progress=not quiet, only=only.split(",") if only else None)
     table = Table(title=f"suite {suite.name}")
     for column in ("run", "status", "best epoch", "valid", "test", "note"):
         table.add_column(column)

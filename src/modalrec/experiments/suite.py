@@ -494,23 +494,41 @@ def write_manifest(suite: Suite, plan: list[PlannedRun], searches: dict[str, Any
     write_text_atomic(suite.out / "suite.json", json.dumps(to_jsonable(payload), indent=2) + "\n")
 
 
-def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True) -> list[RunOutcome]:
+def check_only(suite: Suite, only: list[str] | None) -> set[str]:
+    """The model labels to run: ``only`` (each must be a label of the suite), or all of them."""
+    labels = [m.label for m in suite.models]
+    if only is None:
+        return set(labels)
+    unknown = [label for label in only if label not in labels]
+    if unknown:
+        raise ConfigError(f"--only names {', '.join(unknown)}, not model labels of suite {suite.name} ({', '.join(labels)})")
+    return set(only)
+
+
+def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True, only: list[str] | None = None) -> list[RunOutcome]:
     """Validate, tune (if the suite asks), then run every cell; returns one outcome per planned run.
 
     With ``keep_going`` a run that fails with a user-facing error (e.g. a NaN loss) is recorded and the
     suite goes on; the failure is reported at the end and the run is retried on the next invocation.
+    ``only``: run (and tune) just these model labels now; the manifest still describes the whole suite, so
+    the report of a suite filled in over several invocations is one table.
     """
     suite.validate()
-    plan = suite.plan()
+    selected = check_only(suite, only)
+    full_plan = suite.plan()
+    plan = [r for r in full_plan if r.model.label in selected]
+    tuned_models = [m for m in suite.tuned_models() if m.label in selected]
     suite.out.mkdir(parents=True, exist_ok=True)
-    write_manifest(suite, plan)
+    previous = suite.out / "suite.json"
+    # the search outcomes of earlier invocations stay (a resumed study re-reports its own)
+    searches: dict[str, Any] = dict(json.loads(previous.read_text()).get("searches") or {}) if previous.exists() else {}
+    write_manifest(suite, full_plan, searches)
     tuned: dict[tuple[str, str], list[str]] = {}
-    searches: dict[str, Any] = {}
     outcomes: list[RunOutcome] = []
-    steps = len(plan) + len(suite.tuned_models()) * len(suite.datasets)
+    steps = len(plan) + len(tuned_models) * len(suite.datasets)
     with progress_bar(f"suite {suite.name}", steps, unit="steps", enabled=progress) as bar:
         for d in suite.datasets:
-            for m in suite.tuned_models():
+            for m in tuned_models:
                 progress_log.info("suite %s: search %s on %s", suite.name, m.label, d.label)
                 result = _tune(suite, d, m, lambda done, budget, m=m, d=d: bar.advance(0, f"search {m.label} on {d.label}: {done}/{budget} trials"))
                 tuned[(d.label, m.label)] = result.overrides
@@ -518,7 +536,7 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True) -> l
                     "metric": result.metric, "best_value": result.best_value, "best_params": result.best_params,
                     "complete": result.complete, "pruned": result.pruned, "failed": result.failed,
                 }
-                write_manifest(suite, plan, searches)
+                write_manifest(suite, full_plan, searches)
                 progress_log.info("suite %s: searched %s on %s: valid %s=%.4f", suite.name, m.label, d.label, result.metric, result.best_value)
                 bar.advance(1)
         for i, run in enumerate(plan, start=1):

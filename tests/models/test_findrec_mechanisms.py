@@ -201,3 +201,12 @@ def test_windowed_cross_attention_equals_the_banded_mask(ctx: DataContext, windo
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
     with pytest.raises(ConfigError, match="xattn_window"):
         model(ctx, mode="faithful", xattn_window=4)
+
+
+def test_one_modality_diagnostics_measure_the_modal_id_alignment(ctx: DataContext) -> None:
+    m = model(ctx, mode="mmd", modalities=["text"]).eval()
+    assert m.align_pair == "modal_id"
+    with torch.no_grad():
+        d = m.diagnostics(ctx)
+    assert "cross_modal_retrieval" not in d and 0.0 <= d["modal_id_retrieval"] <= 1.0
+    assert sum(d[f"weight_{s}"] for s in ("id", "text")) == pytest.approx(1.0, abs=1e-6)

@@ -601,6 +601,8 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         ``cross_modal_retrieval`` (an item's latent mean in one modality finds the same item's mean in
         another, both ways; chance 1 / n). On up to as many users' validation histories (fixed):
         ``valid_ce`` of the validation item, ``align`` (the training alignment term on their latents),
+        ``modal_id_retrieval`` with one modality (a user's routed modal summary finds the same user's ID-stream
+        state among the users, the pair that alignment aligns; chance 1 / n),
         ``router_entropy`` (nats, mean over heads; log E is uniform), ``expert_<k>`` (mean gate) and
         ``weight_<stream>`` (mean share of the ID stream and each modality, see :meth:`routing_weights`).
         """
@@ -641,6 +643,8 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             logits = states[:, 0] @ self.item_embedding.weight[: self.n_items].T
             out["valid_ce"] = float(F.cross_entropy(logits, targets))
             out["align"] = float(terms["align"])
+            if self.align_pair == "modal_id":  # what that alignment pairs: a user's routed modal summary and ID state
+                out["modal_id_retrieval"] = float(_retrieval(trace["modal"][:, 0], trace["e_query"][:, 0]))
             weights = self.routing_weights(trace)
             gates = trace["gates"].clamp(min=1e-12)
             out["router_entropy"] = float(-(gates * gates.log()).sum(-1).mean())

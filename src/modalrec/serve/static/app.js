@@ -104,8 +104,8 @@ async function recommendUser(event) {
       : `(user '${user}' is not in the dataset: popular items instead)`;
     showRecs(recs);
   } catch (err) {
-    const hint = err.message.startsWith("404") && fallback === "none" ? " (tick 'popular items for unknown users' to get popular items instead)" : "";
-    fail(err.message + hint);
+    // the API's advice, said in the page's terms
+    fail(err.message.replace("pass fallback=popularity", "tick 'popular items for unknown users'"));
   }
 }
 

@@ -19,13 +19,12 @@ compiling epoch is reported separately):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import contextlib
 
 import torch
 
@@ -33,12 +32,11 @@ from modalrec.config import resolve
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import VALID
 from modalrec.models.base import get_model_class
+from modalrec.nn.transformer import CausalTransformer, causal_attention_mask
 from modalrec.train.checkpoint import seed_everything
 from modalrec.train.experiment import build_model, prepare_data, run_identity
 from modalrec.train.rundir import RunDir
-from modalrec.nn.transformer import CausalTransformer, causal_attention_mask
 from modalrec.train.trainer import Trainer
-
 
 CODE_SWITCHES = ("code.attention", "code.compile")
 

@@ -60,9 +60,9 @@ def main() -> None:
         print(f"  with the model load counted (a fresh process): {(cold_s + load_s) / warm_s:.0f}x")
         for size in (int(s) for s in args.sizes.split(",")):
             image_encoder = make_encoder("efficientnet-lite0", "image", size=size)
-            _, load_s = timed(lambda: image_encoder.dim)
-            cold, cold_s = timed(lambda: encode_items(image_encoder, posters, batch_size=32, cache=cache, progress=False))
-            warm, warm_s = timed(lambda: encode_items(image_encoder, posters, batch_size=32, cache=cache, progress=False))
+            _, load_s = timed(lambda: image_encoder.dim)  # noqa: B023 (called at once)
+            cold, cold_s = timed(lambda: encode_items(image_encoder, posters, batch_size=32, cache=cache, progress=False))  # noqa: B023 (called at once)
+            warm, warm_s = timed(lambda: encode_items(image_encoder, posters, batch_size=32, cache=cache, progress=False))  # noqa: B023 (called at once)
             assert warm.cache_hit and not cold.cache_hit
             print(f"\nimage: {image_encoder.name} at {size} px, {image_encoder.dim}-d, load {load_s:.2f} s")
             print(f"  {len(posters)} posters, batch 32: {len(posters) / cold.seconds:.1f} items/s "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -45,9 +45,9 @@ OVERRIDES_HELP = "Config overrides as key=value, e.g. model=sasrec dataset=ml-1m
 # ---------------------------------------------------------------------- commands
 @app.command()
 def train(
-    overrides: Annotated[Optional[list[str]], typer.Argument(help=OVERRIDES_HELP)] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A YAML config (e.g. a run's config.yaml).")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the interrupted run in this run directory.")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help=OVERRIDES_HELP)] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="A YAML config (e.g. a run's config.yaml).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the interrupted run in this run directory.")] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings, one line per epoch and the final table.")] = False,
     nproc: Annotated[int, typer.Option(help="Processes on this machine (DDP through torchrun); see docs/distributed.md.")] = 1,
 ) -> None:
@@ -79,8 +79,8 @@ def train(
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     split: Annotated[str, typer.Option(help="valid or test.")] = "test",
-    ks: Annotated[Optional[str], typer.Option(help="Cut-offs, e.g. 10,20,50 (default: the run's).")] = None,
-    sampled: Annotated[Optional[str], typer.Option(help="uniform or popularity: sampled instead of full ranking.")] = None,
+    ks: Annotated[str | None, typer.Option(help="Cut-offs, e.g. 10,20,50 (default: the run's).")] = None,
+    sampled: Annotated[str | None, typer.Option(help="uniform or popularity: sampled instead of full ranking.")] = None,
     negatives: Annotated[int, typer.Option(min=1, help="Negatives per user when sampled.")] = 100,
 ) -> None:
     """Score a run's selected checkpoint again (other cut-offs, sampled metrics)."""
@@ -172,7 +172,7 @@ def recommend(
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
     split: Annotated[str, typer.Option(help="valid or test.")] = "test",
-    metrics: Annotated[Optional[str], typer.Option(help="Columns, e.g. recall@20,ndcg@20 (default: all).")] = None,
+    metrics: Annotated[str | None, typer.Option(help="Columns, e.g. recall@20,ndcg@20 (default: all).")] = None,
     force: Annotated[bool, typer.Option(help="Compare runs whose dataset, split or protocol differ (with a warning).")] = False,
 ) -> None:
     """A table of finished runs' metrics (best per column in bold); refuses failed or unfinished runs,
@@ -278,7 +278,7 @@ def _raw_ids_line(ds) -> str:
 @data_app.command("info")
 def data_info(
     name: Annotated[str, typer.Argument(help="A named dataset (see `modalrec datasets`) or a saved dataset directory.")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="dataset.preprocess.* / dataset.split.* overrides.")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="dataset.preprocess.* / dataset.split.* overrides.")] = None,
     family: Annotated[str, typer.Option(help="Split defaults of this model family: general or sequential.")] = "general",
 ) -> None:
     """Statistics as loaded (against the published sizes) and after preprocessing and splitting."""
@@ -314,7 +314,7 @@ def data_info(
 def data_prepare(
     name: Annotated[str, typer.Argument(help="A named dataset or a saved dataset directory.")],
     out: Annotated[Path, typer.Option(help="Directory to write the processed, split dataset to.")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="dataset.preprocess.* / dataset.split.* overrides.")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="dataset.preprocess.* / dataset.split.* overrides.")] = None,
     family: Annotated[str, typer.Option(help="Split defaults of this model family: general or sequential.")] = "general",
 ) -> None:
     """Preprocess and split a dataset once and save it (train on it with dataset=<out>)."""
@@ -331,13 +331,13 @@ def data_prepare(
 def data_import(
     file: Annotated[Path, typer.Argument(help="Interactions, one per row under a header: CSV, TSV (also .gz) or Parquet.")],
     out: Annotated[Path, typer.Option(help="New folder to save the dataset in; train on it with dataset=<out>.")],
-    user: Annotated[Optional[str], typer.Option(help="User id column (default: the first of user_id, userId, user, ...).")] = None,
-    item: Annotated[Optional[str], typer.Option(help="Item id column (default: the first of item_id, itemId, movieId, item, ...).")] = None,
-    time: Annotated[Optional[str], typer.Option(help="Time column: epoch seconds or dates (default: timestamp, time, date, ... if present).")] = None,
-    rating: Annotated[Optional[str], typer.Option(help="Rating column (default: rating, score, stars, ... if present).")] = None,
-    sep: Annotated[Optional[str], typer.Option(help="Column separator (default: from the suffix, else sniffed).")] = None,
-    items: Annotated[Optional[Path], typer.Option(help="Item table, one row per item: the id column (named as --item, or a common name) and metadata (title, ...) for recommend and serve.")] = None,
-    title: Annotated[Optional[str], typer.Option(help="Column of --items shown as the title (default: 'title').")] = None,
+    user: Annotated[str | None, typer.Option(help="User id column (default: the first of user_id, userId, user, ...).")] = None,
+    item: Annotated[str | None, typer.Option(help="Item id column (default: the first of item_id, itemId, movieId, item, ...).")] = None,
+    time: Annotated[str | None, typer.Option(help="Time column: epoch seconds or dates (default: timestamp, time, date, ... if present).")] = None,
+    rating: Annotated[str | None, typer.Option(help="Rating column (default: rating, score, stars, ... if present).")] = None,
+    sep: Annotated[str | None, typer.Option(help="Column separator (default: from the suffix, else sniffed).")] = None,
+    items: Annotated[Path | None, typer.Option(help="Item table, one row per item: the id column (named as --item, or a common name) and metadata (title, ...) for recommend and serve.")] = None,
+    title: Annotated[str | None, typer.Option(help="Column of --items shown as the title (default: 'title').")] = None,
 ) -> None:
     """Read your own interaction table into a dataset folder (raw ids kept as written in the file)."""
     from modalrec.data.sources.tabular import read_item_table, read_table

@@ -165,9 +165,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 value = check(value, key)
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
-            if type(None) in args:
-                return None
+        if (value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~"))) and type(None) in args:
+            return None
         errors = []
         for arg in args:
             if arg is type(None):

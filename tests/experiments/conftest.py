@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 
-
 def fake_run(
     path: Path, model: str, seed: int, per_user: dict[str, np.ndarray], users: np.ndarray,
     history: list[float], seconds: float = 1.0, dataset: str = "toy", extra: dict[str, float] | None = None,

@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _baseline_data import (  # single_thread: fixture used by pytestmark
     chunked_scores,
     sequence_batch,
-    single_thread,
     successor_context,
     successor_sequences,
     train_steps,
 )
+
 from modalrec.data.dataset import TEST, VALID
 from modalrec.errors import ConfigError
 from modalrec.models.base import get_model_class

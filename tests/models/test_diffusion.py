@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from modalrec.errors import ConfigError
-from modalrec.nn.diffusion import Denoiser, GaussianDiffusion, ImportanceSampler, directional_noise, make_betas, timestep_embedding
+from modalrec.nn.diffusion import (
+    Denoiser,
+    GaussianDiffusion,
+    ImportanceSampler,
+    directional_noise,
+    make_betas,
+    timestep_embedding,
+)
 
 
 def test_linear_var_schedule_forces_beta0_and_decreases() -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _baseline_data import (  # single_thread: fixture used by pytestmark
     chunked_scores,
     clustered_context,
-    single_thread,
     train_steps,
     triple_batches,
 )
+
 from modalrec.errors import ConfigError
 from modalrec.models.base import get_model_class
 from modalrec.models.general.itemknn import cosine_topk

@@ -7,16 +7,16 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from _baseline_data import clustered_context, triple_batches  # single_thread: fixture used by pytestmark
 
-from _baseline_data import clustered_context, single_thread, triple_batches  # single_thread: fixture used by pytestmark
 from modalrec.data.dataset import TEST, VALID
 from modalrec.errors import CheckpointError, ConfigError, ModalRecError
 from modalrec.eval.ranking import Evaluator
 from modalrec.models.general.diffrec import DiffRec
 from modalrec.models.general.hdrm import HDRM
 from modalrec.models.general.hgcf import HGCF
-from modalrec.nn.losses import hyperbolic_margin_loss
 from modalrec.models.general.ldiffrec import LDiffRec, kmeans
+from modalrec.nn.losses import hyperbolic_margin_loss
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

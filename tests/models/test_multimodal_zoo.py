@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _baseline_data import chunked_scores, single_thread  # noqa: F401  (single_thread: fixture)
 from _multimodal_data import build, fit, in_cluster_rate, multimodal_dataset
+
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import TEST, TRAIN, VALID, Dataset
 from modalrec.errors import ConfigError

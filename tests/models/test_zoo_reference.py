@@ -124,7 +124,7 @@ def test_bm3_defaults_are_the_authors() -> None:
 def circle_context(modalities: tuple[str, ...] = ("text",)) -> DataContext:
     # 2 users over the 4 items; every modality gets the CIRCLE features
     return tiny_context(
-        ["0", "0", "1", "1"], ["0", "1", "2", "3"], {m: CIRCLE for m in modalities}
+        ["0", "0", "1", "1"], ["0", "1", "2", "3"], dict.fromkeys(modalities, CIRCLE)
     )
 
 

@@ -16,12 +16,12 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("httpx")
 
+from _serve_helpers import Server, start_server
+
 from modalrec.config import resolve
 from modalrec.data.storage import save_dataset
 from modalrec.data.synthetic import make_synthetic
 from modalrec.train.experiment import train
-
-from _serve_helpers import Server, start_server
 
 RUN_SETTINGS = {
     "ease": [],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _serve_helpers import Server, start_server
 from typer.testing import CliRunner
 
 from modalrec.cli import app
@@ -18,8 +19,6 @@ from modalrec.data.storage import save_dataset
 from modalrec.data.synthetic import make_synthetic
 from modalrec.serve.engine import CandidateFilter, ServingEngine
 from modalrec.train.experiment import train
-
-from _serve_helpers import Server, start_server
 
 FINDREC = ["model.mode=mmd", "model.dim=16", "model.modal_dim=16", "model.heads=4", "model.experts=3", "model.router_hidden=16", "model.max_len=12"]
 

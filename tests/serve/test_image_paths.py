@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from _serve_helpers import Server
 
 from modalrec.serve.engine import ImageFolder
-
-from _serve_helpers import Server
 
 
 def test_a_symlink_out_of_the_image_folder_is_not_served(tmp_path: Path) -> None:

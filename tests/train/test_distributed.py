@@ -45,9 +45,9 @@ def _assert_same_run(run: Path, reference: Path) -> None:
     ref_state, ref_results = _final(reference)
     for key, value in ref_state.items():
         torch.testing.assert_close(state[key], value, atol=PARAM_ATOL, rtol=0)
-    for split in ("valid", "test"):
-        for metric, value in ref_results[split].items():
-            assert results[split][metric] == pytest.approx(value, abs=METRIC_ATOL), (split, metric)
+    for phase in ("valid", "test"):
+        for metric, value in ref_results[phase].items():
+            assert results[phase][metric] == pytest.approx(value, abs=METRIC_ATOL), (phase, metric)
     assert results["best_epoch"] == ref_results["best_epoch"]
 
 

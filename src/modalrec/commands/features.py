@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -39,8 +39,8 @@ def _report_table(report: dict[str, dict[str, Any]]) -> Table:
 
 @features_app.command("extract")
 def extract(
-    settings: Annotated[Optional[list[str]], typer.Argument(help=EXTRACT_HELP)] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Save the dataset with its features here (train on it with dataset=<out>). "
+    settings: Annotated[list[str] | None, typer.Argument(help=EXTRACT_HELP)] = None,
+    out: Annotated[Path | None, typer.Option(help="Save the dataset with its features here (train on it with dataset=<out>). "
                                                 "Default for multimodal names (ml-1m-mm, ...): their processed copy.")] = None,
 ) -> None:
     """Encode a dataset's item text and/or images (cached by encoder + inputs hash) and save it with the features."""
@@ -86,12 +86,12 @@ def extract(
 @features_app.command("inspect")
 def inspect(
     name: Annotated[str, typer.Argument(help="A named dataset or a saved dataset folder with features.")],
-    out: Annotated[Optional[Path], typer.Option(help="Write a PNG: 2-D projection per feature + nearest neighbours.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write a PNG: 2-D projection per feature + nearest neighbours.")] = None,
     color_by: Annotated[str, typer.Option(help="Item field that colours the map and scores neighbour agreement.")] = "categories",
     method: Annotated[str, typer.Option(help="pca or tsne (t-SNE needs scikit-learn).")] = "pca",
-    items: Annotated[Optional[str], typer.Option(help="Raw item ids whose neighbours to show, comma-separated (default: the 4 most popular).")] = None,
+    items: Annotated[str | None, typer.Option(help="Raw item ids whose neighbours to show, comma-separated (default: the 4 most popular).")] = None,
     k: Annotated[int, typer.Option("-k", help="Neighbours per item.")] = 5,
-    contact_sheet: Annotated[Optional[Path], typer.Option(help="Also write the image neighbours as a picture grid (keep licensed images local).")] = None,
+    contact_sheet: Annotated[Path | None, typer.Option(help="Also write the image neighbours as a picture grid (keep licensed images local).")] = None,
 ) -> None:
     """Coverage, norms and neighbour agreement of every feature; optionally a PNG and an image contact sheet."""
     from modalrec.data.features import inspect as look

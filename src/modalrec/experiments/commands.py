@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,7 +26,7 @@ def _print_report(report: object) -> None:
 
 def benchmark_command(
     suite_file: Annotated[Path, typer.Argument(metavar="SUITE.yaml", help="A suite file (see suites/ and docs/experiments.md).")],
-    out: Annotated[Optional[Path], typer.Option(help="Output directory (default: the suite's 'out').")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: the suite's 'out').")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and what would happen to each; run nothing.")] = False,
     stop_on_error: Annotated[bool, typer.Option(help="Stop at the first failing run instead of recording it and going on.")] = False,
     report: Annotated[bool, typer.Option(help="Build <out>/report (tables, plots, HTML) at the end.")] = True,
@@ -72,12 +72,12 @@ def search_command(
     overrides: Annotated[list[str], typer.Argument(help="The run to tune, as overrides, e.g. model=bpr dataset=ml-1m train.epochs=30.")],
     out: Annotated[Path, typer.Option(help="Study directory (SQLite study, trials' runs, best.json); reuse it to resume.")],
     trials: Annotated[int, typer.Option(help="Finished trials in the study (the budget: keep it equal across models).")] = 20,
-    metric: Annotated[Optional[str], typer.Option(help="Validation metric to maximise (default: train.select).")] = None,
+    metric: Annotated[str | None, typer.Option(help="Validation metric to maximise (default: train.select).")] = None,
     pruner: Annotated[str, typer.Option(help="median | hyperband | none.")] = "median",
     startup_trials: Annotated[int, typer.Option(help="Random trials before TPE and before pruning starts.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
     sampler: Annotated[str, typer.Option(help="tpe | grid (every point of a space of choice keys; --trials = its size).")] = "tpe",
-    space: Annotated[Optional[str], typer.Option(help="A search space replacing the model's: JSON, or a YAML/JSON file.")] = None,
+    space: Annotated[str | None, typer.Option(help="A search space replacing the model's: JSON, or a YAML/JSON file.")] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings, one line per epoch and per trial, and the result.")] = False,
 ) -> None:
     """Tune a model's hyper-parameters with Optuna on the VALIDATION split (the test split is never read)."""
@@ -109,10 +109,10 @@ def report_command(
     runs: Annotated[list[Path], typer.Argument(help="Run directories, suite output directories or folders of runs.")],
     out: Annotated[Path, typer.Option(help="Where to write results.md, results.csv, plots/ and report.html.")] = Path("report"),
     split: Annotated[str, typer.Option(help="valid or test.")] = "test",
-    metrics: Annotated[Optional[str], typer.Option(help="Table columns, e.g. recall@20,ndcg@20 (default: recall and ndcg at every K).")] = None,
+    metrics: Annotated[str | None, typer.Option(help="Table columns, e.g. recall@20,ndcg@20 (default: recall and ndcg at every K).")] = None,
     alpha: Annotated[float, typer.Option(help="Significance level of the marks (Holm-corrected).")] = 0.05,
     title: Annotated[str, typer.Option(help="Title of the HTML page.")] = "ModalRec comparison",
-    buckets: Annotated[Optional[str], typer.Option(help="History-length edges, e.g. 20,50,200: also buckets.md, the headline metric per bucket of users.")] = None,
+    buckets: Annotated[str | None, typer.Option(help="History-length edges, e.g. 20,50,200: also buckets.md, the headline metric per bucket of users.")] = None,
 ) -> None:
     """Rebuild tables (Markdown, CSV), plots and the HTML report from finished run directories."""
     from modalrec.experiments.report import build_report

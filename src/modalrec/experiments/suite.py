@@ -37,11 +37,11 @@ selects on another one is refused), a reference names a metric of the table, a d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

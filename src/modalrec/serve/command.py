@@ -4,7 +4,7 @@ uvicorn are imported only when it runs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,9 +18,9 @@ def serve_command(
     run: Annotated[Path, typer.Argument(help="A finished run directory (runs/<name>).")],
     host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default; 0.0.0.0 exposes it).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    images: Annotated[Optional[Path], typer.Option(help="Folder of item images named <raw item id>.jpg/.png (default: the folder of the dataset's image feature, when on this disk).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of item images named <raw item id>.jpg/.png (default: the folder of the dataset's image feature, when on this disk).")] = None,
     ann: Annotated[bool, typer.Option(help="Approximate top-K with a faiss HNSW index (dot-product models; extra 'ann').")] = False,
-    threads: Annotated[Optional[int], typer.Option(help="torch threads (default: torch's).")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     max_batch: Annotated[int, typer.Option(help="Most concurrent GET /recommend users scored in one pass (1: no batching, the default; see docs/serving.md).")] = 1,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body; larger gets 413.")] = _DEFAULT.max_body_bytes,

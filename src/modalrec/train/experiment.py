@@ -20,8 +20,8 @@ import torch
 from modalrec.config import RunConfig, load_yaml, model_config, resolve
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import Dataset
-from modalrec.data.preprocess import preprocess
 from modalrec.data.features.corrupt import corrupt_features
+from modalrec.data.preprocess import preprocess
 from modalrec.data.registry import load_source
 from modalrec.data.sources.feature_files import attach_feature_files
 from modalrec.data.split import SplitConfig, split

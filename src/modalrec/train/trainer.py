@@ -199,9 +199,9 @@ class Trainer:
             distributed.inject_fault(self.dist, epoch)
             record = self.train_epoch(epoch)
             # rank 0 validates and saves; every rank continues from its state (so all stop together)
-            self.state = distributed.on_main(self.dist, lambda: self._end_epoch(epoch, record))
+            self.state = distributed.on_main(self.dist, lambda: self._end_epoch(epoch, record))  # noqa: B023 (called at once)
             rngs = distributed.gather(self.dist, rng_state())
-            distributed.on_main(self.dist, lambda: self._save_epoch(epoch, record, rngs))
+            distributed.on_main(self.dist, lambda: self._save_epoch(epoch, record, rngs))  # noqa: B023 (called at once)
         if self.state.stopped_early:
             log.info("early stop: no %s improvement in %d validations", self.select, t.patience)
         if self.state.best_epoch == 0:

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from modalrec.console import progress as progress_bar
+from modalrec.console import progress_log
 from modalrec.data.dataset import Dataset, ItemFeature
 from modalrec.data.features.cache import Encoded, FeatureCache, cache_key
 from modalrec.data.features.encoders import Encoder
-from modalrec.console import progress as progress_bar
-from modalrec.console import progress_log
 from modalrec.errors import ModalRecError
 
 log = logging.getLogger(__name__)

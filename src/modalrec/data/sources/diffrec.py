@@ -32,9 +32,8 @@ def _load_pairs(path: Path) -> np.ndarray:
         raise DataFormatError(path, f"not a readable .npy array ({err})") from err
     if pairs.ndim != 2 or pairs.shape[1] != 2:
         raise DataFormatError(path, f"expected an int array of shape [n, 2] (user, item), got shape {list(pairs.shape)}")
-    if not np.issubdtype(pairs.dtype, np.integer):
-        if not np.issubdtype(pairs.dtype, np.floating) or not np.all(pairs == np.floor(pairs)):
-            raise DataFormatError(path, f"expected integer ids, got dtype {pairs.dtype}")
+    if not np.issubdtype(pairs.dtype, np.integer) and (not np.issubdtype(pairs.dtype, np.floating) or not np.all(pairs == np.floor(pairs))):
+        raise DataFormatError(path, f"expected integer ids, got dtype {pairs.dtype}")
     pairs = pairs.astype(np.int64)
     if pairs.size and pairs.min() < 0:
         raise DataFormatError(path, f"ids must be >= 0, found {int(pairs.min())} at row {int(np.argmin(pairs.min(axis=1)))}")

@@ -31,6 +31,7 @@ def benchmark_command(
     stop_on_error: Annotated[bool, typer.Option(help="Stop at the first failing run instead of recording it and going on.")] = False,
     report: Annotated[bool, typer.Option(help="Build <out>/report (tables, plots, HTML) at the end.")] = True,
     quiet: Annotated[bool, typer.Option(help="Only warnings, one line per epoch and per run, and the final tables.")] = False,
+    only: Annotated[str | None, typer.Option(help="Comma-separated model labels: run (and tune) only these rows now.")] = None,
 ) -> None:
     """Run a benchmark suite (models x datasets x seeds); finished runs are skipped, interrupted ones resumed."""
     from modalrec.experiments.report import build_report

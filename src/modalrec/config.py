@@ -19,7 +19,6 @@ On the command line ``model=sasrec`` is short for ``model.name=sasrec`` and ``da
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,41 +27,11 @@ from typing import Annotated, Any
 
 import yaml
 
+from modalrec.checks import Check, Positive
 from modalrec.data.preprocess import PreprocessConfig
 from modalrec.data.split import SplitConfig
 from modalrec.errors import ConfigError, nearest
 from modalrec.models.base import get_model_class
-
-
-@dataclass(frozen=True)
-class Check:
-    """A constraint declared with a config field, e.g. ``epochs: Annotated[int, Check(ge=1)] = 100``.
-
-    :func:`coerce` applies it whenever the field is set (defaults, YAML, overrides), so a bad value
-    is refused with the key's name before a run directory or a model exists. Bounded numbers must
-    be finite (NaN and infinity fail every bound)."""
-
-    ge: float | None = None  # value >= ge
-    gt: float | None = None  # value > gt
-    le: float | None = None  # value <= le
-    lt: float | None = None  # value < lt
-    choices: tuple[str, ...] | None = None  # one of these strings
-
-    def __call__(self, value: Any, key: str) -> Any:
-        if self.choices is not None and value not in self.choices:
-            guess = nearest(str(value), self.choices)
-            hint = f" Did you mean '{guess}'?" if guess else ""
-            raise ConfigError(f"'{key}' must be one of {', '.join(self.choices)}, got {value!r}.{hint}")
-        bounds = [(self.ge, ">=", lambda a, b: a >= b), (self.gt, ">", lambda a, b: a > b),
-                  (self.le, "<=", lambda a, b: a <= b), (self.lt, "<", lambda a, b: a < b)]
-        wanted = [f"{sign} {bound:g}" for bound, sign, _ in bounds if bound is not None]
-        if wanted and (not math.isfinite(value) or not all(ok(value, bound) for bound, _, ok in bounds if bound is not None)):
-            raise ConfigError(f"'{key}' must be {' and '.join(wanted)}, got {value!r}")
-        return value
-
-
-Positive = Annotated[int, Check(ge=1)]
-NonNegative = Annotated[int, Check(ge=0)]
 
 
 @dataclass

@@ -22,6 +22,8 @@ CASES = [
     ("unknown-dataset", "train model=bpr dataset=no-such-set run.dir={runs}", "no-such-set"),
     ("dim-0", "train model=sasrec dataset={data} run.dir={runs} model.dim=0", "dim"),
     ("heads-not-dividing-dim", "train model=sasrec dataset={data} run.dir={runs} model.dim=64 model.heads=3", "heads"),
+    ("bm3-dim-0", "train model=bm3 dataset={data} run.dir={runs} model.dim=0", "model.dim"),
+    ("hdrm-layers-negative", "train model=hdrm dataset={data} run.dir={runs} model.layers=-1", "model.layers"),
     ("batch-size-0", TRAIN + " train.batch_size=0", "train.batch_size"),
     ("epochs-negative", TRAIN + " train.epochs=-1", "train.epochs"),
     ("ks-0", TRAIN + " eval.ks=0", "eval.ks"),
@@ -123,3 +125,18 @@ def test_a_run_that_fails_while_training_is_marked_failed(synthetic_dir: Path, t
     status = RunDir(tmp_path / "broken").status()
     assert status["status"] == FAILED and "the loss became NaN" in status["error"]
     assert not (tmp_path / "broken" / "results.json").exists()
+
+
+def test_a_model_built_in_python_checks_its_declared_ranges(synthetic_dir: Path) -> None:
+    """The ranges a model's Config declares hold without the config layer too (Recommender.__init__)."""
+    from modalrec.data.context import DataContext
+    from modalrec.errors import ConfigError
+    from modalrec.models.general.lightgcn import LightGCN
+    from modalrec.train.experiment import prepare_data
+
+    ds, _ = prepare_data(resolve(["model=lightgcn", f"dataset={synthetic_dir}"]), "general")
+    ctx = DataContext.from_dataset(ds)
+    for bad, key in ((LightGCN.Config(dim=0), "model.dim"), (LightGCN.Config(layers=-2), "model.layers")):
+        with pytest.raises(ConfigError, match=key):
+            LightGCN(bad, ctx)
+    assert LightGCN(LightGCN.Config(layers=0), ctx).config.layers == 0  # zero propagation layers is plain MF

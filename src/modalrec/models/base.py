@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from modalrec.checks import check_fields
 from modalrec.data.context import DataContext
 from modalrec.errors import UnknownNameError
 
@@ -86,6 +87,8 @@ class Recommender(nn.Module):
 
     def __init__(self, config: Any, ctx: DataContext):
         super().__init__()
+        if dataclasses.is_dataclass(config):
+            check_fields(config, "model.")  # the ranges the model's Config declares (Positive dim, ...)
         self.config = config
         self.n_users = ctx.n_users
         self.n_items = ctx.n_items

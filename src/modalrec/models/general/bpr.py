@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from modalrec.checks import Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, register
@@ -37,7 +38,7 @@ class BPR(EmbeddingScorer, GeneralRecommender):
 
     @dataclass
     class Config:
-        dim: int = 64  # latent dimension of user and item vectors
+        dim: Positive = 64  # latent dimension of user and item vectors
         reg: float = 1e-4  # weight of the L2 prior on the batch's embeddings
         init_std: float = 0.1  # std of the normal initialisation (the paper's N(0, sigma^2))
 

@@ -56,6 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import CheckpointError, ConfigError, ModalRecError
 from modalrec.models.base import Batch, GeneralRecommender, Recommender, ScoringCache, Stage, register
@@ -82,8 +83,8 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
     class Config:
         # stage 1 (HGCF encoder)
         stage1_run: str = ""  # run dir of an 'hgcf' run on the same data; "" = train stage 1 first, into <run>/stage1
-        dim: int = 64  # D of the stage-1 embeddings (HDRM releases 512); must equal the stage-1 run's dim
-        layers: int = 3  # stage-1 propagation layers
+        dim: Positive = 64  # D of the stage-1 embeddings (HDRM releases 512); must equal the stage-1 run's dim
+        layers: NonNegative = 3  # stage-1 propagation layers
         curvature: float = 1.0  # c (K = 1/c)
         stage1_margin: float = 0.1  # margin of the stage-1 loss (the ML-1M checkpoint name says 0.1)
         stage1_epochs: int = 60  # stage-1 epochs when trained here (validation selects the epoch); sized so both stages fit 30 min on 2 CPU cores

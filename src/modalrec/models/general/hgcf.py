@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import geoopt
 import torch
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, ScoringCache, register
@@ -59,8 +60,8 @@ class HGCF(ScoringCache, HyperbolicScorer, GeneralRecommender):
 
     @dataclass
     class Config:
-        dim: int = 64  # D = d + 1, ambient width of the Lorentz points (HDRM releases 512; 64 fits a CPU)
-        layers: int = 3  # L, propagation layers (HDRM: 3 on ML-1M and Yelp)
+        dim: Positive = 64  # D = d + 1, ambient width of the Lorentz points (HDRM releases 512; 64 fits a CPU)
+        layers: NonNegative = 3  # L, propagation layers (HDRM: 3 on ML-1M and Yelp)
         margin: float = 0.1  # m of the margin loss (HGCF paper; HDRM's stage-2 code hard-codes 0.2)
         curvature: float = 1.0  # c; the hyperboloid has K = 1/c (fixed, not trained)
         init_scale: float = 0.1  # E = exp_o(uniform(-s, s))

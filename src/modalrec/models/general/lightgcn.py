@@ -27,6 +27,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, ScoringCache, register
@@ -43,8 +44,8 @@ class LightGCN(ScoringCache, EmbeddingScorer, GeneralRecommender):
 
     @dataclass
     class Config:
-        dim: int = 64  # embedding size of users and items
-        layers: int = 3  # K, propagation layers (the paper's best is 3)
+        dim: Positive = 64  # embedding size of users and items
+        layers: NonNegative = 3  # K, propagation layers (the paper's best is 3)
         reg: float = 1e-4  # lambda, weight of L2 on the batch's ego embeddings (Eq. 15)
         init_std: float = 0.1  # std of the normal initialisation of E^(0) (as the authors' code)
 

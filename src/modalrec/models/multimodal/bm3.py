@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
@@ -58,8 +59,8 @@ class BM3(MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # embedding size
-        layers: int = 1  # LightGCN layers
+        dim: Positive = 64  # embedding size
+        layers: NonNegative = 1  # LightGCN layers
         dropout: float = 0.3  # dropout making the target views
         cl_weight: float = 2.0  # weight of the alignment and masking terms
         reg: float = 0.1  # weight of the representation regulariser R

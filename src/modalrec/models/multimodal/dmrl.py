@@ -30,6 +30,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from modalrec.checks import Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
@@ -49,7 +50,7 @@ class DMRL(MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # total size; split into ``factors`` chunks
+        dim: Positive = 64  # total size; split into ``factors`` chunks
         factors: int = 4  # K, disentangled factors
         dcor_weight: float = 0.01  # lambda_dc, weight of the distance-correlation penalty
         dcor_rows: int = 256  # batch rows the penalty is computed on (its cost is O(rows^2) per factor pair)

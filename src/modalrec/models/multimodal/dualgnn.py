@@ -30,6 +30,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
@@ -47,8 +48,8 @@ class DualGNN(MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # embedding size
-        layers: int = 2  # propagation layers of each modality's user-item GCN
+        dim: Positive = 64  # embedding size
+        layers: NonNegative = 2  # propagation layers of each modality's user-item GCN
         user_k: int = 10  # neighbours per user in the co-occurrence graph
         reg: float = 1e-4  # L2 on the batch's embeddings
         init_std: float = 0.1

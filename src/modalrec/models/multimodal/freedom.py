@@ -32,6 +32,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from modalrec.checks import Positive
 from modalrec.data.context import DataContext
 from modalrec.data.views import train_pairs
 from modalrec.errors import ConfigError
@@ -61,7 +62,7 @@ class FREEDOM(MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # embedding size
+        dim: Positive = 64  # embedding size
         knn_k: int = 10  # neighbours per item in the frozen content graphs
         modality_weights: dict[str, float] = field(default_factory=dict)  # w_m; empty = equal
         item_layers: int = 1  # L, convolutions on the item-item graph

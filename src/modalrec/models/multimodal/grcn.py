@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.data.views import train_pairs
 from modalrec.errors import ConfigError
@@ -51,9 +52,9 @@ class GRCN(MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # size of ID, preference and content vectors
+        dim: Positive = 64  # size of ID, preference and content vectors
         routing: int = 3  # R, prototypical routing iterations
-        layers: int = 2  # L, ID propagation layers on the refined graph
+        layers: NonNegative = 2  # L, ID propagation layers on the refined graph
         reg: float = 1e-4  # L2 on the batch's ID and preference embeddings
         init_std: float = 0.1
 

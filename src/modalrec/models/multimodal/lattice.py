@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
@@ -46,7 +47,7 @@ class LATTICE(RefreshedItemGraph, MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # embedding size of IDs and projected features
+        dim: Positive = 64  # embedding size of IDs and projected features
         knn_k: int = 10  # neighbours per item in the content graphs (Eq. 2)
         skip: float = 0.9  # lambda, weight of the frozen raw-feature graph (Eq. 6)
         item_layers: int = 1  # L, convolutions on the item graph (Eq. 8)

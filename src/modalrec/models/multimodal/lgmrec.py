@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
@@ -47,7 +48,7 @@ class LGMRec(MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # embedding size
+        dim: Positive = 64  # embedding size
         ui_layers: int = 2  # LightGCN layers of the collaborative embeddings
         modality_layers: int = 2  # LightGCN layers of the modality embeddings
         hyperedges: int = 4  # A, hyperedges per modality

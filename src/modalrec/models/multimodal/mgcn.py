@@ -44,6 +44,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from modalrec.checks import Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
@@ -64,7 +65,7 @@ class MGCN(MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # embedding size
+        dim: Positive = 64  # embedding size
         knn_k: int = 10  # neighbours per item in the content graphs
         ui_layers: int = 2  # LightGCN layers of the ID view
         cl_weight: float = 0.01  # lambda_c, weight of the view-contrast term

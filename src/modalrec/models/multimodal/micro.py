@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
@@ -48,7 +49,7 @@ class MICRO(RefreshedItemGraph, MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # embedding size
+        dim: Positive = 64  # embedding size
         knn_k: int = 10  # neighbours per item in the content graphs
         skip: float = 0.9  # lambda, weight of the frozen raw-feature graph
         item_layers: int = 1  # L, convolutions on each item graph

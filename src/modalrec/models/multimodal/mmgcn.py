@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
@@ -65,8 +66,8 @@ class MMGCN(MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # width of every layer
-        layers: int = 2  # GCN layers per modality
+        dim: Positive = 64  # width of every layer
+        layers: NonNegative = 2  # GCN layers per modality
         reg: float = 1e-4  # L2 on the batch's ID and preference embeddings
         init_std: float = 0.1
 

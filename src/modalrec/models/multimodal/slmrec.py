@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
@@ -49,8 +50,8 @@ class SLMRec(MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # embedding size of every source
-        layers: int = 2  # LightGCN layers
+        dim: Positive = 64  # embedding size of every source
+        layers: NonNegative = 2  # LightGCN layers
         ssl_task: str = "fac"  # fd | fm | fac (Sec. III-B)
         dropout: float = 0.2  # feature dropout of the fd task
         ssl_weight: float = 0.1  # weight of the InfoNCE term

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
@@ -40,7 +41,7 @@ class VBPR(MultimodalRecommender):
 
     @dataclass
     class Config(MultimodalConfig):
-        dim: int = 64  # K, latent factors gamma (the content factors theta have the same size)
+        dim: Positive = 64  # K, latent factors gamma (the content factors theta have the same size)
         content_dim: int = 64  # K', size of the projected content E f_i
         reg: float = 1e-4  # L2 weight on the batch's gamma, theta and beta_i
         init_std: float = 0.1  # normal initialisation of the ID factors

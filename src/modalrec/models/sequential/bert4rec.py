@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
@@ -45,8 +46,8 @@ class BERT4Rec(EmbeddingScorer, SequentialRecommender):
 
     @dataclass
     class Config:
-        dim: int = 64  # d, embedding and hidden size (the paper: 64)
-        layers: int = 2  # L, Transformer blocks (the paper: 2)
+        dim: Positive = 64  # d, embedding and hidden size (the paper: 64)
+        layers: NonNegative = 2  # L, Transformer blocks (the paper: 2)
         heads: int = 2  # h, attention heads (the paper: 2)
         dropout: float = 0.1  # dropout on embeddings, attention weights and block outputs (the paper: 0.1)
         max_len: int = 200  # N, longest sequence including the appended [mask] (the paper: 200 on ML-1M)

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import Positive
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import VALID
 from modalrec.errors import ConfigError
@@ -314,7 +315,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         mode: str = "faithful"  # faithful | clean: preset for every flag below left at None
         modalities: list[str] = field(default_factory=list)  # item features to read, in order; [] = all, sorted
         max_len: int = 50  # L, longest history read (the most recent items)
-        dim: int = 128  # d, ID embedding / Mamba / output size
+        dim: Positive = 128  # d, ID embedding / Mamba / output size
         modal_dim: int = 256  # p, modal projection = bottleneck = attention size
         heads: int = 8  # H subspaces (d_h = p / H)
         experts: int = 4  # E shared experts

@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import SequentialRecommender, register
@@ -41,9 +42,9 @@ class GRU4Rec(TiedItemScoring, SequentialRecommender):
 
     @dataclass
     class Config:
-        dim: int = 64  # item embedding size (and size of the projected output state)
+        dim: Positive = 64  # item embedding size (and size of the projected output state)
         hidden: int = 128  # GRU hidden size
-        layers: int = 1  # stacked GRU layers
+        layers: NonNegative = 1  # stacked GRU layers
         dropout: float = 0.3  # dropout on the input embeddings
         max_len: int = 50  # longest history read (older items are cut)
         loss: str = "ce"  # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr

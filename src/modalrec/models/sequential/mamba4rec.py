@@ -23,6 +23,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import SequentialRecommender, register
@@ -62,8 +63,8 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
 
     @dataclass
     class Config:
-        dim: int = 64  # item embedding and hidden size
-        layers: int = 1  # Mamba layers
+        dim: Positive = 64  # item embedding and hidden size
+        layers: NonNegative = 1  # Mamba layers
         d_state: int = 32  # N, SSM state size
         d_conv: int = 4  # causal conv width
         expand: int = 2  # inner width = expand * dim

@@ -27,6 +27,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import SequentialRecommender, register
@@ -47,8 +48,8 @@ class SASRec(TiedItemScoring, SequentialRecommender):
 
     @dataclass
     class Config:
-        dim: int = 64  # d, item / position embedding and hidden size
-        layers: int = 2  # b, self-attention blocks
+        dim: Positive = 64  # d, item / position embedding and hidden size
+        layers: NonNegative = 2  # b, self-attention blocks
         heads: int = 2  # attention heads (the paper uses 1; 2 as in RecBole)
         dropout: float = 0.2  # dropout on embeddings, attention weights and block outputs
         attention_dropout: float | None = None  # dropout on attention weights; None = dropout. 0 lets SDPA fuse (faster on CPU)

@@ -238,12 +238,17 @@ def masked_topk(
     if int(k) < 1:
         raise ConfigError(f"k must be >= 1, got {k}")
     k = min(int(k), n_items)
-    if hide is not None:
+    if hide is not None and n_items > item_chunk:  # several item chunks: each reads its columns of the CSC
         by_column = hide.tocsc()
         by_column.sort_indices()
         mask_rows = by_column.indices.astype(np.int64)
         mask_items = np.repeat(np.arange(n_items), np.diff(by_column.indptr))
         item_ptr = by_column.indptr
+    elif hide is not None:  # one chunk holds every item (most catalogues): the CSR's own entries, no conversion
+        mask_rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(hide.indptr))
+        mask_items = hide.indices.astype(np.int64, copy=False)
+        item_ptr = np.full(n_items + 1, hide.nnz)  # the only chunk, [0, n_items), holds entries [0, nnz)
+        item_ptr[0] = 0
     best_scores = best_items = None
     for start in range(0, n_items, item_chunk):
         stop = min(start + item_chunk, n_items)

@@ -134,7 +134,8 @@ class Comparison:
             return "none"
         if tuning.get("source") == "this suite":
             sampler = str(tuning.get("sampler", "tpe")).upper() if tuning.get("sampler") != "grid" else "grid"
-            text = f"{tuning['trials']} trials × {len(tuning.get('params', []))} keys ({sampler} seed {tuning.get('sampler_seed')})"
+            n_keys = len(tuning.get("params", []))
+            text = f"{tuning['trials']} trials × {n_keys} key{'s' if n_keys != 1 else ''} ({sampler} seed {tuning.get('sampler_seed')})"
         else:
             text = f"fixed point from {tuning['trials']} trials ({tuning.get('source')})"
         if label in self.tuned_elsewhere:

@@ -17,7 +17,7 @@ with ``n_items``) and ``batch["lengths"]`` [B].
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -84,6 +84,10 @@ class Recommender(nn.Module):
     # Hyper-parameter search space (modalrec.experiments.search): full config key -> ("log", lo, hi) |
     # ("float", lo, hi) | ("int", lo, hi) | ("choice", [values]), e.g. {"train.lr": ("log", 1e-4, 1e-2)}.
     search_space: ClassVar[dict[str, tuple]] = {}
+
+    if TYPE_CHECKING:  # buffers, parameters and submodules registered by name are read as their own types
+
+        def __getattr__(self, name: str) -> Any: ...
 
     def __init__(self, config: Any, ctx: DataContext):
         super().__init__()
@@ -162,10 +166,10 @@ class Recommender(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for tensor in self.parameters():
-            return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
+        for parameter in self.parameters():
+            return parameter.device
+        for buffer in self.buffers():
+            return buffer.device
         return torch.device("cpu")
 
 
@@ -202,6 +206,12 @@ class EmbeddingScorer:
 
     Subclasses implement ``query_vectors(batch) -> [B, d]`` and ``item_vectors(items) -> [n, d]``.
     """
+
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def item_vectors(self, items: slice) -> torch.Tensor:
+        raise NotImplementedError
 
     def encode(self, batch: Batch) -> torch.Tensor:
         return self.query_vectors(batch)

@@ -62,6 +62,8 @@ CASES = [
     ("data-info-unknown", "data info no-such-set", "no-such-set"),
     ("data-info-split-method", "data info {data} dataset.split.method=nope", "split.method"),
     ("data-prepare-foreign-key", "data prepare {data} --out {tmp}/out train.lr=1", "dataset.*"),
+    ("search-unknown-dataset", "search model=bpr dataset=no-such-set --out {tmp}/study", "no-such-set"),
+    ("search-unknown-metric", "search model=bpr dataset={data} --metric ndcg@99 --out {tmp}/study", "ndcg@99"),
     ("serve-missing-run", "serve {missing}", "{missing}"),
     ("serve-threads-0", "serve {run} --threads 0", "--threads"),
     ("serve-missing-images", "serve {run} --images {tmp}/no-images", "no-images"),
@@ -109,7 +111,7 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(
 
 def test_the_table_is_large_enough() -> None:
     commands = {c[1].split()[0] for c in CASES}
-    assert len(CASES) >= 30 and {"train", "evaluate", "recommend", "compare", "data", "serve"} <= commands
+    assert len(CASES) >= 30 and {"train", "evaluate", "recommend", "compare", "data", "serve", "search"} <= commands
 
 
 def test_a_run_that_fails_while_training_is_marked_failed(synthetic_dir: Path, tmp_path: Path) -> None:

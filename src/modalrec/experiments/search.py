@@ -31,6 +31,7 @@ from modalrec.console import progress_log
 from modalrec.errors import ConfigError, ModalRecError
 from modalrec.experiments.space import Space, as_overrides, check_space, suggest
 from modalrec.models.base import get_model_class
+from modalrec.train.experiment import check_run, train
 from modalrec.train.rundir import to_jsonable, write_text_atomic
 
 log = logging.getLogger("modalrec")
@@ -154,6 +155,7 @@ def search(
         check_grid(space, settings.trials)
     base = resolve(overrides)
     metric = (settings.metric or base.train.select).lower()
+    check_run(resolve([*overrides, f"train.select={metric}"]))  # one clear error before the study writes anything
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = _manifest(overrides, space, metric, settings)
@@ -187,8 +189,6 @@ def search(
         storage.set_trial_user_attr(stale._trial_id, "interrupted", True)
         storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)
         log.info("search %s: trial %d was interrupted; it will be replaced", out, stale.number)
-
-    from modalrec.train.experiment import train
 
     def objective(trial: Any) -> float:
         point = suggest(trial, space)

@@ -7,6 +7,7 @@ data it was trained on.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -117,6 +118,18 @@ def train(
         raise
     finally:
         distributed.teardown(dist)
+
+
+def check_run(cfg: RunConfig) -> None:
+    """Build what a run of ``cfg`` needs (data, model on CPU, optimiser, evaluator and its selection
+    metric) and write nothing: a search or a suite calls this before its first file, so a bad
+    dataset, value or metric is one error instead of a folder of failed runs."""
+    cfg = copy.deepcopy(cfg)
+    resolve_device(cfg.train.device, "train.device")
+    ds, cfg.dataset.split = prepare_data(cfg, get_model_class(cfg.model_name).family)
+    ctx = DataContext.from_dataset(ds)
+    model = build_model(cfg, ctx, torch.device("cpu"))
+    Trainer(model, ctx, cfg, RunDir(Path(cfg.run.dir)), run_identity(cfg, ds), torch.device("cpu"))
 
 
 def _new_run_dir(cfg: RunConfig) -> RunDir:

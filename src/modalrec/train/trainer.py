@@ -126,7 +126,7 @@ class Trainer:
             guess = nearest(self.select, self.evaluator.summary_keys())
             raise ConfigError(
                 f"train.select '{cfg.train.select}' is not among the validation metrics (eval.metrics x eval.ks)"
-                f"{f'; did you mean {guess!r}?' if guess else ''} Valid: {', '.join(sorted(self.evaluator.summary_keys()))}"
+                f"{f'; did you mean {guess!r}?' if guess else ''}; valid: {', '.join(sorted(self.evaluator.summary_keys()))}"
             )
         self.optimizer = (model.configure_optimizer(cfg.train) or build_optimizer(model, cfg)) if model.trainable else None
         self.scheduler = build_scheduler(self.optimizer, cfg) if self.optimizer is not None else None

@@ -89,8 +89,8 @@ def _recommended(topk: np.ndarray) -> np.ndarray:
 
 
 def coverage(topk: np.ndarray, n_items: int, popularity: np.ndarray) -> float:
-    """Distinct recommended items over the catalogue size."""
-    return float(np.unique(_recommended(topk)).size / max(n_items, 1))
+    """Distinct recommended items over the catalogue size (a bincount: linear, where np.unique sorts)."""
+    return float(np.count_nonzero(np.bincount(_recommended(topk), minlength=n_items)) / max(n_items, 1))
 
 
 def avg_popularity(topk: np.ndarray, n_items: int, popularity: np.ndarray) -> float:

@@ -242,3 +242,18 @@ def test_prepare_data_dedupes_before_a_recomputed_split(tmp_path) -> None:
         redone, _ = prepare_data(resolve([f"dataset={tmp_path / 'given'}", "dataset.split.method=loo", "dataset.split.cold_start=keep"]), "general")
     assert kept.n_interactions == 15 and redone.n_interactions == 14
     assert redone.meta["split"]["seen_targets"] == {"valid": 0, "test": 0}
+
+
+def test_data_info_prints_the_seen_target_check(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from modalrec.cli import app
+    from modalrec.data.storage import save_dataset
+
+    save_dataset(given_split_with_a_repeat(), tmp_path / "given")
+    runner = CliRunner()
+    kept = runner.invoke(app, ["data", "info", str(tmp_path / "given"), "dataset.split.method=given", "dataset.split.cold_start=keep"])
+    assert kept.exit_code == 0, kept.output
+    assert "seen targets: 0 valid targets in train, 1 test targets in train or valid (never hittable" in " ".join(kept.output.split())
+    redone = runner.invoke(app, ["data", "info", str(tmp_path / "given"), "dataset.split.method=loo", "dataset.split.cold_start=keep"])
+    assert "seen targets: 0 valid targets in train, 0 test targets in train or valid (ok)" in " ".join(redone.output.split())

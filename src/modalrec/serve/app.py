@@ -125,6 +125,7 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
     from modalrec.serve import schemas
 
     engine = source if isinstance(source, ServingEngine) else ServingEngine.open(source, **engine_options)
+    engine.prepare_sessions()  # at start, not in the first session request
     limits = limits or ServeLimits()
     n_items, n_users = engine.n_items, len(engine.user_ids)
     example_user = engine.user_ids[0] if n_users else "1"

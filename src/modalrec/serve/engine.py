@@ -11,7 +11,7 @@ What it answers (the HTTP layer in :mod:`modalrec.serve.app` only validates and 
   ``item-cosine`` when the model has item vectors (the mean cosine similarity of each item to the
   session's items, over the model's own vectors) and ``co-occurrence`` otherwise (the mean cosine
   of train co-occurrence between each item and the session's items, keeping each session item's
-  100 nearest neighbours, precomputed at start: the classic item-kNN score);
+  100 nearest neighbours, precomputed by :meth:`ServingEngine.prepare_sessions` (the server calls it at start): the classic item-kNN score);
 - **popularity** (train interaction counts) for unknown users when the caller asks for it, and for a
   session none of whose items is known.
 
@@ -165,15 +165,19 @@ class ServingEngine:
                 else None
             )
         self.session_strategy = MODEL if self.family == "sequential" else (ITEM_COSINE if self.item_vectors is not None else CO_OCCURRENCE)
-        self._unit_vectors = None
-        self._neighbours = None
-        if self.session_strategy == ITEM_COSINE:
+        self._unit_vectors: torch.Tensor | None = None
+        self._neighbours: sp.csr_matrix | None = None
+        self.ann = _AnnIndex(self.item_vectors, ann_ef_search, self.model) if ann else None
+
+    def prepare_sessions(self) -> None:
+        """Precompute what the item-based session fallback reads (unit item vectors, or each item's
+        co-occurrence neighbours); the server does it at start, a CLI call only if it needs it."""
+        if self.session_strategy == ITEM_COSINE and self._unit_vectors is None:
             self._unit_vectors = torch.nn.functional.normalize(self.item_vectors, dim=1)
-        elif self.session_strategy == CO_OCCURRENCE:  # item-kNN: each item's most co-occurring items by cosine
+        elif self.session_strategy == CO_OCCURRENCE and self._neighbours is None:  # item-kNN: most co-occurring items by cosine
             index, weight = cosine_topk(self.ctx.train, min(SESSION_NEIGHBOURS, max(self.n_items - 1, 1)))
             rows = np.repeat(np.arange(self.n_items), index.shape[1])
             self._neighbours = sp.csr_matrix((weight.ravel(), (rows, index.ravel())), shape=(self.n_items, self.n_items))
-        self.ann = _AnnIndex(self.item_vectors, ann_ef_search, self.model) if ann else None
 
     @classmethod
     def open(cls, run_dir: str | Path, device: str = "cpu", **options: Any) -> ServingEngine:
@@ -237,6 +241,7 @@ class ServingEngine:
             if self.session_strategy == MODEL:
                 query = self.model.encode(self._sequence_batch([items]))
                 return self._rank(query, 1, k, hide, candidates, MODEL)[0]
+            self.prepare_sessions()
             if self.session_strategy == ITEM_COSINE:  # mean cosine to the session's items
                 scores = (self._unit_vectors @ self._unit_vectors[torch.from_numpy(items)].mean(0)).unsqueeze(0)
             else:  # mean co-occurrence cosine to the session's items (over each item's nearest neighbours)

@@ -337,3 +337,34 @@ def test_no_warning_for_valid_settings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Evaluator(ctx, ks=(10, 20)).evaluate(DotModel(ctx), VALID)
+
+
+@pytest.mark.parametrize("item_chunk", [1, 3, 7, 50])
+def test_masked_topk_kernel_equals_a_full_sort(item_chunk: int) -> None:
+    """The one top-K kernel (evaluation and serving): per-row hidden items and globally blocked ones
+    never appear, order is (score desc, item asc) whatever the chunking, and rows with fewer than k
+    eligible items end in item -1 at -inf."""
+    import scipy.sparse as sp
+
+    from modalrec.errors import ConfigError
+    from modalrec.eval.ranking import masked_topk
+
+    rng = np.random.default_rng(3)
+    n_rows, n_items, k = 6, 23, 9
+    scores = torch.from_numpy(rng.integers(0, 5, size=(n_rows, n_items)).astype(np.float32))  # many ties
+    hide = sp.random(n_rows, n_items, density=0.3, random_state=4, format="csr")
+    hide[5] = 1.0  # the last row hides every item: nothing is eligible
+    blocked = np.zeros(n_items, dtype=bool)
+    blocked[[2, 11, 17]] = True
+    items, values = masked_topk(lambda a, b: scores[:, a:b].clone(), n_rows, n_items, k, item_chunk, hide.tocsr(), blocked)
+    dense_hide = hide.toarray() != 0
+    for row in range(n_rows):
+        eligible = [i for i in range(n_items) if not dense_hide[row, i] and not blocked[i]]
+        expected = sorted(eligible, key=lambda i: (-float(scores[row, i]), i))[:k]
+        assert items[row, : len(expected)].tolist() == expected
+        assert (items[row, len(expected):] == -1).all() and np.isneginf(values[row, len(expected):]).all()
+    assert (items[5] == -1).all()
+    wide, _ = masked_topk(lambda a, b: scores[:, a:b].clone(), n_rows, n_items, 10_000, item_chunk)
+    assert wide.shape == (n_rows, n_items)  # k above the catalogue: each item once
+    with pytest.raises(ConfigError, match="k must be >= 1"):
+        masked_topk(lambda a, b: scores[:, a:b], n_rows, n_items, 0, item_chunk)

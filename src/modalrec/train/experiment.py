@@ -13,6 +13,7 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass
+from logging.handlers import MemoryHandler
 from pathlib import Path
 from typing import Any
 
@@ -153,25 +154,34 @@ def _train_in(
 ) -> tuple[RunDir, dict[str, Any]]:
     """Build everything (data, model, optimiser, evaluator: each validates its input) and only then
     write the run directory; a run that fails after that is marked failed in it (status.json)."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
-    family = get_model_class(cfg.model_name).family
-    with distributed.local_main_first(dist):
-        ds, split_cfg = prepare_data(cfg, family)
-    cfg.dataset.split = split_cfg
-    ctx = DataContext.from_dataset(ds)
-    model = build_model(cfg, ctx, device)
-    ident = run_identity(cfg, ds)
-    trainer = Trainer(model, ctx, cfg, run_dir, ident, device, on_validation, dist, lambda: run_stages(model, cfg, ctx, run_dir.path))
-    if dist.is_main:
-        if not resume:
-            run_dir.create()
-            run_dir.write_recorded_text(run_dir.config, cfg.to_yaml())
-            dataset = {"stats": ds.stats(), "content_hash": ds.content_hash(), "meta": ds.meta}
-            run_dir.write_recorded_text(run_dir.dataset, json.dumps(to_jsonable(dataset), indent=2) + "\n")
-        run_dir.mark(RUNNING)
-    handler = run_dir.attach_log(log) if dist.is_main else None
+    # the lines logged while building (data notes, warnings) wait in memory for train.log
+    early = _hold_log(log) if dist.is_main else None
+    try:
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        family = get_model_class(cfg.model_name).family
+        with distributed.local_main_first(dist):
+            ds, split_cfg = prepare_data(cfg, family)
+        cfg.dataset.split = split_cfg
+        ctx = DataContext.from_dataset(ds)
+        model = build_model(cfg, ctx, device)
+        ident = run_identity(cfg, ds)
+        trainer = Trainer(model, ctx, cfg, run_dir, ident, device, on_validation, dist, lambda: run_stages(model, cfg, ctx, run_dir.path))
+        handler = None
+        if dist.is_main:
+            if not resume:
+                run_dir.create()
+                run_dir.write_recorded_text(run_dir.config, cfg.to_yaml())
+                dataset = {"stats": ds.stats(), "content_hash": ds.content_hash(), "meta": ds.meta}
+                run_dir.write_recorded_text(run_dir.dataset, json.dumps(to_jsonable(dataset), indent=2) + "\n")
+            run_dir.mark(RUNNING)
+            handler = run_dir.attach_log(log)
+            early.setTarget(handler)
+    finally:
+        if early is not None:
+            log.removeHandler(early)
+            early.close()  # hands the held lines to train.log, or drops them when nothing was written
     try:
         if dist.is_main and not resume:
             log.info("run %s: %s on %s (%s) on %s", run_dir.path, cfg.model_name, ds.name, ds.stats(), device)
@@ -192,6 +202,17 @@ def _train_in(
     if dist.is_main:
         run_dir.mark(FINISHED)
     return run_dir, results
+
+
+def _hold_log(logger: logging.Logger) -> MemoryHandler:
+    """A handler that keeps ``logger``'s INFO-and-up records until it is given a target (and drops
+    them if it never is)."""
+    held = MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
+    held.setLevel(logging.INFO)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(held)
+    return held
 
 
 def run_stages(model: Recommender, cfg: RunConfig, ctx: DataContext, run_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Typed run configuration: one dataclass per section, YAML on disk, ``key.sub=value`` overrides.
 
 Every key is declared once, here or in a model's ``Config`` dataclass (next to the model's code),
-with its default and a comment saying what it means. A run's resolved config is written to its
+with its default, a comment saying what it means and its range or choices where it has them
+(:class:`modalrec.checks.Check`, applied by :func:`coerce` whenever a value is set). A run's resolved config is written to its
 run directory, so ``modalrec train --config runs/<run>/config.yaml`` re-runs it.
 
 Layout::

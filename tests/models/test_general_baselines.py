@@ -8,6 +8,7 @@ import torch
 from _baseline_data import (  # single_thread: fixture used by pytestmark
     chunked_scores,
     clustered_context,
+    single_thread,  # noqa: F401
     train_steps,
     triple_batches,
 )

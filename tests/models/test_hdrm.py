@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from _baseline_data import clustered_context, triple_batches  # single_thread: fixture used by pytestmark
+from _baseline_data import clustered_context, single_thread, triple_batches  # noqa: F401  (single_thread: fixture used by pytestmark)
 
 from modalrec.data.dataset import TEST, VALID
 from modalrec.errors import CheckpointError, ConfigError, ModalRecError

@@ -8,6 +8,7 @@ import torch
 from _baseline_data import (  # single_thread: fixture used by pytestmark
     chunked_scores,
     sequence_batch,
+    single_thread,  # noqa: F401
     successor_context,
     successor_sequences,
     train_steps,

@@ -177,7 +177,8 @@ def _train_in(
                 run_dir.write_recorded_text(run_dir.dataset, json.dumps(to_jsonable(dataset), indent=2) + "\n")
             run_dir.mark(RUNNING)
             handler = run_dir.attach_log(log)
-            early.setTarget(handler)
+            if early is not None:  # always on the main process
+                early.setTarget(handler)
     finally:
         if early is not None:
             log.removeHandler(early)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,27 @@ def _topk_csr(index: np.ndarray, value: np.ndarray, keep: np.ndarray, n_cols: in
     return out
 
 
+def chunked_topk(
+    block: Callable[[int, int], torch.Tensor], n_rows: int, n_cols: int, k: int, chunk_budget: int = 1 << 24
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest entries of every row of an [n_rows, n_cols] similarity that is only ever built a few rows
+    at a time: ``block(start, stop)`` returns the dense rows ``start:stop`` (entries that may not be chosen set to
+    -inf), at most ``chunk_budget`` entries at once. Returns (index [n_rows, k] int64, value [n_rows, k] float32),
+    each row sorted largest first; among equal values at the k-th place the choice is arbitrary."""
+    index = np.zeros((n_rows, k), dtype=np.int64)
+    value = np.zeros((n_rows, k), dtype=np.float32)
+    if k == 0:
+        return index, value
+    chunk = _rows_per_chunk(n_cols, chunk_budget)
+    with torch.no_grad():
+        for start in range(0, n_rows, chunk):
+            stop = min(start + chunk, n_rows)
+            top = torch.topk(block(start, stop), k, dim=1)
+            index[start:stop] = top.indices.numpy()
+            value[start:stop] = top.values.numpy()
+    return index, value
+
+
 def cosine_knn(
     features: np.ndarray | torch.Tensor,
     k: int,
@@ -67,20 +89,16 @@ def cosine_knn(
     k = min(k, max(int(valid.sum()) - (0 if include_self else 1), 0))
     if k == 0:
         return sp.csr_matrix((n, n), dtype=np.float32)
-    index = np.zeros((n, k), dtype=np.int64)
-    value = np.zeros((n, k), dtype=np.float32)
-    chunk = _rows_per_chunk(n, chunk_budget)
     blocked = ~valid
-    with torch.no_grad():
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            sim = x[start:stop] @ x.T  # [chunk, n]
-            sim[:, blocked] = -torch.inf
-            if not include_self:
-                sim[torch.arange(stop - start), torch.arange(start, stop)] = -torch.inf
-            top = torch.topk(sim, k, dim=1)  # sorted, largest first
-            index[start:stop] = top.indices.numpy()
-            value[start:stop] = top.values.numpy()
+
+    def block(start: int, stop: int) -> torch.Tensor:
+        sim = x[start:stop] @ x.T  # [chunk, n]
+        sim[:, blocked] = -torch.inf
+        if not include_self:
+            sim[torch.arange(stop - start), torch.arange(start, stop)] = -torch.inf
+        return sim
+
+    index, value = chunked_topk(block, n, n, k, chunk_budget)
     keep = np.repeat(valid.numpy()[:, None], k, axis=1) & np.isfinite(value)
     return _topk_csr(index, value, keep, n)
 
@@ -148,16 +166,12 @@ def cooccurrence_knn(train_csr: sp.spmatrix, k: int, chunk_budget: int = 1 << 24
     r.sum_duplicates()
     r.data[:] = 1.0
     n = r.shape[0]
-    k = min(k, max(n - 1, 0))
-    index = np.zeros((n, k), dtype=np.int64)
-    value = np.zeros((n, k), dtype=np.float32)
     rt = r.T.tocsc()
-    chunk = _rows_per_chunk(n, chunk_budget)
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
+
+    def block(start: int, stop: int) -> torch.Tensor:
         common = torch.from_numpy((r[start:stop] @ rt).toarray())  # [chunk, n] common-item counts
         common[torch.arange(stop - start), torch.arange(start, stop)] = -1.0
-        top = torch.topk(common, k, dim=1)
-        index[start:stop] = top.indices.numpy()
-        value[start:stop] = top.values.numpy()
+        return common
+
+    index, value = chunked_topk(block, n, n, min(k, max(n - 1, 0)), chunk_budget)
     return _topk_csr(index, value, value > 0, n)

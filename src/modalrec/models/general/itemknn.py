@@ -29,6 +29,7 @@ import torch
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, register
+from modalrec.nn.knn import chunked_topk
 
 
 def cosine_topk(train_csr: sp.spmatrix, k: int, shrink: float = 0.0, chunk_budget: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
@@ -42,25 +43,17 @@ def cosine_topk(train_csr: sp.spmatrix, k: int, shrink: float = 0.0, chunk_budge
     x.sum_duplicates()
     x.data[:] = 1.0
     n_items = x.shape[1]
-    k = min(k, max(n_items - 1, 0))
     norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel()).astype(np.float32)
     items_by_users = x.T.tocsr()
-    index = np.zeros((n_items, k), dtype=np.int64)
-    weight = np.zeros((n_items, k), dtype=np.float32)
-    chunk = max(1, min(n_items, chunk_budget // max(n_items, 1)))
-    for start in range(0, n_items, chunk):
-        stop = min(start + chunk, n_items)
+
+    def block(start: int, stop: int) -> torch.Tensor:
         overlap = (items_by_users[start:stop] @ x).toarray()  # [chunk, n_items] co-occurrence counts
         denominator = norms[start:stop, None] * norms[None, :] + shrink
-        sim = np.divide(overlap, denominator, out=np.zeros_like(overlap), where=denominator > 0)
-        sim[np.arange(stop - start), np.arange(start, stop)] = 0.0  # an item is not its own neighbour
-        if k == 0:
-            continue
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        top_sim = np.take_along_axis(sim, top, axis=1)
-        order = np.argsort(-top_sim, axis=1, kind="stable")
-        index[start:stop] = np.take_along_axis(top, order, axis=1)
-        weight[start:stop] = np.take_along_axis(top_sim, order, axis=1)
+        sim = torch.from_numpy(np.divide(overlap, denominator, out=np.zeros_like(overlap), where=denominator > 0))
+        sim[torch.arange(stop - start), torch.arange(start, stop)] = -torch.inf  # an item is not its own neighbour
+        return sim
+
+    index, weight = chunked_topk(block, n_items, n_items, min(k, max(n_items - 1, 0)), chunk_budget)
     return index, weight
 
 

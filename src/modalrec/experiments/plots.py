@@ -165,12 +165,15 @@ def diagnostic_curves(groups: dict[str, list[RunRecord]], path: Path, title: str
     fig = _figure(3.6 * cols, 2.6 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     colours = _colours(list(groups))
+    from matplotlib.ticker import MaxNLocator
+
     for ax, key in zip(axes, keys):
         for label, lines in series[key].items():
             for i, (x, y) in enumerate(lines):
                 ax.plot(x, y, color=colours[label], marker="." if len(x) < 30 else None, linewidth=1.2, label=label if i == 0 else None)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes[len(keys):]:

@@ -312,7 +312,7 @@ def test_ldiffrec_matches_the_released_training(data) -> None:
     assert mu.abs().max() <= 1 and logvar.abs().max() <= 1
     kept = target[rows > 0]
     assert ((kept == 0) | torch.isclose(kept, torch.tensor(1 / 0.9))).all() and (kept == 0).any() and (target[rows == 0] == 0).all()
-    with pytest.raises(ConfigError, match="decoder must be one of linear, per_cluster"):
+    with pytest.raises(ConfigError, match="'model.decoder' must be one of linear, per_cluster"):
         LDiffRec(LDiffRec.Config(n_cate=2, steps=5, decoder="mlp"), ctx)
 
 
@@ -353,7 +353,7 @@ def test_hdrm_denoise_loss_terms(data) -> None:
         model = _hdrm(ctx, encoder, mode="denoise", blend=blend)
         model.f_item = Shifted()
         assert model.loss(batch)["x0"].item() == pytest.approx(delta.pow(2).sum().item(), rel=1e-5)
-    with pytest.raises(ConfigError, match="mode must be one of faithful, denoise"):
+    with pytest.raises(ConfigError, match="'model.mode' must be one of faithful, denoise"):
         _hdrm(ctx, encoder, mode="smooth")
 
 

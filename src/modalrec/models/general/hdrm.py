@@ -50,13 +50,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from modalrec.checks import NonNegative, Positive
+from modalrec.checks import Check, NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import CheckpointError, ConfigError, ModalRecError
 from modalrec.models.base import Batch, GeneralRecommender, Recommender, ScoringCache, Stage, register
@@ -112,8 +112,8 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         blend: float = 0.05  # e of z^ = (1 - e) z + e f(.)
         restrict: bool = False  # directional noise, the paper's structural restriction (off in every release)
         rescale: bool = False  # not in the paper: scale f(.) to the blended vector's norm before blending
-        mode: str = "faithful"  # faithful (the release's stage-2 loss) | denoise (unblended x0 loss, inference-consistent ranking; docs/hdrm.md)
-        x0_weight: float = 1.0  # denoise mode: weight of the unblended x0 loss next to the (mean) margin loss
+        mode: Annotated[str, Check(choices=MODES)] = "faithful"  # faithful (the release's stage-2 loss) | denoise (unblended x0 loss, inference-consistent ranking; docs/hdrm.md)
+        x0_weight: Annotated[float, Check(ge=0)] = 1.0  # denoise mode: weight of the unblended x0 loss next to the (mean) margin loss
         eval_seed: int = 0  # seeds the initial noise of inference
 
     train_view: ClassVar[str] = "triples"
@@ -125,10 +125,6 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         for key in ("alpha", "blend"):
             if not 0.0 <= getattr(config, key) <= 1.0:
                 raise ConfigError(f"hdrm: {key} must be in [0, 1], got {getattr(config, key)}")
-        if config.mode not in MODES:
-            raise ConfigError(f"hdrm: mode must be one of {', '.join(MODES)}, got {config.mode!r}")
-        if config.x0_weight < 0:
-            raise ConfigError(f"hdrm: x0_weight must be >= 0, got {config.x0_weight}")
         if config.dim < 2 or config.sampling_steps < 0:
             raise ConfigError(f"hdrm: need dim >= 2 and sampling_steps >= 0, got dim={config.dim}, sampling_steps={config.sampling_steps}")
         self.manifold = Lorentz(1.0 / config.curvature)

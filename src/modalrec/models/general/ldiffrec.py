@@ -27,7 +27,7 @@ truncated-SVD item factors of the train matrix for datasets without item embeddi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import scipy.sparse.linalg as spla
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import Check
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, register
@@ -88,7 +89,7 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
         cluster_feature: str = "item_emb"  # ctx feature clustered by k-means, or "svd" (train-matrix factors)
         cluster_seed: int = 0  # k-means seed
         in_dims: list[int] = field(default_factory=lambda: [300])  # encoder sizes; the last is the latent size
-        decoder: str = "linear"  # linear: one Linear(latent -> I) (the release) | per_cluster: one MLP per cluster mirroring its encoder
+        decoder: Annotated[str, Check(choices=DECODERS)] = "linear"  # linear: one Linear(latent -> I) (the release) | per_cluster: one MLP per cluster mirroring its encoder
         ae_act: str = "tanh"  # autoencoder activation (after every encoder layer, the last included)
         ae_dropout: float = 0.1  # dropout on the encoder input
         ae_lr: float = 1e-3  # autoencoder learning rate (ML-1M clean release; the denoiser uses train.lr)
@@ -137,8 +138,6 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
             raise ConfigError(f"ldiffrec: ae_act must be one of {', '.join(Denoiser.ACTIVATIONS)}, got {config.ae_act!r}")
         act = Denoiser.ACTIVATIONS[config.ae_act]
         self.encoders = nn.ModuleList(mlp([n, *dims[:-1], 2 * dims[-1]], act, last_act=True) for n, dims in zip(self.group_sizes, latent))
-        if config.decoder not in DECODERS:
-            raise ConfigError(f"ldiffrec: decoder must be one of {', '.join(DECODERS)}, got {config.decoder!r}")
         if config.decoder == "per_cluster":
             self.decoders = nn.ModuleList(mlp([dims[-1], *dims[-2::-1], n], act) for n, dims in zip(self.group_sizes, latent))
         else:

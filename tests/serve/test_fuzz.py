@@ -61,6 +61,8 @@ NON_FINITE = [
     ("POST", "/recommend", '{"items": ["1"], "k": 3, "allow": [Infinity, NaN]}'),
     ("POST", "/recommend", '{"items": ["1"], "exclude_seen": NaN}'),
     ("POST", "/recommend", "NaN"),
+    ("POST", "/recommend", '{"items": ["1"], "k": 1e400}'),  # overflows to infinity when parsed
+    ("POST", "/recommend", '{"items": [-1e999], "k": 3}'),
     ("POST", "/recommend/batch", '{"users": [NaN]}'),
     ("POST", "/recommend/batch", '{"users": ["1"], "k": Infinity}'),
     ("POST", "/recommend/batch", '{"users": ["1"], "fallback": NaN}'),

@@ -189,10 +189,13 @@ def compare(
         if not run_dir.config.exists():
             raise ModalRecError(f"{path} is not a run directory (no config.yaml)")
         status = run_dir.status()
-        if status["status"] != FINISHED:
+        if status["status"] != FINISHED or not run_dir.results.exists():
             error = f": {status['error']}" if status.get("error") else ""
             raise ModalRecError(f"{path} is not a finished run (status {status['status']}{error}); leave it out of compare")
-        results = run_dir.read_json(run_dir.results)
+        try:
+            results = run_dir.read_json(run_dir.results)
+        except ValueError as err:
+            raise ModalRecError(f"{run_dir.results} is not readable JSON ({err})") from None
         if split not in results:
             raise ModalRecError(f"{path} has no {split} metrics (a search trial scores valid only); compare with --split valid")
         label = path.name if path.name not in rows else str(path)

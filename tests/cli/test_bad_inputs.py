@@ -16,7 +16,7 @@ from modalrec.config import resolve
 from modalrec.train.experiment import train
 from modalrec.train.rundir import FAILED, RunDir
 
-# (id, arguments, what the message must name); {data} {run} {failed} {missing} {runs} {tmp} are filled in
+# (id, arguments, what the message must name); {data} {run} {failed} {damaged} {missing} {runs} {tmp} are filled in
 TRAIN = "train model=bpr dataset={data} run.dir={runs} train.progress=false"
 CASES = [
     ("unknown-dataset", "train model=bpr dataset=no-such-set run.dir={runs}", "no-such-set"),
@@ -58,6 +58,7 @@ CASES = [
     ("compare-unknown-metric", "compare {run} --metrics nope@10", "nope@10"),
     ("compare-failed-run", "compare {run} {failed}", "failed"),
     ("compare-missing-run", "compare {run} {missing}", "{missing}"),
+    ("compare-damaged-results", "compare {run} {damaged}", "results.json"),
     ("compare-split", "compare {run} --split train", "--split"),
     ("data-info-unknown", "data info no-such-set", "no-such-set"),
     ("data-info-split-method", "data info {data} dataset.split.method=nope", "split.method"),
@@ -72,14 +73,17 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def places(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A finished run, a failed copy of it, and paths that do not exist."""
+    """A finished run, a failed copy of it, a copy with a damaged results.json, and a path that does not exist."""
     root = tmp_path_factory.mktemp("bad-inputs")
     cfg = resolve(["model=ease", f"dataset={synthetic_dir}", f"run.dir={root}", "run.name=ease", "train.progress=false"])
     run_dir, _ = train(cfg)
     failed = RunDir(root / "failed")
     shutil.copytree(run_dir.path, failed.path)
     failed.mark(FAILED, RuntimeError("the loss became NaN"))
-    return {"data": synthetic_dir, "run": run_dir.path, "failed": failed.path, "missing": root / "no-such-run"}
+    damaged = RunDir(root / "damaged")
+    shutil.copytree(run_dir.path, damaged.path)
+    damaged.results.write_text('{"test": {"ndcg@10": 0.1')  # cut short
+    return {"data": synthetic_dir, "run": run_dir.path, "failed": failed.path, "damaged": damaged.path, "missing": root / "no-such-run"}
 
 
 def _files(folder: Path) -> set[Path]:

@@ -34,7 +34,7 @@ from modalrec.models.base import get_model_class
 from modalrec.train.experiment import check_run, train
 from modalrec.train.rundir import to_jsonable, write_text_atomic
 
-log = logging.getLogger("modalrec")
+log = logging.getLogger(__name__)
 
 PRUNERS = ("median", "hyperband", "none")
 SAMPLERS = ("tpe", "grid")

@@ -59,7 +59,7 @@ from modalrec.experiments.search import (
 )
 from modalrec.train.rundir import to_jsonable, write_text_atomic
 
-log = logging.getLogger("modalrec")
+log = logging.getLogger(__name__)
 
 SUITE_KEYS = ("name", "out", "datasets", "seeds", "select", "common", "metrics", "models", "search", "description")
 PROTOCOL_SEEDS = 3  # training seeds a leaderboard row needs; rows with fewer are marked in the tables

@@ -46,7 +46,7 @@ from torch import nn
 
 from modalrec.errors import ConfigError
 
-log = logging.getLogger("modalrec")
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "cuda", "ref", "chunked", "fused")
 ENV_BACKEND = "MODALREC_MAMBA_BACKEND"

@@ -39,7 +39,7 @@ from modalrec.serve.engine import (
 )
 from modalrec.serve.limits import ServeLimits
 
-log = logging.getLogger("modalrec.serve")
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 ERRORS = {404: "unknown user or item", 413: "request over a configured limit"}  # 422: FastAPI documents its own
 

@@ -21,7 +21,7 @@ import numpy as np
 from modalrec.errors import ConfigError
 from modalrec.serve.engine import CandidateFilter, Ranked, ServingEngine
 
-log = logging.getLogger("modalrec.serve")
+log = logging.getLogger(__name__)
 
 
 @dataclass

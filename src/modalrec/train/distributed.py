@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from modalrec.errors import ConfigError, ModalRecError
 
-log = logging.getLogger("modalrec")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from modalrec.config import RunConfig, load_yaml, model_config, resolve
+from modalrec.console import LOGGER
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import Dataset
 from modalrec.data.features.corrupt import corrupt_features
@@ -36,7 +37,8 @@ from modalrec.train.checkpoint import identity, seed_everything
 from modalrec.train.rundir import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir, default_run_name
 from modalrec.train.trainer import Trainer, ValidationCallback
 
-log = logging.getLogger("modalrec")
+log = logging.getLogger(__name__)
+package_log = logging.getLogger(LOGGER)  # every modalrec.* logger propagates here: train.log is attached to it
 
 
 def resolved_split(cfg: SplitConfig, ds: Dataset, family: str) -> SplitConfig:
@@ -155,7 +157,7 @@ def _train_in(
     """Build everything (data, model, optimiser, evaluator: each validates its input) and only then
     write the run directory; a run that fails after that is marked failed in it (status.json)."""
     # the lines logged while building (data notes, warnings) wait in memory for train.log
-    early = _hold_log(log) if dist.is_main else None
+    early = _hold_log(package_log) if dist.is_main else None
     try:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -176,12 +178,12 @@ def _train_in(
                 dataset = {"stats": ds.stats(), "content_hash": ds.content_hash(), "meta": ds.meta}
                 run_dir.write_recorded_text(run_dir.dataset, json.dumps(to_jsonable(dataset), indent=2) + "\n")
             run_dir.mark(RUNNING)
-            handler = run_dir.attach_log(log)
+            handler = run_dir.attach_log(package_log)
             if early is not None:  # always on the main process
                 early.setTarget(handler)
     finally:
         if early is not None:
-            log.removeHandler(early)
+            package_log.removeHandler(early)
             early.close()  # hands the held lines to train.log, or drops them when nothing was written
     try:
         if dist.is_main and not resume:
@@ -198,7 +200,7 @@ def _train_in(
         raise
     finally:
         if handler is not None:
-            log.removeHandler(handler)
+            package_log.removeHandler(handler)
             handler.close()
     if dist.is_main:
         run_dir.mark(FINISHED)

@@ -40,7 +40,7 @@ from modalrec.errors import IntegrityError
 from modalrec.fileio import sha256_file, to_jsonable, write_atomic, write_text_atomic
 from modalrec.train.checkpoint import load_checkpoint, save_checkpoint
 
-log = logging.getLogger("modalrec")
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from modalrec.config import RunConfig

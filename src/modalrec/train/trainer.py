@@ -26,7 +26,7 @@ from modalrec.train import distributed
 from modalrec.train.checkpoint import TrainState, epoch_seed, rng_state, seed_everything, set_rng_state
 from modalrec.train.rundir import RunDir
 
-log = logging.getLogger("modalrec")
+log = logging.getLogger(__name__)
 
 # Called after every validation with (epoch, validation summary), once the epoch's checkpoint is saved; it may
 # raise to stop training (hyper-parameter search prunes bad trials this way; the run stays resumable).

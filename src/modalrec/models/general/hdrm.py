@@ -66,7 +66,7 @@ from modalrec.nn.graph import to_torch_sparse
 from modalrec.nn.hyperbolic import Lorentz
 from modalrec.nn.losses import hyperbolic_margin_loss
 
-log = logging.getLogger("modalrec")
+log = logging.getLogger(__name__)
 STAGE1_DIR = "stage1"
 MODES = ("faithful", "denoise")
 PROBE_USERS = 512  # users measured by diagnostics()

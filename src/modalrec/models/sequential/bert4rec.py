@@ -31,9 +31,9 @@ from torch import nn
 
 from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
+from modalrec.data.views import TARGET_PAD
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
-from modalrec.models.sequential.objective import IGNORE
 from modalrec.nn.transformer import BidirectionalTransformer
 
 
@@ -120,7 +120,7 @@ class BERT4Rec(EmbeddingScorer, SequentialRecommender):
         rows = torch.arange(seq.shape[0], device=seq.device)
         if "targets" in batch:
             # targets[b] is seq[b] shifted by one: the history is seq[b, 0] followed by targets[b]
-            shifted = batch["targets"].masked_fill(batch["targets"] == IGNORE, self.pad)
+            shifted = batch["targets"].masked_fill(batch["targets"] == TARGET_PAD, self.pad)
             return torch.cat([seq[:, :1], shifted], dim=1), lengths + 1
         if "target" in batch:
             full = torch.cat([seq, torch.full_like(seq[:, :1], self.pad)], dim=1)

@@ -21,12 +21,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from modalrec.data.views import TARGET_PAD
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer
 from modalrec.nn.losses import binary_ce_loss, bpr_loss, sampled_softmax_loss
 
 LOSSES = ("ce", "sampled", "bce", "bpr")
-IGNORE = -100
 
 
 def check_loss_name(model: str, loss: str, negatives: int = 1) -> None:
@@ -47,7 +47,7 @@ def supervised_pairs(hidden: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, 
     """(states [N, d], target items [N]) from an all-positions or a last-position batch."""
     if "targets" in batch:
         targets = batch["targets"]
-        keep = targets != IGNORE
+        keep = targets != TARGET_PAD
         return hidden[keep], targets[keep]
     if "target" in batch:
         return gather_last(hidden, batch["lengths"]), batch["target"]

@@ -260,6 +260,10 @@ def open_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     if not run_dir.best.exists():
         raise ModalRecError(f"{path} has no selected checkpoint (checkpoints/best.pt); did training finish?")
     run_dir.verify(run_dir.config, run_dir.dataset, run_dir.best)  # before any of them is parsed
+    status = run_dir.status()
+    if status["status"] != FINISHED:
+        error = f": {status['error']}" if status.get("error") else ""
+        log.warning("%s did not finish (status %s%s); using the best checkpoint it selected before that", path, status["status"], error)
     raw = load_yaml(run_dir.config)
     cfg = resolve(config_file=run_dir.config)
     seed_everything(cfg.train.seed)

@@ -14,7 +14,8 @@ from modalrec.data.context import DataContext
 from modalrec.data.dataset import TEST, TRAIN, VALID, Dataset
 from modalrec.errors import UnknownNameError
 from modalrec.eval.metrics import user_metrics
-from modalrec.eval.ranking import Evaluator, ScoringError, order_keys
+from modalrec.eval.ranking import Evaluator, ScoringError
+from modalrec.eval.topk import order_keys
 from modalrec.models.base import EmbeddingScorer, GeneralRecommender, NoConfig
 
 
@@ -347,7 +348,7 @@ def test_masked_topk_kernel_equals_a_full_sort(item_chunk: int) -> None:
     import scipy.sparse as sp
 
     from modalrec.errors import ConfigError
-    from modalrec.eval.ranking import masked_topk
+    from modalrec.eval.topk import masked_topk
 
     rng = np.random.default_rng(3)
     n_rows, n_items, k = 6, 23, 9

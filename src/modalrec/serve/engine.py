@@ -16,7 +16,7 @@ What it answers (the HTTP layer in :mod:`modalrec.serve.app` only validates and 
   session none of whose items is known.
 
 Ranking is exact by default, by the evaluator's own top-K kernel
-(:func:`modalrec.eval.ranking.masked_topk`): scores of every candidate, masked, ties broken by lower
+(:func:`modalrec.eval.topk.masked_topk`): scores of every candidate, masked, ties broken by lower
 item index. Dot-product models can use an
 approximate faiss HNSW index instead (``ann=True``) for very large catalogues; requests with an
 allow list are always ranked exactly (only the allowed items are candidates).
@@ -35,7 +35,7 @@ import torch
 from modalrec.data.context import DataContext, pad_sequences
 from modalrec.data.dataset import TEST, TRAIN, VALID
 from modalrec.errors import ConfigError, ModalRecError
-from modalrec.eval.ranking import masked_topk
+from modalrec.eval.topk import masked_topk
 from modalrec.models.base import EmbeddingScorer, Recommender
 from modalrec.models.general.itemknn import cosine_topk
 from modalrec.train.experiment import LoadedRun, open_run
@@ -301,7 +301,7 @@ class ServingEngine:
 
     def _rank(self, query: Any, n_rows: int, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: str) -> list[Ranked]:
         """Top-k of encoded queries: approximate through the index when there is one and no allow
-        list, else exact, by the evaluator's kernel (:func:`modalrec.eval.ranking.masked_topk`)."""
+        list, else exact, by the evaluator's kernel (:func:`modalrec.eval.topk.masked_topk`)."""
         blocked = candidates.blocked(self.n_items)
         if self.ann is not None and candidates.allow is None:
             excluded = None if hide is None else [hide.indices[hide.indptr[r] : hide.indptr[r + 1]] for r in range(n_rows)]

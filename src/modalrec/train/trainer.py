@@ -20,7 +20,8 @@ from modalrec.data.context import DataContext
 from modalrec.data.dataset import TEST, VALID
 from modalrec.data.views import make_train_batches
 from modalrec.errors import ConfigError, ModalRecError, nearest
-from modalrec.eval.ranking import EvalResult, Evaluator
+from modalrec.eval.ranking import Evaluator
+from modalrec.eval.results import EvalResult
 from modalrec.models.base import Recommender
 from modalrec.train import distributed
 from modalrec.train.checkpoint import TrainState, epoch_seed, rng_state, seed_everything, set_rng_state

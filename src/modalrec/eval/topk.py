@@ -1,0 +1,163 @@
+"""The one top-K kernel of evaluation and serving: exact, deterministic ties, bounded memory.
+
+Ties: equal scores rank by lower item index, exactly and independent of the chunk sizes: the order is
+the strict total order (score descending, item ascending). Building it for whole chunks is slow, so a
+chunk is first cut with a float top-(k+1); only rows whose k-th and (k+1)-th values are equal (a tie
+across the cut) are redone on int64 keys (:func:`order_keys`: an order-preserving integer of the
+score in the high half, the item index in the low half), and the small merges of the per-chunk
+top-k into the running top-k sort on (score, item) exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from modalrec.errors import ConfigError
+
+NO_SCORES = np.zeros(0, dtype=np.float32)
+NO_ROWS = np.zeros(0, dtype=np.int64)
+_LOW_32_BITS = 0xFFFFFFFF
+_MAGNITUDE_BITS = 0x7FFFFFFF
+
+
+def order_keys(scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """int64 keys whose order is (score descending, item index ascending) as larger-is-better.
+
+    The float32 bit pattern read as int32 orders non-negative floats; flipping the magnitude bits of
+    negative ones makes it order all floats. ``+ 0.0`` turns -0.0 into +0.0 so equal scores get equal
+    high halves; the low half is ``2^32 - 1 - item`` so the lower index wins a tie.
+    """
+    bits = (scores.float() + 0.0).view(torch.int32)
+    bits = bits ^ ((bits >> 31) & _MAGNITUDE_BITS)
+    return (bits.to(torch.int64) << 32) | (_LOW_32_BITS - items)
+
+
+def _exact_topk(scores: torch.Tensor, items: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best (scores, items) per row under the exact order, sorted best first."""
+    order = torch.topk(order_keys(scores, items), min(k, scores.shape[1]), dim=1).indices
+    return scores.gather(1, order), items.gather(1, order)
+
+
+def _merge_topk(scores: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (scores, items) per row, sorted by score descending then item ascending.
+
+    For the small [B, 2k] merges: numpy's lexsort on one thread beats a dozen tiny torch ops, each of
+    which wakes the thread pool. Scores hold no NaN here (checked before) and -0.0 sorts equal to 0.0.
+    """
+    order = np.lexsort((items, -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(items, order, 1)
+
+
+def _chunk_topk(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact best-k set of one item chunk (global indices ``offset + column``), not yet ordered.
+
+    A float top-(k+1) is exact unless the k-th and (k+1)-th values tie; only those rows are redone on
+    keys. Ties at -inf are left alone: those positions become 'not recommended' anyway.
+    """
+    n = scores.shape[1]
+    if n <= k:
+        columns = torch.arange(n, device=scores.device).expand(scores.shape[0], n)
+        return scores, columns + offset
+    values, columns = torch.topk(scores, k + 1, dim=1)
+    tied = (values[:, k - 1] == values[:, k]) & (values[:, k - 1] > -torch.inf)
+    values, columns = values[:, :k], columns[:, :k]
+    if bool(tied.any()):
+        rows = torch.nonzero(tied).squeeze(1)
+        local = torch.arange(n, device=scores.device).expand(len(rows), n)
+        exact_values, exact_columns = _exact_topk(scores[rows], local, k)
+        values, columns = values.clone(), columns.clone()
+        values[rows], columns[rows] = exact_values, exact_columns
+    return values, columns + offset
+
+
+def _hide(scores: torch.Tensor, flat_index: np.ndarray) -> np.ndarray:
+    """Set the scores at ``flat_index`` (row-major positions) to -inf in place; returns what they were.
+
+    On CPU this goes through numpy: these scattered writes are small, and torch's thread pool costs
+    more to wake than the work (several times slower on a busy 2-core machine).
+    """
+    if scores.device.type == "cpu":
+        flat = scores.view(-1).numpy()
+        hidden = flat[flat_index]
+        flat[flat_index] = -np.inf
+        return hidden
+    index = torch.from_numpy(flat_index).to(scores.device)
+    hidden = scores.view(-1).take(index)
+    scores.view(-1).index_fill_(0, index, -torch.inf)
+    return hidden.cpu().numpy()
+
+
+ScoreChunk = Callable[[int, int], torch.Tensor]
+NanCheck = Callable[[torch.Tensor, np.ndarray, np.ndarray, int, int], None]
+
+
+def masked_topk(
+    score_chunk: ScoreChunk,
+    n_rows: int,
+    n_items: int,
+    k: int,
+    item_chunk: int,
+    hide: sp.csr_matrix | None = None,
+    blocked: np.ndarray | None = None,
+    check_nan: NanCheck | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top-k (items [n_rows, k], scores [n_rows, k]) of ``n_rows`` score rows, best first:
+    the one top-K kernel of evaluation and serving.
+
+    ``score_chunk(start, stop)`` gives the scores of items [start, stop) (float [n_rows, stop - start],
+    on any device); item chunks of ``item_chunk`` stream through, so peak memory is one tile.
+    ``hide`` (CSR [n_rows, n_items]) holds each row's masked items and ``blocked`` (bool [n_items])
+    the items masked for every row; masked scores become -inf. Order: score descending, then lower
+    item index (exact, independent of the chunk size). Positions past a row's last finite score hold
+    item -1 and score -inf. ``check_nan(scores, hidden, hidden_rows, start, stop)`` is called for a
+    chunk whose scores (or masked-out scores) hold a NaN; it should raise.
+    """
+    if int(k) < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    k = min(int(k), n_items)
+    if hide is not None and n_items > item_chunk:  # several item chunks: each reads its columns of the CSC
+        by_column = hide.tocsc()
+        by_column.sort_indices()
+        mask_rows = by_column.indices.astype(np.int64)
+        mask_items = np.repeat(np.arange(n_items), np.diff(by_column.indptr))
+        item_ptr = by_column.indptr
+    elif hide is not None:  # one chunk holds every item (most catalogues): the CSR's own entries, no conversion
+        mask_rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(hide.indptr))
+        mask_items = hide.indices.astype(np.int64, copy=False)
+        item_ptr = np.full(n_items + 1, hide.nnz)  # the only chunk, [0, n_items), holds entries [0, nnz)
+        item_ptr[0] = 0
+    best_scores = best_items = None
+    for start in range(0, n_items, item_chunk):
+        stop = min(start + item_chunk, n_items)
+        scores = _writable(score_chunk(start, stop))
+        if blocked is not None and blocked[start:stop].any():
+            scores[:, torch.from_numpy(blocked[start:stop]).to(scores.device)] = -torch.inf
+        hidden, hidden_rows = NO_SCORES, NO_ROWS
+        if hide is not None:
+            entries = slice(item_ptr[start], item_ptr[stop])
+            hidden_rows = mask_rows[entries]
+            hidden = _hide(scores, hidden_rows * (stop - start) + (mask_items[entries] - start))
+        values, items = (part.cpu().numpy() for part in _chunk_topk(scores, k, start))
+        # topk puts NaN first; a NaN among the hidden scores makes their sum NaN
+        if check_nan is not None and (np.isnan(values[:, 0]).any() or np.isnan(hidden.sum())):
+            check_nan(scores, hidden, hidden_rows, start, stop)
+        if best_scores is not None:
+            values, items = np.concatenate([best_scores, values], 1), np.concatenate([best_items, items], 1)
+        best_scores, best_items = _merge_topk(values, items, k)
+        del scores  # free this tile before the next is scored: peak memory is one tile, not two
+    if best_scores is None or best_items is None:
+        return np.zeros((n_rows, 0), dtype=np.int64), np.zeros((n_rows, 0), dtype=np.float32)
+    return np.where(best_scores == -np.inf, -1, best_items), best_scores
+
+
+def _writable(scores: torch.Tensor) -> torch.Tensor:
+    """float32 scores that masking may write into in place (a model's own tensor is copied)."""
+    if scores.dtype != torch.float32:
+        return scores.float()
+    if scores._base is not None:  # a view of something the model keeps: do not mask it in place
+        return scores.clone()
+    return scores.contiguous()

@@ -28,7 +28,7 @@ from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import SequentialRecommender, register
 from modalrec.models.sequential.objective import (
-    NegativeSampler,
+    SeededNegatives,
     TiedItemScoring,
     check_loss_name,
 )
@@ -94,7 +94,7 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
             MambaLayer(config.dim, config.d_state, config.d_conv, config.expand, config.dropout, config.layers > 1, config.mamba_backend)
             for _ in range(config.layers)
         ))
-        self.negatives = NegativeSampler(self.n_items)
+        self.negatives = SeededNegatives(self.n_items)
         if config.init == "recbole":
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.Embedding)):

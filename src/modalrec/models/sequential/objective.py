@@ -54,7 +54,7 @@ def supervised_pairs(hidden: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, 
     raise KeyError("a sequence training batch needs 'targets' [B, L] (all positions) or 'target' [B] (last position)")
 
 
-class NegativeSampler:
+class SeededNegatives:
     """Uniform item negatives from a private generator, seeded once from the global RNG.
 
     The global seed (set by the run) therefore fixes the negatives, while drawing them does not
@@ -73,7 +73,7 @@ class NegativeSampler:
 
 
 def next_item_loss(
-    hidden: torch.Tensor, batch: Batch, item_table: torch.Tensor, loss: str, sampler: NegativeSampler, negatives: int = 1
+    hidden: torch.Tensor, batch: Batch, item_table: torch.Tensor, loss: str, sampler: SeededNegatives, negatives: int = 1
 ) -> dict[str, torch.Tensor]:
     """The named loss terms for predicting each target from its state, scored against ``item_table`` [n_items, d];
     ``negatives``: the shared negatives of ``loss="sampled"``."""
@@ -95,7 +95,7 @@ class TiedItemScoring(EmbeddingScorer):
     """Loss and scoring of a sequence encoder read against its own (tied) item embeddings.
 
     The model defines ``item_embedding`` (``n_items + 1`` rows, padding last), ``negatives`` (a
-    :class:`NegativeSampler`), ``config.loss``, ``config.negatives`` and ``hidden_states(seq, lengths) -> [B, L, d]``;
+    :class:`SeededNegatives`), ``config.loss``, ``config.negatives`` and ``hidden_states(seq, lengths) -> [B, L, d]``;
     the state at each position scores the next item, the state at ``lengths - 1`` is the query.
     """
 

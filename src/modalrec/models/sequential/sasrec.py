@@ -32,7 +32,7 @@ from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import SequentialRecommender, register
 from modalrec.models.sequential.objective import (
-    NegativeSampler,
+    SeededNegatives,
     TiedItemScoring,
     check_loss_name,
 )
@@ -92,7 +92,7 @@ class SASRec(TiedItemScoring, SequentialRecommender):
             config.dim, config.heads, config.layers, config.dropout, config.norm_first, config.inner_dim,
             attention_dropout=config.attention_dropout,
         )
-        self.negatives = NegativeSampler(self.n_items)
+        self.negatives = SeededNegatives(self.n_items)
 
     def hidden_states(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """F [B, L, d]: the state after reading items 0..t, for every position t (zero at padding)."""

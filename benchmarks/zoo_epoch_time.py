@@ -27,7 +27,7 @@ from modalrec.data.views import make_train_batches
 from modalrec.eval.ranking import Evaluator
 from modalrec.train.checkpoint import seed_everything
 from modalrec.train.experiment import build_model, prepare_data
-from modalrec.train.trainer import view_options
+from modalrec.train.trainer import view_settings
 
 MODELS = ["bpr", "lightgcn", "vbpr", "mmgcn", "grcn", "dualgnn", "lattice", "freedom", "bm3", "slmrec", "mgcn", "lgmrec", "micro", "dmrl"]
 
@@ -57,7 +57,7 @@ def main() -> None:
         model = build_model(cfg, ctx, torch.device("cpu"))
         built = time.perf_counter() - start
         batch_size = cfg.train.batch_size
-        batches = make_train_batches(model.train_view, ctx, batch_size, seed=0, **view_options(model, cfg))
+        batches = make_train_batches(model.train_view, ctx, batch_size, seed=0, **view_settings(model, cfg))
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
         model.train()
         model.before_epoch(0)

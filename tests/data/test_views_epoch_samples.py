@@ -11,7 +11,7 @@ from modalrec.data.synthetic import make_synthetic
 from modalrec.data.views import make_train_batches
 from modalrec.errors import ConfigError
 from modalrec.models.base import get_model_class
-from modalrec.train.trainer import view_options
+from modalrec.train.trainer import view_settings
 
 
 @pytest.fixture(scope="module")
@@ -45,4 +45,4 @@ def test_epoch_samples_draws_a_seeded_subset_without_replacement(ctx: DataContex
 def test_the_trainer_passes_train_epoch_samples_to_the_sequences_view(ctx: DataContext) -> None:
     cfg = resolve(["model=sasrec", "train.epoch_samples=50", "train.seq_target=last"])
     model = get_model_class("sasrec")(get_model_class("sasrec").Config(), ctx)
-    assert view_options(model, cfg) == {"max_len": model.max_len, "target": "last", "samples": 50}
+    assert view_settings(model, cfg) == {"max_len": model.max_len, "target": "last", "samples": 50}

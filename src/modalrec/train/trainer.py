@@ -65,7 +65,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig) -> torch.o
     return choices[t.scheduler]()
 
 
-def view_options(model: Recommender, cfg: RunConfig) -> dict[str, Any]:
+def view_settings(model: Recommender, cfg: RunConfig) -> dict[str, Any]:
     """The options of the model's batch view, from the config."""
     if model.train_view == "triples":
         return {"negatives": cfg.train.negatives, "num_negatives": cfg.train.num_negatives}
@@ -256,7 +256,7 @@ class Trainer:
         model.train()
         model.before_epoch(epoch)
         batches = make_train_batches(
-            model.train_view, self.ctx, t.batch_size, seed=epoch_seed(t.seed, epoch), **view_options(model, self.cfg)
+            model.train_view, self.ctx, t.batch_size, seed=epoch_seed(t.seed, epoch), **view_settings(model, self.cfg)
         ).shard(dist.rank, dist.world_size)
         sums: dict[str, float] = {}
         examples, steps = 0, 0

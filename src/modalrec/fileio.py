@@ -35,7 +35,7 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_atomic(
-    path: Path, write: Callable[[BinaryIO], None], before_rename: Callable[[Path], None] | None = None
+    path: Path, write: Callable[[BinaryIO], object], before_rename: Callable[[Path], None] | None = None
 ) -> None:
     """Replace ``path`` with what ``write(handle)`` writes, in one rename: the bytes go to a temporary
     file beside ``path``, are flushed to disk (fsync), then renamed over ``path``. A process killed at

@@ -29,7 +29,9 @@ def make_synthetic(
     rng = np.random.default_rng(seed)
     item_cluster = np.arange(n_items) * n_clusters // n_items
     cluster_items = [np.flatnonzero(item_cluster == c) for c in range(n_clusters)]
-    users, items, times = [], [], []
+    users: list[int] = []
+    items: list[int] = []
+    times: list[float] = []
     clock = 0.0
     for user in range(n_users):
         block = cluster_items[user % n_clusters]

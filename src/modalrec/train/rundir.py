@@ -202,7 +202,8 @@ class RunDir:
     def save_per_user(self, split: str, users: np.ndarray, per_user: dict[str, np.ndarray]) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path, suffix=".npz")
         os.close(fd)
-        np.savez(tmp, users=users, **per_user)
+        arrays: dict[str, Any] = {"users": users, **per_user}
+        np.savez(tmp, **arrays)
         os.replace(tmp, self.per_user(split))
 
     def attach_log(self, logger: logging.Logger) -> logging.Handler:

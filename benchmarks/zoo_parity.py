@@ -38,11 +38,13 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
     "freedom": ("FREEDOM", {"dropout": 0.8, "reg_weight": 1e-4, "knn_k": 10}, {}),
     "lattice": ("LATTICE", {"reg_weight": 1e-4, "knn_k": 10}, {"reg": 1e-4}),
     "vbpr": ("VBPR", {"reg_weight": 1e-4}, {"reg": 1e-4}),
-    "lgmrec": ("LGMRec", {}, {}),
-    "slmrec": ("SLMRec", {}, {}),
-    "dualgnn": ("DualGNN", {}, {}),
-    "grcn": ("GRCN", {}, {}),
-    "mmgcn": ("MMGCN", {}, {}),
+    # the reference's SLMRec has 3 LightGCN layers (not a grid key) and one ssl temperature; ours the same point
+    "slmrec": (
+        "SLMRec",
+        {"reg": 1e-4, "ssl_alpha": 0.1, "ssl_temp": 0.2},
+        {"layers": 3},
+    ),
+    "mmgcn": ("MMGCN", {"reg_weight": 1e-4}, {}),
 }
 # ModalRec overrides that reproduce the code before the parity fixes (variant "flags-old"), where flags can
 FLAGS_OLD = {

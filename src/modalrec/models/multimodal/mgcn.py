@@ -20,8 +20,8 @@ coarse attention fusion and an auxiliary contrastive term; end-to-end.
    positive items (Sec. 3.5, self-supervised auxiliary task) + reg * L2 of the batch's final
    representations (u, i+, i-), 1/2 sum ||.||^2 / batch.
 
-Where the paper and the authors' code (github.com/demonph10/MGCN, also MMRec's MGCN,
-enoche/MMRec@e775373) differ, we follow the code, whose numbers the paper reports: the fusion divides
+Where the paper and the authors' code (MMRec's MGCN, enoche/MMRec@e775373, a port of
+github.com/demonph10/MGCN) differ, we follow the code, the reference people compare against: the fusion divides
 the shared part and the specific parts together by 3 for two modalities (the paper's fusion adds
 e_s to the mean of the specific parts); we write it (e_s + sum_m ...) / (|M| + 1), which is the code for
 two modalities and an equal share per part for any number (``fusion: mean_specific`` is the paper's

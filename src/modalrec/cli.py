@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -364,13 +365,34 @@ def data_import(
 def main() -> None:
     """Entry point: run the app, turning user mistakes into one-line errors (exit status 2)."""
     try:
-        app()  # usage errors and --help are handled (and exit) inside typer
-    except ModalRecError as err:
-        print_error(err)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+        try:
+            app()  # usage errors and --help are handled (and exit) inside typer
+        except ModalRecError as err:
+            print_error(err)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+    except SystemExit as done:
+        # A torchrun worker that finished (or refused a user mistake) ends here without finalising the
+        # interpreter. A crashed one keeps the usual exit: it records its error for torchrun first, and
+        # its peers notice it only once it is gone, so the launcher names the rank that failed first.
+        _end_distributed_worker(done.code)
+        raise
+
+
+def _distributed_worker() -> ModuleType | None:
+    """modalrec.train.distributed when this process joined a process group, else None (not imported here:
+    that would import torch for every command)."""
+    module = sys.modules.get("modalrec.train.distributed")  # every command that can join one imported it
+    return module if module is not None and module.joined_group() else None
+
+
+def _end_distributed_worker(code: int | str | None) -> None:
+    """A torchrun worker ends here, without finalising the interpreter (distributed.end_worker_process)."""
+    module = _distributed_worker()
+    if module is not None:
+        module.end_worker_process(code)
 
 
 if __name__ == "__main__":

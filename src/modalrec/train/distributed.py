@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,6 +41,8 @@ from modalrec.errors import ConfigError, ModalRecError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_joined_group = False  # this process joined a torch.distributed process group (see end_worker_process)
 
 # Fault injection for the failure-path tests: "R@E" makes rank R raise when epoch E (1-based) starts.
 FAULT_ENV = "MODALREC_DDP_FAULT"
@@ -110,6 +113,8 @@ def setup(dist: Dist, device: torch.device, backend: str = "auto", timeout_s: in
     chosen = backend if backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
     if chosen == "nccl" and device.type != "cuda":
         raise ConfigError("train.dist_backend=nccl needs CUDA devices; use gloo (or auto) for CPU training")
+    global _joined_group
+    _joined_group = True
     if not tdist.is_initialized():
         tdist.init_process_group(
             chosen,
@@ -126,6 +131,41 @@ def setup(dist: Dist, device: torch.device, backend: str = "auto", timeout_s: in
 def teardown(dist: Dist) -> None:
     if dist.enabled and tdist.is_initialized():
         tdist.destroy_process_group()
+
+
+def joined_group() -> bool:
+    """Whether this process joined a process group (then it ends through :func:`end_worker_process`)."""
+    return _joined_group
+
+
+def end_worker_process(code: int | str | None) -> None:
+    """End a process that joined a process group with ``os._exit(code)`` once its output is flushed, so
+    the interpreter is never finalised while gloo's worker threads live (a no-op in other processes).
+
+    Why: once a DDP model has been built, the gloo process group outlives ``destroy_process_group`` (a
+    reference stays in torch's C++ side), so its worker threads outlive the run. A worker thread drops
+    its last reference to a finished collective just after the caller's ``wait()`` returned; when that
+    collective's tensors belong to Python objects (``broadcast_object_list``, ``all_reduce`` of a tensor
+    made in Python) the thread must take the GIL to release them. If the main thread has reached
+    interpreter finalisation by then, taking the GIL ends the thread inside a noexcept destructor:
+    ``terminate called without an active exception``, SIGABRT, torchrun SIGTERMs the other rank and
+    the job fails after its work is done (3 of 16 runs on a loaded 2-core machine). Skipping
+    finalisation in these processes removes the race; nothing there needs it (files are closed, logs
+    and the console flushed here). ``cli.main`` calls this for every ``sys.exit``: success and user
+    errors; a crashed rank exits as usual (see there)."""
+    if not _joined_group:
+        return
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message") prints the message and exits with 1
+        print(code, file=sys.stderr)
+        status = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def broadcast(dist: Dist, obj: T) -> T:

@@ -166,10 +166,31 @@ def test_image_folder_resolves_only_inside_it(tmp_path) -> None:
         ImageFolder(tmp_path / "missing")
 
     class Data:
+        name = "own-catalogue"
         features = {"image": ItemFeature(np.zeros((2, 1), dtype=np.float32), np.ones(2, dtype=bool),
                                          {"image_folder": str(folder), "pattern": "{item}.jpg"})}
 
     found = dataset_image_folder(Data())
     assert found is not None and found.root == folder.resolve() and found.pattern == "{item}.jpg"
     Data.features["image"].provenance["image_folder"] = str(tmp_path / "gone")
+    assert dataset_image_folder(Data()) is None
+
+
+def test_a_registered_dataset_names_its_images_under_the_shared_data(tmp_path, monkeypatch) -> None:
+    """ml-1m's posters (<MovieID>.jpg under ml-1m-posters/posters) are served for any ml-1m run when
+    the shared data holds them; a dataset whose ids are not MovieIDs gets none."""
+    from modalrec.serve.engine import dataset_image_folder
+
+    posters = tmp_path / "ml-1m-posters" / "posters"
+    posters.mkdir(parents=True)
+    (posters / "1.jpg").write_bytes(b"jpg")
+    monkeypatch.setenv("MODALREC_SHARED_DATA", str(tmp_path))
+
+    class Data:
+        features: dict = {}
+        name = "ml-1m"
+
+    found = dataset_image_folder(Data())
+    assert found is not None and found.path("1") == (posters / "1.jpg").resolve() and found.path("2") is None
+    Data.name = "ml-1m-diffrec-clean"  # remapped ids: its items are not MovieIDs
     assert dataset_image_folder(Data()) is None

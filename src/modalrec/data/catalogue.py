@@ -264,6 +264,7 @@ for _spec in (
         loader=_load_ml1m,
         expected={"users": 6040, "items": 3706, "interactions": 1_000_209},
         version=2,  # 2: MovieIDs from the mirror too (version 1 kept its titles as item ids)
+        images="ml-1m-posters/posters",
     ),
     DatasetSpec(
         name="ml-1m-diffrec-clean",
@@ -308,6 +309,7 @@ for _spec in (
         "needs modalrec[text,image] to build, not to load once built",
         loader=_load_multimodal,
         expected={"users": 6040, "items": 3706, "interactions": 1_000_209},
+        images="ml-1m-posters/posters",
     ),
     DatasetSpec(
         name="ml-100k-plot",

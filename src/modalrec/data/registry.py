@@ -72,6 +72,7 @@ class DatasetSpec:
     expected: dict[str, int] = field(default_factory=dict)  # published sizes, for documentation and checks
     # Raised when the loader changes what it produces (ids, metadata): processed copies of older versions are rebuilt.
     version: int = 1
+    images: str | None = None  # folder of <raw item id>.jpg images under the shared data (served with the items)
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}

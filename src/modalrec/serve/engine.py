@@ -34,6 +34,7 @@ import torch
 
 from modalrec.data.context import DataContext, pad_sequences
 from modalrec.data.dataset import TEST, TRAIN, VALID
+from modalrec.data.registry import available_datasets, shared_data_dir
 from modalrec.errors import ConfigError, ModalRecError
 from modalrec.eval.topk import masked_topk
 from modalrec.models.base import EmbeddingScorer, Recommender
@@ -405,13 +406,17 @@ class ImageFolder:
 
 
 def dataset_image_folder(dataset: Any) -> ImageFolder | None:
-    """The image folder (and file pattern) an image feature of the dataset was encoded from, when it
-    is on this disk (e.g. ml-1m-mm's posters); None otherwise."""
+    """The dataset's item images when they are on this disk: the folder (and file pattern) an image
+    feature was encoded from, else the folder its registry entry names under the shared data (ml-1m's
+    posters); None otherwise."""
     for feature in dataset.features.values():
         provenance = getattr(feature, "provenance", None) or {}
         folder = provenance.get("image_folder")
         if folder and folder != "None" and Path(folder).expanduser().is_dir():
             return ImageFolder(folder, provenance.get("pattern"))
+    spec, shared = available_datasets().get(dataset.name), shared_data_dir()
+    if spec is not None and spec.images and shared is not None and (shared / spec.images).is_dir():
+        return ImageFolder(shared / spec.images)
     return None
 
 

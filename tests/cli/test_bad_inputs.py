@@ -146,3 +146,20 @@ def test_a_model_built_in_python_checks_its_declared_ranges(synthetic_dir: Path)
         with pytest.raises(ConfigError, match=key):
             LightGCN(bad, ctx)
     assert LightGCN(LightGCN.Config(layers=0), ctx).config.layers == 0  # zero propagation layers is plain MF
+
+
+def test_an_interrupted_run_says_so_and_a_resumed_one_finishes(synthetic_dir: Path, tmp_path: Path) -> None:
+    from modalrec.train.rundir import FINISHED, INTERRUPTED
+
+    def interrupt(epoch: int, summary: dict) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    cfg = resolve(["model=bpr", f"dataset={synthetic_dir}", f"run.dir={tmp_path}", "run.name=stopped",
+                   "train.epochs=4", "model.dim=8", "train.progress=false"])
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_validation=interrupt)
+    run = RunDir(tmp_path / "stopped")
+    assert run.status()["status"] == INTERRUPTED and run.last.exists()
+    train(None, resume=run.path)
+    assert run.status()["status"] == FINISHED and run.results.exists()

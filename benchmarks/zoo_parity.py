@@ -55,6 +55,7 @@ FLAGS_OLD = {
         "contrast_unique": True,
         "train.scheduler": "none",
     },
+    "freedom": {"knn_self": False, "init_std": 0.1},
 }
 
 

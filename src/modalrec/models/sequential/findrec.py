@@ -607,6 +607,10 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         ``router_entropy`` (nats, mean over heads; log E is uniform), ``expert_<k>`` (mean gate) and
         ``weight_<stream>`` (mean share of the ID stream and each modality, see :meth:`routing_weights`).
         """
+        return {**self._item_diagnostics(ctx), **self._user_diagnostics(ctx)}
+
+    def _item_diagnostics(self, ctx: DataContext) -> dict[str, float]:
+        """kl_per_dim, z_item_retrieval, cross_modal_retrieval on a fixed sample of items (see ``diagnostics``)."""
         n = self.cfg.diagnostic_sample
         out: dict[str, float] = {}
         full = torch.ones(ctx.n_items, dtype=torch.bool)
@@ -630,6 +634,12 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             if len(means) > 1:
                 pairs = [_retrieval(means[a], means[b]) for a in range(len(means)) for b in range(len(means)) if a != b]
                 out["cross_modal_retrieval"] = float(torch.stack(pairs).mean())
+        return out
+
+    def _user_diagnostics(self, ctx: DataContext) -> dict[str, float]:
+        """valid_ce, align, routing statistics on a fixed sample of validation users (see ``diagnostics``)."""
+        n = self.cfg.diagnostic_sample
+        out: dict[str, float] = {}
         users = np.flatnonzero(np.diff(ctx.histories[VALID].indptr) > 0)
         users = users[np.linspace(0, len(users) - 1, min(n, len(users))).astype(int)] if len(users) else users
         users = np.unique(users)

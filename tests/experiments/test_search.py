@@ -11,6 +11,7 @@ from modalrec.data.dataset import TEST
 from modalrec.errors import ConfigError
 from modalrec.experiments.search import SearchSettings, search
 from modalrec.experiments.space import check_space
+from modalrec.train.rundir import RunDir
 
 optuna = pytest.importorskip("optuna")  # the 'search' extra (in 'test')
 
@@ -47,6 +48,8 @@ def test_pruned_trials_stop_early_and_the_budget_is_fixed_and_resumable(tmp_path
     for number in (1, 2):
         lines = (out / "trials" / f"trial-000{number}" / "metrics.jsonl").read_text().splitlines()
         assert len(lines) == 1 and not (out / "trials" / f"trial-000{number}" / "results.json").exists()
+        assert RunDir(out / "trials" / f"trial-000{number}").status()["status"] == "pruned"  # not 'failed'
+    assert RunDir(out / "trials" / "trial-0000").status()["status"] == "finished"
     # an interrupted trial (left RUNNING) is replaced, not counted
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{out / 'study.db'}")
     study.ask()

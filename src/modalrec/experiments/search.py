@@ -32,7 +32,7 @@ from modalrec.errors import ConfigError, ModalRecError
 from modalrec.experiments.space import Space, as_overrides, check_space, suggest
 from modalrec.models.base import get_model_class
 from modalrec.train.experiment import check_run, train
-from modalrec.train.rundir import to_jsonable, write_text_atomic
+from modalrec.train.rundir import PRUNED, RunDir, to_jsonable, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,9 @@ def search(
             _, results = train(cfg, on_validation=report, score_test=False)
         except (KeyboardInterrupt, SystemExit):
             trial.set_user_attr("interrupted", True)  # not a finished trial: a resumed search replaces it
+            raise
+        except optuna.TrialPruned as err:
+            RunDir(run_path).mark(PRUNED, err)  # stopped by the search, which is not a failure of the run
             raise
         finally:
             shutil.rmtree(run_path / "checkpoints", ignore_errors=True)  # trials are re-run, not re-opened

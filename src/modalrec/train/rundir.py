@@ -11,7 +11,7 @@
       results.json         validation + test metrics of the selected checkpoint
       per_user_<split>.npz per-user metrics of the selected checkpoint (for significance tests)
       train.log            the log
-      status.json          running | finished | failed (with the error) | interrupted
+      status.json          running | finished | failed (with the error) | interrupted | pruned (by a search)
       checksums.json       SHA-256 of config.yaml, dataset.json and the checkpoints, recorded as they are
                            written and verified before any of them is read again (see docs/security.md)
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from modalrec.config import RunConfig
 
-RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
+RUNNING, FINISHED, FAILED, INTERRUPTED, PRUNED = "running", "finished", "failed", "interrupted", "pruned"
 
 
 @dataclass

@@ -145,3 +145,16 @@ def test_star_space_tunes_models_without_their_own(tmp_path: Path, synthetic_dir
     assert [m.label for m in suite.tuned_models()] == ["bpr", "itemknn", "ease"]
     assert [suite.space_for(m) for m in suite.models] == [None, {"train.lr": ["log", 1e-3, 1e-2]}, {"model.k": ["int", 5, 50]}, None]
     suite.validate()
+
+
+def test_keys_added_after_a_run_was_made_count_only_when_the_suite_moves_them() -> None:
+    from modalrec.experiments.suite import config_differences
+
+    saved = {"model": {"name": "bpr", "dim": 8}, "dataset": {"name": "syn"}}
+    defaults = {"model": {"name": "bpr", "dim": 64}, "dataset": {"name": "syn", "feature_noise": 0.0}}
+    planned = {"model": {"name": "bpr", "dim": 8}, "dataset": {"name": "syn", "feature_noise": 0.0}}
+    assert config_differences(planned, saved, defaults) == []  # a newer key at its default: the same run
+    planned["dataset"]["feature_noise"] = 0.2
+    assert config_differences(planned, saved, defaults) == ["dataset.feature_noise: None in the run, 0.2 in the suite"]
+    planned["model"]["dim"] = 16
+    assert "model.dim: 8 in the run, 16 in the suite" in config_differences(planned, saved, defaults)

@@ -415,12 +415,16 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(planned: dict[str, Any], saved: dict[str, Any]) -> list[str]:
-    """Keys where a finished run's saved config differs from the planned one (result-neutral keys ignored)."""
-    a, b = _flatten(planned), _flatten(saved)
+def config_differences(planned: dict[str, Any], saved: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
+    """Keys where a finished run's saved config differs from the planned one (result-neutral keys ignored). A key
+    the saved config lacks (added to ModalRec after the run was made) counts only if the suite sets it away from
+    its value in ``defaults`` (the config without the suite's overrides)."""
+    a, b, base = _flatten(planned), _flatten(saved), _flatten(defaults or {})
     diffs = []
     for key in sorted(set(a) | set(b)):
         if key.startswith(_IGNORED_KEYS) or (key == "dataset.split.method" and a.get(key) == "auto"):
+            continue
+        if key not in b and key in base and a.get(key) == base[key]:
             continue
         if a.get(key) != b.get(key):
             diffs.append(f"{key}: {b.get(key)!r} in the run, {a.get(key)!r} in the suite")
@@ -429,7 +433,8 @@ def config_differences(planned: dict[str, Any], saved: dict[str, Any]) -> list[s
 
 def _check_finished(run: PlannedRun, overrides: list[str]) -> None:
     saved = load_yaml(run.path / "config.yaml")
-    diffs = config_differences(to_jsonable(resolve(overrides).to_dict()), saved)
+    names = [o for o in overrides if o.startswith(("model=", "dataset="))]
+    diffs = config_differences(to_jsonable(resolve(overrides).to_dict()), saved, to_jsonable(resolve(names).to_dict()))
     if diffs:
         raise ConfigError(
             f"finished run {run.path} was made with other settings ({'; '.join(diffs[:4])}); "

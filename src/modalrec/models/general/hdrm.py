@@ -129,7 +129,10 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
             raise ConfigError(f"hdrm: need dim >= 2 and sampling_steps >= 0, got dim={config.dim}, sampling_steps={config.sampling_steps}")
         self.manifold = Lorentz(1.0 / config.curvature)
         self.diffusion = GaussianDiffusion(config.steps, config.schedule, config.noise_scale, config.noise_min, config.noise_max, config.beta0)
-        make = lambda: Denoiser(config.dim, config.dims, cond_dim=config.dim, time_dim=config.time_dim, act=config.act, dropout=config.dropout, norm=config.norm)  # noqa: E731
+
+        def make() -> Denoiser:
+            return Denoiser(config.dim, config.dims, cond_dim=config.dim, time_dim=config.time_dim, act=config.act, dropout=config.dropout, norm=config.norm)
+
         self.f_item = make()
         self.f_user = make() if config.mode == "faithful" else None  # only the faithful loss trains it; inference never uses it
         # frozen stage-1 tangent embeddings, saved in checkpoints so a run is self-contained

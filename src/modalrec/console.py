@@ -28,6 +28,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -112,7 +113,7 @@ class _RateColumn(ProgressColumn):
 class Bar:
     """A handle on one running bar: ``advance(n, status)`` moves it ``n`` units and sets its status text."""
 
-    def __init__(self, progress: Progress | None, task: int | None) -> None:
+    def __init__(self, progress: Progress | None, task: TaskID | None) -> None:
         self._progress, self._task = progress, task
 
     def advance(self, n: float = 1, status: str | None = None) -> None:

@@ -201,7 +201,16 @@ class SequentialRecommender(Recommender):
         return {"seq": seq.to(self.device), "lengths": lengths.to(self.device)}
 
 
-class EmbeddingScorer:
+class ModelMixin:
+    """Base of the mixins that add one piece of behaviour to a :class:`Recommender` (listed before the family base):
+    they use their host model's attributes, which the type checker reads as Any."""
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...
+
+
+class EmbeddingScorer(ModelMixin):
     """Mixin for models that score by a dot product of query and item vectors.
 
     Subclasses implement ``query_vectors(batch) -> [B, d]`` and ``item_vectors(items) -> [n, d]``.
@@ -220,7 +229,7 @@ class EmbeddingScorer:
         return query @ self.item_vectors(items).T
 
 
-class ScoringCache:
+class ScoringCache(ModelMixin):
     """Mixin of models whose scoring reuses something costly to compute (propagated graph embeddings, points on a
     manifold). :meth:`scoring_state` computes it from the parameters; :meth:`prepare_scoring` caches it for a
     scoring pass; the cache is dropped when the model trains again (``train()``; a model whose ``loss`` may run

@@ -16,7 +16,7 @@ rows in both phases, as the released code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,13 +24,13 @@ import torch
 
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, GeneralRecommender, register
+from modalrec.models.base import Batch, GeneralRecommender, ModelMixin, register
 from modalrec.nn.diffusion import Denoiser, GaussianDiffusion, ImportanceSampler
 
 MEAN_TYPES = ("x0", "eps")
 
 
-class DiffusionObjective:
+class DiffusionObjective(ModelMixin):
     """The DiffRec objective and sampler on any x_0 (train rows, or L-DiffRec's latents).
 
     Hosts need ``self.diffusion``, ``self.sampler``, ``self.denoiser`` and a config with ``mean_type``,
@@ -77,7 +77,7 @@ class DiffusionObjective:
         return self.diffusion.reverse(x, self.predict_x0, c.steps, c.sampling_noise, generator)
 
 
-def check_diffusion_config(name: str, config: object) -> None:
+def check_diffusion_config(name: str, config: Any) -> None:
     if config.mean_type not in MEAN_TYPES:
         raise ConfigError(f"{name}: mean_type must be one of {', '.join(MEAN_TYPES)}, got {config.mean_type!r}")
     if not 0 <= config.sampling_steps <= config.steps:

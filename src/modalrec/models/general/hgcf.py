@@ -30,13 +30,13 @@ import torch
 from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, GeneralRecommender, ScoringCache, register
+from modalrec.models.base import Batch, GeneralRecommender, ModelMixin, ScoringCache, register
 from modalrec.nn.graph import bipartite_adjacency, propagate, to_torch_sparse
 from modalrec.nn.hyperbolic import Lorentz, lorentz_matmul
 from modalrec.nn.losses import hyperbolic_margin_loss
 
 
-class HyperbolicScorer:
+class HyperbolicScorer(ModelMixin):
     """Ranks items by their Minkowski product with the user, <x_u, x_i>_L: -d^2 = -K arcosh(-<x, y>_L / K)^2
     is increasing in it, so the order is -d^2's without the arcosh (and without the ties of its d^2 <= 50
     clamp). One float32 Lorentz GEMM per user chunk; subclasses return the points of all items (computed in

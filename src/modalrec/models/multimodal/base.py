@@ -15,15 +15,15 @@ false) keep their filled feature row but get no content kNN edges.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import scipy.sparse as sp
 import torch
 
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, ScoringCache
-from modalrec.nn.graph import bipartite_adjacency, normalise_adjacency, sparse_graph
+from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, ModelMixin, ScoringCache
+from modalrec.nn.graph import Normalisation, bipartite_adjacency, normalise_adjacency, sparse_graph
 from modalrec.nn.item_graph import LearnedItemGraph
 from modalrec.nn.knn import cached_cosine_knn
 from modalrec.nn.losses import bpr_loss, embedding_l2, pairwise_scores
@@ -56,7 +56,7 @@ class MultimodalRecommender(ScoringCache, EmbeddingScorer, GeneralRecommender):
 
     Config = MultimodalConfig
     train_view = "triples"
-    train_defaults: dict[str, Any] = {"lr": 1e-3, "batch_size": 2048, "epochs": 300, "patience": 20}
+    train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 2048, "epochs": 300, "patience": 20}
 
     def __init__(self, config: MultimodalConfig, ctx: DataContext):
         super().__init__(config, ctx)
@@ -76,7 +76,7 @@ class MultimodalRecommender(ScoringCache, EmbeddingScorer, GeneralRecommender):
     def feature_masks(self) -> list[torch.Tensor]:
         return [getattr(self, f"_feature_mask_{i}") for i in range(len(self.modalities))]
 
-    def register_user_item_graph(self, ctx: DataContext, norm: str = "sym", name: str = "adjacency") -> None:
+    def register_user_item_graph(self, ctx: DataContext, norm: Normalisation = "sym", name: str = "adjacency") -> None:
         """Buffers ``name`` and ``name + "_t"``: the normalised train user-item graph (nodes: users then
         items) and its transpose; ``"sym"`` D^-1/2 A D^-1/2 (LightGCN), ``"row"`` D^-1 A (neighbour mean).
         Not persistent: rebuilt from the train split on construction."""
@@ -137,7 +137,7 @@ class MultimodalRecommender(ScoringCache, EmbeddingScorer, GeneralRecommender):
         return self.cached_state()[1][items]
 
 
-class RefreshedItemGraph:
+class RefreshedItemGraph(ModelMixin):
     """Mixin of the models on LATTICE's learned item-item graph (LATTICE, MICRO): the graph is built over every
     modality's frozen weighted kNN graph and re-learned at each epoch and before each evaluation pass.
     List it before ``MultimodalRecommender`` in the bases."""
@@ -153,4 +153,4 @@ class RefreshedItemGraph:
 
     def prepare_scoring(self) -> None:
         self.item_graph.refresh(self.features)
-        super().prepare_scoring()
+        super().prepare_scoring()  # type: ignore[misc]  # the host model's, next in the MRO

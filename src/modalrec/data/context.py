@@ -32,7 +32,8 @@ class DataContext:
 
     ``train`` is the binary train matrix with columns sorted per row (for fast lookups);
     ``histories[p]`` holds, per user, the items of split ``p`` in time order (CSR rows, unsorted
-    columns). ``features`` are float32 tensors [n_items, d] with masks.
+    columns). ``features`` are float32 tensors [n_items, d] with masks. ``cold_items`` (bool [n_items]) marks
+    the items a ``cold_items`` split held out of training (None when the split held none out).
     """
 
     n_users: int
@@ -42,6 +43,7 @@ class DataContext:
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     feature_masks: dict[str, torch.Tensor] = field(default_factory=dict)
     item_popularity: np.ndarray | None = None
+    cold_items: np.ndarray | None = None
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> DataContext:
@@ -55,6 +57,11 @@ class DataContext:
         train = histories[TRAIN].copy()
         train.sum_duplicates()  # sorts columns, merges repeats
         train.data[:] = 1.0
+        cold_index = (ds.meta.get("split") or {}).get("cold_items") or []
+        cold_items = None
+        if len(cold_index):
+            cold_items = np.zeros(ds.n_items, dtype=bool)
+            cold_items[np.asarray(cold_index, dtype=np.int64)] = True
         return cls(
             n_users=ds.n_users,
             n_items=ds.n_items,
@@ -63,6 +70,7 @@ class DataContext:
             features={k: torch.from_numpy(np.array(f.values, dtype=np.float32)) for k, f in ds.features.items()},  # a writable copy (saved datasets are read-only memory maps)
             feature_masks={k: torch.from_numpy(np.array(f.mask, dtype=bool)) for k, f in ds.features.items()},
             item_popularity=np.asarray(train.sum(axis=0)).ravel().astype(np.int64),
+            cold_items=cold_items,
         )
 
     def history(self, users: np.ndarray, phase: int) -> list[np.ndarray]:

@@ -39,6 +39,15 @@ can score; ``"keep"`` leaves them, and a recommender then scores them from conte
 nothing. Either way they are counted in ``meta["split"]["cold"]`` and a warning gives the counts.
 Ids are not re-mapped, so item features stay aligned and a dropped item stays in the catalogue.
 
+Cold items: ``cold_items=s`` (0 < s < 1) holds out a seeded share ``s`` of the items that have interactions
+(``round(s * n)``, at least one, drawn with ``seed``) as *cold items*: after labelling by ``method``, their
+train-labelled interactions are removed and their valid/test ones are kept whatever ``cold_start`` says, so a
+cold item never appears in training (train matrix, training sequences, item graphs built from train) and is
+only ever a valid/test target or a later history item at evaluation. The chosen item indices are recorded in
+``meta["split"]["cold_items"]`` (and how many train interactions were removed), which the evaluator reads to
+report ``warm/...`` and ``cold/...`` metrics beside the overall ones. ID-only models still score cold items
+(from their never-trained embeddings); content models score them from content.
+
 Seen targets: full ranking masks a user's train items (and valid items when testing), so a valid target that
 is also a train pair, or a test target that is also a train or valid pair, can never be hit. The protocol has no
 repeat-consumption mode, so such targets are always a data defect: :func:`seen_targets` counts them, the split
@@ -71,6 +80,7 @@ class SplitConfig:
     seed: int = 0  # the only randomness is the "random" method's draw
     cold_start: str = "drop"  # "drop" or "keep" valid/test interactions whose user or item is not in train
     min_train: int = 1  # a user is held out only if this many interactions stay in train (else all train)
+    cold_items: float = 0.0  # share of items held out of training entirely (0 = none; see the module docstring)
 
     def check(self) -> None:
         """Refuse values that would give a silently wrong split."""
@@ -81,6 +91,8 @@ class SplitConfig:
                 f"split.cold_start '{self.cold_start}' is unknown; valid policies: {', '.join(COLD_START_POLICIES)}"
             )
         check_count("split.min_train", self.min_train, 1)
+        if not (isinstance(self.cold_items, (int, float)) and 0.0 <= self.cold_items < 1.0):
+            raise ConfigError(f"split.cold_items must be a share in [0, 1), got {self.cold_items!r}")
         ratios = tuple(self.ratios)
         if len(ratios) != 3 or not all(np.isfinite(r) and r >= 0 for r in ratios):
             raise ConfigError(
@@ -94,24 +106,32 @@ def split(ds: Dataset, cfg: SplitConfig) -> Dataset:
     """Label every interaction train / valid / test by ``cfg`` and apply the cold-start policy."""
     cfg.check()
     labels = _LABELLERS[cfg.method](ds, cfg)
+    before = ds.n_interactions
+    cold_item_index = choose_cold_items(ds, cfg.cold_items, cfg.seed)
+    is_cold_item = np.zeros(ds.n_items, dtype=bool)
+    is_cold_item[cold_item_index] = True
+    leaked = is_cold_item[ds.item] & (labels == TRAIN)
+    if leaked.any():  # a held-out item's train interactions go: it must never be trained on
+        ds = ds.select(~leaked)
+        labels = labels[~leaked]
     held_out = labels != TRAIN
     in_train = labels == TRAIN
     user_in_train = np.bincount(ds.user[in_train], minlength=ds.n_users) > 0
     item_in_train = np.bincount(ds.item[in_train], minlength=ds.n_items) > 0
     cold_user = held_out & ~user_in_train[ds.user]
     cold_item = held_out & ~item_in_train[ds.item]
-    cold = cold_user | cold_item
+    droppable = cold_user | (cold_item & ~is_cold_item[ds.item])  # held-out cold items are kept as targets
     cold_counts = {
-        "interactions": int(cold.sum()),
+        "interactions": int(droppable.sum()),
         "user_not_in_train": int(cold_user.sum()),
-        "item_not_in_train": int(cold_item.sum()),
-        "valid": int((cold & (labels == VALID)).sum()),
-        "test": int((cold & (labels == TEST)).sum()),
+        "item_not_in_train": int((cold_item & ~is_cold_item[ds.item]).sum()),
+        "valid": int((droppable & (labels == VALID)).sum()),
+        "test": int((droppable & (labels == TEST)).sum()),
     }
     out = ds.replace(split=labels)
     if cfg.cold_start == "drop":
-        out = out.select(~cold)
-    if cold_counts["interactions"]:
+        out = out.select(~droppable)
+    if droppable.any():
         action = "dropped" if cfg.cold_start == "drop" else "kept (scored without train history)"
         warnings.warn(
             f"split '{cfg.method}' of '{ds.name}': {cold_counts['interactions']} cold valid/test interactions "
@@ -137,16 +157,30 @@ def split(ds: Dataset, cfg: SplitConfig) -> Dataset:
         "time_key": "timestamp" if ds.timestamp is not None else "row order",
         "counts": {SPLIT_NAMES[code]: int(counts[code]) for code in (TRAIN, VALID, TEST)},
         "cold": cold_counts,
-        "cold_dropped": cold_counts["interactions"] if cfg.cold_start == "drop" else 0,
+        "cold_dropped": int(droppable.sum()) if cfg.cold_start == "drop" else 0,
+        "cold_items": cold_item_index.tolist(),
+        "cold_items_share": cfg.cold_items,
+        "cold_items_train_removed": int(leaked.sum()),
+        "cold_items_targets": int(np.isin(out.item[out.split != TRAIN], cold_item_index).sum()),  # their valid/test rows
         "evaluated_users": int(np.unique(out.user[out.split != TRAIN]).size),
         "seen_targets": seen,
     }
     out.meta["split"] = record
     out.meta["steps"] = [
         *out.meta.get("steps", []),
-        {"op": "split", "method": cfg.method, "before": ds.n_interactions, "after": out.n_interactions},
+        {"op": "split", "method": cfg.method, "before": before, "after": out.n_interactions},
     ]
     return out
+
+
+def choose_cold_items(ds: Dataset, share: float, seed: int) -> np.ndarray:
+    """Sorted indices of ``round(share * n)`` (at least one when share > 0) of the ``n`` items with
+    interactions, drawn with ``seed``; empty when ``share`` is 0."""
+    if share <= 0:
+        return np.zeros(0, dtype=np.int64)
+    present = np.flatnonzero(np.bincount(ds.item, minlength=ds.n_items) > 0)
+    count = min(max(int(np.floor(share * len(present) + 0.5)), 1), len(present))
+    return np.sort(np.random.default_rng(seed).choice(present, size=count, replace=False)).astype(np.int64)
 
 
 def seen_targets(ds: Dataset) -> dict[str, int]:

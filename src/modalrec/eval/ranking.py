@@ -11,6 +11,12 @@ Protocol: a user is evaluated in a phase when they have at least one target ther
 ``|rel|`` but can never be hit. A score of -inf means "not recommended": such list positions hold item
 -1 and never count as hits (this is where a user has fewer unseen items than k).
 
+Warm / cold targets: when the split held items out of training (``ctx.cold_items``, the
+``dataset.split.cold_items`` share), every per-user metric is also reported as ``warm/<name>@k`` over the
+users' warm targets only and ``cold/<name>@k`` over their cold targets only (each averaged over the users that
+have such a target; ``warm/users`` and ``cold/users`` count them). The ranked list is the same mixed list over
+the whole catalogue: a cold item ranked above a warm target costs the warm metric a place, as it would a user.
+
 Sampled evaluation (``sampled="uniform" | "popularity"``) is offered for comparison with papers that
 use it: per user, ``n_negatives`` items neither seen nor relevant are drawn (uniformly or in
 proportion to train popularity, seeded) and the user's unseen relevant items are ranked among them.
@@ -163,6 +169,8 @@ class Evaluator:
         topk = np.concatenate(topk_parts) if topk_parts else np.zeros((0, max_k), dtype=np.int64)
         per_user = user_metrics(hits, n_relevant_all[users], self.user_metric_names, self.ks)
         summary: dict[str, Any] = {key: float(values.mean()) if len(values) else 0.0 for key, values in per_user.items()}
+        if self.ctx.cold_items is not None:
+            summary.update(self._warm_cold(hits, topk, targets, users))
         if self.sampled is None:
             summary.update(list_metrics(topk, self.list_metric_names, self.ks, self.ctx.n_items, self.popularity))
         else:
@@ -277,6 +285,22 @@ class Evaluator:
         return items, hits
 
     # ------------------------------------------------------------------ helpers
+    def _warm_cold(self, hits: np.ndarray, topk: np.ndarray, targets: _Rows, users: np.ndarray) -> dict[str, float]:
+        """``warm/<metric>`` and ``cold/<metric>`` means: hits and |rel| restricted to warm or to cold targets."""
+        cold = np.asarray(self.ctx.cold_items, dtype=bool)
+        rows = targets.matrix[users]
+        n_cold = np.bincount(np.repeat(np.arange(len(users)), np.diff(rows.indptr)), weights=cold[rows.indices], minlength=len(users))
+        n_cold = n_cold.astype(np.int64)
+        n_warm = np.diff(rows.indptr) - n_cold
+        hit_cold = hits & (topk >= 0) & cold[np.maximum(topk, 0)]
+        out: dict[str, float] = {}
+        for group, group_hits, n_relevant in (("warm", hits & ~hit_cold, n_warm), ("cold", hit_cold, n_cold)):
+            has = n_relevant > 0
+            out[f"{group}/users"] = int(has.sum())
+            values = user_metrics(group_hits[has], n_relevant[has], self.user_metric_names, self.ks)
+            out.update({f"{group}/{key}": float(v.mean()) if len(v) else 0.0 for key, v in values.items()})
+        return out
+
     def _chunk_scores(self, model: Recommender, query: Any, start: int, stop: int, n_users: int) -> torch.Tensor:
         """The model's scores [B, stop - start], shape-checked."""
         scores = model.score_items(query, slice(start, stop))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -73,6 +74,16 @@ class GaussianDiffusion(nn.Module):
 
     The schedule is derived from the hyper-parameters, so its buffers are not saved in checkpoints.
     """
+
+    # buffers (float64, one entry per step)
+    betas: torch.Tensor
+    alpha_bar: torch.Tensor
+    alpha_bar_prev: torch.Tensor
+    noise_var: torch.Tensor
+    coef1: torch.Tensor
+    coef2: torch.Tensor
+    posterior_variance: torch.Tensor
+    posterior_log_variance: torch.Tensor
 
     def __init__(self, steps: int, schedule: str = "linear-var", scale: float = 0.1, low: float = 1e-4, high: float = 2e-2, beta0: float | None = 1e-5):
         super().__init__()
@@ -157,7 +168,7 @@ class Denoiser(nn.Module):
     layers their mirror (dim + time_dim + cond_dim) -> h_m -> ... -> h_0. Dropout touches x_t only.
     """
 
-    ACTIVATIONS = {"tanh": nn.Tanh, "relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid}  # in place: one [B, h] buffer less
+    ACTIVATIONS: ClassVar[dict[str, Callable[[], nn.Module]]] = {"tanh": nn.Tanh, "relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid}  # in place: one [B, h] buffer less
 
     def __init__(self, dim: int, dims: list[int], cond_dim: int = 0, time_dim: int = 10, act: str = "tanh", dropout: float = 0.5, norm: bool = False):
         super().__init__()
@@ -196,6 +207,9 @@ class ImportanceSampler(nn.Module):
     each step, mixed with ``uniform_prob`` of the uniform law; uniform until every step has a full
     history. Returns (t, p(t) * T) so that loss / (p(t) T) is unbiased. History lives in buffers, so
     a resumed run samples as the uninterrupted one."""
+
+    loss_history: torch.Tensor  # [steps, history] buffer
+    loss_count: torch.Tensor  # [steps] buffer
 
     def __init__(self, steps: int, history: int = 10, uniform_prob: float = 0.001):
         super().__init__()

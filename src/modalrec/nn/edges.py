@@ -99,6 +99,15 @@ class EdgeCSR(torch.nn.Module):
     Buffers follow ``.to(device)``.
     """
 
+    rows: torch.Tensor
+    cols: torch.Tensor
+    row_counts: torch.Tensor
+    t_perm: torch.Tensor
+    crow: torch.Tensor
+    csr_cols: torch.Tensor
+    t_crow: torch.Tensor
+    t_cols: torch.Tensor
+
     def __init__(self, rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int):
         super().__init__()
         self.shape = (n_rows, n_cols)

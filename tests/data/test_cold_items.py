@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from modalrec.data.context import DataContext
-from modalrec.data.dataset import TEST, TRAIN, VALID
+from modalrec.data.dataset import TEST, TRAIN
 from modalrec.data.split import SplitConfig, split
 from modalrec.data.storage import save_dataset
 from modalrec.data.synthetic import make_synthetic

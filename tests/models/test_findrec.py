@@ -69,7 +69,7 @@ def test_router_gates_shape_range_sums_and_sharpness() -> None:
 
 def test_faithful_model_routes_densely(ctx: DataContext) -> None:
     m = model(ctx)
-    assert not m.router.gumbel_hard and m.cfg.balance_coef == 0.0
+    assert not m.router.gumbel_hard and m.config.balance_coef == 0.0
     assert "balance" not in m.loss({**batch(ctx), "target": torch.zeros(5, dtype=torch.long)})
 
 

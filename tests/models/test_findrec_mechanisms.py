@@ -61,8 +61,8 @@ def train(m: FindRec, ctx: DataContext, epochs: int) -> list[dict[str, float]]:
 
 def test_mmd_mode_has_no_score_networks_and_a_nonnegative_alignment(ctx: DataContext) -> None:
     m = model(ctx, mode="mmd")
-    assert len(m.score_nets) == 0 and m.cfg.stein_form == "mmd" and m.cfg.align_latent == "mean"
-    assert m.cfg.free_bits > 0 and m.cfg.logvar_init is not None
+    assert len(m.score_nets) == 0 and m.config.stein_form == "mmd" and m.config.align_latent == "mean"
+    assert m.config.free_bits > 0 and m.config.logvar_init is not None
     seq = torch.randint(0, ctx.n_items, (16, 20), generator=torch.Generator().manual_seed(0))
     lengths = torch.randint(1, 21, (16,), generator=torch.Generator().manual_seed(1))
     seq[torch.arange(20) >= lengths[:, None]] = ctx.n_items
@@ -81,7 +81,7 @@ def test_free_bits_leave_the_first_nats_of_each_dimension_unpenalised(ctx: DataC
     mu = torch.zeros(10, 4, requires_grad=True)
     logvar = torch.tensor([0.0, -0.5, -3.0, 1.5]).expand(10, 4).clone().requires_grad_()
     kl_dims = gaussian_kl_dims(mu, logvar).mean(0)
-    objective = kl_dims.clamp(min=m.cfg.free_bits).sum()
+    objective = kl_dims.clamp(min=m.config.free_bits).sum()
     objective.backward()
     below = kl_dims < 0.3
     assert below.tolist() == [True, True, False, False]
@@ -92,7 +92,7 @@ def test_free_bits_leave_the_first_nats_of_each_dimension_unpenalised(ctx: DataC
     torch.manual_seed(3)
     terms = m.loss(b)
     assert terms["kl_objective"].item() >= terms["kl"].item() - 1e-6
-    expected = terms["ce"] + m.cfg.loss_weight * (terms["kl_objective"] + m.cfg.stein_weight * terms["align"])
+    expected = terms["ce"] + m.config.loss_weight * (terms["kl_objective"] + m.config.stein_weight * terms["align"])
     torch.testing.assert_close(terms["loss"], expected)
 
 

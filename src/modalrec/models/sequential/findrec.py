@@ -376,8 +376,8 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
     }
 
     def __init__(self, config: Config, ctx: DataContext):
-        super().__init__(config, ctx)
-        cfg = self.cfg = resolve_flags(config)
+        super().__init__(resolve_flags(config), ctx)  # the flags its mode decides (None) filled in
+        cfg = self.config
         self.modalities = list(cfg.modalities) or sorted(ctx.features)
         missing = [m for m in self.modalities if m not in ctx.features]
         if not self.modalities or missing:
@@ -426,7 +426,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
 
     # ------------------------------------------------------------------ init (Sec. 1.10, A13)
     def _init_weights(self) -> None:
-        if self.cfg.init == "faithful":
+        if self.config.init == "faithful":
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.Embedding)):
                     nn.init.normal_(module.weight, std=0.01)  # padding row included, as released
@@ -442,16 +442,16 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             nn.init.normal_(self.item_embedding.weight, std=0.01)
             with torch.no_grad():
                 self.item_embedding.weight[self.pad].zero_()
-        if self.cfg.logvar_init is not None:
+        if self.config.logvar_init is not None:
             for bottleneck in self.bottlenecks:
-                nn.init.constant_(bottleneck.encoder[-1].bias[self.cfg.modal_dim :], self.cfg.logvar_init)
+                nn.init.constant_(bottleneck.encoder[-1].bias[self.config.modal_dim :], self.config.logvar_init)
 
     # ------------------------------------------------------------------ forward
     def _noise(self, like: torch.Tensor) -> torch.Tensor | None:
         """eps for the reparameterisation: global RNG in training; seeded per evaluation pass (A6)."""
         if self.training:
             return torch.randn_like(like)
-        if not self.cfg.sample_at_eval:
+        if not self.config.sample_at_eval:
             return None
         if self._eval_generator is None or self._eval_generator.device != like.device:
             self.prepare_scoring()
@@ -459,12 +459,12 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
 
     def before_epoch(self, epoch: int) -> None:
         """KL warm-up (``kl_warmup_epochs`` = n): weight (epoch + 1) / (n + 1) for the first n epochs, then 1."""
-        n = self.cfg.kl_warmup_epochs
+        n = self.config.kl_warmup_epochs
         self._kl_scale = min(1.0, (epoch + 1) / (n + 1)) if n > 0 else 1.0
 
     def prepare_scoring(self) -> None:
         """Re-seed the evaluation noise so every evaluation pass ranks identically."""
-        self._eval_generator = torch.Generator(device=self.device).manual_seed(self.cfg.eval_seed)
+        self._eval_generator = torch.Generator(device=self.device).manual_seed(self.config.eval_seed)
 
     def forward_states(
         self, seq: torch.Tensor, lengths: torch.Tensor, last_only: bool = False, trace: dict[str, torch.Tensor] | None = None
@@ -479,7 +479,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         on every position (they are keys of the attention), the attention queries and everything after
         them only on the last one.
         """
-        cfg = self.cfg
+        cfg = self.config
         length = seq.shape[1]
         if length > self.max_len:
             raise ValueError(f"findrec: sequences of length {length} exceed max_len={self.max_len}")
@@ -533,7 +533,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
 
     def _iicm_rows(self, valid: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, position) indices where the IICM terms are taken: each last item, or every valid position (A7)."""
-        if self.cfg.iicm_positions == "last":
+        if self.config.iicm_positions == "last":
             batch = torch.arange(valid.shape[0], device=valid.device)
             return batch, (lengths.to(valid.device) - 1).clamp(min=0)
         return valid.nonzero(as_tuple=True)
@@ -544,7 +544,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
 
     def _alignment(self, points: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The Stein term (or the MMD) averaged over point-set pairs (1.6, 4-6), plus the score regulariser (A3)."""
-        cfg = self.cfg
+        cfg = self.config
         if len(points[0]) > cfg.bandwidth_rows:  # all_valid: an evenly spaced, deterministic subset of rows
             keep = torch.linspace(0, len(points[0]) - 1, cfg.bandwidth_rows, device=points[0].device).long()
             points = [x[keep] for x in points]
@@ -579,7 +579,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         """
         gates, hf = trace["gates"], trace["hf"]
         fuse = self.final_fusion[0]  # Linear(2d -> d) in both fusion variants
-        d = self.cfg.dim
+        d = self.config.dim
         id_part = trace["e_query"] @ fuse.weight[:, :d].T
         modal_part = trace["modal"] @ fuse.weight[:, d:].T
         id_share = id_part.norm(dim=-1) / (id_part.norm(dim=-1) + modal_part.norm(dim=-1)).clamp(min=1e-12)  # [B, Q]
@@ -611,7 +611,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
 
     def _item_diagnostics(self, ctx: DataContext) -> dict[str, float]:
         """kl_per_dim, z_item_retrieval, cross_modal_retrieval on a fixed sample of items (see ``diagnostics``)."""
-        n = self.cfg.diagnostic_sample
+        n = self.config.diagnostic_sample
         out: dict[str, float] = {}
         full = torch.ones(ctx.n_items, dtype=torch.bool)
         for m in self.modalities:
@@ -619,7 +619,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         candidates = full.nonzero().squeeze(1)
         if len(candidates) >= 2:
             items = candidates[torch.linspace(0, len(candidates) - 1, min(n, len(candidates))).long().unique()].to(self.device)
-            generator = torch.Generator(device=self.device).manual_seed(self.cfg.eval_seed)
+            generator = torch.Generator(device=self.device).manual_seed(self.config.eval_seed)
             kls, own, means = [], [], []
             for m, bottleneck in zip(self.modalities, self.bottlenecks):
                 p_m = self.project(m, items)
@@ -638,7 +638,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
 
     def _user_diagnostics(self, ctx: DataContext) -> dict[str, float]:
         """valid_ce, align, routing statistics on a fixed sample of validation users (see ``diagnostics``)."""
-        n = self.cfg.diagnostic_sample
+        n = self.config.diagnostic_sample
         out: dict[str, float] = {}
         users = np.flatnonzero(np.diff(ctx.histories[VALID].indptr) > 0)
         users = users[np.linspace(0, len(users) - 1, min(n, len(users))).astype(int)] if len(users) else users
@@ -707,10 +707,10 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
     def output_table(self) -> torch.Tensor:
         """The tied output table: item embeddings, with the pad row when it is a CE logit (A16)."""
         weight = self.item_embedding.weight
-        return weight if self.cfg.ce_include_pad else weight[: self.n_items]
+        return weight if self.config.ce_include_pad else weight[: self.n_items]
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        if "targets" in batch and not self.cfg.xattn_causal:
+        if "targets" in batch and not self.config.xattn_causal:
             raise ConfigError(
                 "findrec with bidirectional cross-attention (mode=faithful) would see the future when trained on "
                 "all positions; use train.seq_target=last, or model.mode=clean (or model.xattn_causal=true)"
@@ -720,8 +720,8 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         states, targets = (states[:, 0], batch["target"]) if last_only else supervised_pairs(states, batch)
         ce = F.cross_entropy(states @ self.output_table().T, targets)
         kl = self._kl_scale * terms.get("kl_objective", terms["kl"])
-        total = ce + self.cfg.loss_weight * (kl + self.cfg.stein_weight * terms["align"])
-        total = total + self.cfg.balance_coef * terms.get("balance", 0.0) + self.cfg.score_reg * terms.get("score_reg", 0.0)
+        total = ce + self.config.loss_weight * (kl + self.config.stein_weight * terms["align"])
+        total = total + self.config.balance_coef * terms.get("balance", 0.0) + self.config.score_reg * terms.get("score_reg", 0.0)
         return {"loss": total, "ce": ce, **terms}
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:

@@ -15,6 +15,8 @@ import scipy.sparse as sp
 import torch
 
 from modalrec.data.dataset import TEST, TRAIN, VALID, Dataset
+from modalrec.data.features.extract import item_texts
+from modalrec.errors import ModalRecError
 
 
 def _ordered_csr(users: np.ndarray, items: np.ndarray, order_key: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -33,7 +35,9 @@ class DataContext:
     ``train`` is the binary train matrix with columns sorted per row (for fast lookups);
     ``histories[p]`` holds, per user, the items of split ``p`` in time order (CSR rows, unsorted
     columns). ``features`` are float32 tensors [n_items, d] with masks. ``cold_items`` (bool [n_items]) marks
-    the items a ``cold_items`` split held out of training (None when the split held none out).
+    the items a ``cold_items`` split held out of training (None when the split held none out). ``item_texts``
+    are the items' texts rendered with the template the dataset's text feature was extracted with (None when it
+    has no such feature), for models that encode text end to end.
     """
 
     n_users: int
@@ -44,6 +48,7 @@ class DataContext:
     feature_masks: dict[str, torch.Tensor] = field(default_factory=dict)
     item_popularity: np.ndarray | None = None
     cold_items: np.ndarray | None = None
+    item_texts: list[str | None] | None = None
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> DataContext:
@@ -71,6 +76,7 @@ class DataContext:
             feature_masks={k: torch.from_numpy(np.array(f.mask, dtype=bool)) for k, f in ds.features.items()},
             item_popularity=np.asarray(train.sum(axis=0)).ravel().astype(np.int64),
             cold_items=cold_items,
+            item_texts=_item_texts(ds),
         )
 
     def history(self, users: np.ndarray, phase: int) -> list[np.ndarray]:
@@ -101,6 +107,17 @@ class DataContext:
         t.sum_duplicates()
         t.data[:] = 1.0
         return t
+
+
+def _item_texts(ds: Dataset) -> list[str | None] | None:
+    """The items' texts by the template of the first text feature that records one (None without)."""
+    for record in (ds.meta.get("features") or {}).values():
+        if record.get("modality") == "text" and record.get("template") and ds.item_meta:
+            try:
+                return item_texts(ds, record["template"])
+            except ModalRecError:  # the metadata the template names is gone (e.g. a re-imported dataset)
+                return None
+    return None
 
 
 def pad_sequences(seqs: list[np.ndarray], max_len: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -132,6 +132,16 @@ class Recommender(nn.Module):
         split. Default none."""
         return {}
 
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: every trainable parameter in one by default; a model whose parts
+        want their own learning rate (a fine-tuned content encoder) returns several (``{"params", "lr"?}``)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def provenance(self) -> dict[str, Any]:
+        """What the run must record beyond the config about where the model's parts come from (e.g. which
+        pretrained encoder, which of its layers were trained, from which weights); default nothing."""
+        return {}
+
     def configure_optimizer(self, train: Any) -> torch.optim.Optimizer | None:
         """A model-specific optimiser built from the train config (e.g. Riemannian SGD for manifold
         parameters); None lets the trainer build ``train.optimizer`` over all parameters."""

@@ -176,6 +176,8 @@ def _train_in(
                 run_dir.create()
                 run_dir.write_recorded_text(run_dir.config, cfg.to_yaml())
                 dataset = {"stats": ds.stats(), "content_hash": ds.content_hash(), "meta": ds.meta}
+                if model.provenance():  # e.g. the item encoder the model trains end to end
+                    dataset["model_inputs"] = model.provenance()
                 run_dir.write_recorded_text(run_dir.dataset, json.dumps(to_jsonable(dataset), indent=2) + "\n")
             run_dir.mark(RUNNING)
             handler = run_dir.attach_log(package_log)

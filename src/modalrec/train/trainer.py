@@ -39,7 +39,8 @@ class TrainingError(ModalRecError):
 
 
 def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = getattr(model, "parameter_groups", None)
+    params = groups() if groups is not None else [p for p in model.parameters() if p.requires_grad]
     t = cfg.train
     choices = {
         "adam": lambda: torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay),
@@ -353,5 +354,7 @@ class Trainer:
             log.info("%s of epoch %d: %s", label, self.state.best_epoch, "  ".join(f"{k} {v:.4f}" for k, v in result.summary.items() if isinstance(v, float)))
             self.run_dir.save_per_user(label, result.users, result.per_user)
         results["n_parameters"] = int(sum(p.numel() for p in self.model.parameters()))
+        if self.model.provenance():
+            results["model_provenance"] = self.model.provenance()
         self.run_dir.write_json(self.run_dir.results, results)
         return results

@@ -15,6 +15,11 @@ Deviations / choices, each a flag:
   cross-entropy with one sampled negative; "sampled" is the same softmax against ``negatives`` uniform
   items shared by the batch (cheaper on large catalogues); "bce" is the paper's loss (Sec. III-E);
   "bpr" the pairwise version with one uniform negative per position.
+- ``item_encoder`` "id" (default, the paper's item embedding table) or "text": end-to-end item vectors from
+  the items' texts through MiniLM (:class:`~modalrec.nn.text_tower.TextTower`; MoRec, SIGIR 2023), its top
+  ``finetune_layers`` transformer layers trained with the recommender at ``encoder_lr`` (0 = frozen encoder,
+  only the projection trains), the lower layers' outputs cached by content hash. Text items are scored by
+  content alone, so items never seen in training (a cold-item split) get meaningful scores.
 - Sequences are right-padded (the paper left-pads); positions count from the first item, so padding
   never shifts the positions of real items. Padding is masked as keys and zeroed after every block.
 """
@@ -22,21 +27,26 @@ Deviations / choices, each a flag:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
-from modalrec.models.base import SequentialRecommender, register
+from modalrec.models.base import Batch, SequentialRecommender, register
 from modalrec.models.sequential.objective import (
     SeededNegatives,
     TiedItemScoring,
     check_loss_name,
+    next_item_loss,
 )
+from modalrec.nn.text_tower import TextTower
 from modalrec.nn.transformer import CausalTransformer
+
+ITEM_ENCODERS = ("id", "text")
 
 
 @register
@@ -59,6 +69,10 @@ class SASRec(TiedItemScoring, SequentialRecommender):
         loss: str = "ce"  # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
         negatives: int = 256  # loss "sampled": uniform negatives per batch
         init_std: float = 0.02  # std of the normal initialisation of the embedding tables
+        item_encoder: str = "id"  # id (embedding table) | text (MiniLM over the item texts, end to end)
+        finetune_layers: NonNegative = 0  # item_encoder=text: top MiniLM layers trained (0 = frozen encoder)
+        encoder_lr: float | None = None  # item_encoder=text: learning rate of those layers; None = train.lr
+        encoder_max_length: int = 32  # item_encoder=text: tokens read per item text (cost grows with it)
 
     train_view: ClassVar[str] = "sequences"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
@@ -93,17 +107,63 @@ class SASRec(TiedItemScoring, SequentialRecommender):
             attention_dropout=config.attention_dropout,
         )
         self.negatives = SeededNegatives(self.n_items)
+        self.text_tower: TextTower | None = None
+        self._scoring_table: torch.Tensor | None = None
+        if config.item_encoder not in ITEM_ENCODERS:
+            raise ConfigError(f"{self.name}: model.item_encoder '{config.item_encoder}' is not one of {', '.join(ITEM_ENCODERS)}")
+        if config.item_encoder == "text":
+            if ctx.item_texts is None:
+                raise ConfigError(
+                    f"{self.name}: model.item_encoder=text needs item texts, i.e. a dataset whose text feature records "
+                    "its template (e.g. ml-100k-plot, ml-1m-mm, amazon-scientific-mm); this one has none"
+                )
+            self.text_tower = TextTower(ctx.item_texts, config.dim, config.finetune_layers, config.encoder_max_length)
 
-    def hidden_states(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """F [B, L, d]: the state after reading items 0..t, for every position t (zero at padding)."""
+    def hidden_states(self, seq: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """F [B, L, d]: the state after reading items 0..t, for every position t (zero at padding); ``table``:
+        the item table when the caller has computed it already."""
         length = seq.shape[1]
         if length > self.max_len:
             raise ValueError(f"sasrec: sequences of length {length} exceed max_len={self.max_len}; cut them to the last max_len items")
         positions = torch.arange(length, device=seq.device)
         valid = positions.unsqueeze(0) < lengths.to(seq.device).unsqueeze(1)
-        embedded = self.embed_items(seq) + self.position_embedding(positions)  # E_hat = E + P
+        embedded = self.embed_items(seq, table) + self.position_embedding(positions)  # E_hat = E + P
         return self.encoder(self.embedding_dropout(embedded), valid)
 
-    def embed_items(self, seq: torch.Tensor) -> torch.Tensor:
+    def embed_items(self, seq: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """E [B, L, d]: the input representation of the items of ``seq`` (subclasses may fuse content)."""
-        return self.item_embedding(seq)
+        if self.text_tower is None:
+            return self.item_embedding(seq)
+        return F.pad(self.item_table() if table is None else table, (0, 0, 0, 1))[seq]  # the padding index gets a zero row
+
+    def item_table(self) -> torch.Tensor:
+        """V [n_items, d]: the ID embeddings, or the text tower's output (once per scoring pass)."""
+        if self.text_tower is None:
+            return super().item_table()
+        return self._scoring_table if self._scoring_table is not None else self.text_tower()
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        table = self.item_table()  # once per step: with a text tower it is the costly part
+        hidden = self.hidden_states(batch["seq"], batch["lengths"], table)
+        return next_item_loss(hidden, batch, table, self.config.loss, self.negatives, self.config.negatives)
+
+    def prepare_scoring(self) -> None:
+        super().prepare_scoring()
+        self._scoring_table = self.text_tower() if self.text_tower is not None else None
+
+    def train(self, mode: bool = True) -> Any:
+        self._scoring_table = None
+        return super().train(mode)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        if self.text_tower is None:
+            return super().parameter_groups()
+        tower = {id(p) for p in self.text_tower.parameters()}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in tower]
+        return [{"params": rest}, *self.text_tower.parameter_groups(self.config.encoder_lr)]
+
+    def provenance(self) -> dict[str, Any]:
+        if self.text_tower is None:
+            return {}
+        return {"item_encoder": {**self.text_tower.provenance, "encoder_lr": self.config.encoder_lr,
+                                 "lower_cache_hit": self.text_tower.cache_hit, "lower_seconds": round(self.text_tower.lower_seconds, 2)}}

@@ -45,6 +45,8 @@ class SASRecFeatures(SASRec):
     search_space: ClassVar[dict] = {**SASRec.search_space, "model.feature_dropout": ("float", 0.0, 0.5)}
 
     def __init__(self, config: Config, ctx: DataContext):
+        if config.item_encoder != "id":
+            raise ConfigError("sasrec_features fuses extracted features with ID embeddings; for an end-to-end text encoder use model=sasrec model.item_encoder=text")
         super().__init__(config, ctx)
         if config.fusion not in FUSIONS:
             raise ConfigError(f"sasrec_features: fusion '{config.fusion}' is not one of {', '.join(FUSIONS)}")
@@ -69,5 +71,5 @@ class SASRecFeatures(SASRec):
             return ids + torch.stack(content).sum(0)
         return self.fuse(torch.cat([ids, *content], dim=-1))
 
-    def embed_items(self, seq: torch.Tensor) -> torch.Tensor:
-        return F.pad(self.item_table(), (0, 0, 0, 1))[seq]  # the padding index gets a zero row
+    def embed_items(self, seq: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        return F.pad(self.item_table() if table is None else table, (0, 0, 0, 1))[seq]  # the padding index gets a zero row

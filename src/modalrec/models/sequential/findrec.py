@@ -41,14 +41,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import Positive
+from modalrec.checks import Check, Positive, check_fields
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import VALID
 from modalrec.errors import ConfigError
@@ -312,7 +312,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
 
     @dataclass
     class Config:
-        mode: str = "faithful"  # faithful | clean: preset for every flag below left at None
+        mode: Annotated[str, Check(choices=tuple(MODE_PRESETS))] = "faithful"  # faithful | clean: preset for every flag below left at None
         modalities: list[str] = field(default_factory=list)  # item features to read, in order; [] = all, sorted
         max_len: int = 50  # L, longest history read (the most recent items)
         dim: Positive = 128  # d, ID embedding / Mamba / output size
@@ -337,24 +337,24 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         min_bandwidth: float = 0.1
         max_bandwidth: float = 10.0
         bandwidth_rows: int = 512  # rows used for the median and, with iicm_positions=all_valid, for the Stein term
-        align_pair: str = "auto"  # A1: modal_pairs (z_m vs z_n) | modal_id (routed modal summary vs ID stream) | auto
-        stein_form: str | None = None  # A2: findrec_code | ksd | paired_rbf | mmd (a two-sample discrepancy, no score nets)
-        align_latent: str | None = None  # what modal_pairs aligns: sample (z, as released) | mean (L2(mu), what scoring reads)
+        align_pair: Annotated[str, Check(choices=("auto", "modal_pairs", "modal_id"))] = "auto"  # A1: modal_pairs (z_m vs z_n) | modal_id (routed modal summary vs ID stream) | auto
+        stein_form: Annotated[str, Check(choices=(*STEIN_FORMS, "mmd"))] | None = None  # A2: findrec_code | ksd | paired_rbf | mmd (a two-sample discrepancy, no score nets)
+        align_latent: Annotated[str, Check(choices=("sample", "mean"))] | None = None  # what modal_pairs aligns: sample (z, as released) | mean (L2(mu), what scoring reads)
         mmd_scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # mmd: kernel bandwidths, x the median h
-        stein_statistic: str = "v"  # v (mean incl. diagonal, as released) | u (off-diagonal)
+        stein_statistic: Annotated[str, Check(choices=("v", "u"))] = "v"  # v (mean incl. diagonal, as released) | u (off-diagonal)
         score_reg: float = 0.0  # A3: weight of mean ||s(z)||^2 (bounds the score networks; 0 = released)
         align_floor: float | None = None  # A3: clamp the align term from below (faithful: none, as released; clean: 0)
         sample_at_eval: bool | None = None  # A6: reparameterise at evaluation too (seeded per pass)
         eval_seed: int = 0  # seed of the evaluation noise when sample_at_eval
-        iicm_positions: str | None = None  # A7: last | all_valid (KL masked mean; Stein on <= bandwidth_rows rows)
+        iicm_positions: Annotated[str, Check(choices=("last", "all_valid"))] | None = None  # A7: last | all_valid (KL masked mean; Stein on <= bandwidth_rows rows)
         router_gumbel_hard: bool = False  # A8: straight-through one-hot routing (the released code's dead path)
         balance_coef: float = 0.0  # A8: weight of the sign-corrected load-balance loss
-        fusion: str = "linear"  # A9: linear | mamba (Linear(2d -> d) then a Mamba stack)
+        fusion: Annotated[str, Check(choices=("linear", "mamba"))] = "linear"  # A9: linear | mamba (Linear(2d -> d) then a Mamba stack)
         faithful_param_count: bool = False  # A9: also build the released code's unused modules (param parity)
         xattn_causal: bool | None = None  # A11: causal cross-modal attention
         xattn_double_scale: bool = True  # A12: extra d_h^-1/2 on the attention inputs
         xattn_window: int | None = None  # causal cross-attention to the last W positions only: O(L W) instead of O(L^2)
-        init: str = "faithful"  # A13: faithful (every Linear/Embedding ~ N(0, 0.01), biases 0) | module_default
+        init: Annotated[str, Check(choices=("faithful", "module_default"))] = "faithful"  # A13: faithful (every Linear/Embedding ~ N(0, 0.01), biases 0) | module_default
         ce_include_pad: bool | None = None  # A16: the pad row of the tied table is a CE logit
         output_clamp: float | None = 10.0  # A18: clamp of the final representation
         logvar_clamp: float | None = None  # A19: clamp log var to [-c, c]
@@ -739,23 +739,11 @@ def _retrieval(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_flags(config: FindRec.Config) -> FindRec.Config:
-    """A copy of ``config`` with every None flag set from its mode's preset, checked."""
-    if config.mode not in MODE_PRESETS:
-        raise ConfigError(f"findrec: unknown mode '{config.mode}'; choose one of {', '.join(MODE_PRESETS)}")
+    """A copy of ``config`` with every None flag set from its mode's preset, checked (choices and ranges are
+    declared with the fields and checked by :func:`modalrec.checks.check_fields`)."""
+    check_fields(config, "model.")
     preset = MODE_PRESETS[config.mode]
     cfg = dataclasses.replace(config, **{k: v for k, v in preset.items() if getattr(config, k) is None})
-    choices = {
-        "stein_form": (*STEIN_FORMS, "mmd"),
-        "iicm_positions": ("last", "all_valid"),
-        "align_pair": ("auto", "modal_pairs", "modal_id"),
-        "fusion": ("linear", "mamba"),
-        "init": ("faithful", "module_default"),
-        "stein_statistic": ("v", "u"),
-        "align_latent": ("sample", "mean"),
-    }
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"findrec: {key}={getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
     if cfg.stein_form == "mmd" and cfg.score_reg > 0:
         raise ConfigError("findrec: score_reg regularises score networks, which stein_form=mmd does not have; set score_reg=0")
     if cfg.free_bits < 0 or cfg.kl_warmup_epochs < 0 or not cfg.mmd_scales or min(cfg.mmd_scales) <= 0:

@@ -215,8 +215,10 @@ class Trainer:
         t = self.cfg.train
         self._with_diagnostics(record)
         if (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs:
+            started = time.perf_counter()
             result = self._validate()
             record["valid"] = result.summary
+            record["valid_seconds"] = time.perf_counter() - started  # beside "seconds" (the training steps)
             score = result.summary[self.select]
             if score > self.state.best_score:
                 self.state.best_score, self.state.best_epoch, self.state.bad_evals = score, epoch + 1, 0

@@ -94,13 +94,19 @@ class SASRec(TiedItemScoring, SequentialRecommender):
                 f"sasrec: need max_len >= 1, layers >= 0 and 0 <= dropout < 1, got "
                 f"max_len={config.max_len}, layers={config.layers}, dropout={config.dropout}"
             )
+        if config.item_encoder not in ITEM_ENCODERS:
+            raise ConfigError(f"{self.name}: model.item_encoder '{config.item_encoder}' is not one of {', '.join(ITEM_ENCODERS)}")
         self.pad = self.n_items
-        self.item_embedding = nn.Embedding(self.n_items + 1, config.dim, padding_idx=self.pad)
+        ids = config.item_encoder == "id"  # with a text tower the items have no ID embedding (content only)
+        if ids:
+            self.item_embedding = nn.Embedding(self.n_items + 1, config.dim, padding_idx=self.pad)
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
-        nn.init.normal_(self.item_embedding.weight, std=config.init_std)
+        if ids:
+            nn.init.normal_(self.item_embedding.weight, std=config.init_std)
         nn.init.normal_(self.position_embedding.weight, std=config.init_std)
-        with torch.no_grad():
-            self.item_embedding.weight[self.pad].zero_()
+        if ids:
+            with torch.no_grad():
+                self.item_embedding.weight[self.pad].zero_()
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.encoder = CausalTransformer(
             config.dim, config.heads, config.layers, config.dropout, config.norm_first, config.inner_dim,
@@ -109,8 +115,6 @@ class SASRec(TiedItemScoring, SequentialRecommender):
         self.negatives = SeededNegatives(self.n_items)
         self.text_tower: TextTower | None = None
         self._scoring_table: torch.Tensor | None = None
-        if config.item_encoder not in ITEM_ENCODERS:
-            raise ConfigError(f"{self.name}: model.item_encoder '{config.item_encoder}' is not one of {', '.join(ITEM_ENCODERS)}")
         if config.item_encoder == "text":
             if ctx.item_texts is None:
                 raise ConfigError(

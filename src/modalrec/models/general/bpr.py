@@ -24,7 +24,6 @@ from torch import nn
 
 from modalrec.checks import Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, register
 from modalrec.nn.losses import bpr_loss, embedding_l2, pairwise_scores
 
@@ -48,8 +47,6 @@ class BPR(EmbeddingScorer, GeneralRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.dim < 1:
-            raise ConfigError(f"bpr: dim must be >= 1, got {config.dim}")
         self.user_embedding = nn.Embedding(self.n_users, config.dim)
         self.item_embedding = nn.Embedding(self.n_items, config.dim)
         nn.init.normal_(self.user_embedding.weight, std=config.init_std)

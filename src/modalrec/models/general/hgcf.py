@@ -22,14 +22,13 @@ chunk in one float32 Lorentz GEMM.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import geoopt
 import torch
 
-from modalrec.checks import NonNegative, Positive
+from modalrec.checks import Check, Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, ModelMixin, ScoringCache, register
 from modalrec.nn.graph import bipartite_adjacency, propagate, to_torch_sparse
 from modalrec.nn.hyperbolic import Lorentz, lorentz_matmul
@@ -60,10 +59,10 @@ class HGCF(ScoringCache, HyperbolicScorer, GeneralRecommender):
 
     @dataclass
     class Config:
-        dim: Positive = 64  # D = d + 1, ambient width of the Lorentz points (HDRM releases 512; 64 fits a CPU)
-        layers: NonNegative = 3  # L, propagation layers (HDRM: 3 on ML-1M and Yelp)
+        dim: Annotated[int, Check(ge=2)] = 64  # D = d + 1, ambient width of the Lorentz points (HDRM releases 512; 64 fits a CPU)
+        layers: Positive = 3  # L, propagation layers (HDRM: 3 on ML-1M and Yelp)
         margin: float = 0.1  # m of the margin loss (HGCF paper; HDRM's stage-2 code hard-codes 0.2)
-        curvature: float = 1.0  # c; the hyperboloid has K = 1/c (fixed, not trained)
+        curvature: Annotated[float, Check(gt=0)] = 1.0  # c; the hyperboloid has K = 1/c (fixed, not trained)
         init_scale: float = 0.1  # E = exp_o(uniform(-s, s))
         momentum: float = 0.95  # momentum of Riemannian SGD
 
@@ -73,8 +72,6 @@ class HGCF(ScoringCache, HyperbolicScorer, GeneralRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.dim < 2 or config.layers < 1 or config.curvature <= 0:
-            raise ConfigError(f"hgcf: need dim >= 2, layers >= 1 and curvature > 0, got dim={config.dim}, layers={config.layers}, curvature={config.curvature}")
         self.manifold = Lorentz(1.0 / config.curvature)
         self.user_embedding = geoopt.ManifoldParameter(self._init_points(self.n_users), manifold=self.manifold)
         self.item_embedding = geoopt.ManifoldParameter(self._init_points(self.n_items), manifold=self.manifold)

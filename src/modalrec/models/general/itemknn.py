@@ -20,14 +20,14 @@ scores are moved to the model's device.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from modalrec.checks import Check, Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, register
 from modalrec.nn.knn import chunked_topk
 
@@ -66,8 +66,8 @@ class ItemKNN(GeneralRecommender):
 
     @dataclass
     class Config:
-        k: int = 100  # neighbours kept per item
-        shrink: float = 0.0  # added to the cosine denominator; damps similarities of rare items
+        k: Positive = 100  # neighbours kept per item
+        shrink: Annotated[float, Check(ge=0)] = 0.0  # added to the cosine denominator; damps similarities of rare items
         chunk_budget: int = 1 << 24  # max entries of the dense similarity block computed at once
 
     search_space: ClassVar[dict] = {"model.k": ("choice", [20, 50, 100, 200, 400]), "model.shrink": ("float", 0.0, 100.0)}
@@ -75,10 +75,6 @@ class ItemKNN(GeneralRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.k < 1:
-            raise ConfigError(f"itemknn: k must be a positive number of neighbours, got {config.k}")
-        if config.shrink < 0:
-            raise ConfigError(f"itemknn: shrink must be >= 0, got {config.shrink}")
         self.train_matrix: sp.csr_matrix = ctx.train  # the user rows that scoring multiplies by S
         k = min(config.k, max(self.n_items - 1, 0))
         self.register_buffer("neighbour_index", torch.zeros(self.n_items, k, dtype=torch.long))

@@ -29,7 +29,6 @@ from torch import nn
 
 from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, ScoringCache, register
 from modalrec.nn.graph import bipartite_adjacency, mean_propagate, to_torch_sparse
 from modalrec.nn.losses import bpr_loss, embedding_l2, pairwise_scores
@@ -55,8 +54,6 @@ class LightGCN(ScoringCache, EmbeddingScorer, GeneralRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.dim < 1 or config.layers < 0:
-            raise ConfigError(f"lightgcn: need dim >= 1 and layers >= 0, got dim={config.dim}, layers={config.layers}")
         self.user_embedding = nn.Embedding(self.n_users, config.dim)
         self.item_embedding = nn.Embedding(self.n_items, config.dim)
         nn.init.normal_(self.user_embedding.weight, std=config.init_std)

@@ -17,14 +17,13 @@ items at every position (``loss="ce"``; ``"sampled"``, ``"bce"`` and ``"bpr"`` a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 from torch import nn
 
-from modalrec.checks import NonNegative, Positive
+from modalrec.checks import Check, Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import SequentialRecommender, register
 from modalrec.models.sequential.objective import (
     SeededNegatives,
@@ -43,10 +42,10 @@ class GRU4Rec(TiedItemScoring, SequentialRecommender):
     @dataclass
     class Config:
         dim: Positive = 64  # item embedding size (and size of the projected output state)
-        hidden: int = 128  # GRU hidden size
-        layers: NonNegative = 1  # stacked GRU layers
-        dropout: float = 0.3  # dropout on the input embeddings
-        max_len: int = 50  # longest history read (older items are cut)
+        hidden: Positive = 128  # GRU hidden size
+        layers: Positive = 1  # stacked GRU layers
+        dropout: Annotated[float, Check(ge=0, lt=1)] = 0.3  # dropout on the input embeddings
+        max_len: Positive = 50  # longest history read (older items are cut)
         loss: str = "ce"  # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
         negatives: int = 256  # loss "sampled": uniform negatives per batch
 
@@ -57,10 +56,6 @@ class GRU4Rec(TiedItemScoring, SequentialRecommender):
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         check_loss_name(self.name, config.loss, config.negatives)
-        if min(config.dim, config.hidden, config.layers, config.max_len) < 1 or not 0.0 <= config.dropout < 1.0:
-            raise ConfigError(
-                f"gru4rec: need dim, hidden, layers, max_len >= 1 and 0 <= dropout < 1, got {config}"
-            )
         self.pad = self.n_items
         self.item_embedding = nn.Embedding(self.n_items + 1, config.dim, padding_idx=self.pad)
         nn.init.xavier_normal_(self.item_embedding.weight)

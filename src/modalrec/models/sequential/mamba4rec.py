@@ -18,14 +18,13 @@ biases, as the released code's ``apply(_init_weights)`` does (this also replaces
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 from torch import nn
 
-from modalrec.checks import NonNegative, Positive
+from modalrec.checks import Check, Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import SequentialRecommender, register
 from modalrec.models.sequential.objective import (
     SeededNegatives,
@@ -64,15 +63,15 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
     @dataclass
     class Config:
         dim: Positive = 64  # item embedding and hidden size
-        layers: NonNegative = 1  # Mamba layers
-        d_state: int = 32  # N, SSM state size
+        layers: Positive = 1  # Mamba layers
+        d_state: Positive = 32  # N, SSM state size
         d_conv: int = 4  # causal conv width
         expand: int = 2  # inner width = expand * dim
-        dropout: float = 0.2  # on embeddings, Mamba outputs and the feed-forward network
-        max_len: int = 50  # longest history read (the most recent items)
+        dropout: Annotated[float, Check(ge=0, lt=1)] = 0.2  # on embeddings, Mamba outputs and the feed-forward network
+        max_len: Positive = 50  # longest history read (the most recent items)
         loss: str = "ce"  # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
         negatives: int = 256  # loss "sampled": uniform negatives per batch
-        init: str = "recbole"  # recbole (every Linear/Embedding ~ N(0, 0.02)) | module_default
+        init: Annotated[str, Check(choices=("recbole", "module_default"))] = "recbole"  # recbole (every Linear/Embedding ~ N(0, 0.02)) | module_default
         mamba_backend: str = "auto"  # auto | fused | ref | chunked | cuda
 
     train_view: ClassVar[str] = "sequences"
@@ -82,10 +81,6 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         check_loss_name(self.name, config.loss, config.negatives)
-        if config.init not in ("recbole", "module_default"):
-            raise ConfigError(f"mamba4rec: init '{config.init}' is not one of recbole, module_default")
-        if min(config.dim, config.layers, config.d_state, config.max_len) < 1 or not 0.0 <= config.dropout < 1.0:
-            raise ConfigError(f"mamba4rec: need dim, layers, d_state, max_len >= 1 and 0 <= dropout < 1, got {config}")
         self.pad = self.n_items
         self.item_embedding = nn.Embedding(self.n_items + 1, config.dim, padding_idx=self.pad)
         self.embedding_dropout = nn.Dropout(config.dropout)

@@ -27,13 +27,13 @@ Deviations / choices, each a flag:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import NonNegative, Positive
+from modalrec.checks import Check, NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, SequentialRecommender, register
@@ -60,10 +60,10 @@ class SASRec(TiedItemScoring, SequentialRecommender):
     class Config:
         dim: Positive = 64  # d, item / position embedding and hidden size
         layers: NonNegative = 2  # b, self-attention blocks
-        heads: int = 2  # attention heads (the paper uses 1; 2 as in RecBole)
-        dropout: float = 0.2  # dropout on embeddings, attention weights and block outputs
+        heads: Positive = 2  # attention heads (the paper uses 1; 2 as in RecBole)
+        dropout: Annotated[float, Check(ge=0, lt=1)] = 0.2  # dropout on embeddings, attention weights and block outputs
         attention_dropout: float | None = None  # dropout on attention weights; None = dropout. 0 lets SDPA fuse (faster on CPU)
-        max_len: int = 50  # n, longest history read (older items are cut)
+        max_len: Positive = 50  # n, longest history read (older items are cut)
         norm_first: bool = True  # pre-LN blocks as in the paper; False = post-LN (RecBole)
         inner_dim: int | None = None  # feed-forward width; None = dim (the paper's d x d layers)
         loss: str = "ce"  # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
@@ -87,13 +87,8 @@ class SASRec(TiedItemScoring, SequentialRecommender):
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         check_loss_name(self.name, config.loss, config.negatives)
-        if config.dim < 1 or config.heads < 1 or config.dim % config.heads:
+        if config.dim % config.heads:
             raise ConfigError(f"sasrec: dim ({config.dim}) must be a positive multiple of heads ({config.heads})")
-        if config.max_len < 1 or config.layers < 0 or not 0.0 <= config.dropout < 1.0:
-            raise ConfigError(
-                f"sasrec: need max_len >= 1, layers >= 0 and 0 <= dropout < 1, got "
-                f"max_len={config.max_len}, layers={config.layers}, dropout={config.dropout}"
-            )
         if config.item_encoder not in ITEM_ENCODERS:
             raise ConfigError(f"{self.name}: model.item_encoder '{config.item_encoder}' is not one of {', '.join(ITEM_ENCODERS)}")
         self.pad = self.n_items

@@ -46,7 +46,7 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
     ),
     "mmgcn": ("MMGCN", {"reg_weight": 1e-4}, {}),
 }
-# ModalRec overrides that reproduce the code before the parity fixes (variant "flags-old"), where flags can
+# ModalRec overrides that reproduce the code before the parity fixes (variant "flags-old") as far as flags can
 FLAGS_OLD = {
     "bm3": {"reg_form": "batch_l2", "residual": False},
     "mgcn": {

@@ -97,7 +97,7 @@ class TextTower(nn.Module):
         self.project = nn.Linear(int(bert.config.hidden_size), dim)
         self.provenance = {
             "encoder": f"sentence-transformers:{MINILM_NAME}",
-            "weights": f"{weights}; transformers=={package_version('transformers')}",
+            "weights": f"{weights}; {package_version('transformers')}",
             "layers": n_layers,
             "trained_layers": list(range(self.frozen_layers, n_layers)),
             "frozen": ["embeddings", *(f"layer.{i}" for i in range(self.frozen_layers))],

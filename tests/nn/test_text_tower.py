@@ -60,6 +60,8 @@ def test_gradients_reach_exactly_the_top_layers(cache: FeatureCache, n: int) -> 
     assert set(named) == {*(k for k in named if k.startswith("layers.")), "project.weight", "project.bias"}
     for name, parameter in named.items():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    groups = tower.parameter_groups(tower, 1e-3)
+    assert len(groups[-1]["params"]) == (len(list(tower.layers.parameters())) if n else 2)
     optimiser = torch.optim.SGD(tower.parameters(), lr=0.1)
     optimiser.step()
     assert torch.equal(tower.lower, lower)  # the frozen layers' output does not move
@@ -108,7 +110,7 @@ def test_sasrec_with_text_items_is_deterministic_and_uses_the_encoder_lr(monkeyp
         seq, lengths = ctx.padded_history(np.arange(8), 1, 8)
         batch = {"seq": seq[:, :-1], "lengths": (lengths - 1).clamp(min=1), "target": seq[torch.arange(8), (lengths - 1).clamp(min=0)]}
         groups = model.parameter_groups()
-        assert [g.get("lr") for g in groups] == [None, None, 1e-4]
+        assert [g.get("lr") for g in groups] == [None, 1e-4]
         assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
         optimiser = torch.optim.Adam(groups, lr=1e-2)
         torch.manual_seed(5)
@@ -141,3 +143,28 @@ def test_train_cli_records_the_encoder(tmp_path: Path) -> None:
                          env={**os.environ, **env_home})
     assert bad.returncode == 2 and "item_encoder 'txt' is not one of id, text" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "runs" / "bad").exists()  # nothing written
+
+
+def test_vbpr_reads_item_content_through_the_tower(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import warnings
+
+    from modalrec.models.multimodal.vbpr import VBPR
+
+    monkeypatch.setenv("MODALREC_HOME", str(tmp_path))
+    ds = _text_dataset()
+    ds = ds.replace(features={})
+    from modalrec.data.dataset import ItemFeature
+
+    ds = ds.with_feature("text", ItemFeature(np.ones((ds.n_items, 4), dtype=np.float32), np.ones(ds.n_items, dtype=bool), {}))
+    ds.meta["features"]["text"] = {"modality": "text", "template": "{title}"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ctx = DataContext.from_dataset(split(ds, SplitConfig(method="loo")))
+    torch.manual_seed(0)
+    model = VBPR(VBPR.Config(dim=8, content_dim=8, item_encoder="text", finetune_layers=1, encoder_lr=1e-4, encoder_max_length=16), ctx)
+    assert model.projection.in_features == 384 and model.text_tower is not None and model.text_tower.project is None
+    batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([0, 1]), "neg": torch.tensor([3, 4])}
+    model.loss(batch)["loss"].backward()
+    assert all(p.grad is not None for p in model.text_tower.layers.parameters())
+    assert [g.get("lr") for g in model.parameter_groups()] == [None, 1e-4]
+    assert model.provenance()["item_encoder"]["trained_layers"] == [5]

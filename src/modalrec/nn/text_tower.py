@@ -12,7 +12,7 @@ at layer ``L - finetune_layers``:
   linear projection to the recommender's size run on every forward and are trained.
 
 ``N = 0`` is the frozen encoder (only the projection trains), ``N = L`` fine-tunes every transformer layer
-(the token embeddings stay frozen). Items without text get a zero pooled vector (the projection's bias).
+(the token embeddings stay frozen). ``dim=None`` leaves the projection to the host model. Items without text get a zero pooled vector (the projection's bias).
 :meth:`parameter_groups` puts the transformer layers under their own learning rate.
 """
 
@@ -58,7 +58,7 @@ class TextTower(nn.Module):
     def __init__(
         self,
         texts: Sequence[str | None],
-        dim: int,
+        dim: int | None,
         finetune_layers: int,
         max_length: int = 32,
         cache: FeatureCache | None = None,
@@ -94,7 +94,7 @@ class TextTower(nn.Module):
             persistent=False,
         )
         self.layers = nn.ModuleList(bert.encoder.layer[self.frozen_layers :])
-        self.project = nn.Linear(int(bert.config.hidden_size), dim)
+        self.project = nn.Linear(int(bert.config.hidden_size), dim) if dim is not None else None  # None: the host projects
         self.provenance = {
             "encoder": f"sentence-transformers:{MINILM_NAME}",
             "weights": f"{weights}; {package_version('transformers')}",
@@ -120,8 +120,9 @@ class TextTower(nn.Module):
         return torch.cat(parts)
 
     def forward(self) -> torch.Tensor:
-        """V [n_items, dim]: the projected sentence embeddings."""
-        return self.project(self.pooled())
+        """V [n_items, dim]: the projected sentence embeddings (the pooled ones when ``dim`` is None)."""
+        pooled = self.pooled()
+        return pooled if self.project is None else self.project(pooled)
 
     def pooled(self) -> torch.Tensor:
         """[n_items, H]: top layers over the cached lower states, mean pooling, L2 norm (MiniLM's own output)."""
@@ -133,9 +134,16 @@ class TextTower(nn.Module):
         pooled = (hidden * weight).sum(1) / weight.sum(1).clamp(min=1.0)  # MiniLM's mean pooling
         return F.normalize(pooled, dim=-1)
 
-    def parameter_groups(self, lr: float | None) -> list[dict[str, Any]]:
-        """The transformer layers under ``lr`` (None: the optimiser's own) and the projection under the default."""
-        groups: list[dict[str, Any]] = [{"params": list(self.project.parameters())}]
-        if len(self.layers):
-            groups.append({"params": list(self.layers.parameters()), **({} if lr is None else {"lr": lr})})
+    def parameter_groups(self, host: nn.Module, lr: float | None) -> list[dict[str, Any]]:
+        """The optimiser groups of ``host`` (the model holding this tower): its own parameters and the projection
+        under the default learning rate, the transformer layers under ``lr`` (None: the default)."""
+        layers = list(self.layers.parameters())
+        mine = {id(p) for p in layers}
+        groups: list[dict[str, Any]] = [{"params": [p for p in host.parameters() if p.requires_grad and id(p) not in mine]}]
+        if layers:
+            groups.append({"params": layers, **({} if lr is None else {"lr": lr})})
         return groups
+
+    def record(self, lr: float | None) -> dict[str, Any]:
+        """The provenance a run records: encoder, weights, trained and frozen layers, the lower-layer cache."""
+        return {**self.provenance, "encoder_lr": lr, "lower_cache_hit": self.cache_hit, "lower_seconds": round(self.lower_seconds, 2)}

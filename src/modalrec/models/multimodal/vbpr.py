@@ -14,22 +14,30 @@ a content bias. Trained by BPR-Opt (Sec. 4.2) with L2 on the batch's parameters.
 Deviations: alpha and beta_u do not change a user's ranking and are dropped; the paper has one
 (visual) modality, here f_i is the concatenation of every modality's (L2-normalised) features, so
 any set of modalities works. The L2 on E and beta' is left to ``train.weight_decay`` as in MMRec.
+
+``item_encoder="text"`` (not in the paper; the survey's end-to-end optimisation): f_i is MiniLM's sentence
+embedding of the item's text from :class:`~modalrec.nn.text_tower.TextTower`, whose top ``finetune_layers``
+layers train with BPR at ``encoder_lr`` (0 = frozen). Every step encodes the whole catalogue, so on a CPU keep
+``finetune_layers`` at 0-1 and the catalogue small (see docs/end_to_end.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import Positive
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
+from modalrec.nn.text_tower import TextTower
+
+ITEM_ENCODERS = ("features", "text")
 
 
 @register
@@ -45,12 +53,25 @@ class VBPR(MultimodalRecommender):
         content_dim: int = 64  # K', size of the projected content E f_i
         reg: float = 1e-4  # L2 weight on the batch's gamma, theta and beta_i
         init_std: float = 0.1  # normal initialisation of the ID factors
+        item_encoder: str = "features"  # features (extracted, frozen) | text (MiniLM over the item texts, end to end)
+        finetune_layers: NonNegative = 0  # item_encoder=text: top MiniLM layers trained (0 = frozen encoder)
+        encoder_lr: float | None = None  # item_encoder=text: learning rate of those layers; None = train.lr
+        encoder_max_length: int = 32  # item_encoder=text: tokens read per item text
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         if config.dim < 1 or config.content_dim < 1:
             raise ConfigError(f"vbpr: dim and content_dim must be >= 1, got {config.dim}, {config.content_dim}")
-        feature_dim = sum(f.shape[1] for f in self.features)
+        if config.item_encoder not in ITEM_ENCODERS:
+            raise ConfigError(f"vbpr: model.item_encoder '{config.item_encoder}' is not one of {', '.join(ITEM_ENCODERS)}")
+        self.text_tower: TextTower | None = None
+        if config.item_encoder == "text":
+            if ctx.item_texts is None:
+                raise ConfigError("vbpr: model.item_encoder=text needs a dataset whose text feature records its template (e.g. ml-100k-plot)")
+            self.text_tower = TextTower(ctx.item_texts, None, config.finetune_layers, config.encoder_max_length)
+            feature_dim = int(self.text_tower.lower.shape[-1])
+        else:
+            feature_dim = sum(f.shape[1] for f in self.features)
         self.gamma_user = nn.Embedding(self.n_users, config.dim)
         self.gamma_item = nn.Embedding(self.n_items, config.dim)
         self.theta_user = nn.Embedding(self.n_users, config.content_dim)
@@ -62,7 +83,10 @@ class VBPR(MultimodalRecommender):
         nn.init.zeros_(self.beta_item.weight)
 
     def content(self) -> torch.Tensor:
-        """f_i: the concatenated, per-modality L2-normalised features [n_items, sum d_m]."""
+        """f_i: the concatenated, per-modality L2-normalised features [n_items, sum d_m] (or the text tower's
+        L2-normalised sentence embeddings)."""
+        if self.text_tower is not None:
+            return self.text_tower.pooled()
         return torch.cat([F.normalize(f, dim=1) for f in self.features], dim=1)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,6 +96,14 @@ class VBPR(MultimodalRecommender):
         users = torch.cat([self.gamma_user.weight, self.theta_user.weight, ones], dim=1)
         items = torch.cat([self.gamma_item.weight, self.projection(f), self.beta_item.weight + self.content_bias(f)], dim=1)
         return users, items
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        if self.text_tower is None:
+            return super().parameter_groups()
+        return self.text_tower.parameter_groups(self, self.config.encoder_lr)
+
+    def provenance(self) -> dict[str, Any]:
+        return {} if self.text_tower is None else {"item_encoder": self.text_tower.record(self.config.encoder_lr)}
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         users, items = self.representations()

@@ -157,12 +157,9 @@ class SASRec(TiedItemScoring, SequentialRecommender):
     def parameter_groups(self) -> list[dict[str, Any]]:
         if self.text_tower is None:
             return super().parameter_groups()
-        tower = {id(p) for p in self.text_tower.parameters()}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in tower]
-        return [{"params": rest}, *self.text_tower.parameter_groups(self.config.encoder_lr)]
+        return self.text_tower.parameter_groups(self, self.config.encoder_lr)
 
     def provenance(self) -> dict[str, Any]:
         if self.text_tower is None:
             return {}
-        return {"item_encoder": {**self.text_tower.provenance, "encoder_lr": self.config.encoder_lr,
-                                 "lower_cache_hit": self.text_tower.cache_hit, "lower_seconds": round(self.text_tower.lower_seconds, 2)}}
+        return {"item_encoder": self.text_tower.record(self.config.encoder_lr)}

@@ -134,3 +134,16 @@ def test_model_diagnostics_are_recorded_per_epoch_in_eval_mode(synthetic_dir: Pa
 def test_models_without_diagnostics_record_none(synthetic_dir: Path, tmp_path: Path) -> None:
     run_dir, _ = experiment.train(_cfg(synthetic_dir, tmp_path, "train.epochs=1"))
     assert all("diagnostics" not in json.loads(line) for line in run_dir.metrics.read_text().splitlines())
+
+
+def test_checkpoint_written_before_a_model_key_existed_is_judged_by_that_keys_default(synthetic_dir: Path, tmp_path: Path) -> None:
+    run_dir, _ = experiment.train(_cfg(synthetic_dir, tmp_path, "train.epochs=1", "run.name=k"))
+    payload = torch.load(run_dir.best, weights_only=True)
+    expected = payload["identity"]
+    older = dict(payload, identity=dict(expected, model_config={k: v for k, v in expected["model_config"].items() if k != "reg"}))
+    path = tmp_path / "older.pt"
+    torch.save(older, path)
+    assert load_checkpoint(path, expected)["identity"] == older["identity"]  # the run holds reg's default
+    changed = dict(expected, model_config=dict(expected["model_config"], reg=expected["model_config"]["reg"] * 10 + 1))
+    with pytest.raises(CheckpointError, match=r"model_config\.reg: checkpoint has no such key .*this run has"):
+        load_checkpoint(path, changed)

@@ -30,6 +30,7 @@ import torch
 
 from modalrec.errors import CheckpointError
 from modalrec.fileio import to_jsonable, write_atomic
+from modalrec.models.base import get_model_class
 
 FORMAT = 2
 
@@ -135,6 +136,27 @@ def identity(model_name: str, model_config: dict[str, Any], dataset_hash: str, n
     }
 
 
+def _model_config_diffs(found: dict[str, Any], expected: dict[str, Any], model: str) -> list[str]:
+    """The model-config keys on which a checkpoint and a run disagree.
+
+    A key the checkpoint does not hold was added to the model after the checkpoint was written; the
+    checkpoint then behaved as the key's default does (a new key's default keeps the old behaviour), so
+    it agrees when the run holds that default and disagrees otherwise. Without this, every run of a
+    model that later gained a key could no longer be evaluated, served or resumed.
+    """
+    defaults = dataclasses.asdict(get_model_class(model).Config())
+    diffs = []
+    for key, value in expected.items():
+        if key in found:
+            same = found[key] == value
+        else:
+            same = key in defaults and defaults[key] == value
+        if not same:
+            held = repr(found[key]) if key in found else "no such key (written before it existed)"
+            diffs.append(f"model_config.{key}: checkpoint has {held}, this run has {value!r}")
+    return diffs
+
+
 def _legacy_globals() -> list[Any]:
     """The classes a format-1 checkpoint pickled, allowed (and only they) when reading one."""
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / 1
@@ -186,8 +208,10 @@ def load_checkpoint(path: Path, expected: dict[str, Any]) -> dict[str, Any]:
     diffs = [
         f"{key}: checkpoint has {found.get(key)!r}, this run has {value!r}"
         for key, value in expected.items()
-        if found.get(key) != value
+        if key != "model_config" and found.get(key) != value
     ]
+    if "model_config" in expected and expected.get("model") == found.get("model"):
+        diffs += _model_config_diffs(found.get("model_config", {}), expected["model_config"], expected["model"])
     if diffs:
         raise CheckpointError(f"checkpoint {path} does not belong to this run:\n  " + "\n  ".join(diffs))
     if "train_state" in payload:

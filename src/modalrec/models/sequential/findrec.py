@@ -312,7 +312,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
 
     @dataclass
     class Config:
-        mode: Annotated[str, Check(choices=tuple(MODE_PRESETS))] = "faithful"  # faithful | clean: preset for every flag below left at None
+        mode: Annotated[str, Check(choices=tuple(MODE_PRESETS))] = "faithful"  # faithful | clean | mmd: preset for every flag below left at None
         modalities: list[str] = field(default_factory=list)  # item features to read, in order; [] = all, sorted
         max_len: int = 50  # L, longest history read (the most recent items)
         dim: Positive = 128  # d, ID embedding / Mamba / output size

@@ -46,7 +46,7 @@ cold item never appears in training (train matrix, training sequences, item grap
 only ever a valid/test target or a later history item at evaluation. The chosen item indices are recorded in
 ``meta["split"]["cold_items"]`` (and how many train interactions were removed), which the evaluator reads to
 report ``warm/...`` and ``cold/...`` metrics beside the overall ones. ID-only models still score cold items
-(from their never-trained embeddings); content models score them from content.
+(from embeddings that were never a positive, only ever a negative); content models score them from content.
 
 Seen targets: full ranking masks a user's train items (and valid items when testing), so a valid target that
 is also a train pair, or a test target that is also a train or valid pair, can never be hit. The protocol has no

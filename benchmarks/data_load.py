@@ -56,10 +56,14 @@ def main() -> None:
         raw = timed("load_dataset cold (fetch + read + save)", lambda: load_dataset(args.dataset, data_home=home, progress=False))
         timed("load_dataset refresh (re-fetch + read + save)",
               lambda: load_dataset(args.dataset, data_home=home, refresh=True, progress=False))  # fmt: skip
-        warm = timed("load_dataset warm (processed cache, mmap)", lambda: load_dataset(args.dataset, data_home=home), args.repeats)
+        warm = timed(
+            "load_dataset warm (processed cache, mmap)", lambda: load_dataset(args.dataset, data_home=home), args.repeats
+        )
         assert warm.content_hash() == raw.content_hash(), "processed cache differs from the raw read"
         source = warm.meta.get("source", {})
-        print(f"    source: {source.get('via')} {source.get('url') or source.get('wheel', {}).get('requirement') or source.get('path')}")
+        print(
+            f"    source: {source.get('via')} {source.get('url') or source.get('wheel', {}).get('requirement') or source.get('path')}"
+        )
         show(warm)
         _preprocess_and_split(warm, args.repeats)
 

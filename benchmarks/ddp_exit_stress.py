@@ -22,8 +22,14 @@ import time
 from pathlib import Path
 
 ARGS = [
-    "model=bpr", "train.epochs=4", "train.batch_size=50", "train.lr=0.01", "train.patience=100",
-    "train.progress=false", "model.dim=16", "train.grad_accum=2",
+    "model=bpr",
+    "train.epochs=4",
+    "train.batch_size=50",
+    "train.lr=0.01",
+    "train.patience=100",
+    "train.progress=false",
+    "model.dim=16",
+    "train.grad_accum=2",
 ]
 
 
@@ -38,8 +44,10 @@ def main() -> None:
     from modalrec.data.storage import save_dataset
     from modalrec.data.synthetic import make_synthetic
 
-    print(f"torch {torch.__version__}, python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(
+        f"torch {torch.__version__}, python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0", PYTHONFAULTHANDLER="1")
     failures, seconds = 0, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,16 +55,29 @@ def main() -> None:
         save_dataset(make_synthetic(n_users=200, n_items=100, seed=0), data)
         for i in range(args.repeats):
             cmd = [
-                sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "modalrec",
-                "train", *ARGS, f"dataset={data}", f"run.dir={tmp}/runs", f"run.name=r{i}", "--quiet",
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node=2",
+                "-m",
+                "modalrec",
+                "train",
+                *ARGS,
+                f"dataset={data}",
+                f"run.dir={tmp}/runs",
+                f"run.name=r{i}",
+                "--quiet",
             ]
             start = time.perf_counter()
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
             seconds.append(time.perf_counter() - start)
             ok = done.returncode == 0 and (Path(tmp) / "runs" / f"r{i}" / "results.json").exists()
             failures += not ok
-            print(f"repeat {i + 1:3d}/{args.repeats}: {'ok' if ok else 'FAILED'} (exit {done.returncode}, "
-                  f"{seconds[-1]:.1f}s)", flush=True)
+            print(
+                f"repeat {i + 1:3d}/{args.repeats}: {'ok' if ok else 'FAILED'} (exit {done.returncode}, {seconds[-1]:.1f}s)",
+                flush=True,
+            )
             if not ok:
                 print("  stderr tail:\n    " + "\n    ".join(done.stderr[-4000:].splitlines()), flush=True)
                 if args.stop_on_failure:

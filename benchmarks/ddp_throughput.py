@@ -39,7 +39,9 @@ def worker(args: argparse.Namespace) -> None:
     from modalrec.train.rundir import RunDir
     from modalrec.train.trainer import Trainer
 
-    cfg = resolve([f"model={args.model}", f"dataset={args.dataset}", "train.progress=false", f"train.device={args.device}", *args.overrides])
+    cfg = resolve(
+        [f"model={args.model}", f"dataset={args.dataset}", "train.progress=false", f"train.device={args.device}", *args.overrides]
+    )
     dist = distributed.env_dist()
     device = distributed.setup(dist, resolve_device(cfg.train.device, "train.device"))
     seed_everything(cfg.train.seed)
@@ -54,29 +56,56 @@ def worker(args: argparse.Namespace) -> None:
         torch.cuda.synchronize()
     best = min(records, key=lambda r: r["seconds"])
     if dist.is_main:
-        print(RESULT + json.dumps({"epoch_s": best["seconds"], "examples_per_s": best["examples_per_s"], "steps": best["steps"],
-                                   "batch_size": cfg.train.batch_size, "loss": records[-1]["loss"]}), flush=True)
+        print(
+            RESULT
+            + json.dumps(
+                {
+                    "epoch_s": best["seconds"],
+                    "examples_per_s": best["examples_per_s"],
+                    "steps": best["steps"],
+                    "batch_size": cfg.train.batch_size,
+                    "loss": records[-1]["loss"],
+                }
+            ),
+            flush=True,
+        )
     distributed.teardown(dist)
 
 
 def run_config(args: argparse.Namespace, model: str, nproc: int, threads: int) -> dict:
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", __file__, "--worker",
-        "--model", model, "--dataset", args.dataset, "--epochs", str(args.epochs), "--device", args.device, *args.overrides,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        __file__,
+        "--worker",
+        "--model",
+        model,
+        "--dataset",
+        args.dataset,
+        "--epochs",
+        str(args.epochs),
+        "--device",
+        args.device,
+        *args.overrides,
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"{model} with {nproc} processes failed:\n{done.stderr[-4000:]}")
-    return json.loads(lines[-1][len(RESULT):])
+    return json.loads(lines[-1][len(RESULT) :])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--models", nargs="+", default=["sasrec", "lightgcn"])
-    parser.add_argument("--nproc", type=int, default=2, help="processes of the DDP configuration (and threads of the 1-process one)")
+    parser.add_argument(
+        "--nproc", type=int, default=2, help="processes of the DDP configuration (and threads of the 1-process one)"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="epochs per configuration; the fastest is reported")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (then N processes use N GPUs)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -89,8 +118,10 @@ def main() -> None:
     import torch
 
     n = args.nproc
-    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-          f"device {args.device}, dataset {args.dataset}, best of {args.epochs} epochs, overrides {args.overrides or 'none'}")
+    print(
+        f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+        f"device {args.device}, dataset {args.dataset}, best of {args.epochs} epochs, overrides {args.overrides or 'none'}"
+    )
     header = f"{'model':<10} {'config':<16} {'batch':>6} {'steps':>6} {'epoch s':>8} {'ex/s':>10} {'vs 1x1':>7} {f'vs 1x{n}':>7} {'eff.':>6}"
     print(header)
     print("-" * len(header))
@@ -102,8 +133,10 @@ def main() -> None:
             speedup = row["examples_per_s"] / one["examples_per_s"]
             vs_threads = row["examples_per_s"] / threaded["examples_per_s"]
             procs = n if row is ddp else 1
-            print(f"{model:<10} {label:<16} {row['batch_size']:>6} {row['steps']:>6} {row['epoch_s']:>8.2f} "
-                  f"{row['examples_per_s']:>10,.0f} {speedup:>6.2f}x {vs_threads:>6.2f}x {speedup / procs:>6.2f}")
+            print(
+                f"{model:<10} {label:<16} {row['batch_size']:>6} {row['steps']:>6} {row['epoch_s']:>8.2f} "
+                f"{row['examples_per_s']:>10,.0f} {speedup:>6.2f}x {vs_threads:>6.2f}x {speedup / procs:>6.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,12 @@ def code_path(switches: dict[str, str]) -> Iterator[None]:
 
 
 def measure(
-    model_name: str, dataset: str, epochs: int, overrides: list[str], switches: dict[str, str] | None = None, validate: bool = True
+    model_name: str,
+    dataset: str,
+    epochs: int,
+    overrides: list[str],
+    switches: dict[str, str] | None = None,
+    validate: bool = True,
 ) -> dict[str, float]:
     switches = switches or {}
     cfg = resolve([f"model={model_name}", f"dataset={dataset}", "train.progress=false", *overrides])
@@ -119,7 +124,9 @@ def compare_variants(args: argparse.Namespace) -> None:
     (training epochs only: a few steps do not make a validation score worth its time)."""
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(f"dataset {args.dataset}; fastest of {args.epochs} epochs; common overrides: {' '.join(args.overrides) or 'none'}")
-    print(f"{'model':<10} {'variant':<16} {'steps':>6} {'epoch s':>9} {'examples/s':>11} {'vs first':>9} {'loss':>8} {'compile s':>10}")
+    print(
+        f"{'model':<10} {'variant':<16} {'steps':>6} {'epoch s':>9} {'examples/s':>11} {'vs first':>9} {'loss':>8} {'compile s':>10}"
+    )
     for name in args.models:
         baseline = None
         for spec in args.variant:

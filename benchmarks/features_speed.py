@@ -65,8 +65,10 @@ def main() -> None:
             warm, warm_s = timed(lambda: encode_items(image_encoder, posters, batch_size=32, cache=cache, progress=False))  # noqa: B023 (called at once)
             assert warm.cache_hit and not cold.cache_hit
             print(f"\nimage: {image_encoder.name} at {size} px, {image_encoder.dim}-d, load {load_s:.2f} s")
-            print(f"  {len(posters)} posters, batch 32: {len(posters) / cold.seconds:.1f} items/s "
-                  f"({1000 * cold.seconds / len(posters):.0f} ms per image incl. decode)")
+            print(
+                f"  {len(posters)} posters, batch 32: {len(posters) / cold.seconds:.1f} items/s "
+                f"({1000 * cold.seconds / len(posters):.0f} ms per image incl. decode)"
+            )
             print(f"  cache: cold {cold_s:.2f} s, hit {warm_s:.3f} s -> {cold_s / warm_s:.0f}x faster")
 
 

@@ -71,8 +71,11 @@ def mixer_check(cuda: torch.device) -> bool:
 
     def step(module: torch.nn.Module, inp: torch.Tensor) -> Callable[[], None]:
         return lambda: module(inp).sum().backward()
+
     t_cpu, t_gpu = timed(step(cpu_fused, x_cpu), torch.device("cpu")), timed(step(on_gpu, x_gpu), cuda)
-    print(f"  fwd+bwd  CPU fused ({torch.get_num_threads()} threads) {t_cpu * 1e3:8.2f} ms   CUDA {t_gpu * 1e3:8.2f} ms   speed-up {t_cpu / t_gpu:6.1f}x")
+    print(
+        f"  fwd+bwd  CPU fused ({torch.get_num_threads()} threads) {t_cpu * 1e3:8.2f} ms   CUDA {t_gpu * 1e3:8.2f} ms   speed-up {t_cpu / t_gpu:6.1f}x"
+    )
     return ok
 
 
@@ -86,8 +89,11 @@ def findrec_check(cuda: torch.device) -> bool:
     ds = make_synthetic(n_users=200, n_items=3000, n_clusters=10, feature_dims={"text": 1024, "image": 1024}, seed=0)
     ctx = DataContext.from_dataset(split(ds, SplitConfig(method="loo")))
     g = torch.Generator().manual_seed(0)
-    batch = {"seq": torch.randint(0, 3000, (128, 50), generator=g), "lengths": torch.randint(1, 51, (128,), generator=g),
-             "target": torch.randint(0, 3000, (128,), generator=g)}
+    batch = {
+        "seq": torch.randint(0, 3000, (128, 50), generator=g),
+        "lengths": torch.randint(1, 51, (128,), generator=g),
+        "target": torch.randint(0, 3000, (128,), generator=g),
+    }
     # deterministic forward for the comparison (CPU and CUDA random streams differ): eval mode, no bottleneck noise
     config = FindRec.Config(sample_at_eval=False)
     torch.manual_seed(0)
@@ -104,9 +110,13 @@ def findrec_check(cuda: torch.device) -> bool:
         def run() -> None:
             model.zero_grad(set_to_none=True)
             model.loss(b)["loss"].backward()
+
         return run
+
     t_cpu, t_gpu = timed(step(cpu_model, batch), torch.device("cpu"), 2), timed(step(gpu_model, gpu_batch), cuda)
-    print(f"  train step  CPU ({torch.get_num_threads()} threads) {t_cpu * 1e3:8.1f} ms   CUDA {t_gpu * 1e3:8.1f} ms   speed-up {t_cpu / t_gpu:6.1f}x")
+    print(
+        f"  train step  CPU ({torch.get_num_threads()} threads) {t_cpu * 1e3:8.1f} ms   CUDA {t_gpu * 1e3:8.1f} ms   speed-up {t_cpu / t_gpu:6.1f}x"
+    )
     return ok
 
 

@@ -40,6 +40,7 @@ def fwd_bwd(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
         module.zero_grad(set_to_none=True)
         module(x).sum().backward()
+
     return step
 
 
@@ -86,6 +87,7 @@ def loss_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callabl
     def step() -> None:
         model.zero_grad(set_to_none=True)
         model.loss(batch)["loss"].backward()
+
     return step
 
 
@@ -102,11 +104,13 @@ def torch_dropout() -> Iterator[None]:
 
 def amp_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], amp: bool) -> Callable[[], None]:
     """One training step (forward + backward), under bf16 autocast when ``amp`` (what train.amp=true does)."""
+
     def step() -> None:
         model.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
             loss = model.loss(batch)["loss"]
         loss.backward()
+
     return step
 
 
@@ -138,7 +142,9 @@ def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int]) -> None:
     ctx = context(n_items, 1024)
     times: dict[int, dict[str, float]] = {}
     for length in lengths:
-        print(f"== training step (forward + backward), d 128, p 256, 8 heads, 2 x 1024-d features, {n_items} items, batch {batch}, L {length}")
+        print(
+            f"== training step (forward + backward), d 128, p 256, 8 heads, 2 x 1024-d features, {n_items} items, batch {batch}, L {length}"
+        )
         times[length] = {}
         for name, (model, all_positions, old_dropout, amp) in variants(ctx, length).items():
             b = train_batch(n_items, batch, length, all_positions)

@@ -30,7 +30,14 @@ from modalrec.models.general.hdrm import HDRM
 from modalrec.models.general.hgcf import HGCF
 
 
-def train_steps(model: torch.nn.Module, ctx: DataContext, batch_size: int, optimizer: torch.optim.Optimizer, steps: int | None, amp: bool = False) -> tuple[float, int, int]:
+def train_steps(
+    model: torch.nn.Module,
+    ctx: DataContext,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    steps: int | None,
+    amp: bool = False,
+) -> tuple[float, int, int]:
     """(seconds, steps, steps per epoch) of ``steps`` optimiser steps (None: one whole epoch)."""
     model.train()
     batches = make_train_batches("triples", ctx, batch_size, seed=0)
@@ -48,7 +55,9 @@ def train_steps(model: torch.nn.Module, ctx: DataContext, batch_size: int, optim
 
 
 @torch.no_grad()
-def official_pass(model: HDRM, encoder: HGCF, ctx: DataContext, users: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, float, float]:
+def official_pass(
+    model: HDRM, encoder: HGCF, ctx: DataContext, users: np.ndarray, chunk: int = 512
+) -> tuple[np.ndarray, float, float]:
     """Top-100 of ``users`` the official way; returns (top-100, total seconds, seconds of the per-user rounding)."""
     seen = ctx.seen(VALID)
     train = ctx.train.tocsr()
@@ -58,7 +67,9 @@ def official_pass(model: HDRM, encoder: HGCF, ctx: DataContext, users: np.ndarra
     for lo in range(0, len(users), chunk):
         batch = users[lo : lo + chunk]
         _, z_items = encoder.tangent_embeddings()  # re-propagated for every test batch
-        model._history[batch] = torch.stack([z_items[train.indices[train.indptr[u] : train.indptr[u + 1]]].mean(0) for u in batch.tolist()])
+        model._history[batch] = torch.stack(
+            [z_items[train.indices[train.indptr[u] : train.indptr[u + 1]]].mean(0) for u in batch.tolist()]
+        )
         final = model.manifold.expmap0(model.denoise_users(torch.as_tensor(batch)).double())
         items = model.manifold.expmap0(z_items.double())
         tick = time.perf_counter()
@@ -81,11 +92,15 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     ctx = DataContext.from_dataset(load_dataset("ml-1m-diffrec-clean"))
-    print(f"ML-1M clean: {ctx.n_users} users x {ctx.n_items} items, {ctx.train.nnz} train pairs; torch threads={args.threads} (shared 2-core machine)")
+    print(
+        f"ML-1M clean: {ctx.n_users} users x {ctx.n_items} items, {ctx.train.nnz} train pairs; torch threads={args.threads} (shared 2-core machine)"
+    )
 
     encoder = HGCF(HGCF.Config(), ctx)
     s1, steps1, _ = train_steps(encoder, ctx, 10_000, encoder.configure_optimizer(TrainConfig(lr=1e-3, weight_decay=1e-3)), None)
-    print(f"stage 1 (HGCF, D=64, 3 layers): one epoch {s1:.1f} s ({steps1} steps of 10,000 triples, {1e3 * s1 / steps1:.0f} ms/step)")
+    print(
+        f"stage 1 (HGCF, D=64, 3 layers): one epoch {s1:.1f} s ({steps1} steps of 10,000 triples, {1e3 * s1 / steps1:.0f} ms/step)"
+    )
     encoder.eval()
     model = HDRM(HDRM.Config(), ctx)
     model.load_stage1(encoder, ctx, ctx, "benchmark")
@@ -95,8 +110,10 @@ def main() -> None:
         train_steps(model, ctx, 20_000, optimizer, 1, amp)  # warm-up
         seconds, steps, epoch_steps = train_steps(model, ctx, 20_000, optimizer, args.stage2_steps, amp)
         per_step[amp] = seconds / steps
-        print(f"stage 2 (two denoisers [200, 1100], T=50, {'bf16 autocast (train.amp)' if amp else 'float32'}): "
-              f"{per_step[amp]:.2f} s/step, one epoch of {epoch_steps} steps of 20,000 triples ~ {per_step[amp] * epoch_steps:.0f} s")
+        print(
+            f"stage 2 (two denoisers [200, 1100], T=50, {'bf16 autocast (train.amp)' if amp else 'float32'}): "
+            f"{per_step[amp]:.2f} s/step, one epoch of {epoch_steps} steps of 20,000 triples ~ {per_step[amp] * epoch_steps:.0f} s"
+        )
     print(f"stage-2 speed-up of train.amp: {per_step[False] / per_step[True]:.2f}x")
     model.eval()
 
@@ -111,8 +128,10 @@ def main() -> None:
             model.denoise_users(torch.arange(lo, min(lo + 512, ctx.n_users)))
         denoise = time.perf_counter() - start
     n_all = len(result.users)
-    print(f"ModalRec evaluation pass, all {n_all} users: {batched:.2f} s (of which the 50 reverse steps: {denoise:.2f} s; "
-          f"scoring, masking and top-K: {batched - denoise:.2f} s)")
+    print(
+        f"ModalRec evaluation pass, all {n_all} users: {batched:.2f} s (of which the 50 reverse steps: {denoise:.2f} s; "
+        f"scoring, masking and top-K: {batched - denoise:.2f} s)"
+    )
 
     users = result.users[: args.loop_users]
     with torch.no_grad():
@@ -121,11 +140,17 @@ def main() -> None:
     agree20 = float((loop_top[:, :20] == result.topk[: len(users), :20]).mean())
     sets20 = float(np.mean([len(set(a) & set(b)) / 20 for a, b in zip(loop_top[:, :20], result.topk[: len(users), :20])]))
     loop_all = loop / len(users) * n_all
-    print(f"official-style pass on {len(users)} users: {loop:.2f} s (per-user rounding {rounding:.2f} s) -> {loop_all:.1f} s for all {n_all} users")
-    print(f"top-20 agreement (float64 -d^2 per user vs float32 Minkowski GEMM): {100 * agree20:.2f} % of positions, {100 * sets20:.2f} % of set members")
+    print(
+        f"official-style pass on {len(users)} users: {loop:.2f} s (per-user rounding {rounding:.2f} s) -> {loop_all:.1f} s for all {n_all} users"
+    )
+    print(
+        f"top-20 agreement (float64 -d^2 per user vs float32 Minkowski GEMM): {100 * agree20:.2f} % of positions, {100 * sets20:.2f} % of set members"
+    )
     print(f"speed-up of the whole evaluation pass: {loop_all / batched:.1f}x")
     scoring_loop = rounding / len(users) * n_all
-    print(f"speed-up of the scoring alone (per-user float64 rounding vs GEMM + top-K): {scoring_loop / max(batched - denoise, 1e-9):.0f}x")
+    print(
+        f"speed-up of the scoring alone (per-user float64 rounding vs GEMM + top-K): {scoring_loop / max(batched - denoise, 1e-9):.0f}x"
+    )
     print(f"the shared reverse steps bound the whole-pass speed-up at {loop_all / denoise:.1f}x")
 
 

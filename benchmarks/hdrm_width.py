@@ -63,10 +63,15 @@ def main() -> None:
             start = time.perf_counter()
             evaluator.evaluate(model, VALID)
             rows[dim, mode] = (step, time.perf_counter() - start, sum(p.numel() for p in model.parameters()))
-            print(f"D={dim:>3} {mode:<8}: {rows[dim, mode][2] / 1e6:.2f} M denoiser parameters, {step:.2f} s/step "
-                  f"(epoch of 21 steps ~ {21 * step:.0f} s), evaluation pass {rows[dim, mode][1]:.1f} s", flush=True)
+            print(
+                f"D={dim:>3} {mode:<8}: {rows[dim, mode][2] / 1e6:.2f} M denoiser parameters, {step:.2f} s/step "
+                f"(epoch of 21 steps ~ {21 * step:.0f} s), evaluation pass {rows[dim, mode][1]:.1f} s",
+                flush=True,
+            )
     for mode in ("faithful", "denoise"):
-        print(f"{mode}: D=512 / D=64 = {rows[512, mode][0] / rows[64, mode][0]:.2f}x per step, {rows[512, mode][1] / rows[64, mode][1]:.2f}x per evaluation pass")
+        print(
+            f"{mode}: D=512 / D=64 = {rows[512, mode][0] / rows[64, mode][0]:.2f}x per step, {rows[512, mode][1] / rows[64, mode][1]:.2f}x per evaluation pass"
+        )
 
 
 if __name__ == "__main__":

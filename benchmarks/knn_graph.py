@@ -30,7 +30,11 @@ def child(n: int, dim: int, k: int, budget: int) -> None:
     graph = cosine_knn(x, k, chunk_budget=budget)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"n": n, "seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - before) / 1024, "nnz": int(graph.nnz)}))
+    print(
+        json.dumps(
+            {"n": n, "seconds": seconds, "peak_mib": peak / 1024, "growth_mib": (peak - before) / 1024, "nnz": int(graph.nnz)}
+        )
+    )
 
 
 def main() -> None:
@@ -45,18 +49,39 @@ def main() -> None:
     if args.child is not None:
         child(args.child, args.dim, args.k, args.chunk_budget)
         return
-    print(f"cosine kNN, d={args.dim}, k={args.k}, chunk budget {args.chunk_budget:,} entries "
-          f"({args.chunk_budget * 4 / 2**20:.0f} MiB per block), {args.threads} thread(s), shared 2-core machine")
-    print(f"{'items':>8} {'seconds':>9} {'peak RSS MiB':>13} {'build growth MiB':>17} {'edges':>10} {'dense n x n MiB':>16} {'dense / growth':>15}")
+    print(
+        f"cosine kNN, d={args.dim}, k={args.k}, chunk budget {args.chunk_budget:,} entries "
+        f"({args.chunk_budget * 4 / 2**20:.0f} MiB per block), {args.threads} thread(s), shared 2-core machine"
+    )
+    print(
+        f"{'items':>8} {'seconds':>9} {'peak RSS MiB':>13} {'build growth MiB':>17} {'edges':>10} {'dense n x n MiB':>16} {'dense / growth':>15}"
+    )
     for n in args.items:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", str(n), "--dim", str(args.dim), "--k", str(args.k),
-             "--chunk-budget", str(args.chunk_budget), "--threads", str(args.threads)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(n),
+                "--dim",
+                str(args.dim),
+                "--k",
+                str(args.k),
+                "--chunk-budget",
+                str(args.chunk_budget),
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         dense = n * n * 4 / 2**20
-        print(f"{n:>8,} {r['seconds']:>9.2f} {r['peak_mib']:>13.0f} {r['growth_mib']:>17.0f} {r['nnz']:>10,} {dense:>16,.0f} {dense / max(r['growth_mib'], 1):>15.0f}x", flush=True)
+        print(
+            f"{n:>8,} {r['seconds']:>9.2f} {r['peak_mib']:>13.0f} {r['growth_mib']:>17.0f} {r['nnz']:>10,} {dense:>16,.0f} {dense / max(r['growth_mib'], 1):>15.0f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,20 @@ def free_port() -> int:
 
 def start(run: Path, threads: int, extra: list[str]) -> tuple[subprocess.Popen, str, float]:
     port = free_port()
-    command = [sys.executable, "-m", "modalrec", "serve", str(run), "--port", str(port), "--log-level", "warning", "--threads", str(threads), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "modalrec",
+        "serve",
+        str(run),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--threads",
+        str(threads),
+        *extra,
+    ]
     began = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -50,7 +63,9 @@ def start(run: Path, threads: int, extra: list[str]) -> tuple[subprocess.Popen, 
             time.sleep(0.2)
 
 
-async def drive(url: str, users: list[str], items: list[str], clients: int, duration: float, max_requests: int, seed: int) -> dict[str, list]:
+async def drive(
+    url: str, users: list[str], items: list[str], clients: int, duration: float, max_requests: int, seed: int
+) -> dict[str, list]:
     """Run the clients; returns latencies (s) per kind and the errors."""
     latencies: dict[str, list[float]] = {kind: [] for kind, _ in KINDS}
     errors: list[str] = []
@@ -108,16 +123,22 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, nargs="+", default=[1], help="server micro-batch sizes to compare (1: none)")
     args = parser.parse_args()
     duration = min(args.duration, 120.0)
-    print(f"machine: {os.cpu_count()} CPUs (shared with other jobs), load average {os.getloadavg()[0]:.1f}; "
-          f"server: 1 uvicorn worker, torch threads {args.threads}; client: {args.clients} asyncio clients in one process")
+    print(
+        f"machine: {os.cpu_count()} CPUs (shared with other jobs), load average {os.getloadavg()[0]:.1f}; "
+        f"server: 1 uvicorn worker, torch threads {args.threads}; client: {args.clients} asyncio clients in one process"
+    )
     for run in args.runs:
         throughput = {}
         for max_batch in args.max_batch:
             throughput[max_batch] = load_one(run, args, duration, ["--max-batch", str(max_batch)])
         if len(throughput) > 1:
             base = throughput[args.max_batch[0]]
-            print("  throughput vs max-batch " + str(args.max_batch[0]) + ": "
-                  + ", ".join(f"max-batch {b}: {t / base:.2f}x" for b, t in throughput.items()))
+            print(
+                "  throughput vs max-batch "
+                + str(args.max_batch[0])
+                + ": "
+                + ", ".join(f"max-batch {b}: {t / base:.2f}x" for b, t in throughput.items())
+            )
 
 
 def load_one(run: Path, args: argparse.Namespace, duration: float, options: list[str]) -> float:
@@ -132,8 +153,10 @@ def load_one(run: Path, args: argparse.Namespace, duration: float, options: list
         began = time.perf_counter()
         result = asyncio.run(drive(url, users, items, args.clients, duration, args.max_requests, seed=0))
         elapsed = time.perf_counter() - began
-        print(f"\n{info['model']} ({info['family']}) on {info['dataset']}: {info['n_users']} users, {info['n_items']} items; "
-              f"sessions by {info['session_strategy']}; serve {' '.join(options)}; startup {startup:.1f} s; {elapsed:.1f} s of load")
+        print(
+            f"\n{info['model']} ({info['family']}) on {info['dataset']}: {info['n_users']} users, {info['n_items']} items; "
+            f"sessions by {info['session_strategy']}; serve {' '.join(options)}; startup {startup:.1f} s; {elapsed:.1f} s of load"
+        )
         report(result, elapsed)
         alive = process.poll() is None and httpx.get(url + "/health").status_code == 200
         print(f"  server alive after the run: {alive}; load average now {os.getloadavg()[0]:.1f}")
@@ -141,6 +164,7 @@ def load_one(run: Path, args: argparse.Namespace, duration: float, options: list
     finally:
         process.terminate()
         process.wait(timeout=30)
+
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,22 @@ from modalrec.train.checkpoint import seed_everything
 from modalrec.train.experiment import build_model, prepare_data
 from modalrec.train.trainer import view_settings
 
-MODELS = ["bpr", "lightgcn", "vbpr", "mmgcn", "grcn", "dualgnn", "lattice", "freedom", "bm3", "slmrec", "mgcn", "lgmrec", "micro", "dmrl"]
+MODELS = [
+    "bpr",
+    "lightgcn",
+    "vbpr",
+    "mmgcn",
+    "grcn",
+    "dualgnn",
+    "lattice",
+    "freedom",
+    "bm3",
+    "slmrec",
+    "mgcn",
+    "lgmrec",
+    "micro",
+    "dmrl",
+]
 
 
 def main() -> None:
@@ -41,15 +56,25 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("modalrec").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
-    base = [f"dataset={args.dataset}", "dataset.split.method=random", "train.progress=false", "eval.ks=[10,20,50]", "train.select=recall@20"]
+    base = [
+        f"dataset={args.dataset}",
+        "dataset.split.method=random",
+        "train.progress=false",
+        "eval.ks=[10,20,50]",
+        "train.select=recall@20",
+    ]
     cfg = resolve(["model=lightgcn", *base])
     ds, _ = prepare_data(cfg, "general")
     ctx = DataContext.from_dataset(ds)
     evaluator = Evaluator(ctx, ks=(10, 20, 50), metrics=("recall", "ndcg"))
-    print(f"{args.dataset}: {ctx.n_users:,} users, {ctx.n_items:,} items, {ctx.train.nnz:,} train pairs, "
-          f"features {', '.join(f'{k} {v.shape[1]}-d' for k, v in ctx.features.items())}; random 8:1:1")
+    print(
+        f"{args.dataset}: {ctx.n_users:,} users, {ctx.n_items:,} items, {ctx.train.nnz:,} train pairs, "
+        f"features {', '.join(f'{k} {v.shape[1]}-d' for k, v in ctx.features.items())}; random 8:1:1"
+    )
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.machine()}, machine shared with other jobs")
-    print(f"{'model':<10}{'build s':>9}{'batch':>7}{'steps/epoch':>13}{'timed':>7}{'s/step':>9}{'epoch s':>10}{'valid s':>9}{'params':>11}")
+    print(
+        f"{'model':<10}{'build s':>9}{'batch':>7}{'steps/epoch':>13}{'timed':>7}{'s/step':>9}{'epoch s':>10}{'valid s':>9}{'params':>11}"
+    )
     for name in args.models:
         cfg = resolve([f"model={name}", *base])
         seed_everything(cfg.train.seed)
@@ -74,7 +99,10 @@ def main() -> None:
         evaluator.evaluate(model, VALID)
         valid = time.perf_counter() - start
         params = sum(p.numel() for p in model.parameters())
-        print(f"{name:<10}{built:>9.1f}{batch_size:>7}{len(batches):>13}{steps:>7}{per_step:>9.3f}{per_step * len(batches):>10.1f}{valid:>9.1f}{params:>11,}", flush=True)
+        print(
+            f"{name:<10}{built:>9.1f}{batch_size:>7}{len(batches):>13}{steps:>7}{per_step:>9.3f}{per_step * len(batches):>10.1f}{valid:>9.1f}{params:>11,}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

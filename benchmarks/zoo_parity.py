@@ -80,9 +80,7 @@ def export(out: Path, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.inter", "w") as f:
         f.write("userID\titemID\tx_label\n")
-        f.writelines(
-            f"{u}\t{i}\t{int(s)}\n" for u, i, s in zip(ds.user, ds.item, ds.split)
-        )
+        f.writelines(f"{u}\t{i}\t{int(s)}\n" for u, i, s in zip(ds.user, ds.item, ds.split))
     for modality, feature in ds.features.items():
         np.save(
             folder / f"{modality}_feat.npy",
@@ -93,14 +91,10 @@ def export(out: Path, name: str) -> None:
         "vision_feature_file: 'image_feat.npy'\ntext_feature_file: 'text_feat.npy'\n"
         "user_graph_dict_file: 'user_graph_dict.npy'\nfield_separator: \"\\t\"\n"
     )
-    print(
-        f"{folder}: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions, features {sorted(ds.features)}"
-    )
+    print(f"{folder}: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions, features {sorted(ds.features)}")
 
 
-def reference_one(
-    src: Path, model: str, dataset: str, seed: int, overrides: dict
-) -> dict:
+def reference_one(src: Path, model: str, dataset: str, seed: int, overrides: dict) -> dict:
     """One MMRec run in this process (MMRec's own quick_start, every grid key pinned to one value)."""
     import yaml
 
@@ -125,15 +119,9 @@ def reference_one(
         return out
 
     mmrec_trainer.Trainer.fit = recording_fit
-    declared = (
-        yaml.safe_load((src / "configs" / "model" / f"{model}.yaml").read_text()) or {}
-    )
+    declared = yaml.safe_load((src / "configs" / "model" / f"{model}.yaml").read_text()) or {}
     grid = list(declared.get("hyper_parameters", []))
-    cfg = {
-        k: (v[0] if isinstance(v, list) else v)
-        for k, v in declared.items()
-        if k in grid
-    }
+    cfg = {k: (v[0] if isinstance(v, list) else v) for k, v in declared.items() if k in grid}
     cfg.update(overrides)
     cfg = {k: ([v] if k in grid else v) for k, v in cfg.items()}
     cfg.update(
@@ -151,9 +139,7 @@ def reference_one(
     }
 
 
-def modalrec_one(
-    model: str, seed: int, overrides: dict, protocol: dict, pythonpath: str | None
-) -> dict:
+def modalrec_one(model: str, seed: int, overrides: dict, protocol: dict, pythonpath: str | None) -> dict:
     """One ``modalrec train`` run (optionally of another source tree, e.g. the code before a fix)."""
     with tempfile.TemporaryDirectory() as runs:
         args = [
@@ -172,10 +158,7 @@ def modalrec_one(
             f"run.dir={runs}",
             "run.name=r",
         ]
-        args += [
-            f"{k}={v}" if k.startswith("train.") else f"model.{k}={v}"
-            for k, v in overrides.items()
-        ]
+        args += [f"{k}={v}" if k.startswith("train.") else f"model.{k}={v}" for k, v in overrides.items()]
         env = dict(os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {}))
         subprocess.run(
             [sys.executable, "-m", "modalrec", "train", *args, "--quiet"],
@@ -196,10 +179,7 @@ def run(a: argparse.Namespace) -> None:
     done = set()
     out = Path(a.out)
     if out.exists():
-        done = {
-            (r["model"], r["variant"], r["seed"])
-            for r in map(json.loads, out.read_text().splitlines())
-        }
+        done = {(r["model"], r["variant"], r["seed"]) for r in map(json.loads, out.read_text().splitlines())}
     protocol = {"lr": a.lr, "epoch_cap": a.epochs}
     for model in a.models.split(","):
         mmrec_name, ref_over, ours_over = MODELS[model]
@@ -226,9 +206,7 @@ def run(a: argparse.Namespace) -> None:
                         str(seed),
                         json.dumps(over),
                     ]
-                    proc = subprocess.run(
-                        cmd, check=True, capture_output=True, text=True
-                    )
+                    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
                     res = json.loads(proc.stdout.strip().splitlines()[-1])
                 else:
                     over = {
@@ -266,42 +244,28 @@ def table(path: Path) -> None:
         mean = statistics.mean(values)
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         ref = by.get((model, "ref"))
-        gap = (
-            f"{100 * (mean / statistics.mean(ref) - 1):+.1f} %"
-            if ref and variant != "ref"
-            else ""
-        )
-        print(
-            f"| {model} | {variant} | {len(values)} | {mean:.4f} ± {std:.4f} | {gap} |"
-        )
+        gap = f"{100 * (mean / statistics.mean(ref) - 1):+.1f} %" if ref and variant != "ref" else ""
+        print(f"| {model} | {variant} | {len(values)} | {mean:.4f} ± {std:.4f} | {gap} |")
 
 
 def main() -> None:
-    if (
-        len(sys.argv) > 1 and sys.argv[1] == "ref-one"
-    ):  # internal: one reference run, JSON on the last stdout line
+    if len(sys.argv) > 1 and sys.argv[1] == "ref-one":  # internal: one reference run, JSON on the last stdout line
         src, model, dataset, seed, over = sys.argv[2:7]
         with open(os.devnull, "w") as quiet:
             stdout, sys.stdout = sys.stdout, quiet
             try:
-                res = reference_one(
-                    Path(src), model, dataset, int(seed), json.loads(over)
-                )
+                res = reference_one(Path(src), model, dataset, int(seed), json.loads(over))
             finally:
                 sys.stdout = stdout
         print(json.dumps(res))
         return
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("export")
     e.add_argument("data", type=Path)
     e.add_argument("name")
     r = sub.add_parser("run")
-    r.add_argument(
-        "--mmrec", required=True, help="the MMRec checkout (its src/ is run)"
-    )
+    r.add_argument("--mmrec", required=True, help="the MMRec checkout (its src/ is run)")
     r.add_argument("--dataset", default="sci")
     r.add_argument(
         "--ref-python",

@@ -49,9 +49,7 @@ def mmrec_model(name, extra):
     str(data)
     train, _, _ = data.split()
     str(train)
-    loader = TrainDataLoader(
-        cfg, train, batch_size=cfg["train_batch_size"], shuffle=True
-    )
+    loader = TrainDataLoader(cfg, train, batch_size=cfg["train_batch_size"], shuffle=True)
     init_seed(1)
     model = get_model(name)(cfg, loader)
     os.chdir(cwd)
@@ -112,9 +110,7 @@ print(
 )
 
 # ------------------------------------------------------------------ BM3 (dropout 0 so the loss is deterministic)
-ref, loader = mmrec_model(
-    "BM3", {"n_layers": 1, "reg_weight": 0.1, "dropout": 0.0, "cl_weight": 2.0}
-)
+ref, loader = mmrec_model("BM3", {"n_layers": 1, "reg_weight": 0.1, "dropout": 0.0, "cl_weight": 2.0})
 cls = get_model_class("bm3")
 for residual, reg_form in [(True, "frobenius"), (False, "batch_l2")]:
     ours = cls(cls.Config(dropout=0.0, residual=residual, reg_form=reg_form), ctx)

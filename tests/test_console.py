@@ -51,8 +51,14 @@ def test_quiet_filters_only_the_terminal_not_a_log_file(terminal_handler_reset, 
     assert "run folder made" in recorded and "epoch 1/3" in recorded
 
 
-@pytest.mark.parametrize("message", ["serving needs FastAPI and uvicorn: pip install 'modalrec[serve]'",
-                                     "needs 'modalrec[text]' and [bold]not bold[/bold]", "unbalanced [/red] tag"])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "serving needs FastAPI and uvicorn: pip install 'modalrec[serve]'",
+        "needs 'modalrec[text]' and [bold]not bold[/bold]",
+        "unbalanced [/red] tag",
+    ],
+)
 def test_errors_print_brackets_as_written(message: str, capsys) -> None:
     console.print_error(message)
     assert capsys.readouterr().err.strip() == f"error: {message}"

@@ -35,8 +35,12 @@ class Check:
             guess = nearest(str(value), self.choices)
             hint = f" Did you mean '{guess}'?" if guess else ""
             raise ConfigError(f"'{key}' must be one of {', '.join(self.choices)}, got {value!r}.{hint}")
-        bounds = [(self.ge, ">=", lambda a, b: a >= b), (self.gt, ">", lambda a, b: a > b),
-                  (self.le, "<=", lambda a, b: a <= b), (self.lt, "<", lambda a, b: a < b)]
+        bounds = [
+            (self.ge, ">=", lambda a, b: a >= b),
+            (self.gt, ">", lambda a, b: a > b),
+            (self.le, "<=", lambda a, b: a <= b),
+            (self.lt, "<", lambda a, b: a < b),
+        ]
         wanted = [f"{sign} {bound:g}" for bound, sign, _ in bounds if bound is not None]
         if wanted and (not math.isfinite(value) or not all(ok(value, bound) for bound, _, ok in bounds if bound is not None)):
             raise ConfigError(f"'{key}' must be {' and '.join(wanted)}, got {value!r}")

@@ -66,7 +66,9 @@ def train(
     run_dir, results = run_training(cfg, resume=resume)
     if not distributed.is_main_process():
         return
-    table = Table(title=f"{results['model']} on {results['dataset']} (selected on {results['selected_by']}, epoch {results['best_epoch']})")
+    table = Table(
+        title=f"{results['model']} on {results['dataset']} (selected on {results['selected_by']}, epoch {results['best_epoch']})"
+    )
     for column in ("metric", "valid", "test"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for metric, value in results["test"].items():
@@ -98,8 +100,14 @@ def evaluate(
     loaded = open_run(run)
     cut_offs = cut_offs or tuple(loaded.cfg.eval.ks)
     evaluator = Evaluator(
-        loaded.ctx, ks=cut_offs, metrics=tuple(loaded.cfg.eval.metrics), user_chunk=loaded.cfg.eval.user_chunk,
-        item_chunk=loaded.cfg.eval.item_chunk, sampled=sampled, n_negatives=negatives, seed=loaded.cfg.train.seed,
+        loaded.ctx,
+        ks=cut_offs,
+        metrics=tuple(loaded.cfg.eval.metrics),
+        user_chunk=loaded.cfg.eval.user_chunk,
+        item_chunk=loaded.cfg.eval.item_chunk,
+        sampled=sampled,
+        n_negatives=negatives,
+        seed=loaded.cfg.train.seed,
     )
     result = evaluator.evaluate(loaded.model, phases[split])
     console.print(result.format_table())
@@ -112,7 +120,9 @@ def recommend(
     k: Annotated[int, typer.Option("-k", min=1, help="How many items (fewer when fewer are left to recommend).")] = 10,
     include_seen: Annotated[bool, typer.Option(help="Also recommend items the user already interacted with.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the lists as JSON (the items of GET /recommend).")] = False,
-    explain: Annotated[bool, typer.Option("--explain", help="Why each item (FindRec: its routing weights over experts and modalities).")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Why each item (FindRec: its routing weights over experts and modalities).")
+    ] = False,
 ) -> None:
     """Top-K items for given users, with titles when the dataset has them: the lists `modalrec serve`
     answers (the rule is in docs/serving.md). --explain adds the model's explanation of each item, or
@@ -139,7 +149,10 @@ def recommend(
     if as_json:
         out = []
         for row, (raw, r) in enumerate(zip(user, lists)):
-            items = [{"item": str(engine.item_ids[i]), "title": engine.title(int(i)), "score": float(s)} for i, s in zip(r.items, r.scores)]
+            items = [
+                {"item": str(engine.item_ids[i]), "title": engine.title(int(i)), "score": float(s)}
+                for i, s in zip(r.items, r.scores)
+            ]
             for j, item in enumerate(items):
                 if explained is not None:
                     item["explanation"] = explained[row][j]
@@ -311,7 +324,9 @@ def data_info(
     console.print(ds.describe())
     seen = seen_targets(ds)
     verdict = "ok" if not (seen["valid"] or seen["test"]) else "never hittable: evaluation masks them"
-    console.print(f"  seen targets: {seen['valid']:,} valid targets in train, {seen['test']:,} test targets in train or valid ({verdict})")
+    console.print(
+        f"  seen targets: {seen['valid']:,} valid targets in train, {seen['test']:,} test targets in train or valid ({verdict})"
+    )
 
 
 @data_app.command("prepare")
@@ -336,11 +351,21 @@ def data_import(
     file: Annotated[Path, typer.Argument(help="Interactions, one per row under a header: CSV, TSV (also .gz) or Parquet.")],
     out: Annotated[Path, typer.Option(help="New folder to save the dataset in; train on it with dataset=<out>.")],
     user: Annotated[str | None, typer.Option(help="User id column (default: the first of user_id, userId, user, ...).")] = None,
-    item: Annotated[str | None, typer.Option(help="Item id column (default: the first of item_id, itemId, movieId, item, ...).")] = None,
-    time: Annotated[str | None, typer.Option(help="Time column: epoch seconds or dates (default: timestamp, time, date, ... if present).")] = None,
+    item: Annotated[
+        str | None, typer.Option(help="Item id column (default: the first of item_id, itemId, movieId, item, ...).")
+    ] = None,
+    time: Annotated[
+        str | None, typer.Option(help="Time column: epoch seconds or dates (default: timestamp, time, date, ... if present).")
+    ] = None,
     rating: Annotated[str | None, typer.Option(help="Rating column (default: rating, score, stars, ... if present).")] = None,
     sep: Annotated[str | None, typer.Option(help="Column separator (default: from the suffix, else sniffed).")] = None,
-    items: Annotated[Path | None, typer.Option(help="Item table, one row per item: the id column (named as --item, or a common name) and metadata (title, ...) for recommend and serve.")] = None,
+    items: Annotated[
+        Path | None,
+        typer.Option(
+            help="Item table, one row per item: the id column (named as --item, or a common name) and metadata (title, ...) for "
+            "recommend and serve."
+        ),
+    ] = None,
     title: Annotated[str | None, typer.Option(help="Column of --items shown as the title (default: 'title').")] = None,
 ) -> None:
     """Read your own interaction table into a dataset folder (raw ids kept as written in the file)."""
@@ -350,7 +375,9 @@ def data_import(
     setup_logging()
     if out.exists() and not (out / "meta.json").is_file() and (not out.is_dir() or any(out.iterdir())):
         raise ModalRecError(f"--out {out} exists and is not a saved dataset; choose a new folder")
-    columns = {role: column for role, column in (("user", user), ("item", item), ("timestamp", time), ("rating", rating)) if column}
+    columns = {
+        role: column for role, column in (("user", user), ("item", item), ("timestamp", time), ("rating", rating)) if column
+    }
     ds = read_table(file, columns, sep, name=out.name)
     if items is not None:
         ds = read_item_table(ds, items, item, title, sep)
@@ -358,7 +385,10 @@ def data_import(
     console.print(ds.describe())
     console.print(f"columns: {ds.meta['source']['columns']}", markup=False, highlight=False)
     if items is not None:
-        console.print(f"item metadata {sorted(ds.item_meta)} for {ds.meta['source']['items_listed']:,} of {ds.n_items:,} items", markup=False)
+        console.print(
+            f"item metadata {sorted(ds.item_meta)} for {ds.meta['source']['items_listed']:,} of {ds.n_items:,} items",
+            markup=False,
+        )
     console.print(f"saved to {out}; train on it with dataset={out}", markup=False, highlight=False)
 
 

@@ -38,12 +38,16 @@ from modalrec.models.base import get_model_class
 @dataclass
 class DatasetConfig:
     name: str = "ml-100k"  # a registered dataset (`modalrec datasets`), a directory saved by modalrec, or a CSV/TSV/Parquet file
-    columns: dict[str, str] = field(default_factory=dict)  # file datasets: {user|item|timestamp|rating: column}; unset roles use common names
+    columns: dict[str, str] = field(
+        default_factory=dict
+    )  # file datasets: {user|item|timestamp|rating: column}; unset roles use common names
     sep: str | None = None  # file datasets: column separator (None = from the suffix, else sniffed)
     feature_files: dict[str, str] = field(default_factory=dict)  # extra item features {name: .npy path}, rows by feature_rows
     feature_rows: str = "token-1"  # row of an item in those files: token-1 (MicroLens) | token | index
-    feature_noise: Annotated[float, Check(ge=0, le=1)] = 0.0  # share of items whose content is corrupted in every split (noisy multimodal inputs)
-    feature_noise_kind: Annotated[str, Check(choices=("gaussian", "shuffle"))] = "gaussian"  # gaussian (noise at the feature's scale) | shuffle (rows permuted among them)
+    # share of items whose content is corrupted in every split (noisy multimodal inputs)
+    feature_noise: Annotated[float, Check(ge=0, le=1)] = 0.0
+    # gaussian (noise at the feature's scale) | shuffle (rows permuted among them)
+    feature_noise_kind: Annotated[str, Check(choices=("gaussian", "shuffle"))] = "gaussian"
     feature_noise_seed: int = 0  # which items are corrupted, and the noise
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     split: SplitConfig = field(default_factory=lambda: SplitConfig(method="auto"))
@@ -56,25 +60,31 @@ class TrainConfig:
     lr: Annotated[float, Check(gt=0)] = 1e-3  # learning rate
     weight_decay: Annotated[float, Check(ge=0)] = 0.0  # decoupled for adamw, L2 for adam/sgd
     optimizer: Annotated[str, Check(choices=("adam", "adamw", "sgd", "adagrad"))] = "adam"  # adam | adamw | sgd | adagrad
-    scheduler: Annotated[str, Check(choices=("none", "step", "cosine", "exponential"))] = "none"  # none | step | cosine | exponential
+    # none | step | cosine | exponential
+    scheduler: Annotated[str, Check(choices=("none", "step", "cosine", "exponential"))] = "none"
     step_size: Positive = 10  # epochs between decays (scheduler=step)
     gamma: Annotated[float, Check(gt=0, le=1)] = 0.5  # decay factor (scheduler=step | exponential)
     clip_grad_norm: Annotated[float, Check(gt=0)] | None = None  # max gradient norm; None = no clipping
     eval_every: Positive = 1  # validate every n epochs
     patience: Positive = 10  # stop after this many validations without improvement
     select: str = "ndcg@10"  # validation metric that selects the checkpoint (higher is better)
-    negatives: Annotated[str, Check(choices=("uniform", "popularity"))] = "uniform"  # negative sampling of the triples view: uniform | popularity
+    # negative sampling of the triples view: uniform | popularity
+    negatives: Annotated[str, Check(choices=("uniform", "popularity"))] = "uniform"
     num_negatives: Positive = 1  # negatives per positive (triples view)
-    seq_target: Annotated[str, Check(choices=("all", "last"))] = "all"  # sequences view: all (every position, causal) | last (prefix augmentation)
-    epoch_samples: Positive | None = None  # sequences view: samples per epoch, a seeded random subset drawn afresh each epoch (None = all)
+    # sequences view: all (every position, causal) | last (prefix augmentation)
+    seq_target: Annotated[str, Check(choices=("all", "last"))] = "all"
+    # sequences view: samples per epoch, a seeded random subset drawn afresh each epoch (None = all)
+    epoch_samples: Positive | None = None
     seed: int = 2024  # seeds python, numpy and torch, and every sampler
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast of the training forward pass (CUDA; CPU too, fast where it has AMX / AVX512-BF16)
     threads: Positive | None = None  # torch intra-op threads; None = torch's default
     progress: bool = True  # progress bars (turned off when not a terminal)
-    grad_accum: Positive = 1  # micro-batches per optimiser step (less memory, same update: batch_size stays the examples per step)
-    dist_backend: Annotated[str, Check(choices=("auto", "nccl", "gloo"))] = "auto"  # torchrun runs: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    # micro-batches per optimiser step (less memory, same update: batch_size stays the examples per step)
+    grad_accum: Positive = 1
+    # torchrun runs: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    dist_backend: Annotated[str, Check(choices=("auto", "nccl", "gloo"))] = "auto"
     dist_timeout: Positive = 1800  # torchrun runs: seconds a rank waits for the others (rank 0 validates alone meanwhile)
     ddp_find_unused: bool = False  # torchrun runs: the loss leaves some parameters without gradients (DDP must search)
 
@@ -85,7 +95,8 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["recall", "ndcg", "hit", "mrr", "precision", "map"])
     user_chunk: Positive = 1024  # users scored at once
     item_chunk: Positive = 100_000  # items scored at once (bounds memory with user_chunk)
-    sampled: Annotated[str, Check(choices=("uniform", "popularity"))] | None = None  # None = full ranking; uniform | popularity = sampled negatives (reported as such)
+    # None = full ranking; uniform | popularity = sampled negatives (reported as such)
+    sampled: Annotated[str, Check(choices=("uniform", "popularity"))] | None = None
     n_negatives: Positive = 100  # negatives per user when sampled
 
 
@@ -280,7 +291,9 @@ def resolve(overrides: list[str] | None = None, config_file: str | Path | None =
     for section in ("model", "train"):  # read below before apply_values checks the others
         if not isinstance(user.get(section) or {}, dict):
             where = f" in {config_file}" if config_file else ""
-            raise ConfigError(f"'{section}'{where} is a section; set its keys, e.g. {section}.{'name' if section == 'model' else 'lr'}=...")
+            raise ConfigError(
+                f"'{section}'{where} is a section; set its keys, e.g. {section}.{'name' if section == 'model' else 'lr'}=..."
+            )
     cfg = RunConfig()
     model_values = dict(user.pop("model", {}) or {})
     name = str(model_values.pop("name", cfg.model["name"]))

@@ -69,7 +69,9 @@ def _terminal_handler(logger: logging.Logger) -> tuple[RichHandler, _QuietFilter
     return handler, quiet_filter
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None, line: str | None = None
+) -> None:
     """Python warnings in words, through the log (no source path or code line)."""
     logging.getLogger(LOGGER).warning("%s", message)
 

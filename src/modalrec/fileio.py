@@ -34,9 +34,7 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def write_atomic(
-    path: Path, write: Callable[[BinaryIO], object], before_rename: Callable[[Path], None] | None = None
-) -> None:
+def write_atomic(path: Path, write: Callable[[BinaryIO], object], before_rename: Callable[[Path], None] | None = None) -> None:
     """Replace ``path`` with what ``write(handle)`` writes, in one rename: the bytes go to a temporary
     file beside ``path``, are flushed to disk (fsync), then renamed over ``path``. A process killed at
     any point leaves either the old file or the new one, never part of one (a stray ``.<name>.*.tmp``

@@ -83,7 +83,13 @@ def places(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     damaged = RunDir(root / "damaged")
     shutil.copytree(run_dir.path, damaged.path)
     damaged.results.write_text('{"test": {"ndcg@10": 0.1')  # cut short
-    return {"data": synthetic_dir, "run": run_dir.path, "failed": failed.path, "damaged": damaged.path, "missing": root / "no-such-run"}
+    return {
+        "data": synthetic_dir,
+        "run": run_dir.path,
+        "failed": failed.path,
+        "damaged": damaged.path,
+        "missing": root / "no-such-run",
+    }
 
 
 def _files(folder: Path) -> set[Path]:
@@ -124,8 +130,17 @@ def test_a_run_that_fails_while_training_is_marked_failed(synthetic_dir: Path, t
     def diverge(epoch: int, summary: dict) -> None:
         raise FloatingPointError("the loss became NaN")
 
-    cfg = resolve(["model=bpr", f"dataset={synthetic_dir}", f"run.dir={tmp_path}", "run.name=broken",
-                   "train.epochs=3", "model.dim=8", "train.progress=false"])
+    cfg = resolve(
+        [
+            "model=bpr",
+            f"dataset={synthetic_dir}",
+            f"run.dir={tmp_path}",
+            "run.name=broken",
+            "train.epochs=3",
+            "model.dim=8",
+            "train.progress=false",
+        ]
+    )
     with pytest.raises(FloatingPointError):
         train(cfg, on_validation=diverge)
     status = RunDir(tmp_path / "broken").status()
@@ -155,8 +170,17 @@ def test_an_interrupted_run_says_so_and_a_resumed_one_finishes(synthetic_dir: Pa
         if epoch == 3:
             raise KeyboardInterrupt
 
-    cfg = resolve(["model=bpr", f"dataset={synthetic_dir}", f"run.dir={tmp_path}", "run.name=stopped",
-                   "train.epochs=4", "model.dim=8", "train.progress=false"])
+    cfg = resolve(
+        [
+            "model=bpr",
+            f"dataset={synthetic_dir}",
+            f"run.dir={tmp_path}",
+            "run.name=stopped",
+            "train.epochs=4",
+            "model.dim=8",
+            "train.progress=false",
+        ]
+    )
     with pytest.raises(KeyboardInterrupt):
         train(cfg, on_validation=interrupt)
     run = RunDir(tmp_path / "stopped")

@@ -21,8 +21,14 @@ def test_a_data_note_is_said_once_in_words_and_not_again_on_reopen(tmp_path: Pat
     # many items and short histories: the temporal split leaves items seen only in valid/test (cold)
     save_dataset(make_synthetic(n_users=40, n_items=300, length=(4, 6), seed=1), tmp_path / "sparse")
     run = tmp_path / "runs" / "pop"
-    trained = _cli("train", "model=pop", f"dataset={tmp_path / 'sparse'}", f"run.dir={tmp_path / 'runs'}", "run.name=pop",
-                   "train.progress=false")
+    trained = _cli(
+        "train",
+        "model=pop",
+        f"dataset={tmp_path / 'sparse'}",
+        f"run.dir={tmp_path / 'runs'}",
+        "run.name=pop",
+        "train.progress=false",
+    )
     assert trained.returncode == 0, trained.stderr
     said = " ".join(trained.stderr.split())
     assert said.count(NOTE) == 1, trained.stderr

@@ -119,11 +119,22 @@ def test_warm_and_cold_metrics_are_computed_on_their_own_targets() -> None:
 def test_id_only_and_content_models_train_on_a_cold_split(tmp_path: Path) -> None:
     data = tmp_path / "data"
     save_dataset(make_synthetic(n_users=200, n_items=100, feature_dims={"text": 16}, seed=0), data)
-    common = [f"dataset={data}", f"run.dir={tmp_path / 'runs'}", "train.progress=false", "train.epochs=2",
-              "dataset.split.cold_items=0.2", "model.dim=16", "--quiet"]
+    common = [
+        f"dataset={data}",
+        f"run.dir={tmp_path / 'runs'}",
+        "train.progress=false",
+        "train.epochs=2",
+        "dataset.split.cold_items=0.2",
+        "model.dim=16",
+        "--quiet",
+    ]
     for model in ("sasrec", "sasrec_features", "bpr"):
-        out = subprocess.run([sys.executable, "-m", "modalrec", "train", f"model={model}", f"run.name={model}", *common],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-m", "modalrec", "train", f"model={model}", f"run.name={model}", *common],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
         results = json.loads((tmp_path / "runs" / model / "results.json").read_text())
         text = json.dumps(results)

@@ -49,12 +49,18 @@ def test_gaussian_noise_keeps_the_feature_scale_and_shuffle_keeps_the_rows(ds) -
     text_source = {tuple(r): i for i, r in enumerate(clean)}
     image_source = {tuple(r): i for i, r in enumerate(ds.features["image"].values)}
     for item in np.flatnonzero(moved):
-        assert text_source[tuple(shuffled.features["text"].values[item])] == image_source[tuple(shuffled.features["image"].values[item])] != item
+        assert (
+            text_source[tuple(shuffled.features["text"].values[item])]
+            == image_source[tuple(shuffled.features["image"].values[item])]
+            != item
+        )
 
 
 def test_the_run_config_applies_it_and_refuses_bad_values(ds, tmp_path: Path) -> None:
     save_dataset(ds, tmp_path / "data")
-    cfg = resolve(["model=findrec", f"dataset={tmp_path / 'data'}", "dataset.feature_noise=0.5", "dataset.feature_noise_kind=shuffle"])
+    cfg = resolve(
+        ["model=findrec", f"dataset={tmp_path / 'data'}", "dataset.feature_noise=0.5", "dataset.feature_noise_kind=shuffle"]
+    )
     loaded, _ = prepare_data(cfg, "sequential")
     assert loaded.features["text"].provenance["corruption"]["items"] == 100
     for bad, key in (("dataset.feature_noise=1.5", "feature_noise"), ("dataset.feature_noise_kind=blur", "feature_noise_kind")):

@@ -40,7 +40,10 @@ from modalrec.errors import ModalRecError
 # MODALREC_FUZZ_EXAMPLES=2000 to search fresh random inputs locally.
 _EXPLORE = os.environ.get("MODALREC_FUZZ_EXAMPLES")
 FUZZ = settings(
-    max_examples=int(_EXPLORE or 60), derandomize=_EXPLORE is None, database=None, deadline=None,
+    max_examples=int(_EXPLORE or 60),
+    derandomize=_EXPLORE is None,
+    database=None,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -67,7 +70,9 @@ def damaged(draw: st.DrawFn, lines: list[list[str]], sep: str) -> bytes:
         elif kind == "drop" and rows[row]:
             rows[row].pop(draw(st.integers(0, len(rows[row]) - 1)))
         elif kind == "header" and rows[0]:
-            rows[0][draw(st.integers(0, len(rows[0]) - 1))] = draw(st.sampled_from(["", "x", "user_id:float", "item:seq", ":", "a:b:c"]) | CELLS)
+            rows[0][draw(st.integers(0, len(rows[0]) - 1))] = draw(
+                st.sampled_from(["", "x", "user_id:float", "item:seq", ":", "a:b:c"]) | CELLS
+            )
         elif kind == "blank":
             rows.insert(row + 1, [])
         elif kind == "dup":
@@ -108,8 +113,13 @@ def _workdir() -> Path:
 
 
 # ------------------------------------------------------------------ CSV / TSV tables and `data import`
-TABLE = [["user_id", "item_id", "rating", "timestamp"], ["u1", "i1", "5", "100"], ["u1", "i2", "3", "200"],
-         ["u2", "i1", "4", "300"], ["u3", "i3", "1", "400"]]
+TABLE = [
+    ["user_id", "item_id", "rating", "timestamp"],
+    ["u1", "i1", "5", "100"],
+    ["u1", "i2", "3", "200"],
+    ["u2", "i1", "4", "300"],
+    ["u3", "i3", "1", "400"],
+]
 
 
 @FUZZ
@@ -144,10 +154,19 @@ def test_table_reader_and_import_on_malformed_tables(data: st.DataObject, suffix
 
 
 # ------------------------------------------------------------------ RecBole atomic files
-INTER = [["user_id:token", "item_id:token", "rating:float", "timestamp:float"], ["1", "10", "5", "881250949"],
-         ["1", "11", "3", "881250950"], ["2", "10", "4", "881250951"], ["3", "12", "1", "881250952"]]
-ITEM = [["item_id:token", "movie_title:token_seq", "release_year:token", "class:token_seq"], ["10", "Toy Story", "1995", "Animation Comedy"],
-        ["11", "Heat", "1995", "Action"], ["12", "Up", "2009", "Animation"]]
+INTER = [
+    ["user_id:token", "item_id:token", "rating:float", "timestamp:float"],
+    ["1", "10", "5", "881250949"],
+    ["1", "11", "3", "881250950"],
+    ["2", "10", "4", "881250951"],
+    ["3", "12", "1", "881250952"],
+]
+ITEM = [
+    ["item_id:token", "movie_title:token_seq", "release_year:token", "class:token_seq"],
+    ["10", "Toy Story", "1995", "Animation Comedy"],
+    ["11", "Heat", "1995", "Action"],
+    ["12", "Up", "2009", "Animation"],
+]
 
 
 @FUZZ
@@ -167,8 +186,15 @@ def test_recbole_reader_on_malformed_atomic_files(data: st.DataObject, with_item
 
 
 # ------------------------------------------------------------------ MMRec folders
-MMREC = [["userID", "itemID", "rating", "timestamp", "x_label"], ["0", "0", "5", "1", "0"], ["0", "1", "4", "2", "1"],
-         ["0", "2", "4", "3", "2"], ["1", "1", "3", "4", "0"], ["1", "2", "2", "5", "1"], ["1", "0", "1", "6", "2"]]
+MMREC = [
+    ["userID", "itemID", "rating", "timestamp", "x_label"],
+    ["0", "0", "5", "1", "0"],
+    ["0", "1", "4", "2", "1"],
+    ["0", "2", "4", "3", "2"],
+    ["1", "1", "3", "4", "0"],
+    ["1", "2", "2", "5", "1"],
+    ["1", "0", "1", "6", "2"],
+]
 
 
 @st.composite
@@ -193,7 +219,9 @@ def feature_file(draw: st.DrawFn) -> bytes:
 
 
 @FUZZ
-@given(data=st.data(), features=st.lists(st.sampled_from(["image_feat.npy", "text_feat.npy"]), unique=True), mapping=st.booleans())
+@given(
+    data=st.data(), features=st.lists(st.sampled_from(["image_feat.npy", "text_feat.npy"]), unique=True), mapping=st.booleans()
+)
 def test_mmrec_reader_on_malformed_folders(data: st.DataObject, features: list[str], mapping: bool) -> None:
     work = _workdir()
     try:
@@ -204,7 +232,9 @@ def test_mmrec_reader_on_malformed_folders(data: st.DataObject, features: list[s
             (work / name).write_bytes(data.draw(feature_file()))
             files.append(work / name)
         if mapping:
-            (work / "i_id_mapping.csv").write_bytes(data.draw(damaged([["asin", "itemID"], ["A1", "0"], ["A2", "1"], ["A3", "2"]], "\t")))
+            (work / "i_id_mapping.csv").write_bytes(
+                data.draw(damaged([["asin", "itemID"], ["A1", "0"], ["A2", "1"], ["A3", "2"]], "\t"))
+            )
             files.append(work / "i_id_mapping.csv")
         _assert_outcome(lambda: read_mmrec(work, name="baby"), files)
     finally:
@@ -227,7 +257,9 @@ def test_unisrec_reader_on_malformed_files(data: st.DataObject, index: bool, tex
         files = [work, work / "Sci"]
         for part, lines in UNISREC.items():
             path = work / f"Sci.{part}.inter"
-            path.write_bytes(data.draw(damaged(lines, "\t")) if data.draw(st.booleans()) else "\n".join("\t".join(r) for r in lines).encode())
+            path.write_bytes(
+                data.draw(damaged(lines, "\t")) if data.draw(st.booleans()) else "\n".join("\t".join(r) for r in lines).encode()
+            )
             files.append(path)
         if index:
             path = work / "Sci.item2index"
@@ -243,16 +275,56 @@ def test_unisrec_reader_on_malformed_files(data: st.DataObject, index: bool, tex
 
 
 # ------------------------------------------------------------------ the config parser
-KEYS = ["model", "dataset", "dataset.name", "train.lr", "train.epochs", "train.batch_size", "train.seed", "eval.ks",
-        "eval.metrics", "model.dim", "train", "run.dir", "dataset.split.method", "train.select", "nope", "train.nope", ""]
+KEYS = [
+    "model",
+    "dataset",
+    "dataset.name",
+    "train.lr",
+    "train.epochs",
+    "train.batch_size",
+    "train.seed",
+    "eval.ks",
+    "eval.metrics",
+    "model.dim",
+    "train",
+    "run.dir",
+    "dataset.split.method",
+    "train.select",
+    "nope",
+    "train.nope",
+    "",
+]
 VALUES = st.one_of(
-    st.integers(-5, 5).map(str), st.sampled_from(["", "1e-3", "[10, 20]", "[", "]", "{a: 1}", "null", "true", "nan", "-inf", "bpr", "x=y", "!!python/object:os.system", "&a", "*a", "'", "\t"]),
+    st.integers(-5, 5).map(str),
+    st.sampled_from(
+        [
+            "",
+            "1e-3",
+            "[10, 20]",
+            "[",
+            "]",
+            "{a: 1}",
+            "null",
+            "true",
+            "nan",
+            "-inf",
+            "bpr",
+            "x=y",
+            "!!python/object:os.system",
+            "&a",
+            "*a",
+            "'",
+            "\t",
+        ]
+    ),
     st.text(max_size=6),
 )
 
 
 @FUZZ
-@given(overrides=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(["=", "==", ":", ""]), VALUES).map("".join), max_size=5))
+@given(
+    overrides=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(["=", "==", ":", ""]), VALUES).map("".join), max_size=5)
+)
 def test_config_overrides_fail_with_a_config_error(overrides: list[str]) -> None:
     try:
         cfg = resolve(overrides)
@@ -265,11 +337,26 @@ def test_config_overrides_fail_with_a_config_error(overrides: list[str]) -> None
     assert cfg.model_name
 
 
-YAML_SNIPPETS = st.sampled_from([
-    "model: bpr\n", "train:\n  lr: 0.01\n", "train: [1, 2]\n", "train:\n  epochs: many\n", "dataset: {name: ml-100k, split: 3}\n",
-    "eval:\n  ks: abc\n", "- a\n- b\n", "model: !!python/object/apply:os.system ['touch /tmp/x']\n", "a: &x 1\nb: *y\n",
-    "train:\n\tlr: 1\n", "{", "key: 'unterminated\n", "\x00", "model:\n  dim: -3\n", "train:\n  lrr: 1\n", "",
-])
+YAML_SNIPPETS = st.sampled_from(
+    [
+        "model: bpr\n",
+        "train:\n  lr: 0.01\n",
+        "train: [1, 2]\n",
+        "train:\n  epochs: many\n",
+        "dataset: {name: ml-100k, split: 3}\n",
+        "eval:\n  ks: abc\n",
+        "- a\n- b\n",
+        "model: !!python/object/apply:os.system ['touch /tmp/x']\n",
+        "a: &x 1\nb: *y\n",
+        "train:\n\tlr: 1\n",
+        "{",
+        "key: 'unterminated\n",
+        "\x00",
+        "model:\n  dim: -3\n",
+        "train:\n  lrr: 1\n",
+        "",
+    ]
+)
 
 
 @FUZZ

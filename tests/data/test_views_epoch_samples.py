@@ -20,11 +20,7 @@ def ctx() -> DataContext:
 
 
 def samples_of(batches) -> list[tuple[int, tuple[int, ...], int]]:
-    return [
-        (u, tuple(s), t)
-        for b in batches
-        for u, s, t in zip(b["users"].tolist(), b["seq"].tolist(), b["target"].tolist())
-    ]
+    return [(u, tuple(s), t) for b in batches for u, s, t in zip(b["users"].tolist(), b["seq"].tolist(), b["target"].tolist())]
 
 
 def test_epoch_samples_draws_a_seeded_subset_without_replacement(ctx: DataContext) -> None:

@@ -363,7 +363,7 @@ def test_masked_topk_kernel_equals_a_full_sort(item_chunk: int) -> None:
         eligible = [i for i in range(n_items) if not dense_hide[row, i] and not blocked[i]]
         expected = sorted(eligible, key=lambda i: (-float(scores[row, i]), i))[:k]
         assert items[row, : len(expected)].tolist() == expected
-        assert (items[row, len(expected):] == -1).all() and np.isneginf(values[row, len(expected):]).all()
+        assert (items[row, len(expected) :] == -1).all() and np.isneginf(values[row, len(expected) :]).all()
     assert (items[5] == -1).all()
     wide, _ = masked_topk(lambda a, b: scores[:, a:b].clone(), n_rows, n_items, 10_000, item_chunk)
     assert wide.shape == (n_rows, n_items)  # k above the catalogue: each item once

@@ -11,8 +11,15 @@ import yaml
 
 
 def fake_run(
-    path: Path, model: str, seed: int, per_user: dict[str, np.ndarray], users: np.ndarray,
-    history: list[float], seconds: float = 1.0, dataset: str = "toy", extra: dict[str, float] | None = None,
+    path: Path,
+    model: str,
+    seed: int,
+    per_user: dict[str, np.ndarray],
+    users: np.ndarray,
+    history: list[float],
+    seconds: float = 1.0,
+    dataset: str = "toy",
+    extra: dict[str, float] | None = None,
 ) -> Path:
     """A finished run directory as the trainer writes it, with given per-user test metrics; summaries are
     their means (valid = test here), history the per-epoch validation ndcg@10."""
@@ -21,8 +28,15 @@ def fake_run(
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     summary = {k: float(v.mean()) for k, v in per_user.items()} | (extra or {})
     results = {
-        "model": model, "dataset": dataset, "selected_by": "valid ndcg@10", "best_epoch": int(np.argmax(history)) + 1,
-        "epochs_run": len(history), "train_seconds": seconds, "valid": summary, "test": summary, "n_parameters": 10,
+        "model": model,
+        "dataset": dataset,
+        "selected_by": "valid ndcg@10",
+        "best_epoch": int(np.argmax(history)) + 1,
+        "epochs_run": len(history),
+        "train_seconds": seconds,
+        "valid": summary,
+        "test": summary,
+        "n_parameters": 10,
         "test_eval": {"protocol": "full"},
     }
     (path / "results.json").write_text(json.dumps(results))
@@ -42,7 +56,12 @@ def fake_runs(tmp_path: Path) -> dict[str, list[Path]]:
     runs: dict[str, list[Path]] = {}
     for seed in (1, 2):
         base = rng.random(300)
-        strong = {"ndcg@10": base, "ndcg@20": np.minimum(1, base * 1.2), "recall@10": base, "recall@20": np.minimum(1, base * 1.5)}
+        strong = {
+            "ndcg@10": base,
+            "ndcg@20": np.minimum(1, base * 1.2),
+            "recall@10": base,
+            "recall@20": np.minimum(1, base * 1.5),
+        }
         weak = {k: v * 0.5 for k, v in strong.items()}
         order = rng.permutation(300)
         twin = {k: v[order] for k, v in strong.items()}
@@ -52,7 +71,16 @@ def fake_runs(tmp_path: Path) -> dict[str, list[Path]]:
             ("twin", twin, users[order], [0.5], 0.5),
         ):
             runs.setdefault(name, []).append(
-                fake_run(tmp_path / "runs" / f"{name}-s{seed}", name, seed, per_user, u, hist, secs, extra={"gini@10": {"strong": 0.6, "weak": 0.4, "twin": 0.7}[name] + 0.01 * seed})
+                fake_run(
+                    tmp_path / "runs" / f"{name}-s{seed}",
+                    name,
+                    seed,
+                    per_user,
+                    u,
+                    hist,
+                    secs,
+                    extra={"gini@10": {"strong": 0.6, "weak": 0.4, "twin": 0.7}[name] + 0.01 * seed},
+                )
             )
     return runs
 

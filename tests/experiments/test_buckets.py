@@ -24,7 +24,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     save_dataset(make_synthetic(n_users=90, n_items=200, n_clusters=2, length=(4, 30), seed=2), root / "data")
     out = []
     for model, extra in (("pop", []), ("sasrec", ["train.epochs=2", "model.dim=8"])):
-        cfg = resolve([f"model={model}", f"dataset={root / 'data'}", f"run.dir={root / 'runs'}", f"run.name={model}", "train.progress=false", *extra])
+        cfg = resolve(
+            [
+                f"model={model}",
+                f"dataset={root / 'data'}",
+                f"run.dir={root / 'runs'}",
+                f"run.name={model}",
+                "train.progress=false",
+                *extra,
+            ]
+        )
         out.append(train(cfg)[0].path)
     return out
 

@@ -14,9 +14,17 @@ from modalrec.cli import app
 
 def test_benchmark_command_runs_reports_and_skips_on_rerun(tmp_path: Path, synthetic_dir: Path) -> None:
     suite = tmp_path / "suite.yaml"
-    suite.write_text(yaml.safe_dump({
-        "name": "cli", "datasets": [str(synthetic_dir)], "seeds": [3], "models": ["pop", "itemknn"], "common": {"eval.ks": "5,10"},
-    }))
+    suite.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cli",
+                "datasets": [str(synthetic_dir)],
+                "seeds": [3],
+                "models": ["pop", "itemknn"],
+                "common": {"eval.ks": "5,10"},
+            }
+        )
+    )
     out = tmp_path / "out"
     runner = CliRunner()
     dry = runner.invoke(app, ["benchmark", str(suite), "--out", str(out), "--dry-run"])
@@ -40,10 +48,21 @@ def test_benchmark_command_runs_reports_and_skips_on_rerun(tmp_path: Path, synth
 def test_search_command_writes_the_best_point(tmp_path: Path, synthetic_dir: Path) -> None:
     pytest.importorskip("optuna")
     out = tmp_path / "study"
-    result = CliRunner().invoke(app, [
-        "search", "model=ease", f"dataset={synthetic_dir}", "--out", str(out), "--trials", "2", "--quiet",
-        "--space", '{"model.l2": ["log", 1, 1000]}',
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "search",
+            "model=ease",
+            f"dataset={synthetic_dir}",
+            "--out",
+            str(out),
+            "--trials",
+            "2",
+            "--quiet",
+            "--space",
+            '{"model.l2": ["log", 1, 1000]}',
+        ],
+    )
     assert result.exit_code == 0, result.output
     best = json.loads((out / "best.json").read_text())
     assert set(best["best_params"]) == {"model.l2"} and best["complete"] == 2

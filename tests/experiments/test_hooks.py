@@ -16,12 +16,23 @@ def _cfg(data: Path, runs: Path, *extra: str):
 
 def test_on_validation_follows_every_validation(tmp_path: Path, synthetic_dir: Path) -> None:
     calls: list[tuple[int, float]] = []
-    cfg = _cfg(synthetic_dir, tmp_path, "model=bpr", "model.dim=8", "train.epochs=4", "train.eval_every=2", "train.batch_size=256", "run.name=a")
+    cfg = _cfg(
+        synthetic_dir,
+        tmp_path,
+        "model=bpr",
+        "model.dim=8",
+        "train.epochs=4",
+        "train.eval_every=2",
+        "train.batch_size=256",
+        "run.name=a",
+    )
     run_dir, results = experiment.train(cfg, on_validation=lambda epoch, summary: calls.append((epoch, summary["ndcg@10"])))
     assert [epoch for epoch, _ in calls] == [2, 4]
     assert max(score for _, score in calls) == pytest.approx(results["valid"]["ndcg@10"])
     closed: list[int] = []
-    _, pop = experiment.train(_cfg(synthetic_dir, tmp_path, "model=pop", "run.name=b"), on_validation=lambda e, s: closed.append(e), score_test=False)
+    _, pop = experiment.train(
+        _cfg(synthetic_dir, tmp_path, "model=pop", "run.name=b"), on_validation=lambda e, s: closed.append(e), score_test=False
+    )
     assert closed == [1] and "test" not in pop and "valid" in pop
 
 

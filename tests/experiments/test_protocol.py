@@ -20,7 +20,13 @@ from modalrec.train.experiment import resolve
 
 
 def _suite(tmp_path: Path, data: Path, models: list, **extra) -> Path:
-    body = {"name": "p", "out": str(tmp_path / "out"), "datasets": [{"name": str(data), "label": "syn"}], "models": models, **extra}
+    body = {
+        "name": "p",
+        "out": str(tmp_path / "out"),
+        "datasets": [{"name": str(data), "label": "syn"}],
+        "models": models,
+        **extra,
+    }
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(body))
     return path
@@ -37,12 +43,24 @@ def test_the_declared_selection_metric_reaches_every_run(tmp_path: Path, synthet
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"select": "recall@20", "models": ["pop", {"name": "bpr", "overrides": {"train.select": "ndcg@10"}}]},
-         r"selects on recall@20 but model bpr sets train.select=ndcg@10"),
+        (
+            {"select": "recall@20", "models": ["pop", {"name": "bpr", "overrides": {"train.select": "ndcg@10"}}]},
+            r"selects on recall@20 but model bpr sets train.select=ndcg@10",
+        ),
         ({"select": "recall@20", "common": {"train.select": "ndcg@20"}}, r"common sets train.select=ndcg@20"),
-        ({"select": "recall@20", "search": {"trials": 2, "overrides": {"train.select": "mrr@10"}}}, r"search.overrides sets train.select=mrr@10"),
-        ({"models": [{"name": "pop", "overrides": {"train.select": "ndcg@10"}}, {"name": "bpr", "overrides": {"train.select": "recall@20"}}]},
-         r"different metrics \(model pop: ndcg@10, model bpr: recall@20\).*set 'select'"),
+        (
+            {"select": "recall@20", "search": {"trials": 2, "overrides": {"train.select": "mrr@10"}}},
+            r"search.overrides sets train.select=mrr@10",
+        ),
+        (
+            {
+                "models": [
+                    {"name": "pop", "overrides": {"train.select": "ndcg@10"}},
+                    {"name": "bpr", "overrides": {"train.select": "recall@20"}},
+                ]
+            },
+            r"different metrics \(model pop: ndcg@10, model bpr: recall@20\).*set 'select'",
+        ),
         ({"select": "recall"}, r"'select' is a validation metric such as recall@20"),
     ],
 )
@@ -86,9 +104,17 @@ def test_declared_budgets_keys_and_sampler_seed_are_recorded(tmp_path: Path, syn
     [
         ([{"name": "pop", "reference": {"value": 0.2, "metric": "ndcg@10"}}], {}, "a reference is"),
         ([{"name": "pop", "reference": {"value": "high", "metric": "ndcg@10", "source": "x"}}], {}, "numeric value"),
-        ([{"name": "pop", "reference": {"value": 0.2, "metric": "mrr@50", "source": "x"}}], {"metrics": ["ndcg@10"]}, "not a table column"),
+        (
+            [{"name": "pop", "reference": {"value": 0.2, "metric": "mrr@50", "source": "x"}}],
+            {"metrics": ["ndcg@10"]},
+            "not a table column",
+        ),
         ([{"name": "pop", "tuning": {"trials": -1, "metric": "ndcg@10", "source": "x"}}], {}, "tuning.trials"),
-        ([{"name": "syn", "reference": {"value": 0.2, "metric": "ndcg@10", "source": "x"}}], {"datasets_extra": True}, "unknown dataset entry key"),
+        (
+            [{"name": "syn", "reference": {"value": 0.2, "metric": "ndcg@10", "source": "x"}}],
+            {"datasets_extra": True},
+            "unknown dataset entry key",
+        ),
         (["pop"], {"search": {"trials": 2, "budget": {"nope": 3}}}, "not a model label"),
         (["pop"], {"search": {"trials": 2, "budget": {"pop": 0}}}, "trial counts >= 1"),
     ],
@@ -106,15 +132,27 @@ def test_bad_protocol_entries_are_refused(tmp_path: Path, synthetic_dir: Path, m
 
 
 # ---------------------------------------------------------------------- cap-hit detection
-def _run(fake_run, tmp_path: Path, name: str, seed: int, history: list[float], *, cap: int | None, stopped: bool,
-         loss: bool = True, cpu: float | None = 3.0) -> Path:
+def _run(
+    fake_run,
+    tmp_path: Path,
+    name: str,
+    seed: int,
+    history: list[float],
+    *,
+    cap: int | None,
+    stopped: bool,
+    loss: bool = True,
+    cpu: float | None = 3.0,
+) -> Path:
     users = np.arange(50)
     values = np.linspace(0, 1, 50) * (0.5 + 0.1 * seed)
     path = fake_run(tmp_path / "out" / "runs" / f"syn__{name}__seed{seed}", name, seed, {"ndcg@10": values}, users, history)
     results = json.loads((path / "results.json").read_text())
     results.update(epoch_cap=cap, stopped_early=stopped, **({} if cpu is None else {"train_cpu_seconds": cpu}))
     (path / "results.json").write_text(json.dumps(results))
-    lines = [json.dumps({"epoch": i + 1, "valid": {"ndcg@10": v}, **({"loss": 1.0} if loss else {})}) for i, v in enumerate(history)]
+    lines = [
+        json.dumps({"epoch": i + 1, "valid": {"ndcg@10": v}, **({"loss": 1.0} if loss else {})}) for i, v in enumerate(history)
+    ]
     (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     return path
 
@@ -129,7 +167,9 @@ def _run(fake_run, tmp_path: Path, name: str, seed: int, history: list[float], *
         ([0.3], 1, False, False, False),  # a closed-form fit has no epochs to run out of
     ],
 )
-def test_cap_hit_while_improving(make_run, tmp_path: Path, history: list[float], cap: int, stopped: bool, loss: bool, expected: bool) -> None:
+def test_cap_hit_while_improving(
+    make_run, tmp_path: Path, history: list[float], cap: int, stopped: bool, loss: bool, expected: bool
+) -> None:
     record = load_runs([_run(make_run, tmp_path, "m", 1, history, cap=cap, stopped=stopped, loss=loss)])[0]
     assert record.capped_improving is expected
 
@@ -141,17 +181,32 @@ def test_the_table_carries_the_protocol(make_run, tmp_path: Path) -> None:
         _run(make_run, tmp_path, "knn", seed, [0.3], cap=None, stopped=False, loss=False, cpu=1.0)
     for seed in (1, 2):
         _run(make_run, tmp_path, "thin", seed, [0.1, 0.3, 0.2], cap=3, stopped=True, cpu=None)  # an old run: no CPU seconds
-    runs = {p.name: {"label": p.name.split("__")[1], "dataset": "syn", "seed": int(p.name[-1])} for p in (tmp_path / "out" / "runs").iterdir()}
+    runs = {
+        p.name: {"label": p.name.split("__")[1], "dataset": "syn", "seed": int(p.name[-1])}
+        for p in (tmp_path / "out" / "runs").iterdir()
+    }
     manifest = {
         "protocol": {"select": "ndcg@10", "tune_metric": "ndcg@10", "min_seeds": 3},
         "models": {
-            "good": {"tuning": {"trials": 20, "params": ["model.dim", "model.reg", "train.lr"], "metric": "ndcg@10", "sampler": "tpe",
-                                "sampler_seed": 5, "startup_trials": 5, "pruner": "median", "source": "this suite"},
-                     "reference": {"value": 0.1821, "metric": "ndcg@10", "source": "Klenitskiy & Vasilev 2023, Table 3"}},
+            "good": {
+                "tuning": {
+                    "trials": 20,
+                    "params": ["model.dim", "model.reg", "train.lr"],
+                    "metric": "ndcg@10",
+                    "sampler": "tpe",
+                    "sampler_seed": 5,
+                    "startup_trials": 5,
+                    "pruner": "median",
+                    "source": "this suite",
+                },
+                "reference": {"value": 0.1821, "metric": "ndcg@10", "source": "Klenitskiy & Vasilev 2023, Table 3"},
+            },
             "knn": {"tuning": {"trials": 6, "metric": "recall@20", "source": "suite cf-small", "params": []}, "reference": None},
             "thin": {"tuning": None, "reference": None},
         },
-        "searches": {"syn__good": {"metric": "ndcg@10", "best_value": 0.25, "best_params": {}, "complete": 17, "pruned": 3, "failed": 0}},
+        "searches": {
+            "syn__good": {"metric": "ndcg@10", "best_value": 0.25, "best_params": {}, "complete": 17, "pruned": 3, "failed": 0}
+        },
         "runs": runs,
     }
     (tmp_path / "out" / "suite.json").write_text(json.dumps(manifest))
@@ -161,29 +216,49 @@ def test_the_table_carries_the_protocol(make_run, tmp_path: Path) -> None:
     markdown = to_markdown([table])
     heading = markdown.splitlines()[0]
     assert heading == "### syn (test) · selection metric: valid ndcg@10 · tuned on another metric: knn on valid recall@20"
-    rows = {line.split(" | ")[0].strip("| "): line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line}
+    rows = {
+        line.split(" | ")[0].strip("| "): line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line
+    }
     assert f"good {CAP_MARK} (3/3)" in rows and "knn" in rows and "thin" in rows  # only the capped row is marked
     good = rows[f"good {CAP_MARK} (3/3)"].split(" | ")
     assert good[2:] == ["3", "3/3", "20.0", "1.0", "20 trials × 3 keys (TPE seed 5)", "0.1821 (ndcg@10) |"]
     knn = rows["knn"].split(" | ")
-    assert knn[3] == "closed form" and knn[4] == "1.0" and knn[6] == "fixed point from 6 trials (suite cf-small) on valid recall@20 ≠ selection"
+    assert (
+        knn[3] == "closed form"
+        and knn[4] == "1.0"
+        and knn[6] == "fixed point from 6 trials (suite cf-small) on valid recall@20 ≠ selection"
+    )
     thin = rows["thin"].split(" | ")
     assert thin[2] == "2 (< 3)" and thin[4] == "-" and thin[6] == "none"  # below the seed protocol; CPU not recorded
-    assert "- good: 20 TPE trials (sampler seed 5, 5 random first, pruner median) over model.dim, model.reg, train.lr on valid ndcg@10; " \
-           "best valid ndcg@10 0.2500 (17 complete, 3 pruned, 0 failed)" in markdown
+    assert (
+        "- good: 20 TPE trials (sampler seed 5, 5 random first, pruner median) over model.dim, model.reg, train.lr on valid ndcg@10; "
+        "best valid ndcg@10 0.2500 (17 complete, 3 pruned, 0 failed)" in markdown
+    )
     assert "- reference for good: ndcg@10 0.1821, Klenitskiy & Vasilev 2023, Table 3" in markdown
     csv_rows = to_csv([table]).splitlines()
     header = csv_rows[0].split(",")
     good_row = dict(zip(header, next(r for r in csv_rows if r.startswith("syn,test,good,")).split(",")))
-    assert good_row["select"] == "ndcg@10" and float(good_row["train_cpu_seconds"]) == 20.0 and good_row["capped_improving"] == "3"
+    assert (
+        good_row["select"] == "ndcg@10" and float(good_row["train_cpu_seconds"]) == 20.0 and good_row["capped_improving"] == "3"
+    )
     assert float(good_row["reference_value"]) == 0.1821
     page = build_report([tmp_path / "out"], tmp_path / "report", metrics=["ndcg@10"]).html.read_text()
     assert "selection metric: valid ndcg@10" in page and f"good {CAP_MARK} (3/3)" in page and "Klenitskiy" in page
 
 
 def test_a_real_run_records_its_cpu_seconds_and_cap(tmp_path: Path, synthetic_dir: Path) -> None:
-    cfg = resolve([f"dataset={synthetic_dir}", "model=bpr", "model.dim=8", "train.epochs=2", "train.patience=5",
-                   f"run.dir={tmp_path}", "run.name=r", "train.progress=false"])
+    cfg = resolve(
+        [
+            f"dataset={synthetic_dir}",
+            "model=bpr",
+            "model.dim=8",
+            "train.epochs=2",
+            "train.patience=5",
+            f"run.dir={tmp_path}",
+            "run.name=r",
+            "train.progress=false",
+        ]
+    )
     _, results = experiment.train(cfg)
     assert results["epoch_cap"] == 2 and results["train_cpu_seconds"] > 0
     record = load_runs([tmp_path / "r"])[0]
@@ -200,9 +275,16 @@ def test_a_grid_search_visits_every_point_once(tmp_path: Path, synthetic_dir: Pa
     trials = sorted((suite.search_dir(suite.datasets[0], suite.models[0]) / "trials").iterdir())
     visited = sorted(float(yaml.safe_load((t / "config.yaml").read_text())["model"]["l2"]) for t in trials)
     assert visited == grid and study["complete"] == 3
-    values = {float(yaml.safe_load((t / "config.yaml").read_text())["model"]["l2"]): json.loads((t / "results.json").read_text())["valid"]["recall@10"] for t in trials}
+    values = {
+        float(yaml.safe_load((t / "config.yaml").read_text())["model"]["l2"]): json.loads((t / "results.json").read_text())[
+            "valid"
+        ]["recall@10"]
+        for t in trials
+    }
     assert study["best_value"] == max(values.values())
-    assert resolve(suite.run_overrides(suite.plan()[0], [f"model.l2={study['best_params']['model.l2']}"])).model["l2"] == max(values, key=values.get)
+    assert resolve(suite.run_overrides(suite.plan()[0], [f"model.l2={study['best_params']['model.l2']}"])).model["l2"] == max(
+        values, key=values.get
+    )
     assert outcomes[0].status == "trained"
     manifest = json.loads((suite.out / "suite.json").read_text())
     assert manifest["models"]["ease"]["tuning"]["sampler"] == "grid" and manifest["searches"]["syn__ease"]["complete"] == 3
@@ -218,7 +300,9 @@ def test_a_grid_needs_choices_and_a_budget_of_its_size(tmp_path: Path, synthetic
 
 
 def test_only_runs_some_rows_and_the_manifest_keeps_the_whole_suite(tmp_path: Path, synthetic_dir: Path) -> None:
-    suite = Suite.load(_suite(tmp_path, synthetic_dir, ["pop", "itemknn", {"name": "bpr", "overrides": {"train.epochs": 1}}], seeds=[1]))
+    suite = Suite.load(
+        _suite(tmp_path, synthetic_dir, ["pop", "itemknn", {"name": "bpr", "overrides": {"train.epochs": 1}}], seeds=[1])
+    )
     with pytest.raises(ConfigError, match=r"--only names nope, not model labels of suite p \(pop, itemknn, bpr\)"):
         run_suite(suite, progress=False, only=["nope"])
     outcomes = run_suite(suite, progress=False, only=["pop", "itemknn"])

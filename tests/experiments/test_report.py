@@ -49,6 +49,7 @@ def test_significance_marks_and_p_values_follow_the_per_user_files(fake_runs: di
     # weak: clearly worse -> both marks; twin: identical per user (another order) -> p = 1, no mark
     assert rows[("weak", "ndcg@10")]["marks"] == "*†"
     assert rows[("twin", "ndcg@10")]["marks"] == "" and float(rows[("twin", "ndcg@10")]["t_p"]) == 1.0
+
     # the raw p-value is scipy's paired t-test over users of seed-averaged values
     def averaged(label: str) -> np.ndarray:
         arrays = []
@@ -56,6 +57,7 @@ def test_significance_marks_and_p_values_follow_the_per_user_files(fake_runs: di
             data = np.load(p / "per_user_test.npz")
             arrays.append(data["ndcg@10"][np.argsort(data["users"])])
         return np.mean(arrays, axis=0)
+
     expected = stats.ttest_rel(averaged("weak"), averaged("strong")).pvalue
     assert float(rows[("weak", "ndcg@10")]["t_p"]) == pytest.approx(expected, rel=1e-9)
     assert float(rows[("weak", "ndcg@10")]["t_p_holm"]) == pytest.approx(min(1.0, 2 * expected), rel=1e-9)
@@ -78,8 +80,16 @@ def test_plots_are_valid_pngs_and_the_html_embeds_them(fake_runs: dict[str, list
     assert "full ranking" in page and "Holm" in page
 
 
-def test_labels_come_from_the_suite_manifest_and_collisions_do_not_merge(fake_runs: dict[str, list[Path]], tmp_path: Path) -> None:
-    manifest = {"runs": {p.name: {"label": f"{label}-tuned", "dataset": "toy", "seed": i + 1} for label, paths in fake_runs.items() for i, p in enumerate(paths)}}
+def test_labels_come_from_the_suite_manifest_and_collisions_do_not_merge(
+    fake_runs: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    manifest = {
+        "runs": {
+            p.name: {"label": f"{label}-tuned", "dataset": "toy", "seed": i + 1}
+            for label, paths in fake_runs.items()
+            for i, p in enumerate(paths)
+        }
+    }
     (tmp_path / "suite.json").write_text(json.dumps(manifest))
     records = load_runs([tmp_path])
     assert {r.label for r in records} == {"strong-tuned", "weak-tuned", "twin-tuned"}

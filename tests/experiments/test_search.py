@@ -67,7 +67,8 @@ def test_pruned_trials_stop_early_and_the_budget_is_fixed_and_resumable(tmp_path
 
 def test_search_space_dsl_is_checked() -> None:
     assert check_space({"train.lr": ["log", 1e-4, 1e-2], "model.k": ("int", 1, 5)}, "x") == {
-        "train.lr": ("log", 1e-4, 1e-2), "model.k": ("int", 1, 5),
+        "train.lr": ("log", 1e-4, 1e-2),
+        "model.k": ("int", 1, 5),
     }
     for bad, message in (
         ({"lr": ("log", 1e-4, 1e-2)}, "full config key"),

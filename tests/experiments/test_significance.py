@@ -49,10 +49,7 @@ def test_holm_matches_its_definition() -> None:
     for _ in range(20):
         q = rng.random(5) ** 3
         m = len(q)
-        brute = [
-            min(1.0, max((m - r) * q[j] for r, j in enumerate(np.argsort(q)) if q[j] <= q[i]))
-            for i in range(m)
-        ]
+        brute = [min(1.0, max((m - r) * q[j] for r, j in enumerate(np.argsort(q)) if q[j] <= q[i])) for i in range(m)]
         assert holm(q) == pytest.approx(brute)
     out = holm([0.02, np.nan, 0.01])
     assert np.isnan(out[1]) and out[[0, 2]] == pytest.approx([0.02, 0.02])

@@ -17,9 +17,13 @@ from modalrec.train.trainer import TrainingError
 
 def _suite_file(tmp_path: Path, data: Path, models: list, **extra) -> Path:
     body = {
-        "name": "t", "out": str(tmp_path / "out"), "datasets": [{"name": str(data), "label": "syn"}], "seeds": [1, 2],
+        "name": "t",
+        "out": str(tmp_path / "out"),
+        "datasets": [{"name": str(data), "label": "syn"}],
+        "seeds": [1, 2],
         "common": {"train.epochs": 3, "train.batch_size": 256, "train.lr": 0.01, "train.patience": 5, "eval.ks": "5,10"},
-        "models": models, **extra,
+        "models": models,
+        **extra,
     }
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "suite.yaml"
@@ -80,7 +84,12 @@ def test_suite_runs_resumes_and_skips(tmp_path: Path, synthetic_dir: Path) -> No
 
     outcomes = run_suite(suite, progress=False)
     status = {o.run.name: o.status for o in outcomes}
-    assert status == {"syn__pop__seed1": "trained", "syn__pop__seed2": "trained", "syn__bpr__seed1": "trained", "syn__bpr__seed2": "resumed"}
+    assert status == {
+        "syn__pop__seed1": "trained",
+        "syn__pop__seed2": "trained",
+        "syn__bpr__seed1": "trained",
+        "syn__bpr__seed2": "resumed",
+    }
     resumed = json.loads((interrupted.path / "results.json").read_text())
     assert resumed["epochs_run"] == 3
     lines = (interrupted.path / "metrics.jsonl").read_text().splitlines()
@@ -125,7 +134,9 @@ def test_failing_runs_are_recorded_and_the_suite_goes_on(tmp_path: Path, synthet
 
 
 def test_mixed_families_need_an_explicit_split(tmp_path: Path, synthetic_dir: Path) -> None:
-    suite = Suite.load(_suite_file(tmp_path, synthetic_dir, ["pop", {"name": "sasrec", "overrides": {"model.dim": 8, "model.heads": 1}}]))
+    suite = Suite.load(
+        _suite_file(tmp_path, synthetic_dir, ["pop", {"name": "sasrec", "overrides": {"model.dim": 8, "model.heads": 1}}])
+    )
     with pytest.raises(ConfigError, match="mix families.*dataset.split.method"):
         suite.validate()
     path = _suite_file(tmp_path, synthetic_dir, ["pop", {"name": "sasrec", "overrides": {"model.dim": 8, "model.heads": 1}}])
@@ -143,7 +154,12 @@ def test_star_space_tunes_models_without_their_own(tmp_path: Path, synthetic_dir
     suite = Suite.load(_suite_file(tmp_path, synthetic_dir, ["pop", "bpr", "itemknn", "ease"], search=search))
     # pop: closed form without a space (nothing to tune); bpr: the '*' space; itemknn: its suite space; ease: its own
     assert [m.label for m in suite.tuned_models()] == ["bpr", "itemknn", "ease"]
-    assert [suite.space_for(m) for m in suite.models] == [None, {"train.lr": ["log", 1e-3, 1e-2]}, {"model.k": ["int", 5, 50]}, None]
+    assert [suite.space_for(m) for m in suite.models] == [
+        None,
+        {"train.lr": ["log", 1e-3, 1e-2]},
+        {"model.k": ["int", 5, 50]},
+        None,
+    ]
     suite.validate()
 
 

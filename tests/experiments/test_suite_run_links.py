@@ -12,12 +12,24 @@ from modalrec.experiments.suite import Suite, run_suite
 
 def test_placeholders_link_hdrm_to_the_cells_hgcf_run(tmp_path: Path, synthetic_dir: Path) -> None:
     body = {
-        "name": "t", "out": str(tmp_path / "out"), "datasets": [{"name": str(synthetic_dir), "label": "syn"}], "seeds": [3],
+        "name": "t",
+        "out": str(tmp_path / "out"),
+        "datasets": [{"name": str(synthetic_dir), "label": "syn"}],
+        "seeds": [3],
         "common": {"train.epochs": 1, "train.batch_size": 512, "eval.ks": "5", "train.select": "recall@5", "train.threads": 1},
         "models": [
             {"name": "hgcf", "overrides": {"model.dim": 8, "model.layers": 1}},
-            {"name": "hdrm", "overrides": {"model.dim": 8, "model.layers": 1, "model.dims": [8, 16], "model.steps": 3,
-                                           "model.sampling_steps": 3, "model.stage1_run": "{runs}/{dataset}__hgcf__seed{seed}"}},
+            {
+                "name": "hdrm",
+                "overrides": {
+                    "model.dim": 8,
+                    "model.layers": 1,
+                    "model.dims": [8, 16],
+                    "model.steps": 3,
+                    "model.sampling_steps": 3,
+                    "model.stage1_run": "{runs}/{dataset}__hgcf__seed{seed}",
+                },
+            },
         ],
     }
     path = tmp_path / "suite.yaml"

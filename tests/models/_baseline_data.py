@@ -12,7 +12,9 @@ from modalrec.data.context import DataContext
 from modalrec.data.dataset import TEST, TRAIN, VALID, Dataset
 
 
-def clustered_context(n_users: int = 60, n_clusters: int = 3, items_per_cluster: int = 10, per_user: int = 8, seed: int = 0) -> tuple[DataContext, np.ndarray, np.ndarray]:
+def clustered_context(
+    n_users: int = 60, n_clusters: int = 3, items_per_cluster: int = 10, per_user: int = 8, seed: int = 0
+) -> tuple[DataContext, np.ndarray, np.ndarray]:
     """Users in clusters, each interacting only with ``per_user`` items of their cluster's block.
 
     The last two interactions of every user are validation and test. Returns the context, each
@@ -30,8 +32,13 @@ def clustered_context(n_users: int = 60, n_clusters: int = 3, items_per_cluster:
         times += list(range(per_user))
     n_items = n_clusters * items_per_cluster
     ds = Dataset.from_raw(
-        "clusters", np.array(users), np.array(items), timestamp=np.array(times), split=np.array(splits),
-        item_universe=np.arange(n_items), user_universe=np.arange(n_users),
+        "clusters",
+        np.array(users),
+        np.array(items),
+        timestamp=np.array(times),
+        split=np.array(splits),
+        item_universe=np.arange(n_items),
+        user_universe=np.arange(n_users),
     )
     return DataContext.from_dataset(ds), user_cluster, item_cluster
 
@@ -54,8 +61,13 @@ def successor_context(n_items: int = 20, n_users: int = 40, seed: int = 0) -> tu
     times = np.concatenate([np.arange(len(s)) for s in seqs])
     splits = np.concatenate([[TRAIN] * (len(s) - 2) + [VALID, TEST] for s in seqs])
     ds = Dataset.from_raw(
-        "successor", users, items, timestamp=times, split=splits,
-        item_universe=np.arange(n_items), user_universe=np.arange(n_users),
+        "successor",
+        users,
+        items,
+        timestamp=times,
+        split=splits,
+        item_universe=np.arange(n_items),
+        user_universe=np.arange(n_users),
     )
     return DataContext.from_dataset(ds), seqs
 
@@ -116,4 +128,6 @@ def train_steps(model: torch.nn.Module, batches: Callable[[], dict[str, torch.Te
 def chunked_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int) -> torch.Tensor:
     """Scores of all items computed chunk by chunk through encode + score_items."""
     query = model.encode(batch)
-    return torch.cat([model.score_items(query, slice(s, min(s + chunk, model.n_items))) for s in range(0, model.n_items, chunk)], dim=1)
+    return torch.cat(
+        [model.score_items(query, slice(s, min(s + chunk, model.n_items))) for s in range(0, model.n_items, chunk)], dim=1
+    )

@@ -21,8 +21,16 @@ def multimodal_dataset(shuffle_features: bool = False, seed: int = 0, **kwargs):
     Users have short histories, so interactions alone pin down the clusters poorly and content must
     help. ``shuffle_features`` permutes the item rows of every feature (same marginals, no signal).
     """
-    options = dict(n_users=120, n_items=120, n_clusters=N_CLUSTERS, length=(4, 7), successor_prob=0.0,
-                   feature_dims={"text": 16, "image": 24}, feature_noise=0.3, seed=seed)
+    options = dict(
+        n_users=120,
+        n_items=120,
+        n_clusters=N_CLUSTERS,
+        length=(4, 7),
+        successor_prob=0.0,
+        feature_dims={"text": 16, "image": 24},
+        feature_noise=0.3,
+        seed=seed,
+    )
     options.update(kwargs)
     ds = make_synthetic(**options)
     if shuffle_features:

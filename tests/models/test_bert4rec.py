@@ -119,7 +119,9 @@ def test_learns_the_successor_rule() -> None:
     ctx, _ = successor_context()
     model = _model(ctx, dim=32, dropout=0.0, mask_prob=0.3, last_item_share=0.2, init_std=0.1)
     rng = np.random.default_rng(0)
-    losses = train_steps(model, lambda: sequence_batch(successor_sequences(N_ITEMS, 32, (3, 12), rng), 11, N_ITEMS), steps=500, lr=0.005)
+    losses = train_steps(
+        model, lambda: sequence_batch(successor_sequences(N_ITEMS, 32, (3, 12), rng), 11, N_ITEMS), steps=500, lr=0.005
+    )
     assert np.mean(losses[-50:]) < 0.2 * np.mean(losses[:50])
     held_out = successor_sequences(N_ITEMS, 50, (2, 10), np.random.default_rng(1))
     batch = sequence_batch(held_out, 12, N_ITEMS)  # the [mask] goes after the last input item
@@ -144,7 +146,18 @@ def test_trains_and_is_evaluated_end_to_end(tmp_path, synthetic_dir) -> None:
     from modalrec.train.experiment import train
 
     for target in ("all", "last"):
-        cfg = resolve([f"dataset={synthetic_dir}", "model=bert4rec", "model.dim=16", "model.max_len=21", "train.epochs=1",
-                       f"train.seq_target={target}", f"run.dir={tmp_path}", f"run.name={target}", "train.progress=false"])
+        cfg = resolve(
+            [
+                f"dataset={synthetic_dir}",
+                "model=bert4rec",
+                "model.dim=16",
+                "model.max_len=21",
+                "train.epochs=1",
+                f"train.seq_target={target}",
+                f"run.dir={tmp_path}",
+                f"run.name={target}",
+                "train.progress=false",
+            ]
+        )
         _, results = train(cfg)
         assert results["test"]["ndcg@10"] > 0 and results["epochs_run"] == 1

@@ -76,14 +76,18 @@ def learn(model: Recommender, ctx: DataContext) -> torch.Tensor | None:
     out = model.loss(first_batch(model, ctx))
     loss = out["loss"] if isinstance(out, dict) else out
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = model.configure_optimizer(type("Train", (), {"lr": 1e-2, "weight_decay": 0.0})()) or torch.optim.Adam(params, lr=1e-2)
+    optimizer = model.configure_optimizer(type("Train", (), {"lr": 1e-2, "weight_decay": 0.0})()) or torch.optim.Adam(
+        params, lr=1e-2
+    )
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     return loss.detach()
 
 
-def scores(model: Recommender, ctx: DataContext, users: np.ndarray, items: slice | None = None, prepare: bool = True) -> torch.Tensor:
+def scores(
+    model: Recommender, ctx: DataContext, users: np.ndarray, items: slice | None = None, prepare: bool = True
+) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         if prepare:

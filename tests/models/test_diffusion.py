@@ -27,7 +27,11 @@ def test_linear_var_schedule_forces_beta0_and_decreases() -> None:
 
 @pytest.mark.parametrize(
     ("steps", "scale", "low", "high", "beta", "alpha_bar_last", "std_last"),
-    [(50, 1e-5, 1e-5, 1e-4, 1.8e-11, 0.99999, 3.2e-3), (30, 1e-4, 1e-4, 1e-2, 3.4e-8, 0.999989, 3.3e-3), (50, 1e-2, 1e-4, 1e-3, 1.8e-7, 0.999981, 4.4e-3)],
+    [
+        (50, 1e-5, 1e-5, 1e-4, 1.8e-11, 0.99999, 3.2e-3),
+        (30, 1e-4, 1e-4, 1e-2, 3.4e-8, 0.999989, 3.3e-3),
+        (50, 1e-2, 1e-4, 1e-3, 1.8e-7, 0.999981, 4.4e-3),
+    ],
 )
 def test_effective_noise_of_the_released_settings(steps, scale, low, high, beta, alpha_bar_last, std_last) -> None:
     """Spec 4.2's table (ML-1M, Yelp, Amazon-book)."""

@@ -207,7 +207,12 @@ def test_loss_is_ce_plus_weighted_kl_and_stein(ctx: DataContext) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"mode": "faithful"}, {"mode": "clean"}, {"mode": "clean", "modalities": ["text"]}, {"mode": "faithful", "balance_coef": 0.1}],
+    [
+        {"mode": "faithful"},
+        {"mode": "clean"},
+        {"mode": "clean", "modalities": ["text"]},
+        {"mode": "faithful", "balance_coef": 0.1},
+    ],
 )
 def test_last_only_path_equals_the_full_forward_at_the_last_item(ctx: DataContext, overrides: dict) -> None:
     """The cheap last-position path (queries only at the last item) computes the same user vectors and terms."""
@@ -250,7 +255,12 @@ def test_parameter_count_matches_the_released_code() -> None:
     feats = {name: np.zeros((n_items, 1024), np.float32) for name in ("image", "text")}
     ds = make_synthetic(n_users=6, n_items=n_items, n_clusters=2, seed=0)
     for name, values in feats.items():
-        ds = ds.with_feature(name, dataclasses.replace(next(iter(make_synthetic(n_users=2, n_items=n_items, feature_dims={"x": 2}).features.values())), values=values))
+        ds = ds.with_feature(
+            name,
+            dataclasses.replace(
+                next(iter(make_synthetic(n_users=2, n_items=n_items, feature_dims={"x": 2}).features.values())), values=values
+            ),
+        )
     ctx = DataContext.from_dataset(split(ds, SplitConfig(method="loo")))
 
     def count(**overrides: object) -> int:

@@ -70,7 +70,9 @@ def test_learns_the_successor_rule(name: str, overrides: dict) -> None:
     ctx, _ = successor_context()
     model = build(name, with_features(ctx), **overrides)
     rng = np.random.default_rng(0)
-    losses = train_steps(model, lambda: sequence_batch(successor_sequences(N_ITEMS, 32, (3, 12), rng), 12, N_ITEMS), steps=80, lr=0.02)
+    losses = train_steps(
+        model, lambda: sequence_batch(successor_sequences(N_ITEMS, 32, (3, 12), rng), 12, N_ITEMS), steps=80, lr=0.02
+    )
     assert np.mean(losses[-15:]) < 0.5 * np.mean(losses[:15])
     held_out = successor_sequences(N_ITEMS, 50, (2, 10), np.random.default_rng(1))
     model.eval()

@@ -193,7 +193,9 @@ def test_windowed_cross_attention_equals_the_banded_mask(ctx: DataContext, windo
     for mod in range(2):
         fast = attention.attend(heads, valid, mod)
         reference = attention.attend(heads, valid, mod, query_pos=everywhere)  # the masked full product
-        torch.testing.assert_close(fast[valid.unsqueeze(1).expand_as(fast[..., 0])], reference[valid.unsqueeze(1).expand_as(reference[..., 0])])
+        torch.testing.assert_close(
+            fast[valid.unsqueeze(1).expand_as(fast[..., 0])], reference[valid.unsqueeze(1).expand_as(reference[..., 0])]
+        )
     assert torch.isfinite(attention(latents, valid)).all()
     m.train()
     terms = m.loss(b)

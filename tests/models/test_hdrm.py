@@ -181,7 +181,9 @@ def test_hdrm_vectorised_ranking_equals_per_user_ranking(data) -> None:
         for u in range(ctx.n_users):
             per_user = -model.manifold.sqdist(query[u].expand_as(items), items)
             # scores are Minkowski products (float32 GEMM): the same order as -d^2 in float64
-            assert torch.equal(torch.argsort(per_user, descending=True, stable=True), torch.argsort(scores[u], descending=True, stable=True))
+            assert torch.equal(
+                torch.argsort(per_user, descending=True, stable=True), torch.argsort(scores[u], descending=True, stable=True)
+            )
     top, _ = Evaluator(ctx, ks=(5,)).topk(model, np.arange(ctx.n_users), 5, TEST)
     seen = ctx.seen(TEST).toarray() > 0
     assert not seen[np.arange(ctx.n_users)[:, None], top.numpy()].any()
@@ -216,7 +218,9 @@ def test_hdrm_restrict_and_rescale_change_the_forward_pass(data) -> None:
 def _fit_users_view(model, ctx, epochs: int, lr: float) -> None:
     from modalrec.data.views import make_train_batches
 
-    optimizer = model.configure_optimizer(type("T", (), {"lr": lr, "weight_decay": 0.0})()) or torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = model.configure_optimizer(type("T", (), {"lr": lr, "weight_decay": 0.0})()) or torch.optim.Adam(
+        model.parameters(), lr=lr
+    )
     model.train()
     for epoch in range(epochs):
         for batch in make_train_batches("users", ctx, 32, seed=epoch):
@@ -257,7 +261,9 @@ def test_kmeans_recovers_separated_groups() -> None:
 def test_ldiffrec_clusters_encodes_and_learns(data) -> None:
     ctx, _ = data
     item_cluster = np.repeat(np.arange(3), 10)
-    features = np.eye(3, dtype=np.float32)[item_cluster] + 0.05 * np.random.default_rng(0).standard_normal((30, 3)).astype(np.float32)
+    features = np.eye(3, dtype=np.float32)[item_cluster] + 0.05 * np.random.default_rng(0).standard_normal((30, 3)).astype(
+        np.float32
+    )
     ctx = dataclasses.replace(ctx, features={"item_emb": torch.from_numpy(features)})
     torch.manual_seed(0)
     model = LDiffRec(LDiffRec.Config(n_cate=3, in_dims=[24], dims=[32], steps=5), ctx)
@@ -311,7 +317,9 @@ def test_ldiffrec_matches_the_released_training(data) -> None:
     _, mu, logvar, target = model.encode_latent(rows)
     assert mu.abs().max() <= 1 and logvar.abs().max() <= 1
     kept = target[rows > 0]
-    assert ((kept == 0) | torch.isclose(kept, torch.tensor(1 / 0.9))).all() and (kept == 0).any() and (target[rows == 0] == 0).all()
+    assert (
+        ((kept == 0) | torch.isclose(kept, torch.tensor(1 / 0.9))).all() and (kept == 0).any() and (target[rows == 0] == 0).all()
+    )
     with pytest.raises(ConfigError, match="'model.decoder' must be one of linear, per_cluster"):
         LDiffRec(LDiffRec.Config(n_cate=2, steps=5, decoder="mlp"), ctx)
 
@@ -347,7 +355,11 @@ def test_hdrm_denoise_loss_terms(data) -> None:
 
     class Shifted(torch.nn.Module):
         def forward(self, x, t, cond=None):
-            return model.z_items[batch["pos"]] + delta if x.shape[0] == 32 and torch.equal(cond, model.z_users[batch["users"]]) else x
+            return (
+                model.z_items[batch["pos"]] + delta
+                if x.shape[0] == 32 and torch.equal(cond, model.z_users[batch["users"]])
+                else x
+            )
 
     for blend in (0.05, 0.5):
         model = _hdrm(ctx, encoder, mode="denoise", blend=blend)
@@ -390,7 +402,15 @@ def test_hdrm_diagnostics_are_repeatable_and_exact_without_blend(data) -> None:
     assert torch.equal(state, torch.random.get_rng_state())  # no draw from the global stream
     assert first == second
     assert first["top20_overlap"] == 1.0 and first["shift_over_z"] == 0.0  # blend 0: the query is z_u
-    assert set(first) == {"f_over_z", "shift_over_z", "cos_users", "cos_users_stage1", "top20_overlap", "x0_error", "x0_error_noop"}
+    assert set(first) == {
+        "f_over_z",
+        "shift_over_z",
+        "cos_users",
+        "cos_users_stage1",
+        "top20_overlap",
+        "x0_error",
+        "x0_error_noop",
+    }
     # a constant output is the extreme offset: cosine 1 between users
     model.f_item = type("Const", (torch.nn.Module,), {"forward": lambda self, x, t, cond=None: torch.ones_like(x)})()
     with torch.no_grad():

@@ -183,8 +183,13 @@ def _with_other_heldout(ds: Dataset, seed: int) -> Dataset:
     held = ds.split != TRAIN
     item[held] = rng.integers(ds.n_items, size=int(held.sum()))
     out = Dataset.from_raw(
-        ds.name, ds.user, item, timestamp=ds.timestamp, split=ds.split,
-        item_universe=np.arange(ds.n_items), user_universe=np.arange(ds.n_users),
+        ds.name,
+        ds.user,
+        item,
+        timestamp=ds.timestamp,
+        split=ds.split,
+        item_universe=np.arange(ds.n_items),
+        user_universe=np.arange(ds.n_users),
     )
     for name, feature in ds.features.items():
         out = out.with_feature(name, feature)
@@ -226,11 +231,21 @@ def test_trains_end_to_end_under_the_protocol_and_reopens(name: str, tmp_path) -
     from modalrec.train.experiment import open_run, train
 
     save_dataset(make_synthetic(n_users=100, n_items=60, feature_dims={"text": 8, "image": 12}), tmp_path / "data")
-    cfg = resolve([
-        f"model={name}", f"dataset={tmp_path / 'data'}", "dataset.split.method=random", "train.epochs=2", "train.select=recall@20",
-        "eval.ks=[10,20,50]", "eval.metrics=[recall,ndcg,precision,map]", "train.progress=false",
-        "train.batch_size=256", f"run.dir={tmp_path}", "run.name=zoo",
-    ])
+    cfg = resolve(
+        [
+            f"model={name}",
+            f"dataset={tmp_path / 'data'}",
+            "dataset.split.method=random",
+            "train.epochs=2",
+            "train.select=recall@20",
+            "eval.ks=[10,20,50]",
+            "eval.metrics=[recall,ndcg,precision,map]",
+            "train.progress=false",
+            "train.batch_size=256",
+            f"run.dir={tmp_path}",
+            "run.name=zoo",
+        ]
+    )
     _, results = train(cfg)
     assert results["selected_by"] == "valid recall@20"
     assert {"recall@50", "ndcg@20", "precision@10", "map@50"} <= set(results["test"])

@@ -103,7 +103,9 @@ def test_learns_the_successor_rule(name: str, overrides: dict) -> None:
     ctx, _ = successor_context()
     model = _model(name, ctx, **overrides)
     rng = np.random.default_rng(0)
-    losses = train_steps(model, lambda: sequence_batch(successor_sequences(N_ITEMS, 32, (3, 12), rng), 12, N_ITEMS), steps=80, lr=0.02)
+    losses = train_steps(
+        model, lambda: sequence_batch(successor_sequences(N_ITEMS, 32, (3, 12), rng), 12, N_ITEMS), steps=80, lr=0.02
+    )
     assert np.mean(losses[-15:]) < 0.5 * np.mean(losses[:15])
     held_out = successor_sequences(N_ITEMS, 50, (2, 10), np.random.default_rng(1))
     batch = sequence_batch(held_out, 12, N_ITEMS)  # the query is the state after the last input item
@@ -141,7 +143,10 @@ def test_sampled_softmax_over_every_item_is_full_cross_entropy() -> None:
     few = sampled_softmax_loss(states, targets, table, torch.tensor([0, 1, 2]))
     assert few < full  # fewer competitors, smaller loss
     pos, neg = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 3.0])
-    expected = -(np.log(1 / (1 + np.exp(-2.0))) + np.log(1 / (1 + np.exp(1.0)))) / 2 - (np.log(1 - 1 / (1 + np.exp(-0.5))) + np.log(1 - 1 / (1 + np.exp(-3.0)))) / 2
+    expected = (
+        -(np.log(1 / (1 + np.exp(-2.0))) + np.log(1 / (1 + np.exp(1.0)))) / 2
+        - (np.log(1 - 1 / (1 + np.exp(-0.5))) + np.log(1 - 1 / (1 + np.exp(-3.0)))) / 2
+    )
     assert binary_ce_loss(pos, neg).item() == pytest.approx(expected, rel=1e-6)
 
 

@@ -26,9 +26,7 @@ def knn_cache(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MODALREC_HOME", str(tmp_path / "home"))
 
 
-def tiny_context(
-    users: list[str], items: list[str], features: dict[str, np.ndarray]
-) -> DataContext:
+def tiny_context(users: list[str], items: list[str], features: dict[str, np.ndarray]) -> DataContext:
     """Interactions (users[k], items[k]), all train, with the given item feature matrices (rows in item order)."""
     ds = Dataset.from_raw(
         "tiny",
@@ -37,9 +35,7 @@ def tiny_context(
         split=np.zeros(len(users), dtype=np.int8),
     )
     for name, values in features.items():
-        ds = ds.with_feature(
-            name, ItemFeature(values, np.ones(len(values), dtype=bool))
-        )
+        ds = ds.with_feature(name, ItemFeature(values, np.ones(len(values), dtype=bool)))
     return DataContext.from_dataset(ds)
 
 
@@ -63,27 +59,19 @@ def bm3_context() -> DataContext:
 def test_bm3_regulariser_is_the_authors_frobenius_norms_over_all_rows() -> None:
     model = build("bm3", bm3_context(), dim=2, layers=0, reg=0.5, dropout=0.0)
     # layers 0: h_u = e_u, h_i = e_i + e_i (the residual) -> H_i = [[2,0],[0,2],[0,0]]
-    set_embeddings(
-        model, [[3.0, 0.0], [0.0, 4.0]], [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
-    )
+    set_embeddings(model, [[3.0, 0.0], [0.0, 4.0]], [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
     batch = {
         "users": torch.tensor([0]),
         "pos": torch.tensor([1]),
         "neg": torch.tensor([2]),
     }
     # reg * (||H_u||_F + ||H_i||_F) / n_items = 0.5 * (5 + sqrt(8)) / 3, whatever the batch
-    assert model.loss(batch)["reg"].item() == pytest.approx(
-        0.5 * (5 + math.sqrt(8)) / 3, rel=1e-6
-    )
+    assert model.loss(batch)["reg"].item() == pytest.approx(0.5 * (5 + math.sqrt(8)) / 3, rel=1e-6)
 
 
 def test_bm3_batch_l2_regulariser_is_the_squared_norm_of_the_batch_rows() -> None:
-    model = build(
-        "bm3", bm3_context(), dim=2, layers=0, reg=0.5, dropout=0.0, reg_form="batch_l2"
-    )
-    set_embeddings(
-        model, [[3.0, 0.0], [0.0, 4.0]], [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
-    )
+    model = build("bm3", bm3_context(), dim=2, layers=0, reg=0.5, dropout=0.0, reg_form="batch_l2")
+    set_embeddings(model, [[3.0, 0.0], [0.0, 4.0]], [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
     batch = {
         "users": torch.tensor([0]),
         "pos": torch.tensor([1]),
@@ -95,9 +83,7 @@ def test_bm3_batch_l2_regulariser_is_the_squared_norm_of_the_batch_rows() -> Non
 
 @pytest.mark.parametrize("residual", [True, False])
 def test_bm3_adds_the_item_id_embedding_back_as_a_residual(residual: bool) -> None:
-    ctx = tiny_context(
-        ["0"], ["0"], {"text": CIRCLE[:1]}
-    )  # one user, one item: A = [[0,1],[1,0]], degrees 1
+    ctx = tiny_context(["0"], ["0"], {"text": CIRCLE[:1]})  # one user, one item: A = [[0,1],[1,0]], degrees 1
     model = build("bm3", ctx, dim=2, layers=1, residual=residual)
     set_embeddings(model, [[2.0, 0.0]], [[0.0, 2.0]])
     users, items = model.encode_graph()
@@ -114,18 +100,14 @@ def test_bm3_defaults_are_the_authors() -> None:
         None,
         0.1,
     )
-    with pytest.raises(
-        ConfigError, match="reg_form 'l1' is not one of frobenius, batch_l2"
-    ):
+    with pytest.raises(ConfigError, match="reg_form 'l1' is not one of frobenius, batch_l2"):
         build("bm3", bm3_context(), reg_form="l1")
 
 
 # --------------------------------------------------------------------------------------------- MGCN
 def circle_context(modalities: tuple[str, ...] = ("text",)) -> DataContext:
     # 2 users over the 4 items; every modality gets the CIRCLE features
-    return tiny_context(
-        ["0", "0", "1", "1"], ["0", "1", "2", "3"], dict.fromkeys(modalities, CIRCLE)
-    )
+    return tiny_context(["0", "0", "1", "1"], ["0", "1", "2", "3"], dict.fromkeys(modalities, CIRCLE))
 
 
 def test_mgcn_item_graph_has_cosine_weights_and_keeps_the_item_itself() -> None:
@@ -133,13 +115,9 @@ def test_mgcn_item_graph_has_cosine_weights_and_keeps_the_item_itself() -> None:
     # top-2 of the full similarity matrix: every item itself (1) and its best other item; item 3's best
     # other is item 2 at cosine 0 (kept, weight 0). Row sums d = (1.6, 1.8, 1.8, 1.0), S_ij = w_ij / sqrt(d_i d_j)
     d = np.array([1.6, 1.8, 1.8, 1.0])
-    w = np.array(
-        [[1.0, 0.6, 0, 0], [0, 1.0, 0.8, 0], [0, 0.8, 1.0, 0], [0, 0, 0.0, 1.0]]
-    )
+    w = np.array([[1.0, 0.6, 0, 0], [0, 1.0, 0.8, 0], [0, 0.8, 1.0, 0], [0, 0, 0.0, 1.0]])
     expected = w / np.sqrt(d[:, None] * d[None, :])
-    np.testing.assert_allclose(
-        model.item_item_graph(0).toarray(), expected, rtol=1e-5, atol=1e-7
-    )
+    np.testing.assert_allclose(model.item_item_graph(0).toarray(), expected, rtol=1e-5, atol=1e-7)
 
 
 def test_mgcn_item_graph_without_the_self_loop() -> None:
@@ -147,12 +125,8 @@ def test_mgcn_item_graph_without_the_self_loop() -> None:
     # top-2 other items: 0 -> {1: 0.6, 2: 0}, 1 -> {2: 0.8, 0: 0.6}, 2 -> {1: 0.8, 0 or 3: 0}, 3 -> {2: 0, 1: clipped -0.6}
     graph = model.item_item_graph(0).toarray()
     assert np.all(np.diag(graph) == 0)
-    assert graph[1, 2] == pytest.approx(
-        0.8 / math.sqrt(1.4 * 0.8), rel=1e-5
-    )  # d_1 = 0.8 + 0.6, d_2 = 0.8 + 0
-    assert graph[0, 1] == pytest.approx(
-        0.6 / math.sqrt(0.6 * 1.4), rel=1e-5
-    )  # d_0 = 0.6 + 0
+    assert graph[1, 2] == pytest.approx(0.8 / math.sqrt(1.4 * 0.8), rel=1e-5)  # d_1 = 0.8 + 0.6, d_2 = 0.8 + 0
+    assert graph[0, 1] == pytest.approx(0.6 / math.sqrt(0.6 * 1.4), rel=1e-5)  # d_0 = 0.6 + 0
 
 
 def fusion_model(fusion: str):
@@ -162,12 +136,8 @@ def fusion_model(fusion: str):
         first, _, query = model.attention
         first.weight.copy_(torch.eye(2))
         first.bias.zero_()
-        query.weight.copy_(
-            torch.tensor([[c, 0.0]])
-        )  # score_m = c tanh(v_m[0]): alpha = (3/4, 1/4) for v = e_1, e_2
-        for gate, bias in zip(
-            model.preference_gates, (30.0, 0.0)
-        ):  # gates sigmoid(30) ~ 1 and sigmoid(0) = 1/2
+        query.weight.copy_(torch.tensor([[c, 0.0]]))  # score_m = c tanh(v_m[0]): alpha = (3/4, 1/4) for v = e_1, e_2
+        for gate, bias in zip(model.preference_gates, (30.0, 0.0)):  # gates sigmoid(30) ~ 1 and sigmoid(0) = 1/2
             gate.weight.zero_()
             gate.bias.fill_(bias)
     return model
@@ -212,14 +182,8 @@ def test_mgcn_contrast_runs_from_the_fused_view_over_the_batch_rows_as_drawn() -
     id_view, views = model.views()
     fused = model.fuse(id_view, views)
 
-    def info_nce(
-        a: torch.Tensor, b: torch.Tensor
-    ) -> float:  # -mean log exp(s_ii/t) / sum_j exp(s_ij/t), s = cosine
-        s = (
-            torch.nn.functional.normalize(a, dim=1)
-            @ torch.nn.functional.normalize(b, dim=1).T
-            / 0.2
-        )
+    def info_nce(a: torch.Tensor, b: torch.Tensor) -> float:  # -mean log exp(s_ii/t) / sum_j exp(s_ij/t), s = cosine
+        s = torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T / 0.2
         return float((s.logsumexp(1) - s.diag()).mean().detach())
 
     u, i = batch["users"], batch["pos"] + model.n_users
@@ -241,15 +205,11 @@ def test_mgcn_learning_rate_decays_by_096_every_50_epochs() -> None:
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 0.96, rel=1e-9)
-    assert (
-        resolve(["model=mgcn", "train.scheduler=none"]).train.scheduler == "none"
-    )  # still the user's to change
+    assert resolve(["model=mgcn", "train.scheduler=none"]).train.scheduler == "none"  # still the user's to change
 
 
 def test_mgcn_refuses_an_unknown_fusion() -> None:
-    with pytest.raises(
-        ConfigError, match="fusion 'sum' is not one of code, mean_specific"
-    ):
+    with pytest.raises(ConfigError, match="fusion 'sum' is not one of code, mean_specific"):
         build("mgcn", circle_context(), fusion="sum")
 
 

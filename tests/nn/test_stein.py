@@ -76,9 +76,9 @@ def test_ksd_is_near_zero_on_target_samples_and_large_off_target() -> None:
     for seed in range(5):  # the textbook V-statistic is a Gram-matrix mean: never negative
         z, s = points(20, 3, 10 + seed), points(20, 3, 20 + seed)
         assert ksd(z, s, 0.7).item() >= -1e-12
-    assert stein_alignment(points(8, 3, 5), points(8, 3, 5), -points(8, 3, 5), -points(8, 3, 5), 1.0, "ksd", "u").item() == pytest.approx(
-        ksd(points(8, 3, 5), -points(8, 3, 5), 1.0, "u").item()
-    )
+    assert stein_alignment(
+        points(8, 3, 5), points(8, 3, 5), -points(8, 3, 5), -points(8, 3, 5), 1.0, "ksd", "u"
+    ).item() == pytest.approx(ksd(points(8, 3, 5), -points(8, 3, 5), 1.0, "u").item())
 
 
 def test_findrec_code_form_can_be_negative() -> None:
@@ -112,7 +112,6 @@ def test_svgd_step_moves_particles_toward_the_target() -> None:
     moved = z + 0.1 * svgd_direction(z, -z, median_bandwidth(z, z))
     assert (moved.mean(0).abs() < z.mean(0).abs()).all()  # mean pulled toward 0
     assert (moved.var(0) > z.var(0)).all()  # spread pushed toward 1 by the kernel repulsion
-
 
 
 # ---------------------------------------------------------------------- the two-sample discrepancy (MMD)

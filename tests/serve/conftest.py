@@ -38,7 +38,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_dataset(make_synthetic(n_users=200, n_items=100, n_clusters=5, seed=0), data)
     out = {}
     for model, extra in RUN_SETTINGS.items():
-        cfg = resolve([f"model={model}", f"dataset={data}", f"run.dir={root / 'runs'}", f"run.name={model}", "train.progress=false", *extra])
+        cfg = resolve(
+            [f"model={model}", f"dataset={data}", f"run.dir={root / 'runs'}", f"run.name={model}", "train.progress=false", *extra]
+        )
         run_dir, _ = train(cfg)
         out[model] = run_dir.path
     return out
@@ -69,8 +71,19 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ease_server(runs: dict[str, Path], image_dir: Path) -> Iterator[Server]:
     """EASE served with images and small limits (to reach the 413 paths cheaply)."""
-    yield from start_server(runs["ease"], "--images", str(image_dir), "--max-body-bytes", "4000",
-                            "--max-batch-users", "50", "--max-session-items", "40", "--max-filter-items", "60")
+    yield from start_server(
+        runs["ease"],
+        "--images",
+        str(image_dir),
+        "--max-body-bytes",
+        "4000",
+        "--max-batch-users",
+        "50",
+        "--max-session-items",
+        "40",
+        "--max-filter-items",
+        "60",
+    )
 
 
 @pytest.fixture(scope="session")

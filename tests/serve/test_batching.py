@@ -24,4 +24,7 @@ def test_concurrent_requests_share_a_pass_and_match_single_scoring(runs: dict[st
     for (user, k, exclude), ranked in zip(requests, answers):
         alone = engine.recommend_users(np.asarray([user]), k, exclude, CandidateFilter())[0]
         assert np.array_equal(ranked.items, alone.items) and np.allclose(ranked.scores, alone.scores, atol=1e-5)
-    assert asyncio.run(batcher.recommend(7, 5, True)).items.tolist() == engine.recommend_users(np.asarray([7]), 5, True, CandidateFilter())[0].items.tolist()
+    assert (
+        asyncio.run(batcher.recommend(7, 5, True)).items.tolist()
+        == engine.recommend_users(np.asarray([7]), 5, True, CandidateFilter())[0].items.tolist()
+    )

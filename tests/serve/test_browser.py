@@ -17,7 +17,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 BROWSER = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(BROWSER is None or DRIVER is None, reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    BROWSER is None or DRIVER is None, reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +59,12 @@ def test_pick_a_user_see_history_and_recommendations(browser: webdriver.Chrome, 
     assert titles[0] == f"1. {expected[0]['title']}" and all("(cluster" in t for t in titles)
     history = ease_server.client.get("/users/0", params={"limit": 12}).json()["history"]
     assert [card.get_attribute("data-item") for card in _cards(browser, "history")] == [e["item"] for e in history]
-    wait.until(lambda d: d.execute_script(
-        "const imgs = [...document.querySelectorAll('#history img, #recs img')];"
-        "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth === 20);"))
+    wait.until(
+        lambda d: d.execute_script(
+            "const imgs = [...document.querySelectorAll('#history img, #recs img')];"
+            "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth === 20);"
+        )
+    )
     assert "by model" in browser.find_element(By.ID, "recs-note").text
     assert not browser.find_element(By.ID, "error").is_displayed()
     shot = tmp_path / "page.png"

@@ -131,7 +131,9 @@ def test_ann_index_agrees_with_exact_ranking(runs: dict[str, Path], engines: dic
     approximate = ServingEngine(exact.run, ann=True)
     users = np.arange(200)
     overlap = []
-    for a, b, user in zip(exact.recommend_users(users, 10, True, NONE), approximate.recommend_users(users, 10, True, NONE), users):
+    for a, b, user in zip(
+        exact.recommend_users(users, 10, True, NONE), approximate.recommend_users(users, 10, True, NONE), users
+    ):
         assert not np.isin(b.items, exact.history(user)).any()
         assert np.all(np.diff(b.scores) <= 1e-6)
         overlap.append(len(set(a.items) & set(b.items)) / 10)
@@ -167,8 +169,11 @@ def test_image_folder_resolves_only_inside_it(tmp_path) -> None:
 
     class Data:
         name = "own-catalogue"
-        features = {"image": ItemFeature(np.zeros((2, 1), dtype=np.float32), np.ones(2, dtype=bool),
-                                         {"image_folder": str(folder), "pattern": "{item}.jpg"})}
+        features = {
+            "image": ItemFeature(
+                np.zeros((2, 1), dtype=np.float32), np.ones(2, dtype=bool), {"image_folder": str(folder), "pattern": "{item}.jpg"}
+            )
+        }
 
     found = dataset_image_folder(Data())
     assert found is not None and found.root == folder.resolve() and found.pattern == "{item}.jpg"

@@ -20,14 +20,34 @@ from modalrec.data.synthetic import make_synthetic
 from modalrec.serve.engine import CandidateFilter, ServingEngine
 from modalrec.train.experiment import train
 
-FINDREC = ["model.mode=mmd", "model.dim=16", "model.modal_dim=16", "model.heads=4", "model.experts=3", "model.router_hidden=16", "model.max_len=12"]
+FINDREC = [
+    "model.mode=mmd",
+    "model.dim=16",
+    "model.modal_dim=16",
+    "model.heads=4",
+    "model.experts=3",
+    "model.router_hidden=16",
+    "model.max_len=12",
+]
 
 
 @pytest.fixture(scope="module")
 def findrec_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("explain")
-    save_dataset(make_synthetic(n_users=80, n_items=40, n_clusters=4, feature_dims={"text": 12, "image": 8}, seed=0), root / "data")
-    cfg = resolve(["model=findrec", f"dataset={root / 'data'}", f"run.dir={root}", "run.name=findrec", "train.epochs=1", "train.progress=false", *FINDREC])
+    save_dataset(
+        make_synthetic(n_users=80, n_items=40, n_clusters=4, feature_dims={"text": 12, "image": 8}, seed=0), root / "data"
+    )
+    cfg = resolve(
+        [
+            "model=findrec",
+            f"dataset={root / 'data'}",
+            f"run.dir={root}",
+            "run.name=findrec",
+            "train.epochs=1",
+            "train.progress=false",
+            *FINDREC,
+        ]
+    )
     return train(cfg)[0].path
 
 
@@ -40,7 +60,9 @@ def _check(explanation: dict) -> None:
     assert set(explanation) == {"experts", "head_experts", "streams"}
     assert len(explanation["experts"]) == 3 and sum(explanation["experts"]) == pytest.approx(1.0, abs=1e-3)
     assert len(explanation["head_experts"]) == 4
-    assert set(explanation["streams"]) == {"id", "image", "text"} and sum(explanation["streams"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert set(explanation["streams"]) == {"id", "image", "text"} and sum(explanation["streams"].values()) == pytest.approx(
+        1.0, abs=1e-4
+    )
 
 
 def test_engine_explains_each_item_with_the_models_routing(findrec_run: Path) -> None:
@@ -72,7 +94,9 @@ def test_http_explain_true_attaches_routing_weights(findrec_server: Server) -> N
         _check(entry["explanation"])
     session = client.post("/recommend", json={"items": ["1", "2", "3"], "k": 4, "explain": True}).json()
     assert len(session["items"]) == 4 and all(e["explanation"] for e in session["items"])
-    batch = client.post("/recommend/batch", json={"users": ["0", "nobody"], "k": 3, "explain": True, "fallback": "popularity"}).json()
+    batch = client.post(
+        "/recommend/batch", json={"users": ["0", "nobody"], "k": 3, "explain": True, "fallback": "popularity"}
+    ).json()
     model_list, popular_list = batch["results"]
     assert all(e["explanation"] for e in model_list["items"])
     assert all(e["explanation"] is None for e in popular_list["items"]) and "popularity fallback" in popular_list["explain_note"]

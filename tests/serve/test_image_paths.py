@@ -28,8 +28,14 @@ def test_a_symlink_out_of_the_image_folder_is_not_served(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     "path",
-    ["/images/../../etc/passwd", "/images/..%2F..%2Fetc%2Fpasswd", "/images/%2e%2e/%2e%2e/etc/passwd",
-     "/images/0/../../../etc/passwd", "/images/%2Fetc%2Fpasswd", "/images/..\\..\\etc\\passwd"],
+    [
+        "/images/../../etc/passwd",
+        "/images/..%2F..%2Fetc%2Fpasswd",
+        "/images/%2e%2e/%2e%2e/etc/passwd",
+        "/images/0/../../../etc/passwd",
+        "/images/%2Fetc%2Fpasswd",
+        "/images/..\\..\\etc\\passwd",
+    ],
 )
 def test_path_traversal_in_an_image_request_finds_nothing(ease_server: Server, path: str) -> None:
     response = ease_server.client.get(path)

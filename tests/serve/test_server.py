@@ -98,7 +98,17 @@ def test_bad_input_gets_4xx_never_500(ease_server: Server) -> None:
     assert client.get("/recommend", params={"user": "3", "k": N_ITEMS}).status_code == 200
     assert client.get("/recommend").status_code == 422  # user missing
     json_headers = {"content-type": "application/json"}
-    for body in (b"{not json", b"", b"[]", b'{"items": "1"}', b'{"items": [null]}', b'{"items": [1.5]}', b'{"items": [], "extra": 1}', b"\xff\xfe", b'{"items": ["\xff"]}'):
+    for body in (
+        b"{not json",
+        b"",
+        b"[]",
+        b'{"items": "1"}',
+        b'{"items": [null]}',
+        b'{"items": [1.5]}',
+        b'{"items": [], "extra": 1}',
+        b"\xff\xfe",
+        b'{"items": ["\xff"]}',
+    ):
         response = client.post("/recommend", content=body, headers=json_headers)
         assert response.status_code == 422, (body, response.status_code, response.text)
     assert client.post("/recommend/batch", json={"users": "3"}).status_code == 422
@@ -156,14 +166,26 @@ def test_cli_recommend_equals_the_server_for_every_user(runs, ease_server: Serve
     for server, run_dir in ((ease_server, runs["ease"]), (sasrec_server, runs["sasrec"])):
         users = [u["user"] for u in server.client.get("/users", params={"limit": 1000}).json()["users"]]
         assert len(users) == 200
-        command = [sys.executable, "-m", "modalrec", "recommend", str(run_dir), "-k", "10", "--json", *(f"--user={u}" for u in users)]
+        command = [
+            sys.executable,
+            "-m",
+            "modalrec",
+            "recommend",
+            str(run_dir),
+            "-k",
+            "10",
+            "--json",
+            *(f"--user={u}" for u in users),
+        ]
         cli = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert cli.returncode == 0, cli.stderr
         listed = {entry["user"]: entry["items"] for entry in json.loads(cli.stdout)}
         for user in users:
             served = server.client.get("/recommend", params={"user": user, "k": 10}).json()["items"]
             assert [e["item"] for e in listed[user]] == [e["item"] for e in served], user
-            np.testing.assert_allclose([e["score"] for e in listed[user]], [e["score"] for e in served], rtol=1e-5, atol=1e-6)  # float32: batched vs single products
+            np.testing.assert_allclose(
+                [e["score"] for e in listed[user]], [e["score"] for e in served], rtol=1e-5, atol=1e-6
+            )  # float32: batched vs single products
 
 
 def test_k_above_the_catalogue_lists_each_item_once(runs) -> None:
@@ -172,8 +194,12 @@ def test_k_above_the_catalogue_lists_each_item_once(runs) -> None:
     import subprocess
     import sys
 
-    cli = subprocess.run([sys.executable, "-m", "modalrec", "recommend", str(runs["ease"]), "-u", "3", "-k", "100000", "--json"],
-                         capture_output=True, text=True, timeout=300)
+    cli = subprocess.run(
+        [sys.executable, "-m", "modalrec", "recommend", str(runs["ease"]), "-u", "3", "-k", "100000", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert cli.returncode == 0, cli.stderr
     items = [entry["item"] for entry in json.loads(cli.stdout)[0]["items"]]
     assert len(items) == len(set(items)) < N_ITEMS
@@ -203,11 +229,24 @@ def test_images_never_leave_the_image_folder(ease_server: Server, image_dir) -> 
     (image_dir / "11.png").symlink_to(secret)  # item 11's 'image' points outside the folder
     try:
         targets = [
-            "/images/../secret.png", "/images/..%2Fsecret.png", "/images/%2e%2e%2fsecret.png", "/images/%2E%2E/secret.png",
-            "/images/%252e%252e%252fsecret.png", "/images/..%5Csecret.png", "/images/....//secret.png",
-            f"/images/{secret}", f"/images/{str(secret).replace('/', '%2F')}", f"/images//{secret}",
-            "/images/5%00.png", "/images/5/../../secret.png", "/images/11", "/images/%2e%2e", "/images/..",
-            "/static/../../secret.png", "/static/..%2F..%2Fsecret.png", f"/static/{secret}",
+            "/images/../secret.png",
+            "/images/..%2Fsecret.png",
+            "/images/%2e%2e%2fsecret.png",
+            "/images/%2E%2E/secret.png",
+            "/images/%252e%252e%252fsecret.png",
+            "/images/..%5Csecret.png",
+            "/images/....//secret.png",
+            f"/images/{secret}",
+            f"/images/{str(secret).replace('/', '%2F')}",
+            f"/images//{secret}",
+            "/images/5%00.png",
+            "/images/5/../../secret.png",
+            "/images/11",
+            "/images/%2e%2e",
+            "/images/..",
+            "/static/../../secret.png",
+            "/static/..%2F..%2Fsecret.png",
+            f"/static/{secret}",
         ]
         for target in targets:
             status, body = _raw_get(ease_server, target)

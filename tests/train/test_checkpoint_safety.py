@@ -110,7 +110,11 @@ def test_every_command_refuses_a_checkpoint_that_would_run_code(
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(
         [sys.executable, "-m", "modalrec", *_commands(run, synthetic_dir)[command]],
-        check=False, capture_output=True, text=True, timeout=180, env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
@@ -160,8 +164,13 @@ def _run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))
 @pytest.mark.parametrize("command", ["evaluate", "recommend", "serve", "resume"])
 def test_a_changed_file_is_named_before_it_is_parsed(
-    finished_run: Path, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture, command: str, corruption: str,
+    finished_run: Path,
+    synthetic_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    command: str,
+    corruption: str,
 ) -> None:
     run = _copy(finished_run, tmp_path)
     target, damage = CORRUPTIONS[corruption]
@@ -180,8 +189,12 @@ def test_a_changed_file_is_named_before_it_is_parsed(
 
 @pytest.mark.parametrize("command", ["evaluate", "recommend", "serve", "resume"])
 def test_a_truncated_checkpoint_without_checksums_is_still_one_line(
-    finished_run: Path, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture, command: str,
+    finished_run: Path,
+    synthetic_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    command: str,
 ) -> None:
     """A run written before checksums existed: torch's own failure becomes the one-line error (issue #14)."""
     run = _copy(finished_run, tmp_path)
@@ -227,7 +240,9 @@ def test_a_format_1_checkpoint_loads_safely_and_resumes(
     torch.save(payload, run / "checkpoints" / "last.pt")
     monkeypatch.undo()
     (run / "checksums.json").unlink()
-    assert "modalrec.train.trainer.TrainState" in torch.serialization.get_unsafe_globals_in_checkpoint(run / "checkpoints" / "last.pt")
+    assert "modalrec.train.trainer.TrainState" in torch.serialization.get_unsafe_globals_in_checkpoint(
+        run / "checkpoints" / "last.pt"
+    )
 
     loaded = checkpoint.read_checkpoint(run / "checkpoints" / "last.pt")
     assert isinstance(loaded["train_state"], checkpoint.TrainState) and loaded["train_state"].epoch == 1

@@ -13,7 +13,9 @@ def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "modalrec", *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["recommend"], ["data", "info"], ["models"], ["datasets"], ["compare"]])
+@pytest.mark.parametrize(
+    "command", [[], ["train"], ["evaluate"], ["recommend"], ["data", "info"], ["models"], ["datasets"], ["compare"]]
+)
 def test_help_is_useful(command: list[str]) -> None:
     out = _cli(*command, "--help")
     assert out.returncode == 0, out.stderr

@@ -14,7 +14,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_quiet_training_shows_one_line_per_epoch_and_train_log_records_it(synthetic_dir: Path, tmp_path: Path) -> None:
-    out = _cli("train", "model=bpr", f"dataset={synthetic_dir}", "train.epochs=3", f"run.dir={tmp_path}", "run.name=bpr", "--quiet")
+    out = _cli(
+        "train", "model=bpr", f"dataset={synthetic_dir}", "train.epochs=3", f"run.dir={tmp_path}", "run.name=bpr", "--quiet"
+    )
     assert out.returncode == 0, out.stderr
     epoch_lines = [line for line in out.stderr.splitlines() if "epoch " in line and "/3" in line]
     assert len(epoch_lines) == 3, out.stderr

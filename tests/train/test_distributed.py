@@ -30,8 +30,13 @@ from modalrec.train.trainer import micro_batches
 PARAM_ATOL = 1e-5
 METRIC_ATOL = 1e-6
 ARGS = [
-    "model=bpr", "train.epochs=4", "train.batch_size=50", "train.lr=0.01", "train.patience=100",
-    "train.progress=false", "model.dim=16",
+    "model=bpr",
+    "train.epochs=4",
+    "train.batch_size=50",
+    "train.lr=0.01",
+    "train.patience=100",
+    "train.progress=false",
+    "model.dim=16",
 ]
 
 
@@ -134,8 +139,20 @@ def test_fault_hook_only_fires_on_its_rank_and_epoch(monkeypatch) -> None:
 def test_torchrun_two_ranks_match_one_process(synthetic_dir: Path, reference: Path, tmp_path: Path) -> None:
     """``torchrun -m modalrec train`` with 2 gloo ranks (and accumulation on top) equals one process."""
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "modalrec", "train",
-        *ARGS, "train.grad_accum=2", f"dataset={synthetic_dir}", f"run.dir={tmp_path}", "run.name=ddp", "--quiet",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "modalrec",
+        "train",
+        *ARGS,
+        "train.grad_accum=2",
+        f"dataset={synthetic_dir}",
+        f"run.dir={tmp_path}",
+        "run.name=ddp",
+        "--quiet",
     ]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -151,8 +168,17 @@ def test_torchrun_two_ranks_match_one_process(synthetic_dir: Path, reference: Pa
 @pytest.mark.slow
 def test_rank_crash_fails_the_job_naming_the_rank_and_resumes(synthetic_dir: Path, reference: Path, tmp_path: Path) -> None:
     cmd = [
-        sys.executable, "-m", "modalrec", "train", *ARGS, f"dataset={synthetic_dir}", f"run.dir={tmp_path}",
-        "run.name=crash", "--nproc", "2", "--quiet",
+        sys.executable,
+        "-m",
+        "modalrec",
+        "train",
+        *ARGS,
+        f"dataset={synthetic_dir}",
+        f"run.dir={tmp_path}",
+        "run.name=crash",
+        "--nproc",
+        "2",
+        "--quiet",
     ]
     crashed = subprocess.run(cmd, env={**_env(), distributed.FAULT_ENV: "1@3"}, capture_output=True, text=True, timeout=300)
     assert crashed.returncode != 0
@@ -164,7 +190,10 @@ def test_rank_crash_fails_the_job_naming_the_rank_and_resumes(synthetic_dir: Pat
 
     resumed = subprocess.run(
         [sys.executable, "-m", "modalrec", "train", "--resume", str(run), "--nproc", "2", "--quiet"],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_run(run, reference)

@@ -21,9 +21,22 @@ pytestmark = pytest.mark.slow
 
 def _train_cmd(data: Path, runs: Path, name: str) -> list[str]:
     return [
-        sys.executable, "-m", "modalrec", "train", "model=bpr", f"dataset={data}", "train.epochs=5",
-        "train.batch_size=32", "train.lr=0.01", "train.patience=100", "train.progress=false",
-        "train.deterministic=true", "model.dim=32", f"run.dir={runs}", f"run.name={name}", "--quiet",
+        sys.executable,
+        "-m",
+        "modalrec",
+        "train",
+        "model=bpr",
+        f"dataset={data}",
+        "train.epochs=5",
+        "train.batch_size=32",
+        "train.lr=0.01",
+        "train.patience=100",
+        "train.progress=false",
+        "train.deterministic=true",
+        "model.dim=32",
+        f"run.dir={runs}",
+        f"run.name={name}",
+        "--quiet",
     ]
 
 
@@ -56,7 +69,10 @@ def test_killed_run_resumes_to_identical_results(tmp_path: Path) -> None:
 
     resumed = subprocess.run(
         [sys.executable, "-m", "modalrec", "train", "--resume", str(killed), "--quiet"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
     whole = json.loads((runs / "whole" / "results.json").read_text())

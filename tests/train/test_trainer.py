@@ -51,7 +51,9 @@ def test_run_directory_holds_config_metrics_checkpoints_results(synthetic_dir: P
     per_user = np.load(run_dir.per_user("test"))
     assert per_user["ndcg@10"].mean() == pytest.approx(results["test"]["ndcg@10"])
     # the saved config re-resolves to the same run
-    assert resolve(config_file=run_dir.config).to_dict()["train"] == _cfg(synthetic_dir, tmp_path, "run.name=r1").to_dict()["train"]
+    assert (
+        resolve(config_file=run_dir.config).to_dict()["train"] == _cfg(synthetic_dir, tmp_path, "run.name=r1").to_dict()["train"]
+    )
 
 
 def test_test_split_is_scored_once_after_training(synthetic_dir: Path, tmp_path: Path, evaluated_phases: list[int]) -> None:
@@ -74,7 +76,9 @@ def test_test_split_cannot_change_selection(tmp_path: Path) -> None:
     histories = []
     for name, data in (("orig", ds), ("tampered", tampered)):
         save_dataset(data, tmp_path / name)
-        run_dir, results = experiment.train(_cfg(tmp_path / name, tmp_path / "runs", f"run.name={name}", "dataset.split.method=given"))
+        run_dir, results = experiment.train(
+            _cfg(tmp_path / name, tmp_path / "runs", f"run.name={name}", "dataset.split.method=given")
+        )
         histories.append(([r["valid"] for r in map(json.loads, run_dir.metrics.read_text().splitlines())], results))
     (valid_a, res_a), (valid_b, res_b) = histories
     assert valid_a == valid_b
@@ -83,7 +87,10 @@ def test_test_split_cannot_change_selection(tmp_path: Path) -> None:
 
 
 def test_same_seed_same_results_other_seed_differs(synthetic_dir: Path, tmp_path: Path) -> None:
-    runs = [experiment.train(_cfg(synthetic_dir, tmp_path, f"train.seed={seed}", f"run.name=s{i}", "train.epochs=2"))[1] for i, seed in enumerate((7, 7, 8))]
+    runs = [
+        experiment.train(_cfg(synthetic_dir, tmp_path, f"train.seed={seed}", f"run.name=s{i}", "train.epochs=2"))[1]
+        for i, seed in enumerate((7, 7, 8))
+    ]
     assert runs[0]["test"] == runs[1]["test"]
     assert runs[0]["test"] != runs[2]["test"]
 
@@ -111,7 +118,9 @@ def test_closed_form_model_runs_and_reopens(synthetic_dir: Path, tmp_path: Path)
     assert again.summary["ndcg@10"] == pytest.approx(results["test"]["ndcg@10"])
 
 
-def test_model_diagnostics_are_recorded_per_epoch_in_eval_mode(synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_diagnostics_are_recorded_per_epoch_in_eval_mode(
+    synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``Recommender.diagnostics`` runs after every epoch in eval mode without gradients; metrics.jsonl holds it."""
     from modalrec.models.general.bpr import BPR
 
@@ -136,7 +145,9 @@ def test_models_without_diagnostics_record_none(synthetic_dir: Path, tmp_path: P
     assert all("diagnostics" not in json.loads(line) for line in run_dir.metrics.read_text().splitlines())
 
 
-def test_checkpoint_written_before_a_model_key_existed_is_judged_by_that_keys_default(synthetic_dir: Path, tmp_path: Path) -> None:
+def test_checkpoint_written_before_a_model_key_existed_is_judged_by_that_keys_default(
+    synthetic_dir: Path, tmp_path: Path
+) -> None:
     run_dir, _ = experiment.train(_cfg(synthetic_dir, tmp_path, "train.epochs=1", "run.name=k"))
     payload = torch.load(run_dir.best, weights_only=True)
     expected = payload["identity"]

@@ -13,7 +13,9 @@ from rich.table import Table
 from modalrec.console import setup_logging
 from modalrec.errors import ModalRecError
 
-features_app = typer.Typer(help="Build item content features (text, image), look at them, import MMRec features.", no_args_is_help=True)
+features_app = typer.Typer(
+    help="Build item content features (text, image), look at them, import MMRec features.", no_args_is_help=True
+)
 console = Console()
 
 EXTRACT_HELP = (
@@ -30,9 +32,16 @@ def _report_table(report: dict[str, dict[str, Any]]) -> Table:
     for name, row in report.items():
         rate = row.get("items_per_second")
         table.add_row(
-            name, row["encoder"], str(row["dim"]), f"{row['present']:,}/{row['items']:,}", f"{row['missing']:,}",
-            str(row["skipped_unreadable"]), row["fill"], "hit" if row["cache_hit"] else "built",
-            "-" if rate is None else f"{rate:.1f}", f"{row['encode_seconds']:.1f}",
+            name,
+            row["encoder"],
+            str(row["dim"]),
+            f"{row['present']:,}/{row['items']:,}",
+            f"{row['missing']:,}",
+            str(row["skipped_unreadable"]),
+            row["fill"],
+            "hit" if row["cache_hit"] else "built",
+            "-" if rate is None else f"{rate:.1f}",
+            f"{row['encode_seconds']:.1f}",
         )
     return table
 
@@ -40,8 +49,13 @@ def _report_table(report: dict[str, dict[str, Any]]) -> Table:
 @features_app.command("extract")
 def extract(
     settings: Annotated[list[str] | None, typer.Argument(help=EXTRACT_HELP)] = None,
-    out: Annotated[Path | None, typer.Option(help="Save the dataset with its features here (train on it with dataset=<out>). "
-                                                "Default for multimodal names (ml-1m-mm, ...): their processed copy.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Save the dataset with its features here (train on it with dataset=<out>). "
+            "Default for multimodal names (ml-1m-mm, ...): their processed copy."
+        ),
+    ] = None,
 ) -> None:
     """Encode a dataset's item text and/or images (cached by encoder + inputs hash) and save it with the features."""
     from modalrec.config import apply_values, parse_overrides
@@ -69,7 +83,9 @@ def extract(
         target = out or processed_dir(name, home)
     else:
         if out is None:
-            raise ModalRecError(f"'{name}' has no built-in feature recipe; pass --out <folder> to save the dataset with its features")
+            raise ModalRecError(
+                f"'{name}' has no built-in feature recipe; pass --out <folder> to save the dataset with its features"
+            )
         ds = load_source(name)
         if not cfg.modalities:
             cfg.modalities = ["text"] + (["image"] if cfg.image.folder or cfg.image.field else [])
@@ -79,7 +95,11 @@ def extract(
     console.print(_report_table(report))
     for feature, row in report.items():
         for skipped in row.get("skipped", [])[:10]:
-            console.print(f"[yellow]{escape(feature)}: skipped item {escape(skipped['item'])}[/yellow] {escape(skipped['input'])} ({escape(skipped['reason'])})", highlight=False)
+            console.print(
+                f"[yellow]{escape(feature)}: skipped item {escape(skipped['item'])}[/yellow] {escape(skipped['input'])} "
+                f"({escape(skipped['reason'])})",
+                highlight=False,
+            )
     console.print(f"saved {ds.name} with features {list(ds.features)} to {target}")
 
 
@@ -89,9 +109,13 @@ def inspect(
     out: Annotated[Path | None, typer.Option(help="Write a PNG: 2-D projection per feature + nearest neighbours.")] = None,
     color_by: Annotated[str, typer.Option(help="Item field that colours the map and scores neighbour agreement.")] = "categories",
     method: Annotated[str, typer.Option(help="pca or tsne (t-SNE needs scikit-learn).")] = "pca",
-    items: Annotated[str | None, typer.Option(help="Raw item ids whose neighbours to show, comma-separated (default: the 4 most popular).")] = None,
+    items: Annotated[
+        str | None, typer.Option(help="Raw item ids whose neighbours to show, comma-separated (default: the 4 most popular).")
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="Neighbours per item.")] = 5,
-    contact_sheet: Annotated[Path | None, typer.Option(help="Also write the image neighbours as a picture grid (keep licensed images local).")] = None,
+    contact_sheet: Annotated[
+        Path | None, typer.Option(help="Also write the image neighbours as a picture grid (keep licensed images local).")
+    ] = None,
 ) -> None:
     """Coverage, norms and neighbour agreement of every feature; optionally a PNG and an image contact sheet."""
     from modalrec.data.features import inspect as look
@@ -99,7 +123,9 @@ def inspect(
 
     ds = load_source(name)
     if not ds.features:
-        raise ModalRecError(f"dataset '{ds.name}' has no features; build them with `modalrec features extract dataset={name} ...`")
+        raise ModalRecError(
+            f"dataset '{ds.name}' has no features; build them with `modalrec features extract dataset={name} ...`"
+        )
     field = color_by if color_by in ds.item_meta else None
     rows = look.feature_summary(ds, field=field)
     table = Table(title=f"{ds.name}: item features")
@@ -109,10 +135,20 @@ def inspect(
     for column in columns:
         table.add_column(column)
     for row in rows:
-        cells = [row["feature"], row["encoder"], str(row["dim"]), f"{row['present']:,}/{row['items']:,} ({row['coverage']:.1%})",
-                 f"{row['norm_mean']:.3f}±{row['norm_std']:.3f}", f"{row['mean_cosine']:.3f}", str(row["skipped_unreadable"]), row["fill"]]
+        cells = [
+            row["feature"],
+            row["encoder"],
+            str(row["dim"]),
+            f"{row['present']:,}/{row['items']:,} ({row['coverage']:.1%})",
+            f"{row['norm_mean']:.3f}±{row['norm_std']:.3f}",
+            f"{row['mean_cosine']:.3f}",
+            str(row["skipped_unreadable"]),
+            row["fill"],
+        ]
         if field:
-            cells.append(f"{row['agreement_knn_share']:.1%} ({row['agreement_random_share']:.1%}), lift {row['agreement_lift']:.2f}")
+            cells.append(
+                f"{row['agreement_knn_share']:.1%} ({row['agreement_random_share']:.1%}), lift {row['agreement_lift']:.2f}"
+            )
         table.add_row(*cells)
     console.print(table)
     queries = None

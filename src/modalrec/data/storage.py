@@ -70,16 +70,12 @@ def _write(ds: Dataset, into: Path) -> None:
         (into / FEATURE_DIR).mkdir()
     for name, feature in ds.features.items():
         if not _SAFE_FEATURE_NAME.match(name):
-            raise ModalRecError(
-                f"feature name '{name}' cannot be saved as a file name; use letters, digits, '_', '-' or '.'"
-            )
+            raise ModalRecError(f"feature name '{name}' cannot be saved as a file name; use letters, digits, '_', '-' or '.'")
         np.save(into / FEATURE_DIR / f"{name}.npy", np.ascontiguousarray(feature.values), allow_pickle=False)
         np.save(into / FEATURE_DIR / f"{name}.mask.npy", np.asarray(feature.mask, dtype=bool), allow_pickle=False)
         features[name] = {"dim": feature.dim, "provenance": feature.provenance}
     _write_json(into / ITEM_META_FILE, ds.item_meta, "item_meta")
-    checksums = {
-        path.relative_to(into).as_posix(): sha256_file(path) for path in sorted(into.rglob("*")) if path.is_file()
-    }
+    checksums = {path.relative_to(into).as_posix(): sha256_file(path) for path in sorted(into.rglob("*")) if path.is_file()}
     manifest = {
         "format_version": FORMAT_VERSION,
         "sha256": checksums,
@@ -176,9 +172,7 @@ def _check_files(root: Path, manifest: dict[str, Any]) -> None:
         if not path.is_file():
             raise DataFormatError(path, "is missing from the saved dataset; rebuild it")
         if sha256_file(path) != digest:
-            raise DataFormatError(
-                path, "changed after the dataset was saved (its SHA-256 differs from meta.json's); rebuild it"
-            )
+            raise DataFormatError(path, "changed after the dataset was saved (its SHA-256 differs from meta.json's); rebuild it")
 
 
 def _check_sizes(ds: Dataset, manifest: dict[str, Any], root: Path) -> None:

@@ -67,5 +67,8 @@ def make_synthetic(
         codes = np.zeros((n_items, dim), dtype=np.float32)
         codes[np.arange(n_items), item_cluster % dim] = 1.0
         values = (codes + feature_noise * rng.standard_normal((n_items, dim))).astype(np.float32)
-        ds = ds.with_feature(modality, ItemFeature(values, np.ones(n_items, dtype=bool), {"encoder": "synthetic cluster code", "noise": feature_noise}))
+        ds = ds.with_feature(
+            modality,
+            ItemFeature(values, np.ones(n_items, dtype=bool), {"encoder": "synthetic cluster code", "noise": feature_noise}),
+        )
     return ds

@@ -155,9 +155,7 @@ class TripleBatches(TrainBatches):
     distinct train (user, item) pair per epoch. With ``num_negatives > 1`` the negatives of a triple
     are independent draws (they may repeat each other, never a positive)."""
 
-    def __init__(
-        self, ctx: DataContext, batch_size: int, seed: int, negatives: str = "uniform", num_negatives: int = 1
-    ):
+    def __init__(self, ctx: DataContext, batch_size: int, seed: int, negatives: str = "uniform", num_negatives: int = 1):
         super().__init__(ctx, batch_size, seed)
         self.num_negatives = check_count("num_negatives", num_negatives, 1)
         self.sampler = NegativeSampler(ctx, negatives)

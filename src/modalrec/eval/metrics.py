@@ -159,7 +159,9 @@ def user_metrics(hits: np.ndarray, n_relevant: np.ndarray, names: Iterable[str],
     return out
 
 
-def list_metrics(topk: np.ndarray, names: Iterable[str], ks: Iterable[int], n_items: int, popularity: np.ndarray) -> dict[str, float]:
+def list_metrics(
+    topk: np.ndarray, names: Iterable[str], ks: Iterable[int], n_items: int, popularity: np.ndarray
+) -> dict[str, float]:
     """Beyond-accuracy values ``"name@k" -> float`` over the top-k lists of all evaluated users."""
     out: dict[str, float] = {}
     for name in names:

@@ -49,7 +49,6 @@ BEYOND_ACCURACY = ("coverage", "avg_popularity", "gini")
 SAMPLING_STRATEGIES = ("uniform", "popularity")
 
 
-
 class ScoringError(ModalRecError):
     """A model returned scores the evaluator cannot rank (NaN, wrong shape)."""
 
@@ -153,7 +152,9 @@ class Evaluator:
         max_k = self.ks[-1]
         hits_parts, topk_parts = [], []
         rng = np.random.default_rng(self.seed)
-        sampler = None if self.sampled is None else SampledNegatives(self.sampled, self.ctx.n_items, self.popularity, self.n_negatives)
+        sampler = (
+            None if self.sampled is None else SampledNegatives(self.sampled, self.ctx.n_items, self.popularity, self.n_negatives)
+        )
         with _scoring_mode(model):
             for start in range(0, len(users), self.user_chunk):
                 chunk = users[start : start + self.user_chunk]
@@ -289,7 +290,9 @@ class Evaluator:
         """``warm/<metric>`` and ``cold/<metric>`` means: hits and |rel| restricted to warm or to cold targets."""
         cold = np.asarray(self.ctx.cold_items, dtype=bool)
         rows = targets.matrix[users]
-        n_cold = np.bincount(np.repeat(np.arange(len(users)), np.diff(rows.indptr)), weights=cold[rows.indices], minlength=len(users))
+        n_cold = np.bincount(
+            np.repeat(np.arange(len(users)), np.diff(rows.indptr)), weights=cold[rows.indices], minlength=len(users)
+        )
         n_cold = n_cold.astype(np.int64)
         n_warm = np.diff(rows.indptr) - n_cold
         hit_cold = hits & (topk >= 0) & cold[np.maximum(topk, 0)]

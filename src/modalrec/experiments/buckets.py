@@ -48,7 +48,9 @@ def history_lengths(run: RunRecord, split: str, cache: dict[str, np.ndarray] | N
     return lengths
 
 
-def bucket_table(groups: dict[str, list[RunRecord]], split: str, metric: str, edges: list[int]) -> dict[str, list[tuple[float, int]]]:
+def bucket_table(
+    groups: dict[str, list[RunRecord]], split: str, metric: str, edges: list[int]
+) -> dict[str, list[tuple[float, int]]]:
     """Per model label, per bucket: (the metric averaged over the bucket's users and the seeds, users)."""
     labels = bucket_labels(edges)
     cache: dict[str, np.ndarray] = {}
@@ -60,7 +62,12 @@ def bucket_table(groups: dict[str, list[RunRecord]], split: str, metric: str, ed
             if metric not in values:
                 raise ModalRecError(f"{run.path} has no per-user '{metric}'; choose one of {', '.join(sorted(values))}")
             bucket = np.digitize(history_lengths(run, split, cache)[users], edges)  # 0 .. len(edges)
-            per_seed.append([(values[metric][bucket == b].mean() if (bucket == b).any() else np.nan, int((bucket == b).sum())) for b in range(len(labels))])
+            per_seed.append(
+                [
+                    (values[metric][bucket == b].mean() if (bucket == b).any() else np.nan, int((bucket == b).sum()))
+                    for b in range(len(labels))
+                ]
+            )
         out[label] = [(float(np.nanmean([s[b][0] for s in per_seed])), per_seed[0][b][1]) for b in range(len(labels))]
     return out
 
@@ -71,7 +78,12 @@ def to_markdown(dataset: str, table: dict[str, list[tuple[float, int]]], split: 
     head = " | ".join(f"{name} ({n:,} users)" for name, (_, n) in zip(labels, counts))
     lines = [f"### {dataset}: {split} {metric} by history length", "", f"| model | {head} |", "|---|" + "---:|" * len(labels)]
     for label, row in table.items():
-        best = [max(r[b][0] for r in table.values() if not np.isnan(r[b][0])) if any(not np.isnan(r[b][0]) for r in table.values()) else None for b in range(len(labels))]
+        best = [
+            max(r[b][0] for r in table.values() if not np.isnan(r[b][0]))
+            if any(not np.isnan(r[b][0]) for r in table.values())
+            else None
+            for b in range(len(labels))
+        ]
         cells = [("-" if np.isnan(v) else f"**{v:.4f}**" if v == best[b] else f"{v:.4f}") for b, (v, _) in enumerate(row)]
         lines.append(f"| {label} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"

@@ -48,8 +48,11 @@ class RunRecord:
         trained = any("loss" in record for record in self.history)
         epochs = int(self.results.get("epochs_run", 0))
         return bool(
-            trained and cap and not self.results.get("stopped_early", False)
-            and epochs >= int(cap) and int(self.results.get("best_epoch", -1)) == epochs
+            trained
+            and cap
+            and not self.results.get("stopped_early", False)
+            and epochs >= int(cap)
+            and int(self.results.get("best_epoch", -1)) == epochs
         )
 
     @property
@@ -84,10 +87,21 @@ def _read_run(path: Path, manifest: dict[str, Any]) -> RunRecord:
     label = str(entry.get("label", model))
     described: dict[str, Any] = {}
     if entry:
-        described = {**(manifest.get("models", {}).get(label) or {}), "search": manifest.get("searches", {}).get(f"{dataset}__{label}")}
+        described = {
+            **(manifest.get("models", {}).get(label) or {}),
+            "search": manifest.get("searches", {}).get(f"{dataset}__{label}"),
+        }
     return RunRecord(
-        path, label, model, str(dataset), seed, config, results, history,
-        protocol=dict(manifest.get("protocol") or {}), entry=described,
+        path,
+        label,
+        model,
+        str(dataset),
+        seed,
+        config,
+        results,
+        history,
+        protocol=dict(manifest.get("protocol") or {}),
+        entry=described,
     )
 
 
@@ -110,7 +124,9 @@ def expand(paths: list[Path]) -> list[Path]:
         elif path.is_dir() and any((child / "results.json").exists() for child in path.iterdir()):
             found.extend(sorted(child for child in path.iterdir() if (child / "results.json").exists()))
         else:
-            raise ModalRecError(f"{path} is not a finished run (no results.json), a suite output (suite.json) or a folder of runs")
+            raise ModalRecError(
+                f"{path} is not a finished run (no results.json), a suite output (suite.json) or a folder of runs"
+            )
     seen: dict[Path, Path] = {}
     for p in found:
         seen.setdefault(p.resolve(), p)  # once each, as first named

@@ -28,7 +28,9 @@ def benchmark_command(
     suite_file: Annotated[Path, typer.Argument(metavar="SUITE.yaml", help="A suite file (see suites/ and docs/experiments.md).")],
     out: Annotated[Path | None, typer.Option(help="Output directory (default: the suite's 'out').")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and what would happen to each; run nothing.")] = False,
-    stop_on_error: Annotated[bool, typer.Option(help="Stop at the first failing run instead of recording it and going on.")] = False,
+    stop_on_error: Annotated[
+        bool, typer.Option(help="Stop at the first failing run instead of recording it and going on.")
+    ] = False,
     report: Annotated[bool, typer.Option(help="Build <out>/report (tables, plots, HTML) at the end.")] = True,
     quiet: Annotated[bool, typer.Option(help="Only warnings, one line per epoch and per run, and the final tables.")] = False,
     only: Annotated[str | None, typer.Option(help="Comma-separated model labels: run (and tune) only these rows now.")] = None,
@@ -45,11 +47,20 @@ def benchmark_command(
         for column in ("run", "state"):
             table.add_column(column)
         for run in suite.plan():
-            state = "done" if (run.path / "results.json").exists() else "resume" if (run.path / "checkpoints" / "last.pt").exists() else "new"
+            state = (
+                "done"
+                if (run.path / "results.json").exists()
+                else "resume"
+                if (run.path / "checkpoints" / "last.pt").exists()
+                else "new"
+            )
             table.add_row(run.name, state)
         for d in suite.datasets:
             for m in suite.tuned_models():
-                table.add_row(f"search {d.label}__{m.label} ({suite.search_settings(m).trials} trials)", "study exists" if (suite.search_dir(d, m) / "study.db").exists() else "new")
+                table.add_row(
+                    f"search {d.label}__{m.label} ({suite.search_settings(m).trials} trials)",
+                    "study exists" if (suite.search_dir(d, m) / "study.db").exists() else "new",
+                )
         console.print(table)
         return
     outcomes = run_suite(suite, keep_going=not stop_on_error, progress=not quiet, only=only.split(",") if only else None)
@@ -58,7 +69,11 @@ def benchmark_command(
         table.add_column(column)
     for o in outcomes:
         select = o.results.get("selected_by", "valid ?").split()[-1]
-        cells = [str(o.results.get("best_epoch", "")), f"{o.results['valid'][select]:.4f}" if o.results else "", f"{o.results['test'][select]:.4f}" if o.results else ""]
+        cells = [
+            str(o.results.get("best_epoch", "")),
+            f"{o.results['valid'][select]:.4f}" if o.results else "",
+            f"{o.results['test'][select]:.4f}" if o.results else "",
+        ]
         table.add_row(o.run.name, o.status, *cells, o.error[:80])
     console.print(table)
     failed = [o for o in outcomes if o.status == "failed"]
@@ -70,14 +85,18 @@ def benchmark_command(
 
 
 def search_command(
-    overrides: Annotated[list[str], typer.Argument(help="The run to tune, as overrides, e.g. model=bpr dataset=ml-1m train.epochs=30.")],
+    overrides: Annotated[
+        list[str], typer.Argument(help="The run to tune, as overrides, e.g. model=bpr dataset=ml-1m train.epochs=30.")
+    ],
     out: Annotated[Path, typer.Option(help="Study directory (SQLite study, trials' runs, best.json); reuse it to resume.")],
     trials: Annotated[int, typer.Option(help="Finished trials in the study (the budget: keep it equal across models).")] = 20,
     metric: Annotated[str | None, typer.Option(help="Validation metric to maximise (default: train.select).")] = None,
     pruner: Annotated[str, typer.Option(help="median | hyperband | none.")] = "median",
     startup_trials: Annotated[int, typer.Option(help="Random trials before TPE and before pruning starts.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
-    sampler: Annotated[str, typer.Option(help="tpe | grid (every point of a space of choice keys; --trials = its size).")] = "tpe",
+    sampler: Annotated[
+        str, typer.Option(help="tpe | grid (every point of a space of choice keys; --trials = its size).")
+    ] = "tpe",
     space: Annotated[str | None, typer.Option(help="A search space replacing the model's: JSON, or a YAML/JSON file.")] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings, one line per epoch and per trial, and the result.")] = False,
 ) -> None:
@@ -94,9 +113,14 @@ def search_command(
             parsed = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"--space is not valid JSON/YAML: {err}") from None
-    settings = SearchSettings(trials=trials, metric=metric, pruner=pruner, startup_trials=startup_trials, seed=seed, sampler=sampler)
+    settings = SearchSettings(
+        trials=trials, metric=metric, pruner=pruner, startup_trials=startup_trials, seed=seed, sampler=sampler
+    )
     result = search(list(overrides), out, settings, parsed)
-    table = Table(title=f"best of {result.complete} completed trials ({result.pruned} pruned, {result.failed} failed): valid {result.metric}={result.best_value:.5f}")
+    table = Table(
+        title=f"best of {result.complete} completed trials ({result.pruned} pruned, {result.failed} failed): valid "
+        f"{result.metric}={result.best_value:.5f}"
+    )
     table.add_column("key")
     table.add_column("value", justify="right")
     for key, value in result.best_params.items():
@@ -110,10 +134,15 @@ def report_command(
     runs: Annotated[list[Path], typer.Argument(help="Run directories, suite output directories or folders of runs.")],
     out: Annotated[Path, typer.Option(help="Where to write results.md, results.csv, plots/ and report.html.")] = Path("report"),
     split: Annotated[str, typer.Option(help="valid or test.")] = "test",
-    metrics: Annotated[str | None, typer.Option(help="Table columns, e.g. recall@20,ndcg@20 (default: recall and ndcg at every K).")] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="Table columns, e.g. recall@20,ndcg@20 (default: recall and ndcg at every K).")
+    ] = None,
     alpha: Annotated[float, typer.Option(help="Significance level of the marks (Holm-corrected).")] = 0.05,
     title: Annotated[str, typer.Option(help="Title of the HTML page.")] = "ModalRec comparison",
-    buckets: Annotated[str | None, typer.Option(help="History-length edges, e.g. 20,50,200: also buckets.md, the headline metric per bucket of users.")] = None,
+    buckets: Annotated[
+        str | None,
+        typer.Option(help="History-length edges, e.g. 20,50,200: also buckets.md, the headline metric per bucket of users."),
+    ] = None,
 ) -> None:
     """Rebuild tables (Markdown, CSV), plots and the HTML report from finished run directories."""
     from modalrec.experiments.report import build_report
@@ -123,7 +152,9 @@ def report_command(
         edges = [int(edge) for edge in buckets.split(",")] if buckets else None
     except ValueError:
         raise ModalRecError(f"--buckets must be comma-separated history lengths, e.g. 20,50,200; got '{buckets}'") from None
-    report = build_report(list(runs), out, split=split, metrics=metrics.split(",") if metrics else None, alpha=alpha, title=title, buckets=edges)
+    report = build_report(
+        list(runs), out, split=split, metrics=metrics.split(",") if metrics else None, alpha=alpha, title=title, buckets=edges
+    )
     _print_report(report)
     if report.buckets is not None:
         console.print(f"by history length: {report.buckets}")

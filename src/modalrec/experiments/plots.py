@@ -58,7 +58,9 @@ def validation_curves(groups: dict[str, list[RunRecord]], metric: str, path: Pat
             if len(points) == 1:
                 ax.axhline(y[0], color=colours[label], linestyle="--", linewidth=1, label=name)
             else:
-                ax.plot(x, y, color=colours[label], marker="." if len(points) < 30 else None, linewidth=1.2, label=name, alpha=0.9)
+                ax.plot(
+                    x, y, color=colours[label], marker="." if len(points) < 30 else None, linewidth=1.2, label=name, alpha=0.9
+                )
                 ax.plot([run.results.get("best_epoch", x[-1])], [max(y)], color=colours[label], marker="o", markersize=5)
     from matplotlib.ticker import MaxNLocator
 
@@ -170,13 +172,20 @@ def diagnostic_curves(groups: dict[str, list[RunRecord]], path: Path, title: str
     for ax, key in zip(axes, keys):
         for label, lines in series[key].items():
             for i, (x, y) in enumerate(lines):
-                ax.plot(x, y, color=colours[label], marker="." if len(x) < 30 else None, linewidth=1.2, label=label if i == 0 else None)
+                ax.plot(
+                    x,
+                    y,
+                    color=colours[label],
+                    marker="." if len(x) < 30 else None,
+                    linewidth=1.2,
+                    label=label if i == 0 else None,
+                )
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in axes[len(keys):]:
+    for ax in axes[len(keys) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(title)

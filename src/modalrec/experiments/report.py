@@ -88,19 +88,37 @@ def build_report(
         headline = select if select in metrics else metrics[0]
         base = out / "plots" / _file_name(dataset)
         report.plots[dataset] = {
-            "valid_curves": plots.validation_curves(groups, select, base.with_name(f"{base.name}-valid_curves.png"), f"{dataset}: validation {select}"),
-            "metric_vs_k": plots.metric_vs_k(groups, families, split, base.with_name(f"{base.name}-metric_vs_k.png"), f"{dataset}: {split} metrics vs K"),
-            "accuracy_vs_time": plots.accuracy_vs_time(groups, headline, split, base.with_name(f"{base.name}-accuracy_vs_time.png"), f"{dataset}: {split} {headline} vs training time"),
-            "per_user": plots.per_user_distribution(groups, headline, split, base.with_name(f"{base.name}-per_user.png"), f"{dataset}: per-user {split} {headline}"),
+            "valid_curves": plots.validation_curves(
+                groups, select, base.with_name(f"{base.name}-valid_curves.png"), f"{dataset}: validation {select}"
+            ),
+            "metric_vs_k": plots.metric_vs_k(
+                groups, families, split, base.with_name(f"{base.name}-metric_vs_k.png"), f"{dataset}: {split} metrics vs K"
+            ),
+            "accuracy_vs_time": plots.accuracy_vs_time(
+                groups,
+                headline,
+                split,
+                base.with_name(f"{base.name}-accuracy_vs_time.png"),
+                f"{dataset}: {split} {headline} vs training time",
+            ),
+            "per_user": plots.per_user_distribution(
+                groups, headline, split, base.with_name(f"{base.name}-per_user.png"), f"{dataset}: per-user {split} {headline}"
+            ),
         }
         if plots.has_diagnostics(groups):
-            report.plots[dataset]["diagnostics"] = plots.diagnostic_curves(groups, base.with_name(f"{base.name}-diagnostics.png"), f"{dataset}: per-epoch diagnostics")
+            report.plots[dataset]["diagnostics"] = plots.diagnostic_curves(
+                groups, base.with_name(f"{base.name}-diagnostics.png"), f"{dataset}: per-epoch diagnostics"
+            )
     if buckets:
         sections = []
         for dataset, groups in grouped.items():
             select = next(iter(groups.values()))[0].select
             headline = select if select in metrics else metrics[0]
-            sections.append(bucket_tables.to_markdown(dataset, bucket_tables.bucket_table(groups, split, headline, buckets), split, headline, buckets))
+            sections.append(
+                bucket_tables.to_markdown(
+                    dataset, bucket_tables.bucket_table(groups, split, headline, buckets), split, headline, buckets
+                )
+            )
         report.buckets = out / "buckets.md"
         write_text_atomic(report.buckets, "\n".join(sections))
     write_text_atomic(report.html, _html(report, records, title, split))
@@ -126,25 +144,36 @@ def _html_table(t: Comparison) -> str:
                 text = f"<b>{text}</b>"
             tip = ""
             if cell.test is not None:
-                tip = f' title="vs {html.escape(t.reference[m])}: t-test p={cell.test.t_p_holm:.3g}, Wilcoxon p={cell.test.w_p_holm:.3g} (Holm)"'
+                tip = (
+                    f' title="vs {html.escape(t.reference[m])}: t-test p={cell.test.t_p_holm:.3g}, Wilcoxon '
+                    f'p={cell.test.w_p_holm:.3g} (Holm)"'
+                )
             cells.append(f"<td{tip}>{text}<sup>{html.escape(cell.marks(t.alpha))}</sup></td>")
         protocol = "".join(f"<td>{html.escape(text)}</td>" for text in protocol_columns(t, label))
-        rows.append(f"<tr><th>{html.escape(row_label(t, label))}</th>{''.join(cells)}{protocol}<td>{t.n_parameters[label]:,}</td></tr>")
+        rows.append(
+            f"<tr><th>{html.escape(row_label(t, label))}</th>{''.join(cells)}{protocol}<td>{t.n_parameters[label]:,}</td></tr>"
+        )
     below = "".join(f"<li>{html.escape(line[2:])}</li>" for line in notes(t))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>" + (f"<ul>{below}</ul>" if below else "")
 
 
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{html.escape(alt)}" '
+        f'src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    )
 
 
 def _protocol(records: list[RunRecord], split: str) -> str:
     selections = sorted({r.results.get("selected_by", "") for r in records})
     protocols = sorted({str(r.results.get(f"{split}_eval", {}).get("protocol", "full")) for r in records})
+    ranking = (
+        " ranking, seen items masked" if protocols == ["full"] else " (sampled: optimistic, not comparable with full ranking)"
+    )
     return (
         f"Checkpoints selected on {', '.join(selections)}; the {split} split was scored once for the selected checkpoint. "
-        f"Ranking protocol: {', '.join(protocols)}{' ranking, seen items masked' if protocols == ['full'] else ' (sampled: optimistic, not comparable with full ranking)'}."
+        f"Ranking protocol: {', '.join(protocols)}{ranking}."
     )
 
 
@@ -154,22 +183,27 @@ def _html(report: Report, records: list[RunRecord], title: str, split: str) -> s
         figures = "".join(_img(path, f"{t.dataset}: {PLOT_TITLES[kind]}") for kind, path in report.plots[t.dataset].items())
         sections.append(f"<section><h2>{html.escape(t.title())}</h2>{_html_table(t)}<div class='plots'>{figures}</div></section>")
     run_rows = "".join(
-        f"<tr><td>{html.escape(r.dataset)}</td><td>{html.escape(r.label)}</td><td>{r.seed}</td><td>{r.results.get('best_epoch', '')}</td>"
-        f"<td>{r.results.get('epochs_run', '')}</td><td>{float(r.results.get('train_seconds', 0)):.1f}</td><td><code>{html.escape(str(r.path))}</code></td></tr>"
+        f"<tr><td>{html.escape(r.dataset)}</td><td>{html.escape(r.label)}</td><td>{r.seed}</td>"
+        f"<td>{r.results.get('best_epoch', '')}</td><td>{r.results.get('epochs_run', '')}</td>"
+        f"<td>{float(r.results.get('train_seconds', 0)):.1f}</td><td><code>{html.escape(str(r.path))}</code></td></tr>"
         for r in records
     )
     alpha, min_seeds = report.tables[0].alpha, report.tables[0].min_seeds
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:right}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border-bottom:1px solid #ddd;padding:4px "
+        "10px;text-align:right}"
         "th:first-child,td:first-child{text-align:left}thead th{border-bottom:2px solid #333}sup{color:#b00}"
         ".plots{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}img{max-width:580px;border:1px solid #eee}"
         "figcaption{font-size:12px;color:#666}code{font-size:12px}"
     )
     return (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(_protocol(records, split))}</p><p>{html.escape(legend(alpha, min_seeds))}</p>"
+        "<!doctype html><html lang='en'><head><meta "
+        f"charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(_protocol(records, split))}</p>"
+        f"<p>{html.escape(legend(alpha, min_seeds))}</p>"
         f"{''.join(sections)}<h2>Runs</h2><table><thead><tr><th>dataset</th><th>model</th><th>seed</th><th>best epoch</th>"
         f"<th>epochs</th><th>train s</th><th>run directory</th></tr></thead><tbody>{run_rows}</tbody></table>"
-        f"<p><small>Built {time.strftime('%Y-%m-%d %H:%M:%S')} by modalrec report from {len(records)} runs.</small></p></body></html>\n"
+        f"<p><small>Built {time.strftime('%Y-%m-%d %H:%M:%S')} by modalrec report from {len(records)} "
+        "runs.</small></p></body></html>\n"
     )

@@ -87,7 +87,7 @@ def model_space(overrides: list[str], space: dict[str, Any] | None = None) -> Sp
     if not raw:
         raise ConfigError(
             f"model '{model_cls.name}' declares no search space (class attribute search_space); pass one, "
-            "e.g. a suite's search.space or --space '{\"train.lr\": [\"log\", 1e-4, 1e-2]}'"
+            'e.g. a suite\'s search.space or --space \'{"train.lr": ["log", 1e-4, 1e-2]}\''
         )
     checked = check_space(raw, f"search space of {model_cls.name}")
     # every key must be a valid config key of this model: resolve once with the lowest point
@@ -192,10 +192,16 @@ def search(
 
     def objective(trial: Any) -> float:
         point = suggest(trial, space)
-        cfg = resolve([
-            *overrides, *as_overrides(point), f"train.select={metric}", f"run.dir={out / 'trials'}",
-            f"run.name=trial-{trial.number:04d}", "train.progress=false",
-        ])
+        cfg = resolve(
+            [
+                *overrides,
+                *as_overrides(point),
+                f"train.select={metric}",
+                f"run.dir={out / 'trials'}",
+                f"run.name=trial-{trial.number:04d}",
+                "train.progress=false",
+            ]
+        )
 
         def report(epoch: int, summary: dict[str, Any]) -> None:
             trial.report(float(summary[metric]), epoch)
@@ -220,7 +226,12 @@ def search(
 
     def after_trial(study: Any, trial: Any) -> None:
         if trial.state == optuna.trial.TrialState.FAIL:
-            log.warning("search %s: trial %d failed (%s)", out.name, trial.number, trial.system_attrs.get("fail_reason", "see its train.log"))
+            log.warning(
+                "search %s: trial %d failed (%s)",
+                out.name,
+                trial.number,
+                trial.system_attrs.get("fail_reason", "see its train.log"),
+            )
         if on_trial is not None:
             on_trial(sum(_budget_used(study.get_trials(deepcopy=False), optuna).values()), settings.trials)
 

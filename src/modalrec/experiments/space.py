@@ -44,7 +44,9 @@ def check_space(space: dict[str, Any], where: str) -> Space:
             raise ConfigError(f"{where}: '{key}' is ({kind!r}, low, high) with numbers, got {spec!r}")
         low, high = spec[1], spec[2]
         if low > high or (kind == "log" and low <= 0) or (kind == "int" and (int(low) != low or int(high) != high)):
-            raise ConfigError(f"{where}: '{key}' has an invalid range {spec!r} (low <= high; log needs low > 0; int needs integers)")
+            raise ConfigError(
+                f"{where}: '{key}' has an invalid range {spec!r} (low <= high; log needs low > 0; int needs integers)"
+            )
         out[key] = (kind, int(low), int(high)) if kind == "int" else (kind, float(low), float(high))
     return out
 

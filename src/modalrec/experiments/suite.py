@@ -155,7 +155,9 @@ class Entry:
             label = str(value.get("label") or (_slug(Path(name).name) if kind == "dataset" else name))
             inner = f"{where} ({kind} {name})"
             return cls(
-                name, _slug(label), as_override_list(value.get("overrides"), inner),
+                name,
+                _slug(label),
+                as_override_list(value.get("overrides"), inner),
                 Reference.parse(value["reference"], inner) if value.get("reference") is not None else None,
                 DeclaredTuning.parse(value["tuning"], inner) if value.get("tuning") is not None else None,
             )
@@ -289,7 +291,9 @@ class Suite:
 
     def _parse_search(self, section: Any, where: str) -> None:
         if not isinstance(section, dict):
-            raise ConfigError(f"{where}: 'search' is a mapping (trials, metric, pruner, startup_trials, seed, models, overrides, space)")
+            raise ConfigError(
+                f"{where}: 'search' is a mapping (trials, metric, pruner, startup_trials, seed, models, overrides, space)"
+            )
         settings_keys = set(SearchSettings.__dataclass_fields__)
         unknown = set(section) - settings_keys - {"models", "overrides", "space", "budget"}
         if unknown:
@@ -300,12 +304,16 @@ class Suite:
             self.search_models = [str(m) for m in section["models"]]
         spaces = section.get("space") or {}
         budget = section.get("budget") or {}
-        if not isinstance(budget, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in budget.values()):
+        if not isinstance(budget, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in budget.values()
+        ):
             raise ConfigError(f"{where}: search.budget maps model labels to trial counts >= 1, got {budget!r}")
         self.search_budget = {str(k): int(v) for k, v in budget.items()}
         for label in [*(self.search_models or []), *spaces, *self.search_budget]:
             if label not in labels and label != "*":
-                raise ConfigError(f"{where}: search names model '{label}', which is not a model label of the suite ({', '.join(labels)})")
+                raise ConfigError(
+                    f"{where}: search names model '{label}', which is not a model label of the suite ({', '.join(labels)})"
+                )
         self.search_overrides = as_override_list(section.get("overrides"), f"{where} (search.overrides)")
         self.search_spaces = {str(k): v for k, v in spaces.items()}
 
@@ -329,8 +337,11 @@ class Suite:
                 text = text.replace(key, value)
             overrides.append(text)
         return [
-            *overrides, f"train.seed={run.seed}",
-            f"run.dir={run.path.parent}", f"run.name={run.path.name}", "train.progress=false",
+            *overrides,
+            f"train.seed={run.seed}",
+            f"run.dir={run.path.parent}",
+            f"run.name={run.path.name}",
+            "train.progress=false",
         ]
 
     def tuned_models(self) -> list[Entry]:
@@ -364,7 +375,10 @@ class Suite:
         known_models = registered_models()
         missing = [m.name for m in self.models if m.name.lower() not in known_models]
         if missing:
-            hints = [f"'{name}' (did you mean '{close}'?)" if (close := nearest(name.lower(), known_models)) else f"'{name}'" for name in missing]
+            hints = [
+                f"'{name}' (did you mean '{close}'?)" if (close := nearest(name.lower(), known_models)) else f"'{name}'"
+                for name in missing
+            ]
             raise ConfigError(
                 f"suite {self.source or self.name} names model(s) not registered in this installation: {', '.join(hints)}. "
                 f"Known models: {', '.join(known_models)}. Remove them from the suite or install the version that has them."
@@ -393,7 +407,9 @@ class Suite:
                 try:
                     check_grid(space, settings.trials)
                 except ConfigError as err:
-                    raise ConfigError(f"suite {self.source or self.name}, model {m.label}: {err} (search.budget.{m.label})") from None
+                    raise ConfigError(
+                        f"suite {self.source or self.name}, model {m.label}: {err} (search.budget.{m.label})"
+                    ) from None
 
 
 # ---------------------------------------------------------------------- running
@@ -469,8 +485,13 @@ def tuning_record(suite: Suite, model: Entry) -> dict[str, Any] | None:
         settings = suite.search_settings(model)
         space = model_space(suite.base_overrides(suite.datasets[0], model) + suite.search_overrides, suite.space_for(model))
         return {
-            "trials": settings.trials, "params": sorted(space), "metric": suite.tune_metric, "sampler": settings.sampler,
-            "sampler_seed": settings.seed, "startup_trials": settings.startup_trials, "pruner": settings.pruner,
+            "trials": settings.trials,
+            "params": sorted(space),
+            "metric": suite.tune_metric,
+            "sampler": settings.sampler,
+            "sampler_seed": settings.seed,
+            "startup_trials": settings.startup_trials,
+            "pruner": settings.pruner,
             "source": "this suite",
         }
     if model.tuning is not None:
@@ -494,7 +515,9 @@ def write_manifest(suite: Suite, plan: list[PlannedRun], searches: dict[str, Any
             for m in suite.models
         },
         "searches": searches or {},
-        "runs": {r.name: {"label": r.model.label, "model": r.model.name, "dataset": r.dataset.label, "seed": r.seed} for r in plan},
+        "runs": {
+            r.name: {"label": r.model.label, "model": r.model.name, "dataset": r.dataset.label, "seed": r.seed} for r in plan
+        },
     }
     write_text_atomic(suite.out / "suite.json", json.dumps(to_jsonable(payload), indent=2) + "\n")
 
@@ -535,14 +558,25 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True, only
         for d in suite.datasets:
             for m in tuned_models:
                 progress_log.info("suite %s: search %s on %s", suite.name, m.label, d.label)
-                result = _tune(suite, d, m, lambda done, budget, m=m, d=d: bar.advance(0, f"search {m.label} on {d.label}: {done}/{budget} trials"))
+                result = _tune(
+                    suite,
+                    d,
+                    m,
+                    lambda done, budget, m=m, d=d: bar.advance(0, f"search {m.label} on {d.label}: {done}/{budget} trials"),
+                )
                 tuned[(d.label, m.label)] = result.overrides
                 searches[f"{d.label}__{m.label}"] = {
-                    "metric": result.metric, "best_value": result.best_value, "best_params": result.best_params,
-                    "complete": result.complete, "pruned": result.pruned, "failed": result.failed,
+                    "metric": result.metric,
+                    "best_value": result.best_value,
+                    "best_params": result.best_params,
+                    "complete": result.complete,
+                    "pruned": result.pruned,
+                    "failed": result.failed,
                 }
                 write_manifest(suite, full_plan, searches)
-                progress_log.info("suite %s: searched %s on %s: valid %s=%.4f", suite.name, m.label, d.label, result.metric, result.best_value)
+                progress_log.info(
+                    "suite %s: searched %s on %s: valid %s=%.4f", suite.name, m.label, d.label, result.metric, result.best_value
+                )
                 bar.advance(1)
         for i, run in enumerate(plan, start=1):
             bar.advance(0, f"{run.model.label} on {run.dataset.label}, seed {run.seed}")

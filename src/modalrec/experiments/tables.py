@@ -115,7 +115,8 @@ class Comparison:
     def tuned_elsewhere(self) -> dict[str, str]:
         """label -> tuning metric, for rows tuned on another metric than the table's selection metric."""
         return {
-            label: str(t["metric"]) for label, t in self.tuning.items()
+            label: str(t["metric"])
+            for label, t in self.tuning.items()
             if t is not None and t.get("trials") and str(t.get("metric", self.select)) != self.select
         }
 
@@ -135,7 +136,10 @@ class Comparison:
         if tuning.get("source") == "this suite":
             sampler = str(tuning.get("sampler", "tpe")).upper() if tuning.get("sampler") != "grid" else "grid"
             n_keys = len(tuning.get("params", []))
-            text = f"{tuning['trials']} trials × {n_keys} key{'s' if n_keys != 1 else ''} ({sampler} seed {tuning.get('sampler_seed')})"
+            text = (
+                f"{tuning['trials']} trials × {n_keys} key{'s' if n_keys != 1 else ''} ({sampler} seed "
+                f"{tuning.get('sampler_seed')})"
+            )
         else:
             text = f"fixed point from {tuning['trials']} trials ({tuning.get('source')})"
         if label in self.tuned_elsewhere:
@@ -171,12 +175,16 @@ def _seed_averaged(runs: list[RunRecord], split: str, metric: str) -> tuple[np.n
     return users[order], total / len(runs)
 
 
-def build_comparison(dataset: str, groups: dict[str, list[RunRecord]], split: str, metrics: list[str], alpha: float) -> Comparison:
+def build_comparison(
+    dataset: str, groups: dict[str, list[RunRecord]], split: str, metrics: list[str], alpha: float
+) -> Comparison:
     """Mean/std over seeds per label and metric, the best per metric, paired tests against it."""
     table = Comparison(dataset, split, list(metrics), alpha)
     selects = list(dict.fromkeys(r.select for runs in groups.values() for r in runs))
     table.select = " / ".join(selects)
-    table.min_seeds = max((int(r.protocol.get("min_seeds", MIN_SEEDS)) for runs in groups.values() for r in runs), default=MIN_SEEDS)
+    table.min_seeds = max(
+        (int(r.protocol.get("min_seeds", MIN_SEEDS)) for runs in groups.values() for r in runs), default=MIN_SEEDS
+    )
     for label, runs in groups.items():
         table.n_seeds[label] = len(runs)
         table.seconds[label] = seed_stats([float(r.results.get("train_seconds", np.nan)) for r in runs])
@@ -253,7 +261,13 @@ def seeds_text(t: Comparison, label: str) -> str:
 def protocol_columns(t: Comparison, label: str) -> list[str]:
     """The cells after the metrics: seeds, epochs, compute, tuning (and the reference when the table has any)."""
     cpu = t.cpu_seconds.get(label)
-    cells = [seeds_text(t, label), t.epochs.get(label, "-"), "-" if cpu is None else f"{cpu:.1f}", f"{t.seconds[label][0]:.1f}", t.tuning_text(label)]
+    cells = [
+        seeds_text(t, label),
+        t.epochs.get(label, "-"),
+        "-" if cpu is None else f"{cpu:.1f}",
+        f"{t.seconds[label][0]:.1f}",
+        t.tuning_text(label),
+    ]
     return [*cells, t.reference_text(label)] if has_references(t) else cells
 
 
@@ -274,14 +288,24 @@ def notes(t: Comparison) -> list[str]:
         if tuning and tuning.get("trials"):
             keys = ", ".join(tuning.get("params") or []) or "keys not recorded"
             if tuning.get("source") == "this suite":
-                how = (f"grid points (visiting-order seed {tuning.get('sampler_seed')}" if tuning.get("sampler") == "grid"
-                       else f"TPE trials (sampler seed {tuning.get('sampler_seed')}, {tuning.get('startup_trials')} random first")
-                line = f"- {label}: {tuning['trials']} {how}, pruner {tuning.get('pruner')}) over {keys} on valid {tuning['metric']}"
+                how = (
+                    f"grid points (visiting-order seed {tuning.get('sampler_seed')}"
+                    if tuning.get("sampler") == "grid"
+                    else f"TPE trials (sampler seed {tuning.get('sampler_seed')}, {tuning.get('startup_trials')} random first"
+                )
+                line = (
+                    f"- {label}: {tuning['trials']} {how}, pruner {tuning.get('pruner')}) over {keys} on valid {tuning['metric']}"
+                )
                 if search:
-                    line += (f"; best valid {search['metric']} {search['best_value']:.4f} "
-                             f"({search['complete']} complete, {search['pruned']} pruned, {search['failed']} failed)")
+                    line += (
+                        f"; best valid {search['metric']} {search['best_value']:.4f} "
+                        f"({search['complete']} complete, {search['pruned']} pruned, {search['failed']} failed)"
+                    )
             else:
-                line = f"- {label}: fixed point chosen by {tuning['trials']} trials on valid {tuning['metric']} in {tuning.get('source')}"
+                line = (
+                    f"- {label}: fixed point chosen by {tuning['trials']} trials on valid {tuning['metric']} in "
+                    f"{tuning.get('source')}"
+                )
             lines.append(line)
     for label in t.labels:
         reference = t.references.get(label)
@@ -307,9 +331,30 @@ def to_markdown(tables: list[Comparison]) -> str:
 
 
 CSV_COLUMNS = (
-    "dataset", "split", "model", "metric", "mean", "std", "n_seeds", "best", "reference",
-    "t_p", "t_p_holm", "wilcoxon_p", "wilcoxon_p_holm", "mean_diff", "marks", "train_seconds", "n_parameters",
-    "select", "train_cpu_seconds", "epochs", "capped_improving", "tuning", "reference_value", "reference_metric",
+    "dataset",
+    "split",
+    "model",
+    "metric",
+    "mean",
+    "std",
+    "n_seeds",
+    "best",
+    "reference",
+    "t_p",
+    "t_p_holm",
+    "wilcoxon_p",
+    "wilcoxon_p_holm",
+    "mean_diff",
+    "marks",
+    "train_seconds",
+    "n_parameters",
+    "select",
+    "train_cpu_seconds",
+    "epochs",
+    "capped_improving",
+    "tuning",
+    "reference_value",
+    "reference_metric",
     "reference_source",
 )
 
@@ -327,12 +372,29 @@ def to_csv(tables: list[Comparison]) -> str:
                     continue
                 test = cell.test
                 tested: list[Any] = [test.t_p, test.t_p_holm, test.w_p, test.w_p_holm, test.mean_diff] if test else [""] * 5
-                writer.writerow([
-                    t.dataset, t.split, label, metric, repr(cell.mean), repr(cell.std), cell.n_seeds, int(cell.best),
-                    t.reference.get(metric, ""), *tested, cell.marks(t.alpha), repr(t.seconds[label][0]), t.n_parameters[label],
-                    t.select, "" if t.cpu_seconds.get(label) is None else repr(t.cpu_seconds[label]), t.epochs.get(label, ""),
-                    t.capped.get(label, 0), t.tuning_text(label), *_reference_fields(t.references.get(label)),
-                ])
+                writer.writerow(
+                    [
+                        t.dataset,
+                        t.split,
+                        label,
+                        metric,
+                        repr(cell.mean),
+                        repr(cell.std),
+                        cell.n_seeds,
+                        int(cell.best),
+                        t.reference.get(metric, ""),
+                        *tested,
+                        cell.marks(t.alpha),
+                        repr(t.seconds[label][0]),
+                        t.n_parameters[label],
+                        t.select,
+                        "" if t.cpu_seconds.get(label) is None else repr(t.cpu_seconds[label]),
+                        t.epochs.get(label, ""),
+                        t.capped.get(label, 0),
+                        t.tuning_text(label),
+                        *_reference_fields(t.references.get(label)),
+                    ]
+                )
     return buffer.getvalue()
 
 

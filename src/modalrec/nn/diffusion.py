@@ -85,7 +85,15 @@ class GaussianDiffusion(nn.Module):
     posterior_variance: torch.Tensor
     posterior_log_variance: torch.Tensor
 
-    def __init__(self, steps: int, schedule: str = "linear-var", scale: float = 0.1, low: float = 1e-4, high: float = 2e-2, beta0: float | None = 1e-5):
+    def __init__(
+        self,
+        steps: int,
+        schedule: str = "linear-var",
+        scale: float = 0.1,
+        low: float = 1e-4,
+        high: float = 2e-2,
+        beta0: float | None = 1e-5,
+    ):
         super().__init__()
         betas = make_betas(schedule, steps, scale, low, high)
         if beta0 is not None and scale != 0:
@@ -107,10 +115,18 @@ class GaussianDiffusion(nn.Module):
         coef2 = np.where(noisy, noise_var_prev * np.sqrt(alphas) / safe, 0.0)
         coef1[0], coef2[0] = 1.0, 0.0
         variance = np.where(noisy, betas * noise_var_prev / safe, 0.0)
-        log_variance = np.log(np.append(variance[1], variance[1:]).clip(min=1e-300)) if steps > 1 else np.log(variance.clip(min=1e-300))
+        log_variance = (
+            np.log(np.append(variance[1], variance[1:]).clip(min=1e-300)) if steps > 1 else np.log(variance.clip(min=1e-300))
+        )
         for name, value in dict(
-            betas=betas, alpha_bar=alpha_bar, alpha_bar_prev=alpha_bar_prev, noise_var=noise_var, coef1=coef1, coef2=coef2,
-            posterior_variance=variance, posterior_log_variance=log_variance,
+            betas=betas,
+            alpha_bar=alpha_bar,
+            alpha_bar_prev=alpha_bar_prev,
+            noise_var=noise_var,
+            coef1=coef1,
+            coef2=coef2,
+            posterior_variance=variance,
+            posterior_log_variance=log_variance,
         ).items():
             self.register_buffer(name, torch.from_numpy(np.asarray(value, dtype=np.float64)), persistent=False)
 
@@ -120,7 +136,9 @@ class GaussianDiffusion(nn.Module):
         return out.reshape(-1, *([1] * (like.dim() - 1)))
 
     # ----------------------------------------------------------------- forward process
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, directional: bool = False) -> torch.Tensor:
+    def q_sample(
+        self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None, directional: bool = False
+    ) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n; n = noise (default N(0, I)), or its directional form."""
         if noise is None:
             noise = torch.randn_like(x0)
@@ -168,9 +186,22 @@ class Denoiser(nn.Module):
     layers their mirror (dim + time_dim + cond_dim) -> h_m -> ... -> h_0. Dropout touches x_t only.
     """
 
-    ACTIVATIONS: ClassVar[dict[str, Callable[[], nn.Module]]] = {"tanh": nn.Tanh, "relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid}  # in place: one [B, h] buffer less
+    ACTIVATIONS: ClassVar[dict[str, Callable[[], nn.Module]]] = {
+        "tanh": nn.Tanh,
+        "relu": lambda: nn.ReLU(inplace=True),
+        "sigmoid": nn.Sigmoid,
+    }  # in place: one [B, h] buffer less
 
-    def __init__(self, dim: int, dims: list[int], cond_dim: int = 0, time_dim: int = 10, act: str = "tanh", dropout: float = 0.5, norm: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        dims: list[int],
+        cond_dim: int = 0,
+        time_dim: int = 10,
+        act: str = "tanh",
+        dropout: float = 0.5,
+        norm: bool = False,
+    ):
         super().__init__()
         if act not in self.ACTIVATIONS:
             raise ConfigError(f"denoiser activation '{act}' is not one of {', '.join(self.ACTIVATIONS)}")

@@ -31,7 +31,9 @@ def _scatter_matmul(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor
 
 class _EdgeSpmm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor, n_rows: int) -> torch.Tensor:
+    def forward(
+        ctx: Any, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, x: torch.Tensor, n_rows: int
+    ) -> torch.Tensor:
         ctx.save_for_backward(rows, cols, values, x)
         return _scatter_matmul(rows, cols, values, x, n_rows)
 
@@ -160,7 +162,9 @@ class EdgeCSR(torch.nn.Module):
     def symmetric_norm(self, values: torch.Tensor) -> torch.Tensor:
         """Edge weights of D^-1/2 W D^-1/2 for the bipartite square matrix [[0, W], [W^T, 0]] (row
         nodes' degrees are W's row sums, column nodes' its column sums); degree-0 nodes stay at 0."""
-        inv_rows, inv_cols = (_inv_sqrt(edge_degree(index, values, n)) for index, n in ((self.rows, self.shape[0]), (self.cols, self.shape[1])))
+        inv_rows, inv_cols = (
+            _inv_sqrt(edge_degree(index, values, n)) for index, n in ((self.rows, self.shape[0]), (self.cols, self.shape[1]))
+        )
         return values * self.by_row(inv_rows) * inv_cols.index_select(0, self.cols)
 
 

@@ -32,7 +32,7 @@ def normalise_adjacency(adj: sp.spmatrix, norm: Normalisation = "sym") -> sp.csr
     degree = np.asarray(adj.sum(axis=1)).ravel()
     with np.errstate(divide="ignore"):
         if norm == "sym":
-            scale = np.where(degree > 0, degree ** -0.5, 0.0).astype(np.float32)
+            scale = np.where(degree > 0, degree**-0.5, 0.0).astype(np.float32)
             return (sp.diags(scale) @ adj @ sp.diags(scale)).tocsr()
         if norm == "row":
             scale = np.where(degree > 0, 1.0 / degree, 0.0).astype(np.float32)

@@ -177,11 +177,17 @@ class Lorentz(geoopt.Manifold):
         return g + minkowski_dot(x, g) * x / self.k
 
     # ----------------------------------------------------------------- geoopt checks
-    def _check_point_on_manifold(self, x: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5, dim: int = -1) -> tuple[bool, str | None]:
-        ok = torch.allclose(minkowski_dot(x, x), torch.full_like(x[..., :1], -self.k), atol=atol, rtol=rtol) and bool((x[..., 0] > 0).all())
+    def _check_point_on_manifold(
+        self, x: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5, dim: int = -1
+    ) -> tuple[bool, str | None]:
+        ok = torch.allclose(minkowski_dot(x, x), torch.full_like(x[..., :1], -self.k), atol=atol, rtol=rtol) and bool(
+            (x[..., 0] > 0).all()
+        )
         return ok, None if ok else f"<x, x>_L != -{self.k} or x_0 <= 0"
 
-    def _check_vector_on_tangent(self, x: torch.Tensor, u: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5, dim: int = -1) -> tuple[bool, str | None]:
+    def _check_vector_on_tangent(
+        self, x: torch.Tensor, u: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5, dim: int = -1
+    ) -> tuple[bool, str | None]:
         ok = torch.allclose(minkowski_dot(x, u), torch.zeros_like(x[..., :1]), atol=atol, rtol=rtol)
         return ok, None if ok else "<x, u>_L != 0"
 

@@ -37,7 +37,9 @@ def _topk_csr(index: np.ndarray, value: np.ndarray, keep: np.ndarray, n_cols: in
     """CSR from per-row (index, value) candidates, keeping the entries where ``keep`` is true."""
     n_rows, k = index.shape
     rows = np.repeat(np.arange(n_rows), k)[keep.ravel()]
-    out = sp.csr_matrix((value.ravel()[keep.ravel()], (rows, index.ravel()[keep.ravel()])), shape=(n_rows, n_cols), dtype=np.float32)
+    out = sp.csr_matrix(
+        (value.ravel()[keep.ravel()], (rows, index.ravel()[keep.ravel()])), shape=(n_rows, n_cols), dtype=np.float32
+    )
     out.sort_indices()
     return out
 

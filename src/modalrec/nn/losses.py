@@ -36,7 +36,9 @@ def pairwise_scores(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) ->
     return (user * pos).sum(-1), neg_scores
 
 
-def hyperbolic_margin_loss(manifold: Lorentz, user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.Tensor:
+def hyperbolic_margin_loss(
+    manifold: Lorentz, user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, margin: float
+) -> torch.Tensor:
     """sum_b max(0, d^2(u, i+) - d^2(u, j-) + m); ``neg`` may carry an extra axis of negatives [B, n, D]."""
     pos_d2 = manifold.sqdist(user, pos)
     neg_d2 = manifold.sqdist(user.unsqueeze(1).expand_as(neg), neg) if neg.dim() == 3 else manifold.sqdist(user, neg)
@@ -50,7 +52,9 @@ def binary_ce_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.
     return -(F.logsigmoid(pos_scores).mean() + F.logsigmoid(-neg_scores).mean())
 
 
-def sampled_softmax_loss(states: torch.Tensor, targets: torch.Tensor, item_table: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+def sampled_softmax_loss(
+    states: torch.Tensor, targets: torch.Tensor, item_table: torch.Tensor, negatives: torch.Tensor
+) -> torch.Tensor:
     """Cross-entropy of each target among itself and ``negatives`` [N] (item indices shared by all P pairs):
     logits [P, 1 + N] = [<h, e_target>, <h, e_neg>...]; a negative equal to the row's target is removed (its logit
     is -inf), so the softmax never counts the target as its own negative. With uniform negatives this is the

@@ -97,7 +97,9 @@ def resolve_backend(requested: str, x: torch.Tensor) -> str:
 # Shapes: u, delta [B, L, ED]; A [ED, N]; Bm, Cm [B, L, N]; D [ED] -> y [B, L, ED].
 
 
-def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+def selective_scan_ref(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, D: torch.Tensor
+) -> torch.Tensor:
     """The sequential scan step by step under autograd (the oracle)."""
     decay = torch.exp(delta.unsqueeze(-1) * A)  # a_t = exp(Δ_t A)      [B, L, ED, N]
     drive = (delta * u).unsqueeze(-1) * Bm.unsqueeze(2)  # b_t = Δ_t B_t u_t  [B, L, ED, N]
@@ -143,7 +145,9 @@ class _SelectiveScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor
+    ) -> torch.Tensor:
         length, batch, inner = u.shape
         states = u.new_empty(length, batch, inner, A.shape[1])
         y = u.new_empty(length, batch, inner)
@@ -183,8 +187,11 @@ class _SelectiveScan(torch.autograd.Function):
         return du, ddelta, dA, dB, dC
 
 
-def selective_scan_fused(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+def selective_scan_fused(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, D: torch.Tensor
+) -> torch.Tensor:
     """The sequential scan with a hand-written, cache-friendly backward (see :class:`_SelectiveScan`)."""
+
     def time_major(x: torch.Tensor) -> torch.Tensor:
         return x.transpose(0, 1).contiguous()
 
@@ -248,8 +255,10 @@ class MambaMixer(nn.Module):
     @torch.no_grad()
     def reset_ssm_parameters(self, dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4) -> None:
         """The paper's S4D-real init: A_log = log(1..N), D = 1, Δ ~ logU[dt_min, dt_max] via the dt bias."""
-        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
+        nn.init.uniform_(self.dt_proj.weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(
+            min=dt_init_floor
+        )
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
         self.D.fill_(1.0)

@@ -12,7 +12,8 @@ at layer ``L - finetune_layers``:
   linear projection to the recommender's size run on every forward and are trained.
 
 ``N = 0`` is the frozen encoder (only the projection trains), ``N = L`` fine-tunes every transformer layer
-(the token embeddings stay frozen). ``dim=None`` leaves the projection to the host model. Items without text get a zero pooled vector (the projection's bias).
+(the token embeddings stay frozen). ``dim=None`` leaves the projection to the host model. Items without text
+get a zero pooled vector (the projection's bias).
 :meth:`parameter_groups` puts the transformer layers under their own learning rate.
 """
 
@@ -68,7 +69,9 @@ class TextTower(nn.Module):
         tokenizer, bert = _load_minilm()
         n_layers = int(bert.config.num_hidden_layers)
         if not 0 <= finetune_layers <= n_layers:
-            raise ConfigError(f"model.finetune_layers must be between 0 and {n_layers} (the encoder's layers), got {finetune_layers}")
+            raise ConfigError(
+                f"model.finetune_layers must be between 0 and {n_layers} (the encoder's layers), got {finetune_layers}"
+            )
         if max_length < 2:
             raise ConfigError(f"model.encoder_max_length must be >= 2 tokens, got {max_length}")
         self.frozen_layers = n_layers - finetune_layers
@@ -76,8 +79,13 @@ class TextTower(nn.Module):
         tokens = tokenizer([t or "" for t in texts], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         self.register_buffer("attention", tokens["attention_mask"] * self.has_text[:, None], persistent=False)
         weights = package_version(MINILM_PACKAGE)
-        identity = {"encoder": f"{MINILM_NAME} lower layers", "weights": weights, "frozen_layers": self.frozen_layers,
-                    "max_length": int(max_length), "tokens": int(tokens["input_ids"].shape[1])}
+        identity = {
+            "encoder": f"{MINILM_NAME} lower layers",
+            "weights": weights,
+            "frozen_layers": self.frozen_layers,
+            "max_length": int(max_length),
+            "tokens": int(tokens["input_ids"].shape[1]),
+        }
         digests = [None if t is None else hashlib.sha256(t.encode()).hexdigest() for t in texts]
         self.cache = cache if cache is not None else FeatureCache()
         self.cache_key = cache_key(identity, digests)
@@ -86,11 +94,14 @@ class TextTower(nn.Module):
         if lower is None:
             started = time.perf_counter()
             states = self._lower_states(bert, tokens["input_ids"], tokens["attention_mask"], batch_size)
-            lower = Encoded(states.reshape(len(texts), -1).numpy(), self.has_text.numpy(), identity, seconds=time.perf_counter() - started)
+            lower = Encoded(
+                states.reshape(len(texts), -1).numpy(), self.has_text.numpy(), identity, seconds=time.perf_counter() - started
+            )
             self.cache.save(self.cache_key, lower)
         self.lower_seconds = float(lower.seconds)
         self.register_buffer(
-            "lower", torch.from_numpy(np.asarray(lower.values, dtype=np.float32).reshape(len(texts), tokens["input_ids"].shape[1], -1)),
+            "lower",
+            torch.from_numpy(np.asarray(lower.values, dtype=np.float32).reshape(len(texts), tokens["input_ids"].shape[1], -1)),
             persistent=False,
         )
         self.layers = nn.ModuleList(bert.encoder.layer[self.frozen_layers :])
@@ -146,4 +157,9 @@ class TextTower(nn.Module):
 
     def record(self, lr: float | None) -> dict[str, Any]:
         """The provenance a run records: encoder, weights, trained and frozen layers, the lower-layer cache."""
-        return {**self.provenance, "encoder_lr": lr, "lower_cache_hit": self.cache_hit, "lower_seconds": round(self.lower_seconds, 2)}
+        return {
+            **self.provenance,
+            "encoder_lr": lr,
+            "lower_cache_hit": self.cache_hit,
+            "lower_seconds": round(self.lower_seconds, 2),
+        }

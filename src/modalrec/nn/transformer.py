@@ -70,7 +70,9 @@ class FeedForward(nn.Module):
         activations = {"relu": nn.ReLU(), "gelu": nn.GELU()}
         if activation not in activations:
             raise ValueError(f"unknown activation '{activation}'; choose one of {sorted(activations)}")
-        self.net = nn.Sequential(nn.Linear(dim, inner_dim), activations[activation], nn.Dropout(dropout), nn.Linear(inner_dim, dim))
+        self.net = nn.Sequential(
+            nn.Linear(dim, inner_dim), activations[activation], nn.Dropout(dropout), nn.Linear(inner_dim, dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -80,8 +82,14 @@ class CausalSelfAttentionBlock(nn.Module):
     """Self-attention + feed-forward, each with dropout, residual and LayerNorm (pre- or post-LN)."""
 
     def __init__(
-        self, dim: int, heads: int, dropout: float, norm_first: bool = True, inner_dim: int | None = None,
-        activation: str = "relu", attention_dropout: float | None = None,
+        self,
+        dim: int,
+        heads: int,
+        dropout: float,
+        norm_first: bool = True,
+        inner_dim: int | None = None,
+        activation: str = "relu",
+        attention_dropout: float | None = None,
     ):
         super().__init__()
         self.norm_first = norm_first
@@ -108,12 +116,20 @@ class TransformerStack(nn.Module):
     attention_mask = staticmethod(causal_attention_mask)
 
     def __init__(
-        self, dim: int, heads: int, layers: int, dropout: float, norm_first: bool = True, inner_dim: int | None = None,
-        activation: str = "relu", attention_dropout: float | None = None,
+        self,
+        dim: int,
+        heads: int,
+        layers: int,
+        dropout: float,
+        norm_first: bool = True,
+        inner_dim: int | None = None,
+        activation: str = "relu",
+        attention_dropout: float | None = None,
     ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            CausalSelfAttentionBlock(dim, heads, dropout, norm_first, inner_dim, activation, attention_dropout) for _ in range(layers)
+            CausalSelfAttentionBlock(dim, heads, dropout, norm_first, inner_dim, activation, attention_dropout)
+            for _ in range(layers)
         )
         self.final_norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
 
@@ -145,5 +161,14 @@ class BidirectionalTransformer(TransformerStack):
 
     attention_mask = staticmethod(padding_attention_mask)
 
-    def __init__(self, dim: int, heads: int, layers: int, dropout: float, norm_first: bool = False, inner_dim: int | None = None, activation: str = "gelu"):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        layers: int,
+        dropout: float,
+        norm_first: bool = False,
+        inner_dim: int | None = None,
+        activation: str = "gelu",
+    ):
         super().__init__(dim, heads, layers, dropout, norm_first, inner_dim, activation)

@@ -14,7 +14,6 @@ unknown posted items are reported and dropped, ``k`` outside [1, n_items] and ma
 requests over the :class:`~modalrec.serve.limits.ServeLimits` 413.
 """
 
-
 import json
 import logging
 import math
@@ -103,12 +102,18 @@ class BodyGuard:
     @staticmethod
     async def _refuse(send: Callable, status: int, detail: Any) -> None:
         payload = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
 
-def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = None, max_batch: int = 1, **engine_options: Any) -> Any:
+def create_app(
+    source: str | Path | ServingEngine, limits: ServeLimits | None = None, max_batch: int = 1, **engine_options: Any
+) -> Any:
     """A FastAPI app serving a run directory (loaded once here) or an already built engine.
 
     ``max_batch``: most concurrent ``GET /recommend`` users scored in one pass (1: no batching, each
@@ -169,8 +174,12 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
         return schemas.ItemOut(item=engine.item_ids[item], score=score, title=engine.title(item), image=image)
 
     def ranked_out(
-        ranked: Ranked, k: int, user: str | None = None, unknown: list[str] | None = None,
-        explain: bool = False, explanations: list[dict[str, Any]] | None = None,
+        ranked: Ranked,
+        k: int,
+        user: str | None = None,
+        unknown: list[str] | None = None,
+        explain: bool = False,
+        explanations: list[dict[str, Any]] | None = None,
     ) -> schemas.RecommendationOut:
         items = [item_out(int(i), float(s)) for i, s in zip(ranked.items, ranked.scores)]
         note = None
@@ -179,7 +188,9 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
                 item.explanation = explanation
         elif explain:
             note = explain_note(ranked)
-        return schemas.RecommendationOut(user=user, strategy=ranked.strategy, k=k, items=items, unknown_items=unknown or [], explain_note=note)
+        return schemas.RecommendationOut(
+            user=user, strategy=ranked.strategy, k=k, items=items, unknown_items=unknown or [], explain_note=note
+        )
 
     def explain_note(ranked: Ranked) -> str:
         if not engine.explains:
@@ -211,8 +222,12 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
         user: Annotated[str, Query(description="Raw user id.", examples=[example_user])],
         k: KQuery = 10,
         exclude_seen: Annotated[bool, Query(description="Leave the user's known items (train, valid, test) out.")] = True,
-        fallback: Annotated[schemas.Fallback, Query(description="'popularity': popular items for an unknown user instead of 404.")] = "none",
-        explain: Annotated[bool, Query(description="Attach the model's explanation to each item (FindRec: routing weights).")] = False,
+        fallback: Annotated[
+            schemas.Fallback, Query(description="'popularity': popular items for an unknown user instead of 404.")
+        ] = "none",
+        explain: Annotated[
+            bool, Query(description="Attach the model's explanation to each item (FindRec: routing weights).")
+        ] = False,
     ) -> schemas.RecommendationOut:
         """Top-k for a known user: general models from the learned user, sequential ones from the whole stored history."""
         index = engine.user_index(user)
@@ -265,7 +280,9 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
         """An item's title, image, train popularity and every metadata field the dataset has."""
         index = engine.item_index(item_id)
         if index is None:
-            raise UnknownItemError(f"unknown item '{item_id}' ({n_items:,} items; raw ids look like: {', '.join(engine.item_ids[:3].tolist())})")
+            raise UnknownItemError(
+                f"unknown item '{item_id}' ({n_items:,} items; raw ids look like: {', '.join(engine.item_ids[:3].tolist())})"
+            )
         out = item_out(index)
         return schemas.ItemInfo(item=out.item, title=out.title, image=out.image, **engine.metadata(index))
 
@@ -286,7 +303,9 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
         """A page of the known users with their interaction counts."""
         counts = np.diff(engine.histories.indptr)
         page = range(min(offset, n_users), min(offset + limit, n_users))
-        return schemas.UserList(total=n_users, users=[schemas.UserSummary(user=engine.user_ids[u], n_interactions=int(counts[u])) for u in page])
+        return schemas.UserList(
+            total=n_users, users=[schemas.UserSummary(user=engine.user_ids[u], n_interactions=int(counts[u])) for u in page]
+        )
 
     @app.get("/users/{user_id:path}", response_model=schemas.UserHistory, responses=error_responses, tags=["catalogue"])
     def user_history(
@@ -298,7 +317,9 @@ def create_app(source: str | Path | ServingEngine, limits: ServeLimits | None = 
         if index is None:
             raise unknown_user(user_id)
         history = engine.history(index)
-        return schemas.UserHistory(user=user_id, n_interactions=len(history), history=[item_out(int(i)) for i in history[-limit:]])
+        return schemas.UserHistory(
+            user=user_id, n_interactions=len(history), history=[item_out(int(i)) for i in history[-limit:]]
+        )
 
     # ------------------------------------------------------------------ service
     @app.get("/health", response_model=schemas.Health, tags=["service"])
@@ -387,6 +408,13 @@ def serve(
         torch.set_num_threads(threads)
     app = create_app(run_dir, limits=limits, max_batch=max_batch, **engine_options)
     engine: ServingEngine = app.state.engine
-    log.info("serving %s on %s (%d users, %d items) at http://%s:%d/ (API docs: /docs)",
-             engine.model.name, engine.dataset.name, len(engine.user_ids), engine.n_items, host, port)
+    log.info(
+        "serving %s on %s (%d users, %d items) at http://%s:%d/ (API docs: /docs)",
+        engine.model.name,
+        engine.dataset.name,
+        len(engine.user_ids),
+        engine.n_items,
+        host,
+        port,
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

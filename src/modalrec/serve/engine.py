@@ -11,7 +11,8 @@ What it answers (the HTTP layer in :mod:`modalrec.serve.app` only validates and 
   ``item-cosine`` when the model has item vectors (the mean cosine similarity of each item to the
   session's items, over the model's own vectors) and ``co-occurrence`` otherwise (the mean cosine
   of train co-occurrence between each item and the session's items, keeping each session item's
-  100 nearest neighbours, precomputed by :meth:`ServingEngine.prepare_sessions` (the server calls it at start): the classic item-kNN score);
+  100 nearest neighbours, precomputed by :meth:`ServingEngine.prepare_sessions` (the server calls it at
+  start): the classic item-kNN score);
 - **popularity** (train interaction counts) for unknown users when the caller asks for it, and for a
   session none of whose items is known.
 
@@ -150,9 +151,11 @@ class ServingEngine:
         self._item_lookup = {raw: index for index, raw in enumerate(self.item_ids.tolist())}
         self.histories = known_histories(self.ctx)
         self.seen = _unique_rows(self.histories)
-        self.popularity = np.asarray(
-            self.ctx.item_popularity if self.ctx.item_popularity is not None else self.ctx.train.sum(axis=0)
-        ).ravel().astype(np.float32)
+        self.popularity = (
+            np.asarray(self.ctx.item_popularity if self.ctx.item_popularity is not None else self.ctx.train.sum(axis=0))
+            .ravel()
+            .astype(np.float32)
+        )
         self.titles: list | None = self.dataset.item_meta.get("title")
         self.images = ImageFolder(image_dir) if image_dir is not None else dataset_image_folder(self.dataset)
         self.image_urls = _first_urls(self.dataset.item_meta.get("image_urls"))
@@ -165,7 +168,9 @@ class ServingEngine:
                 if isinstance(self.model, EmbeddingScorer)
                 else None
             )
-        self.session_strategy = MODEL if self.family == "sequential" else (ITEM_COSINE if self.item_vectors is not None else CO_OCCURRENCE)
+        self.session_strategy = (
+            MODEL if self.family == "sequential" else (ITEM_COSINE if self.item_vectors is not None else CO_OCCURRENCE)
+        )
         self._unit_vectors: torch.Tensor | None = None
         self._neighbours: sp.csr_matrix | None = None
         self.ann = _AnnIndex(self.item_vectors, ann_ef_search, self.model) if ann else None
@@ -231,13 +236,19 @@ class ServingEngine:
             return []
         with torch.inference_mode():
             batch = self._user_batch(users)
-            return self._rank(self.model.encode(batch), len(users), k, self.seen[users] if exclude_seen else None, candidates, MODEL)
+            return self._rank(
+                self.model.encode(batch), len(users), k, self.seen[users] if exclude_seen else None, candidates, MODEL
+            )
 
     def recommend_session(self, items: np.ndarray, k: int, exclude_seen: bool, candidates: CandidateFilter) -> Ranked:
         """Top-k after an ad-hoc list of known items (oldest first); popularity when it is empty."""
         if not len(items):
             return self.popular(k, candidates)
-        hide = _unique_rows(sp.csr_matrix((np.ones(len(items)), (np.zeros(len(items)), items)), shape=(1, self.n_items))) if exclude_seen else None
+        hide = (
+            _unique_rows(sp.csr_matrix((np.ones(len(items)), (np.zeros(len(items)), items)), shape=(1, self.n_items)))
+            if exclude_seen
+            else None
+        )
         with torch.inference_mode():
             if self.session_strategy == MODEL:
                 query = self.model.encode(self._sequence_batch([items]))
@@ -300,7 +311,9 @@ class ServingEngine:
             return query @ self.item_vectors[start:stop].T
         return self.model.score_items(query, slice(start, stop))
 
-    def _rank(self, query: Any, n_rows: int, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: str) -> list[Ranked]:
+    def _rank(
+        self, query: Any, n_rows: int, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: str
+    ) -> list[Ranked]:
         """Top-k of encoded queries: approximate through the index when there is one and no allow
         list, else exact, by the evaluator's kernel (:func:`modalrec.eval.topk.masked_topk`)."""
         blocked = candidates.blocked(self.n_items)
@@ -312,9 +325,13 @@ class ServingEngine:
         )
         return [_finite(s, i, strategy) for s, i in zip(scores, items)]
 
-    def _rank_scores(self, scores: torch.Tensor, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: str) -> Ranked:
+    def _rank_scores(
+        self, scores: torch.Tensor, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: str
+    ) -> Ranked:
         """Top-k of one row of precomputed scores [1, n_items] (fallbacks)."""
-        items, best = masked_topk(lambda start, stop: scores[:, start:stop], 1, self.n_items, k, self.item_chunk, hide, candidates.blocked(self.n_items))
+        items, best = masked_topk(
+            lambda start, stop: scores[:, start:stop], 1, self.n_items, k, self.item_chunk, hide, candidates.blocked(self.n_items)
+        )
         return _finite(best[0], items[0], strategy)
 
 
@@ -347,10 +364,14 @@ class _AnnIndex:
         self.index.add(np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32))
         self.ef_search = int(ef_search)
 
-    def search(self, queries: np.ndarray, k: int, excluded: list[np.ndarray] | None, blocked: np.ndarray | None, strategy: str) -> list[Ranked]:
+    def search(
+        self, queries: np.ndarray, k: int, excluded: list[np.ndarray] | None, blocked: np.ndarray | None, strategy: str
+    ) -> list[Ranked]:
         import faiss
 
-        masked = (max((len(e) for e in excluded), default=0) if excluded else 0) + (int(blocked.sum()) if blocked is not None else 0)
+        masked = (max((len(e) for e in excluded), default=0) if excluded else 0) + (
+            int(blocked.sum()) if blocked is not None else 0
+        )
         want = min(self.n_items, k + masked)
         params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, want))
         scores, items = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), want, params=params)

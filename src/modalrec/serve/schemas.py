@@ -49,7 +49,9 @@ class RecommendationOut(BaseModel):
 
 
 class BatchOut(BaseModel):
-    results: list[RecommendationOut] = Field(description="One list per known user (and per unknown user with fallback=popularity), in request order.")
+    results: list[RecommendationOut] = Field(
+        description="One list per known user (and per unknown user with fallback=popularity), in request order."
+    )
     unknown_users: list[str] = Field(default_factory=list, description="Requested user ids not in the dataset.")
 
 
@@ -130,7 +132,9 @@ def request_models(n_items: int, example_items: list[str], example_users: list[s
         users: list[RawId] = Field(description="Raw user ids.")
         k: K = 10
         exclude_seen: bool = Field(True, description="Leave each user's known items out.")
-        fallback: Fallback = Field("none", description="'popularity': popular items for unknown users instead of listing them in unknown_users only.")
+        fallback: Fallback = Field(
+            "none", description="'popularity': popular items for unknown users instead of listing them in unknown_users only."
+        )
         explain: bool = Field(False, description="Attach the model's explanation to each item (models that have one).")
         allow: list[RawId] | None = Field(None, description="Only recommend among these items.")
         deny: list[RawId] = Field(default_factory=list, description="Never recommend these items.")

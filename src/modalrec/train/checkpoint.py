@@ -193,9 +193,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is not a ModalRec checkpoint (no model_state)")
     version = payload.get("format", 1)
     if version not in (1, FORMAT):
-        raise CheckpointError(
-            f"checkpoint {path} has format {version}; this ModalRec reads formats 1-{FORMAT}: upgrade ModalRec"
-        )
+        raise CheckpointError(f"checkpoint {path} has format {version}; this ModalRec reads formats 1-{FORMAT}: upgrade ModalRec")
     return payload
 
 

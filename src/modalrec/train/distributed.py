@@ -313,9 +313,7 @@ def record_failure(dist: Dist, err: BaseException) -> None:
 
 
 # ------------------------------------------------------------------------------------- launching
-def launch_train(
-    nproc: int, overrides: list[str], config: Path | None, resume: Path | None, quiet: bool
-) -> None:
+def launch_train(nproc: int, overrides: list[str], config: Path | None, resume: Path | None, quiet: bool) -> None:
     """``modalrec train ... --nproc N``: run ``modalrec train`` on N local processes through torchrun's
     launcher (``--standalone``: a free port on this machine). A failed rank stops the job; the error
     names it and says how to resume."""
@@ -358,6 +356,4 @@ def launch_train(
             if resumable
             else "; no epoch had finished, so there is nothing to resume"
         )
-        raise DistributedError(
-            f"rank {rank} of {nproc} failed (exit code {failure.exitcode}): {failure.message}{hint}"
-        ) from None
+        raise DistributedError(f"rank {rank} of {nproc} failed (exit code {failure.exitcode}): {failure.message}{hint}") from None

@@ -110,7 +110,9 @@ def train(
     # under torchrun (WORLD_SIZE > 1) every rank runs this; rank 0 alone writes the run directory
     dist = distributed.env_dist()
     distributed.check_distributable(get_model_class(cfg.model_name), dist.world_size)
-    device = distributed.setup(dist, resolve_device(cfg.train.device, "train.device"), cfg.train.dist_backend, cfg.train.dist_timeout)
+    device = distributed.setup(
+        dist, resolve_device(cfg.train.device, "train.device"), cfg.train.dist_backend, cfg.train.dist_timeout
+    )
     try:
         if resume is None:
             run_dir = distributed.on_main(dist, lambda: _new_run_dir(cfg))
@@ -169,7 +171,9 @@ def _train_in(
         ctx = DataContext.from_dataset(ds)
         model = build_model(cfg, ctx, device)
         ident = run_identity(cfg, ds)
-        trainer = Trainer(model, ctx, cfg, run_dir, ident, device, on_validation, dist, lambda: run_stages(model, cfg, ctx, run_dir.path))
+        trainer = Trainer(
+            model, ctx, cfg, run_dir, ident, device, on_validation, dist, lambda: run_stages(model, cfg, ctx, run_dir.path)
+        )
         handler = None
         if dist.is_main:
             if not resume:
@@ -232,7 +236,9 @@ def run_stages(model: Recommender, cfg: RunConfig, ctx: DataContext, run_path: P
                 run=dataclasses.replace(cfg.run, dir=str(run_path), name=stage.name),
             )
             stage_cfg.dataset = dataclasses.replace(cfg.dataset)
-            log.info("%s: training stage '%s' (%s) into %s", cfg.model_name, stage.name, stage.model["name"], run_path / stage.name)
+            log.info(
+                "%s: training stage '%s' (%s) into %s", cfg.model_name, stage.name, stage.model["name"], run_path / stage.name
+            )
             train(stage_cfg)
             source = str(run_path / stage.name)
         loaded = open_run(source, device=str(model.device))
@@ -265,7 +271,9 @@ def open_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     status = run_dir.status()
     if status["status"] != FINISHED:
         error = f": {status['error']}" if status.get("error") else ""
-        log.warning("%s did not finish (status %s%s); using the best checkpoint it selected before that", path, status["status"], error)
+        log.warning(
+            "%s did not finish (status %s%s); using the best checkpoint it selected before that", path, status["status"], error
+        )
     raw = load_yaml(run_dir.config)
     cfg = resolve(config_file=run_dir.config)
     seed_everything(cfg.train.seed)

@@ -166,7 +166,9 @@ class RunDir:
         torch or YAML parses it). Runs written before checksums existed are not verified (a warning)."""
         recorded = self._recorded()
         if recorded is None:
-            log.warning("%s has no %s (written by an earlier ModalRec): its files are not verified", self.path, self.checksums.name)
+            log.warning(
+                "%s has no %s (written by an earlier ModalRec): its files are not verified", self.path, self.checksums.name
+            )
             return
         for path in paths:
             name = path.relative_to(self.path).as_posix()

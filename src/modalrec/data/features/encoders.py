@@ -134,7 +134,9 @@ def make_encoder(spec: str, modality: str, device: str = "cpu", **options: Any) 
     modalities, builder = _BUILDERS[prefix]
     if modality not in modalities:
         usable = sorted(p for p, (m, _) in _BUILDERS.items() if modality in m)
-        raise ModalRecError(f"encoder '{spec}' encodes {' and '.join(modalities)}, not {modality}; {modality} encoders: {', '.join(usable)}")
+        raise ModalRecError(
+            f"encoder '{spec}' encodes {' and '.join(modalities)}, not {modality}; {modality} encoders: {', '.join(usable)}"
+        )
     return builder(argument, modality, device, options)
 
 

@@ -77,13 +77,17 @@ def item_texts(ds: Dataset, template: str) -> list[str | None]:
     return texts
 
 
-def item_images(ds: Dataset, folder: str | Path | None = None, pattern: str = "{item}.jpg", field: str | None = None) -> list[Path | None]:
+def item_images(
+    ds: Dataset, folder: str | Path | None = None, pattern: str = "{item}.jpg", field: str | None = None
+) -> list[Path | None]:
     """Each item's image path: ``folder/pattern`` with the raw item id, or the path in ``item_meta[field]``.
 
     Items whose file does not exist get None (missing). A list value takes its first entry.
     """
     if (folder is None) == (field is None):
-        raise ModalRecError("give exactly one of an image folder (image.folder=...) or an item field holding paths (image.field=...)")
+        raise ModalRecError(
+            "give exactly one of an image folder (image.folder=...) or an item field holding paths (image.field=...)"
+        )
     paths: list[Path | None] = []
     if folder is not None:
         root = Path(folder).expanduser()
@@ -128,7 +132,7 @@ class Batch:
 def _batches(inputs: Sequence[Any], rows: list[int], batch_size: int, decode: Callable[[Any], Any] | None) -> Iterator[Batch]:
     """Batches of present inputs, decoded (images) on the way; a decoding error skips only that item."""
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
+        chunk = rows[start : start + batch_size]
         if decode is None:
             yield Batch(chunk, [inputs[r] for r in chunk], [])
             continue

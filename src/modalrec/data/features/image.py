@@ -104,7 +104,9 @@ class TimmEncoder(Encoder):
         self.architecture = model
         self.weights = Path(weights).expanduser() if weights else None
         self.name = f"timm:{model}"
-        self.version = f"{package_version('timm')}; " + (f"sha256:{file_fingerprint([self.weights])}" if self.weights else "timm-cache")
+        self.version = f"{package_version('timm')}; " + (
+            f"sha256:{file_fingerprint([self.weights])}" if self.weights else "timm-cache"
+        )
         self.model: Any = None
         self.transform: Any = None
 
@@ -136,7 +138,8 @@ class OpenClipEncoder(Encoder):
         super().__init__(device)
         if not weights or not Path(weights).expanduser().is_file():
             raise EncoderUnavailableError(
-                f"open_clip needs a local weights file ({weights!r} is not one): {modality}.encoder=open_clip:{arch}@/path/to/weights.bin"
+                f"open_clip needs a local weights file ({weights!r} is not one): "
+                f"{modality}.encoder=open_clip:{arch}@/path/to/weights.bin"
             )
         self.architecture = arch
         self.weights = Path(weights).expanduser()
@@ -181,6 +184,8 @@ def _open_clip(argument: str, modality: str, device: str, options: dict[str, Any
 
 
 for _n in "01234":
-    register_encoder(f"efficientnet-lite{_n}", ("image",), lambda a, m, d, o, n=_n: EfficientNetLiteEncoder(f"lite{n}", device=d, **o))
+    register_encoder(
+        f"efficientnet-lite{_n}", ("image",), lambda a, m, d, o, n=_n: EfficientNetLiteEncoder(f"lite{n}", device=d, **o)
+    )
 register_encoder("timm", ("image",), _timm)
 register_encoder("open_clip", ("image", "text"), _open_clip)

@@ -30,7 +30,9 @@ def _unit_rows(values: np.ndarray) -> np.ndarray:
 def _labels(ds: Dataset, field: str) -> list[set[str]]:
     """Each item's labels from a metadata column (a list column gives several)."""
     if field not in ds.item_meta:
-        raise ModalRecError(f"dataset '{ds.name}' has no item field '{field}'; its fields: {', '.join(sorted(ds.item_meta)) or '(none)'}")
+        raise ModalRecError(
+            f"dataset '{ds.name}' has no item field '{field}'; its fields: {', '.join(sorted(ds.item_meta)) or '(none)'}"
+        )
     out = []
     for value in ds.item_meta[field]:
         values = value if isinstance(value, (list, tuple)) else ([] if value is None else [value])
@@ -48,7 +50,9 @@ def nearest_neighbours(values: np.ndarray, mask: np.ndarray, queries: Sequence[i
     return order[:, :k]
 
 
-def neighbour_agreement(ds: Dataset, feature: str, field: str, k: int = 10, sample: int = 2000, seed: int = 0) -> dict[str, float]:
+def neighbour_agreement(
+    ds: Dataset, feature: str, field: str, k: int = 10, sample: int = 2000, seed: int = 0
+) -> dict[str, float]:
     """How often an item's ``k`` nearest neighbours share a ``field`` label with it, against random items.
 
     Measured on up to ``sample`` random items that have the feature and a label (``k`` shrinks on tiny sets).
@@ -68,7 +72,13 @@ def neighbour_agreement(ds: Dataset, feature: str, field: str, k: int = 10, samp
     share = lambda q, others: np.mean([bool(labels[q] & labels[o]) for o in others])  # noqa: E731
     knn = float(np.mean([share(q, row) for q, row in zip(queries.tolist(), neighbours.tolist())]))
     chance = float(np.mean([share(q, row) for q, row in zip(queries.tolist(), random_items.tolist())]))
-    return {"knn_share": knn, "random_share": chance, "lift": knn / chance if chance else float("nan"), "k": k, "queries": int(len(queries))}
+    return {
+        "knn_share": knn,
+        "random_share": chance,
+        "lift": knn / chance if chance else float("nan"),
+        "k": k,
+        "queries": int(len(queries)),
+    }
 
 
 def feature_summary(ds: Dataset, field: str | None = None, k: int = 10, seed: int = 0) -> list[dict[str, Any]]:
@@ -84,10 +94,18 @@ def feature_summary(ds: Dataset, field: str | None = None, k: int = 10, seed: in
         unit = _unit_rows(present) if present.size else present
         mean_cos = float(np.mean(np.sum(unit[pairs[:, 0]] * unit[pairs[:, 1]], axis=1))) if len(present) > 1 else float("nan")
         row = {
-            "feature": name, "dim": f.dim, "present": int(mask.sum()), "items": int(mask.size),
+            "feature": name,
+            "dim": f.dim,
+            "present": int(mask.sum()),
+            "items": int(mask.size),
             "coverage": float(mask.mean()) if mask.size else 0.0,
-            "norm_mean": float(norms.mean()), "norm_std": float(norms.std()), "norm_min": float(norms.min()), "norm_max": float(norms.max()),
-            "mean_cosine": mean_cos, "encoder": f.provenance.get("encoder", "unknown"), "fill": f.provenance.get("fill", "?"),
+            "norm_mean": float(norms.mean()),
+            "norm_std": float(norms.std()),
+            "norm_min": float(norms.min()),
+            "norm_max": float(norms.max()),
+            "mean_cosine": mean_cos,
+            "encoder": f.provenance.get("encoder", "unknown"),
+            "fill": f.provenance.get("fill", "?"),
             "skipped_unreadable": f.provenance.get("skipped_unreadable", 0),
         }
         if field is not None:
@@ -160,12 +178,16 @@ def plot_features(
     names = list(features or ds.features)
     missing = [n for n in names if n not in ds.features]
     if not names or missing:
-        raise ModalRecError(f"dataset '{ds.name}' has features {list(ds.features) or '(none)'}; cannot plot {missing or 'nothing'}")
+        raise ModalRecError(
+            f"dataset '{ds.name}' has features {list(ds.features) or '(none)'}; cannot plot {missing or 'nothing'}"
+        )
     queries = list(queries) if queries is not None else default_queries(ds, 4)
     if color_by is not None:
         _labels(ds, color_by)  # a clear error for an unknown field
         colours, legend = _colour_labels(ds, color_by)
-    fig, axes = plt.subplots(2, len(names), figsize=(7.5 * len(names), 11.5), squeeze=False, gridspec_kw={"height_ratios": [3, 2]})
+    fig, axes = plt.subplots(
+        2, len(names), figsize=(7.5 * len(names), 11.5), squeeze=False, gridspec_kw={"height_ratios": [3, 2]}
+    )
     palette = plt.get_cmap("tab10")
     for column, name in enumerate(names):
         f = ds.features[name]
@@ -179,7 +201,15 @@ def plot_features(
             for index, label in enumerate(legend):
                 pick = present_labels == label
                 colour = "lightgrey" if label == "other" else palette(index % 10)
-                ax.scatter(coords[pick, 0], coords[pick, 1], s=4, alpha=0.7, color=colour, label=f"{label} ({int(pick.sum())})", linewidths=0)
+                ax.scatter(
+                    coords[pick, 0],
+                    coords[pick, 1],
+                    s=4,
+                    alpha=0.7,
+                    color=colour,
+                    label=f"{label} ({int(pick.sum())})",
+                    linewidths=0,
+                )
             ax.legend(markerscale=4, fontsize=8, loc="best", title=f"first {color_by}", title_fontsize=8)
         encoder = f.provenance.get("encoder", "unknown encoder")
         ax.set_title(f"{name}: {encoder}, {f.dim}-d, {int(mask.sum())}/{mask.size} items ({method.upper()})", fontsize=10)
@@ -208,12 +238,16 @@ def image_paths(ds: Dataset, feature: str) -> list[Path | None]:
     provenance = ds.features[feature].provenance
     folder = provenance.get("image_folder")
     if not folder or not Path(folder).is_dir():
-        raise ModalRecError(f"feature '{feature}' records no readable image folder ({folder!r}); a contact sheet needs the images")
+        raise ModalRecError(
+            f"feature '{feature}' records no readable image folder ({folder!r}); a contact sheet needs the images"
+        )
     pattern = provenance.get("pattern", "{item}.jpg")
     return [Path(folder) / pattern.format(item=raw) for raw in ds.item_ids.tolist()]
 
 
-def contact_sheet(ds: Dataset, feature: str, out: str | Path, queries: Sequence[int] | None = None, k: int = 6, thumb: int = 120) -> Path:
+def contact_sheet(
+    ds: Dataset, feature: str, out: str | Path, queries: Sequence[int] | None = None, k: int = 6, thumb: int = 120
+) -> Path:
     """A grid image: each query item's picture, then its ``k`` nearest neighbours' pictures in ``feature``."""
     from modalrec.data.features.encoders import require
     from modalrec.data.features.image import read_image, square_crop

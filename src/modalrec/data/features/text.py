@@ -93,8 +93,11 @@ class SentenceTransformerEncoder(Encoder):
 
     def encode_batch(self, items: Sequence[str]) -> np.ndarray:
         return self.model.encode(
-            list(items), batch_size=len(items), convert_to_numpy=True,
-            normalize_embeddings=self.normalize, show_progress_bar=False,
+            list(items),
+            batch_size=len(items),
+            convert_to_numpy=True,
+            normalize_embeddings=self.normalize,
+            show_progress_bar=False,
         )
 
 

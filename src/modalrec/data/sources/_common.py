@@ -174,8 +174,17 @@ def read_separated(
     for dtypes in (typed, object):
         try:
             frame = pd.read_csv(
-                io.BytesIO(raw), sep=sep.decode(), header=None, skiprows=header_lines, names=names, dtype=dtypes,
-                quoting=csv.QUOTE_NONE, keep_default_na=False, na_values=[], encoding=encoding, engine="c",
+                io.BytesIO(raw),
+                sep=sep.decode(),
+                header=None,
+                skiprows=header_lines,
+                names=names,
+                dtype=dtypes,
+                quoting=csv.QUOTE_NONE,
+                keep_default_na=False,
+                na_values=[],
+                encoding=encoding,
+                engine="c",
             )
             break
         except pd.errors.ParserError:
@@ -189,13 +198,17 @@ def read_separated(
         if bad is not None:
             line, count = bad
             shown = sep.decode().replace("\t", "tab").replace("\x1f", "'::'")
-            raise DataFormatError(path, f"row has {count} {shown}-separated fields, expected {len(names)} ({', '.join(names)})", line=line)
+            raise DataFormatError(
+                path, f"row has {count} {shown}-separated fields, expected {len(names)} ({', '.join(names)})", line=line
+            )
     if frame is None:
         raise DataFormatError(path, f"could not be parsed as {len(names)} separated columns ({', '.join(names)})")
     return frame
 
 
-def to_floats(frame: pd.DataFrame, column: str, path: Path, raw: bytes, header_lines: int, allow_missing: bool = False) -> np.ndarray:
+def to_floats(
+    frame: pd.DataFrame, column: str, path: Path, raw: bytes, header_lines: int, allow_missing: bool = False
+) -> np.ndarray:
     """A column as float64; a cell that is not a number (or empty, unless allowed) names its line."""
     cells = frame[column]
     if cells.dtype == np.float64:
@@ -204,5 +217,7 @@ def to_floats(frame: pd.DataFrame, column: str, path: Path, raw: bytes, header_l
     bad = np.isnan(values) & ((cells != "").to_numpy() | (not allow_missing))
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataFormatError(path, f"column '{column}' needs a number, got '{cells.iloc[row]}'", line=line_of_record(raw, row, header_lines))
+        raise DataFormatError(
+            path, f"column '{column}' needs a number, got '{cells.iloc[row]}'", line=line_of_record(raw, row, header_lines)
+        )
     return values

@@ -94,8 +94,13 @@ def _item_meta(meta_path: Path, version: int, item_ids: np.ndarray) -> dict[str,
     layout = LAYOUTS[version]
     rows = {raw: i for i, raw in enumerate(item_ids.tolist())}
     n = len(item_ids)
-    meta: dict[str, list] = {"title": [None] * n, "brand": [None] * n, "categories": [[] for _ in range(n)],
-                             "description": [None] * n, "image_urls": [[] for _ in range(n)]}
+    meta: dict[str, list] = {
+        "title": [None] * n,
+        "brand": [None] * n,
+        "categories": [[] for _ in range(n)],
+        "description": [None] * n,
+        "image_urls": [[] for _ in range(n)],
+    }
     for line, record in _records(meta_path):
         raw = record.get(layout.meta_item)
         if raw is None:
@@ -138,12 +143,20 @@ def read_amazon(reviews: str | Path, meta: str | Path | None = None, version: in
             ratings.append(float(record[layout.rating]))
             times.append(float(record[layout.time]) * layout.seconds_per_time_unit)
         except KeyError as err:
-            raise DataFormatError(reviews, f"review lacks field {err.args[0]!r} of the {version} release (fields: {sorted(record)})", line=line) from err
+            raise DataFormatError(
+                reviews, f"review lacks field {err.args[0]!r} of the {version} release (fields: {sorted(record)})", line=line
+            ) from err
         except (TypeError, ValueError) as err:
             raise DataFormatError(reviews, f"rating and time must be numbers ({err})", line=line) from err
     name = reviews.name.split(".")[0]
-    ds = build_dataset(name, reviews, np.array(users, dtype=object), np.array(items, dtype=object),
-                       timestamp=np.array(times), rating=np.array(ratings))
+    ds = build_dataset(
+        name,
+        reviews,
+        np.array(users, dtype=object),
+        np.array(items, dtype=object),
+        timestamp=np.array(times),
+        rating=np.array(ratings),
+    )
     details: dict[str, Any] = {"version": version}
     if meta is not None:
         meta_path = require_file(Path(meta), "Amazon metadata file")

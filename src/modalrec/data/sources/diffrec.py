@@ -32,7 +32,9 @@ def _load_pairs(path: Path) -> np.ndarray:
         raise DataFormatError(path, f"not a readable .npy array ({err})") from err
     if pairs.ndim != 2 or pairs.shape[1] != 2:
         raise DataFormatError(path, f"expected an int array of shape [n, 2] (user, item), got shape {list(pairs.shape)}")
-    if not np.issubdtype(pairs.dtype, np.integer) and (not np.issubdtype(pairs.dtype, np.floating) or not np.all(pairs == np.floor(pairs))):
+    if not np.issubdtype(pairs.dtype, np.integer) and (
+        not np.issubdtype(pairs.dtype, np.floating) or not np.all(pairs == np.floor(pairs))
+    ):
         raise DataFormatError(path, f"expected integer ids, got dtype {pairs.dtype}")
     pairs = pairs.astype(np.int64)
     if pairs.size and pairs.min() < 0:
@@ -58,7 +60,9 @@ def read_diffrec(directory: str | Path, name: str | None = None) -> Dataset:
         embedding = np.load(emb_path, allow_pickle=False)
         if embedding.ndim != 2 or embedding.shape[0] < n_items:
             raise DataFormatError(
-                emb_path, f"expected a [n_items, dim] matrix with n_items >= {n_items} (largest item id + 1), got shape {list(embedding.shape)}"
+                emb_path,
+                f"expected a [n_items, dim] matrix with n_items >= {n_items} (largest item id + 1), got shape "
+                f"{list(embedding.shape)}",
             )
         n_items = embedding.shape[0]
     ds = build_dataset(

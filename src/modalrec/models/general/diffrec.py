@@ -118,15 +118,23 @@ class DiffRec(DiffusionObjective, GeneralRecommender):
 
     train_view: ClassVar[str] = "users"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 400, "epochs": 100, "patience": 10}
-    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-5, 1e-3), "model.noise_scale": ("log", 1e-4, 1e-1), "model.steps": ("choice", [5, 20, 40, 100])}
+    search_space: ClassVar[dict] = {
+        "train.lr": ("log", 1e-5, 1e-3),
+        "model.noise_scale": ("log", 1e-4, 1e-1),
+        "model.steps": ("choice", [5, 20, 40, 100]),
+    }
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         check_diffusion_config(self.name, config)
         self.train_matrix = ctx.train
-        self.diffusion = GaussianDiffusion(config.steps, config.schedule, config.noise_scale, config.noise_min, config.noise_max, config.beta0)
+        self.diffusion = GaussianDiffusion(
+            config.steps, config.schedule, config.noise_scale, config.noise_min, config.noise_max, config.beta0
+        )
         self.sampler = ImportanceSampler(config.steps)
-        self.denoiser = Denoiser(self.n_items, config.dims, time_dim=config.time_dim, act=config.act, dropout=config.dropout, norm=config.norm)
+        self.denoiser = Denoiser(
+            self.n_items, config.dims, time_dim=config.time_dim, act=config.act, dropout=config.dropout, norm=config.norm
+        )
 
     def loss(self, batch: Batch) -> torch.Tensor:
         return self.diffusion_loss(batch["rows"])[0]

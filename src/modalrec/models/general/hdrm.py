@@ -24,8 +24,9 @@ generator seeded by ``eval_seed`` and the chunk's first user, so evaluation is r
 
 One run does both stages: the model declares stage 1 (:meth:`stages`) and the experiment layer, with
 ``stage1_run`` empty, first trains an ``hgcf`` run in ``<run>/stage1`` (selected on validation like any
-run); otherwise it loads that run's selected checkpoint; :meth:`load_stage` takes its embeddings, refusing a run of another model, another train split or another width. A model that was
-never prepared refuses to train or score (never a silent random encoder, spec 8.2 item 1).
+run); otherwise it loads that run's selected checkpoint; :meth:`load_stage` takes its embeddings, refusing a
+run of another model, another train split or another width. A model that was never prepared refuses to train
+or score (never a silent random encoder, spec 8.2 item 1).
 
 Beyond the code (flags, faithful defaults): ``rescale`` scales f's output to the norm of the vector it
 is blended with (the spec's measurement: f's outputs are ~13x the user vectors, so the 5 % blend moves
@@ -87,7 +88,8 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         layers: NonNegative = 3  # stage-1 propagation layers
         curvature: float = 1.0  # c (K = 1/c)
         stage1_margin: float = 0.1  # margin of the stage-1 loss (the ML-1M checkpoint name says 0.1)
-        stage1_epochs: int = 60  # stage-1 epochs when trained here (validation selects the epoch); sized so both stages fit 30 min on 2 CPU cores
+        # stage-1 epochs when trained here (validation selects the epoch); sized so both stages fit 30 min on 2 CPU cores
+        stage1_epochs: int = 60
         stage1_lr: float = 1e-3  # Riemannian SGD learning rate of stage 1
         stage1_weight_decay: float = 1e-3  # stage-1 weight decay
         stage1_batch_size: int = 10_000  # stage-1 triples per step
@@ -112,13 +114,20 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         blend: float = 0.05  # e of z^ = (1 - e) z + e f(.)
         restrict: bool = False  # directional noise, the paper's structural restriction (off in every release)
         rescale: bool = False  # not in the paper: scale f(.) to the blended vector's norm before blending
-        mode: Annotated[str, Check(choices=MODES)] = "faithful"  # faithful (the release's stage-2 loss) | denoise (unblended x0 loss, inference-consistent ranking; docs/hdrm.md)
-        x0_weight: Annotated[float, Check(ge=0)] = 1.0  # denoise mode: weight of the unblended x0 loss next to the (mean) margin loss
+        # faithful (the release's stage-2 loss) | denoise (unblended x0 loss, inference-consistent ranking; docs/hdrm.md)
+        mode: Annotated[str, Check(choices=MODES)] = "faithful"
+        # denoise mode: weight of the unblended x0 loss next to the (mean) margin loss
+        x0_weight: Annotated[float, Check(ge=0)] = 1.0
         eval_seed: int = 0  # seeds the initial noise of inference
 
     train_view: ClassVar[str] = "triples"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 20_000, "epochs": 10, "eval_every": 5, "patience": 6}
-    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "model.alpha": ("float", 0.0, 0.5), "model.blend": ("float", 0.0, 0.3), "model.steps": ("choice", [10, 50, 100])}
+    search_space: ClassVar[dict] = {
+        "train.lr": ("log", 1e-4, 1e-2),
+        "model.alpha": ("float", 0.0, 0.5),
+        "model.blend": ("float", 0.0, 0.3),
+        "model.steps": ("choice", [10, 50, 100]),
+    }
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
@@ -126,12 +135,24 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
             if not 0.0 <= getattr(config, key) <= 1.0:
                 raise ConfigError(f"hdrm: {key} must be in [0, 1], got {getattr(config, key)}")
         if config.dim < 2 or config.sampling_steps < 0:
-            raise ConfigError(f"hdrm: need dim >= 2 and sampling_steps >= 0, got dim={config.dim}, sampling_steps={config.sampling_steps}")
+            raise ConfigError(
+                f"hdrm: need dim >= 2 and sampling_steps >= 0, got dim={config.dim}, sampling_steps={config.sampling_steps}"
+            )
         self.manifold = Lorentz(1.0 / config.curvature)
-        self.diffusion = GaussianDiffusion(config.steps, config.schedule, config.noise_scale, config.noise_min, config.noise_max, config.beta0)
+        self.diffusion = GaussianDiffusion(
+            config.steps, config.schedule, config.noise_scale, config.noise_min, config.noise_max, config.beta0
+        )
 
         def make() -> Denoiser:
-            return Denoiser(config.dim, config.dims, cond_dim=config.dim, time_dim=config.time_dim, act=config.act, dropout=config.dropout, norm=config.norm)
+            return Denoiser(
+                config.dim,
+                config.dims,
+                cond_dim=config.dim,
+                time_dim=config.time_dim,
+                act=config.act,
+                dropout=config.dropout,
+                norm=config.norm,
+            )
 
         self.f_item = make()
         self.f_user = make() if config.mode == "faithful" else None  # only the faithful loss trains it; inference never uses it
@@ -151,8 +172,13 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         c = self.config
         encoder = HGCF.Config(dim=c.dim, layers=c.layers, margin=c.stage1_margin, curvature=c.curvature)
         train = {
-            "epochs": c.stage1_epochs, "lr": c.stage1_lr, "weight_decay": c.stage1_weight_decay, "batch_size": c.stage1_batch_size,
-            "eval_every": c.stage1_eval_every, "patience": c.stage1_patience, "scheduler": "none",
+            "epochs": c.stage1_epochs,
+            "lr": c.stage1_lr,
+            "weight_decay": c.stage1_weight_decay,
+            "batch_size": c.stage1_batch_size,
+            "eval_every": c.stage1_eval_every,
+            "patience": c.stage1_patience,
+            "scheduler": "none",
             "amp": False,  # train.amp is for the stage-2 denoisers; hyperbolic maths stays in float32
         }
         return [Stage(STAGE1_DIR, {"name": HGCF.name, **dataclasses.asdict(encoder)}, train, source=c.stage1_run)]
@@ -164,10 +190,14 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
     def load_stage1(self, encoder: torch.nn.Module, encoder_ctx: DataContext, ctx: DataContext, source: str) -> None:
         """Cache the tangent embeddings of a trained HGCF after checking it was trained on this data."""
         if not isinstance(encoder, HGCF):
-            raise CheckpointError(f"hdrm: stage1_run {source} is a '{getattr(encoder, 'name', type(encoder).__name__)}' run; it must be an 'hgcf' run")
+            raise CheckpointError(
+                f"hdrm: stage1_run {source} is a '{getattr(encoder, 'name', type(encoder).__name__)}' run; it must be an 'hgcf' "
+                "run"
+            )
         if (encoder_ctx.n_users, encoder_ctx.n_items) != (ctx.n_users, ctx.n_items) or (encoder_ctx.train != ctx.train).nnz:
             raise CheckpointError(
-                f"hdrm: stage1_run {source} was trained on other data ({encoder_ctx.n_users} users x {encoder_ctx.n_items} items, "
+                f"hdrm: stage1_run {source} was trained on other data ({encoder_ctx.n_users} users x {encoder_ctx.n_items} "
+                "items, "
                 f"{encoder_ctx.train.nnz} train pairs) than this run ({ctx.n_users} x {ctx.n_items}, {ctx.train.nnz}); "
                 "train stage 1 on the same dataset and split, or leave model.stage1_run empty"
             )
@@ -222,7 +252,8 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         return {"loss": (1 - c.alpha) * rank + c.alpha * recon, "rank": rank, "recon": recon, **norms}
 
     def denoise_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """``mode=denoise``: L_rank(q_u; raw z_p, raw z_n) + x0_weight * ||f_item(z_p^t | z_u) - z_p||^2 (means over the batch)."""
+        """``mode=denoise``: L_rank(q_u; raw z_p, raw z_n) + x0_weight * ||f_item(z_p^t | z_u) - z_p||^2 (means over the
+        batch)."""
         c, m = self.config, self.manifold
         users = batch["users"]
         z_u, z_p, z_n = self.z_users[users], self.z_items[batch["pos"]], self.z_items[batch["neg"]]
@@ -256,7 +287,9 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
         t_last = torch.full((len(users),), c.steps - 1, dtype=torch.long, device=z_u.device)
         x = self.diffusion.q_sample(x_start, t_last, noise, directional=c.restrict)
-        return self.diffusion.reverse(x, lambda x_t, t: self.f_item(x_t, t, cond=z_u), c.sampling_steps, c.sampling_noise, generator)
+        return self.diffusion.reverse(
+            x, lambda x_t, t: self.f_item(x_t, t, cond=z_u), c.sampling_steps, c.sampling_noise, generator
+        )
 
     def denoise_users(self, users: torch.Tensor) -> torch.Tensor:
         """Final tangent vectors [B, D] of ``users``: the blend of z_u with :meth:`generate`."""
@@ -294,7 +327,9 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         seen = torch.as_tensor(ctx.train[users_np].toarray() > 0, device=device)
         top = []
         for q in (query, z_u):
-            scores = self.score_items(self.manifold.expmap0(q.double()).float(), slice(0, self.n_items)).masked_fill(seen, -torch.inf)
+            scores = self.score_items(self.manifold.expmap0(q.double()).float(), slice(0, self.n_items)).masked_fill(
+                seen, -torch.inf
+            )
             top.append(scores.topk(min(20, self.n_items), dim=1).indices)
         overlap = (top[0].unsqueeze(2) == top[1].unsqueeze(1)).any(2).float().mean()
         generator = torch.Generator(device=device).manual_seed(c.eval_seed + 1)

@@ -67,8 +67,19 @@ class HGCF(ScoringCache, HyperbolicScorer, GeneralRecommender):
         momentum: float = 0.95  # momentum of Riemannian SGD
 
     train_view: ClassVar[str] = "triples"
-    train_defaults: ClassVar[dict] = {"lr": 1e-3, "weight_decay": 1e-3, "batch_size": 10_000, "epochs": 500, "eval_every": 5, "patience": 10}
-    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "train.weight_decay": ("log", 1e-5, 1e-2), "model.margin": ("float", 0.05, 0.5)}
+    train_defaults: ClassVar[dict] = {
+        "lr": 1e-3,
+        "weight_decay": 1e-3,
+        "batch_size": 10_000,
+        "epochs": 500,
+        "eval_every": 5,
+        "patience": 10,
+    }
+    search_space: ClassVar[dict] = {
+        "train.lr": ("log", 1e-4, 1e-2),
+        "train.weight_decay": ("log", 1e-5, 1e-2),
+        "model.margin": ("float", 0.05, 0.5),
+    }
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
@@ -85,7 +96,9 @@ class HGCF(ScoringCache, HyperbolicScorer, GeneralRecommender):
         return self.manifold.expmap0(torch.empty(n, self.config.dim).uniform_(-s, s))
 
     def configure_optimizer(self, train: Any) -> torch.optim.Optimizer:
-        return geoopt.optim.RiemannianSGD(self.parameters(), lr=train.lr, momentum=self.config.momentum, weight_decay=train.weight_decay)
+        return geoopt.optim.RiemannianSGD(
+            self.parameters(), lr=train.lr, momentum=self.config.momentum, weight_decay=train.weight_decay
+        )
 
     # ----------------------------------------------------------------- encoder
     def tangent_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +115,9 @@ class HGCF(ScoringCache, HyperbolicScorer, GeneralRecommender):
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         h_u, h_i = self.embeddings()
-        margin = hyperbolic_margin_loss(self.manifold, h_u[batch["users"]], h_i[batch["pos"]], h_i[batch["neg"]], self.config.margin)
+        margin = hyperbolic_margin_loss(
+            self.manifold, h_u[batch["users"]], h_i[batch["pos"]], h_i[batch["neg"]], self.config.margin
+        )
         return {"loss": margin}
 
     # ----------------------------------------------------------------- scoring

@@ -32,7 +32,9 @@ from modalrec.models.base import Batch, GeneralRecommender, register
 from modalrec.nn.knn import chunked_topk
 
 
-def cosine_topk(train_csr: sp.spmatrix, k: int, shrink: float = 0.0, chunk_budget: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+def cosine_topk(
+    train_csr: sp.spmatrix, k: int, shrink: float = 0.0, chunk_budget: int = 1 << 24
+) -> tuple[np.ndarray, np.ndarray]:
     """Each item's ``k`` most cosine-similar other items: (index [n_items, k] int64, weight [n_items, k] float32).
 
     Rows are ordered by decreasing similarity; items with fewer than ``k`` positive similarities

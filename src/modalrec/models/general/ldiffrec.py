@@ -89,7 +89,8 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
         cluster_feature: str = "item_emb"  # ctx feature clustered by k-means, or "svd" (train-matrix factors)
         cluster_seed: int = 0  # k-means seed
         in_dims: list[int] = field(default_factory=lambda: [300])  # encoder sizes; the last is the latent size
-        decoder: Annotated[str, Check(choices=DECODERS)] = "linear"  # linear: one Linear(latent -> I) (the release) | per_cluster: one MLP per cluster mirroring its encoder
+        # linear: one Linear(latent -> I) (the release) | per_cluster: one MLP per cluster mirroring its encoder
+        decoder: Annotated[str, Check(choices=DECODERS)] = "linear"
         ae_act: str = "tanh"  # autoencoder activation (after every encoder layer, the last included)
         ae_dropout: float = 0.1  # dropout on the encoder input
         ae_lr: float = 1e-3  # autoencoder learning rate (ML-1M clean release; the denoiser uses train.lr)
@@ -118,13 +119,21 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
     train_view: ClassVar[str] = "users"
     # the release: lr2 = 5e-4, batch 400, up to 1000 epochs validated every 5, stop 20 epochs after the best
     train_defaults: ClassVar[dict] = {"lr": 5e-4, "batch_size": 400, "epochs": 1000, "eval_every": 5, "patience": 4}
-    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-5, 1e-3), "model.n_cate": ("int", 1, 5), "model.noise_scale": ("log", 1e-4, 1e-1), "model.steps": ("choice", [5, 20, 40, 100])}
+    search_space: ClassVar[dict] = {
+        "train.lr": ("log", 1e-5, 1e-3),
+        "model.n_cate": ("int", 1, 5),
+        "model.noise_scale": ("log", 1e-4, 1e-1),
+        "model.steps": ("choice", [5, 20, 40, 100]),
+    }
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         check_diffusion_config(self.name, config)
         if not config.in_dims or config.n_cate < 1 or config.n_cate > self.n_items:
-            raise ConfigError(f"ldiffrec: need non-empty in_dims and 1 <= n_cate <= n_items, got in_dims={config.in_dims}, n_cate={config.n_cate}")
+            raise ConfigError(
+                f"ldiffrec: need non-empty in_dims and 1 <= n_cate <= n_items, got in_dims={config.in_dims}, "
+                f"n_cate={config.n_cate}"
+            )
         self.train_matrix = ctx.train
         labels = self._clusters(ctx)
         groups = [np.flatnonzero(labels == c) for c in range(config.n_cate)]
@@ -137,7 +146,9 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
         if config.ae_act not in Denoiser.ACTIVATIONS:
             raise ConfigError(f"ldiffrec: ae_act must be one of {', '.join(Denoiser.ACTIVATIONS)}, got {config.ae_act!r}")
         act = Denoiser.ACTIVATIONS[config.ae_act]
-        self.encoders = nn.ModuleList(mlp([n, *dims[:-1], 2 * dims[-1]], act, last_act=True) for n, dims in zip(self.group_sizes, latent))
+        self.encoders = nn.ModuleList(
+            mlp([n, *dims[:-1], 2 * dims[-1]], act, last_act=True) for n, dims in zip(self.group_sizes, latent)
+        )
         if config.decoder == "per_cluster":
             self.decoders = nn.ModuleList(mlp([dims[-1], *dims[-2::-1], n], act) for n, dims in zip(self.group_sizes, latent))
         else:
@@ -147,9 +158,18 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
                 nn.init.xavier_normal_(layer.weight)
                 nn.init.zeros_(layer.bias)
         self.ae_drop = nn.Dropout(config.ae_dropout)
-        self.diffusion = GaussianDiffusion(config.steps, config.schedule, config.noise_scale, config.noise_min, config.noise_max, config.beta0)
+        self.diffusion = GaussianDiffusion(
+            config.steps, config.schedule, config.noise_scale, config.noise_min, config.noise_max, config.beta0
+        )
         self.sampler = ImportanceSampler(config.steps)
-        self.denoiser = Denoiser(sum(self.latent_sizes), config.dims, time_dim=config.time_dim, act=config.act, dropout=config.dropout, norm=config.norm)
+        self.denoiser = Denoiser(
+            sum(self.latent_sizes),
+            config.dims,
+            time_dim=config.time_dim,
+            act=config.act,
+            dropout=config.dropout,
+            norm=config.norm,
+        )
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.epoch = 0  # set by before_epoch; the diffusion weight decays per epoch
 
@@ -159,7 +179,9 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
         sizes = [[max(1, int(d * n / self.n_items)) for d in in_dims] for n in self.group_sizes[:-1]]
         last = [d - sum(group[j] for group in sizes) for j, d in enumerate(in_dims)]
         if min(last) < 1:
-            raise ConfigError(f"ldiffrec: in_dims={in_dims} are too small for {len(self.group_sizes)} item clusters; raise them or lower n_cate")
+            raise ConfigError(
+                f"ldiffrec: in_dims={in_dims} are too small for {len(self.group_sizes)} item clusters; raise them or lower n_cate"
+            )
         return [*sizes, last]
 
     def _clusters(self, ctx: DataContext) -> np.ndarray:
@@ -181,10 +203,12 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
 
     def configure_optimizer(self, train: Any) -> torch.optim.Optimizer:
         autoencoder = [*self.encoders.parameters(), *self.decoders.parameters()]
-        return torch.optim.Adam([
-            {"params": autoencoder, "lr": self.config.ae_lr},
-            {"params": self.denoiser.parameters(), "lr": train.lr, "weight_decay": train.weight_decay},
-        ])
+        return torch.optim.Adam(
+            [
+                {"params": autoencoder, "lr": self.config.ae_lr},
+                {"params": self.denoiser.parameters(), "lr": train.lr, "weight_decay": train.weight_decay},
+            ]
+        )
 
     # ----------------------------------------------------------------- autoencoder
     def encode_latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -192,7 +216,9 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
         item order: the reconstruction target, as the release), latents concatenated."""
         dropped = self.ae_drop(x)
         mus, logvars = [], []
-        for encoder, part, size in zip(self.encoders, dropped[:, self.category_map].split(self.group_sizes, dim=1), self.latent_sizes):
+        for encoder, part, size in zip(
+            self.encoders, dropped[:, self.category_map].split(self.group_sizes, dim=1), self.latent_sizes
+        ):
             h = encoder(part)
             mus.append(h[:, :size])
             logvars.append(h[:, size:])

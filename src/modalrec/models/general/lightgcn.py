@@ -50,7 +50,12 @@ class LightGCN(ScoringCache, EmbeddingScorer, GeneralRecommender):
 
     train_view: ClassVar[str] = "triples"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 2048, "epochs": 300, "patience": 20}
-    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "model.layers": ("int", 1, 4), "model.reg": ("log", 1e-6, 1e-2), "model.dim": ("choice", [32, 64, 128])}
+    search_space: ClassVar[dict] = {
+        "train.lr": ("log", 1e-4, 1e-2),
+        "model.layers": ("int", 1, 4),
+        "model.reg": ("log", 1e-6, 1e-2),
+        "model.dim": ("choice", [32, 64, 128]),
+    }
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)

@@ -111,4 +111,10 @@ class BM3(MultimodalRecommender):
         else:
             prior = c.reg * embedding_l2(len(u), h_u, h_i)
         contrast = c.cl_weight * (align + mask)
-        return {"loss": reconstruction + contrast + prior, "reconstruction": reconstruction, "align": align, "mask": mask, "reg": prior}
+        return {
+            "loss": reconstruction + contrast + prior,
+            "reconstruction": reconstruction,
+            "align": align,
+            "mask": mask,
+            "reg": prior,
+        }

@@ -114,6 +114,9 @@ class DMRL(MultimodalRecommender):
         all_items = self.cached_state()[1]
         start, stop, _ = items.indices(self.n_items)
         return torch.cat(
-            [self.preference(query, all_items[s : min(s + SCORE_ITEM_CHUNK, stop)]) for s in range(start, stop, SCORE_ITEM_CHUNK)],
+            [
+                self.preference(query, all_items[s : min(s + SCORE_ITEM_CHUNK, stop)])
+                for s in range(start, stop, SCORE_ITEM_CHUNK)
+            ],
             dim=1,
         )

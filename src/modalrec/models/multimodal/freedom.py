@@ -99,7 +99,8 @@ class FREEDOM(MultimodalRecommender):
         n_keep = max(1, int(len(self.edge_users) * (1 - self.config.prune)))
         keep = torch.multinomial(self.edge_probability, n_keep, replacement=False).numpy()
         kept = sp.csr_matrix(
-            (np.ones(n_keep, dtype=np.float32), (self.edge_users[keep], self.edge_items[keep])), shape=(self.n_users, self.n_items)
+            (np.ones(n_keep, dtype=np.float32), (self.edge_users[keep], self.edge_items[keep])),
+            shape=(self.n_users, self.n_items),
         )
         graph = bipartite_adjacency(kept, self.n_users, self.n_items, norm="sym")
         self.pruned = tuple(t.to(self.adjacency.device) for t in sparse_graph(graph))

@@ -103,7 +103,9 @@ class GRCN(MultimodalRecommender):
         while len(ids) < n_layers + 1:
             ids.append(convolve(*ids[-1]))
         return (
-            torch.cat([torch.stack([u for u, _ in ids]).mean(0), users[:, d:] + hop_u[:, d:]], dim=1),  # modality parts: node + one hop
+            torch.cat(
+                [torch.stack([u for u, _ in ids]).mean(0), users[:, d:] + hop_u[:, d:]], dim=1
+            ),  # modality parts: node + one hop
             torch.cat([torch.stack([i for _, i in ids]).mean(0), items[:, d:] + hop_i[:, d:]], dim=1),
         )
 

@@ -67,7 +67,9 @@ class LGMRec(MultimodalRecommender):
         d = config.dim
         self.id_embeddings(d)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], d) for f in self.features)  # W_m
-        self.hyperedge_keys = nn.ParameterList(nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, config.hyperedges))) for _ in self.features)  # V^m
+        self.hyperedge_keys = nn.ParameterList(
+            nn.Parameter(nn.init.xavier_uniform_(torch.empty(d, config.hyperedges))) for _ in self.features
+        )  # V^m
         self.register_user_item_graph(ctx)
         self.register_user_item_graph(ctx, norm="row", name="mean_adjacency")
 
@@ -86,7 +88,9 @@ class LGMRec(MultimodalRecommender):
         local, global_parts = collaborative, []
         for proj, keys, f in zip(self.projections, self.hyperedge_keys, self.features):
             items = proj(f)
-            local = local + F.normalize(self._lightgcn(torch.cat([self._users_from_items(items), items]), c.modality_layers), dim=1)
+            local = local + F.normalize(
+                self._lightgcn(torch.cat([self._users_from_items(items), items]), c.modality_layers), dim=1
+            )
             logits = items @ keys  # [n_items, A]
             h_items = F.gumbel_softmax(logits, tau=c.tau, dim=1) if self.training else torch.softmax(logits / c.tau, dim=1)
             h_users = self._users_from_items(h_items)
@@ -108,7 +112,9 @@ class LGMRec(MultimodalRecommender):
         final = local + c.alpha * F.normalize(global_, dim=1)
         ranking = self.bpr_terms(final[: self.n_users], final[self.n_users :], batch)
         nodes = torch.cat([torch.unique(batch["users"]), torch.unique(batch["pos"]) + self.n_users])
-        contrast = sum((info_nce(a[nodes], b[nodes], c.temperature, symmetric=True) for a, b in combinations(parts, 2)), local.new_zeros(()))
+        contrast = sum(
+            (info_nce(a[nodes], b[nodes], c.temperature, symmetric=True) for a, b in combinations(parts, 2)), local.new_zeros(())
+        )
         contrast = c.cl_weight * contrast
         prior = c.reg * self.l2_terms(batch, self.user_embedding, self.item_embedding)
         return {"loss": ranking + contrast + prior, "bpr": ranking, "contrast": contrast, "reg": prior}

@@ -71,7 +71,9 @@ class MICRO(RefreshedItemGraph, MultimodalRecommender):
     def item_views(self) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(h^m per modality, fused h) (Secs. 4.1-4.2)."""
         views = [
-            self.item_graph.propagate(self.item_graph.modality_graph(m, self.features), self.item_embedding.weight, self.config.item_layers)
+            self.item_graph.propagate(
+                self.item_graph.modality_graph(m, self.features), self.item_embedding.weight, self.config.item_layers
+            )
             for m in range(len(self.features))
         ]
         stacked = torch.stack(views)  # [M, n_items, d]

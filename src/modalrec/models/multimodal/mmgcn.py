@@ -48,7 +48,9 @@ class ModalityGCN(nn.Module):
         self.self_transform = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))  # W2
         self.combine = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))  # W3
 
-    def forward(self, adjacency: torch.Tensor, adjacency_t: torch.Tensor, features: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, adjacency: torch.Tensor, adjacency_t: torch.Tensor, features: torch.Tensor, ids: torch.Tensor
+    ) -> torch.Tensor:
         h = F.normalize(torch.cat([self.preference, self.projection(features)]), dim=1)
         for w1, w2, w3 in zip(self.aggregate, self.self_transform, self.combine):
             neighbours = F.leaky_relu(w1(propagate(adjacency, h, 1, adj_t=adjacency_t)[-1]))  # Eqs. 2-3
@@ -77,7 +79,9 @@ class MMGCN(MultimodalRecommender):
             raise ConfigError(f"mmgcn: need dim >= 1 and layers >= 1, got dim={config.dim}, layers={config.layers}")
         self.id_embedding = nn.Embedding(self.n_users + self.n_items, config.dim)
         nn.init.normal_(self.id_embedding.weight, std=config.init_std)
-        self.gcns = nn.ModuleList(ModalityGCN(self.n_users, f.shape[1], config.dim, config.layers, config.init_std) for f in self.features)
+        self.gcns = nn.ModuleList(
+            ModalityGCN(self.n_users, f.shape[1], config.dim, config.layers, config.init_std) for f in self.features
+        )
         self.register_user_item_graph(ctx, norm="row")
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -90,9 +90,11 @@ class SLMRec(MultimodalRecommender):
             view = lambda: encode([F.dropout(p, c.dropout, training=True) for p in projected])  # noqa: E731
             return info_nce(view(), view(), c.temperature)
         if c.ssl_task == "fm":
+
             def masked() -> torch.Tensor:
                 drop = torch.randint(len(projected), (len(items),), device=items.device)
                 return encode([p * (drop != m).unsqueeze(1) for m, p in enumerate(projected)])
+
             return info_nce(masked(), masked(), c.temperature)
         coarse = encode(projected)
         fine = [encode([p if j == m else torch.zeros_like(p) for j, p in enumerate(projected)]) for m in range(len(projected))]

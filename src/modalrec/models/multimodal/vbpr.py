@@ -67,7 +67,9 @@ class VBPR(MultimodalRecommender):
         self.text_tower: TextTower | None = None
         if config.item_encoder == "text":
             if ctx.item_texts is None:
-                raise ConfigError("vbpr: model.item_encoder=text needs a dataset whose text feature records its template (e.g. ml-100k-plot)")
+                raise ConfigError(
+                    "vbpr: model.item_encoder=text needs a dataset whose text feature records its template (e.g. ml-100k-plot)"
+                )
             self.text_tower = TextTower(ctx.item_texts, None, config.finetune_layers, config.encoder_max_length)
             feature_dim = int(self.text_tower.lower.shape[-1])
         else:

@@ -77,7 +77,8 @@ class BERT4Rec(EmbeddingScorer, SequentialRecommender):
             )
         if not 0.0 < config.mask_prob <= 1.0 or not 0.0 <= config.last_item_share <= 1.0:
             raise ConfigError(
-                f"bert4rec: need 0 < mask_prob <= 1 and 0 <= last_item_share <= 1, got {config.mask_prob}, {config.last_item_share}"
+                f"bert4rec: need 0 < mask_prob <= 1 and 0 <= last_item_share <= 1, got {config.mask_prob}, "
+                f"{config.last_item_share}"
             )
         self.max_len = config.max_len - 1  # the history read; the [mask] takes the last position
         self.pad, self.mask_token = self.n_items, self.n_items + 1
@@ -85,7 +86,9 @@ class BERT4Rec(EmbeddingScorer, SequentialRecommender):
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
         self.embedding_norm = nn.LayerNorm(config.dim)
         self.embedding_dropout = nn.Dropout(config.dropout)
-        self.encoder = BidirectionalTransformer(config.dim, config.heads, config.layers, config.dropout, inner_dim=config.inner_dim or 4 * config.dim)
+        self.encoder = BidirectionalTransformer(
+            config.dim, config.heads, config.layers, config.dropout, inner_dim=config.inner_dim or 4 * config.dim
+        )
         self.output_transform = nn.Linear(config.dim, config.dim)  # W^P, b^P of eq. 7
         self.output_bias = nn.Parameter(torch.zeros(self.n_items))  # b^O of eq. 7
         for module in self.modules():

@@ -122,7 +122,9 @@ def select_positions(x: torch.Tensor, positions: torch.Tensor, dim: int) -> torc
 class ScaledMambaBlock(nn.Module):
     """x + gamma * Drop(Mamba(LN(x))): pre-norm residual with a learnable per-channel layer scale (Sec. 1.4)."""
 
-    def __init__(self, dim: int, d_state: int, d_conv: int, expand: int, dropout: float, scale_init: float, eps: float, backend: str):
+    def __init__(
+        self, dim: int, d_state: int, d_conv: int, expand: int, dropout: float, scale_init: float, eps: float, backend: str
+    ):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.mamba = MambaMixer(dim, d_state, d_conv, expand, backend=backend)
@@ -135,10 +137,14 @@ class ScaledMambaBlock(nn.Module):
 
 def mamba_stack(cfg: FindRec.Config, dim: int) -> nn.Sequential:
     """``cfg.mamba_layers`` scaled pre-norm Mamba blocks of width ``dim``."""
-    return nn.Sequential(*(
-        ScaledMambaBlock(dim, cfg.d_state, cfg.d_conv, cfg.expand, cfg.dropout, cfg.layer_scale_init, cfg.norm_eps, cfg.mamba_backend)
-        for _ in range(cfg.mamba_layers)
-    ))
+    return nn.Sequential(
+        *(
+            ScaledMambaBlock(
+                dim, cfg.d_state, cfg.d_conv, cfg.expand, cfg.dropout, cfg.layer_scale_init, cfg.norm_eps, cfg.mamba_backend
+            )
+            for _ in range(cfg.mamba_layers)
+        )
+    )
 
 
 def score_network(dim: int, dropout: float) -> nn.Sequential:
@@ -293,7 +299,9 @@ class SubspaceCrossAttention(nn.Module):
         key_valid = F.pad(valid, (w, pad)).unfold(1, 2 * w, w)  # [B, blocks, 2W]: validity of blocks c - 1 and c
         mask = (band.unsqueeze(0) & key_valid.unsqueeze(2)).repeat(1, 1, 1, n_ctx).unsqueeze(1)  # [B, 1, blocks, W, C 2W]
         mask = mask | ~mask.any(-1, keepdim=True)  # padded queries with no key in their band: finite, never read
-        out = F.scaled_dot_product_attention(qb, keys(k), keys(v), attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            qb, keys(k), keys(v), attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
         return out.flatten(2, 3)[:, :, :length]
 
     def forward(self, latents: list[torch.Tensor], valid: torch.Tensor, query_pos: torch.Tensor | None = None) -> torch.Tensor:
@@ -312,7 +320,8 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
 
     @dataclass
     class Config:
-        mode: Annotated[str, Check(choices=tuple(MODE_PRESETS))] = "faithful"  # faithful | clean | mmd: preset for every flag below left at None
+        # faithful | clean | mmd: preset for every flag below left at None
+        mode: Annotated[str, Check(choices=tuple(MODE_PRESETS))] = "faithful"
         modalities: list[str] = field(default_factory=list)  # item features to read, in order; [] = all, sorted
         max_len: int = 50  # L, longest history read (the most recent items)
         dim: Positive = 128  # d, ID embedding / Mamba / output size
@@ -337,24 +346,31 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         min_bandwidth: float = 0.1
         max_bandwidth: float = 10.0
         bandwidth_rows: int = 512  # rows used for the median and, with iicm_positions=all_valid, for the Stein term
-        align_pair: Annotated[str, Check(choices=("auto", "modal_pairs", "modal_id"))] = "auto"  # A1: modal_pairs (z_m vs z_n) | modal_id (routed modal summary vs ID stream) | auto
-        stein_form: Annotated[str, Check(choices=(*STEIN_FORMS, "mmd"))] | None = None  # A2: findrec_code | ksd | paired_rbf | mmd (a two-sample discrepancy, no score nets)
-        align_latent: Annotated[str, Check(choices=("sample", "mean"))] | None = None  # what modal_pairs aligns: sample (z, as released) | mean (L2(mu), what scoring reads)
+        # A1: modal_pairs (z_m vs z_n) | modal_id (routed modal summary vs ID stream) | auto
+        align_pair: Annotated[str, Check(choices=("auto", "modal_pairs", "modal_id"))] = "auto"
+        # A2: findrec_code | ksd | paired_rbf | mmd (a two-sample discrepancy, no score nets)
+        stein_form: Annotated[str, Check(choices=(*STEIN_FORMS, "mmd"))] | None = None
+        # what modal_pairs aligns: sample (z, as released) | mean (L2(mu), what scoring reads)
+        align_latent: Annotated[str, Check(choices=("sample", "mean"))] | None = None
         mmd_scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # mmd: kernel bandwidths, x the median h
-        stein_statistic: Annotated[str, Check(choices=("v", "u"))] = "v"  # v (mean incl. diagonal, as released) | u (off-diagonal)
+        # v (mean incl. diagonal, as released) | u (off-diagonal)
+        stein_statistic: Annotated[str, Check(choices=("v", "u"))] = "v"
         score_reg: float = 0.0  # A3: weight of mean ||s(z)||^2 (bounds the score networks; 0 = released)
         align_floor: float | None = None  # A3: clamp the align term from below (faithful: none, as released; clean: 0)
         sample_at_eval: bool | None = None  # A6: reparameterise at evaluation too (seeded per pass)
         eval_seed: int = 0  # seed of the evaluation noise when sample_at_eval
-        iicm_positions: Annotated[str, Check(choices=("last", "all_valid"))] | None = None  # A7: last | all_valid (KL masked mean; Stein on <= bandwidth_rows rows)
+        # A7: last | all_valid (KL masked mean; Stein on <= bandwidth_rows rows)
+        iicm_positions: Annotated[str, Check(choices=("last", "all_valid"))] | None = None
         router_gumbel_hard: bool = False  # A8: straight-through one-hot routing (the released code's dead path)
         balance_coef: float = 0.0  # A8: weight of the sign-corrected load-balance loss
-        fusion: Annotated[str, Check(choices=("linear", "mamba"))] = "linear"  # A9: linear | mamba (Linear(2d -> d) then a Mamba stack)
+        # A9: linear | mamba (Linear(2d -> d) then a Mamba stack)
+        fusion: Annotated[str, Check(choices=("linear", "mamba"))] = "linear"
         faithful_param_count: bool = False  # A9: also build the released code's unused modules (param parity)
         xattn_causal: bool | None = None  # A11: causal cross-modal attention
         xattn_double_scale: bool = True  # A12: extra d_h^-1/2 on the attention inputs
         xattn_window: int | None = None  # causal cross-attention to the last W positions only: O(L W) instead of O(L^2)
-        init: Annotated[str, Check(choices=("faithful", "module_default"))] = "faithful"  # A13: faithful (every Linear/Embedding ~ N(0, 0.01), biases 0) | module_default
+        # A13: faithful (every Linear/Embedding ~ N(0, 0.01), biases 0) | module_default
+        init: Annotated[str, Check(choices=("faithful", "module_default"))] = "faithful"
         ce_include_pad: bool | None = None  # A16: the pad row of the tied table is a CE logit
         output_clamp: float | None = 10.0  # A18: clamp of the final representation
         logvar_clamp: float | None = None  # A19: clamp log var to [-c, c]
@@ -367,12 +383,21 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
     train_view: ClassVar[str] = "sequences"
     # the released settings: AdamW(1e-3, wd 0.01), batch 128, last-position targets with prefix augmentation
     train_defaults: ClassVar[dict] = {
-        "lr": 1e-3, "weight_decay": 0.01, "optimizer": "adamw", "batch_size": 128,
-        "epochs": 100, "patience": 5, "select": "ndcg@20", "seq_target": "last",
+        "lr": 1e-3,
+        "weight_decay": 0.01,
+        "optimizer": "adamw",
+        "batch_size": 128,
+        "epochs": 100,
+        "patience": 5,
+        "select": "ndcg@20",
+        "seq_target": "last",
     }
     search_space: ClassVar[dict] = {
-        "train.lr": ("log", 1e-4, 3e-3), "model.dropout": ("float", 0.0, 0.5), "model.loss_weight": ("log", 1e-3, 1.0),
-        "model.stein_weight": ("log", 0.1, 10.0), "model.router_temperature": ("log", 0.05, 1.0),
+        "train.lr": ("log", 1e-4, 3e-3),
+        "model.dropout": ("float", 0.0, 0.5),
+        "model.loss_weight": ("log", 1e-3, 1.0),
+        "model.stein_weight": ("log", 0.1, 10.0),
+        "model.router_temperature": ("log", 0.05, 1.0),
     }
 
     def __init__(self, config: Config, ctx: DataContext):
@@ -408,7 +433,14 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             n_mod, p, cfg.heads, cfg.dropout, cfg.xattn_causal, cfg.xattn_double_scale, cfg.xattn_window
         )
         head_in = n_mod * p // cfg.heads
-        self.router = SharedRouter(head_in, cfg.experts, cfg.router_hidden, cfg.router_temperature, cfg.fusion_dropout, gumbel_hard=cfg.router_gumbel_hard)
+        self.router = SharedRouter(
+            head_in,
+            cfg.experts,
+            cfg.router_hidden,
+            cfg.router_temperature,
+            cfg.fusion_dropout,
+            gumbel_hard=cfg.router_gumbel_hard,
+        )
         self.experts = SharedExperts(head_in, d, cfg.experts, cfg.dropout)
         self.head_fusion = nn.Sequential(nn.Linear(cfg.heads * d, d), nn.ReLU(), nn.LayerNorm(d), Dropout(cfg.fusion_dropout))
         if cfg.fusion == "linear":
@@ -552,12 +584,19 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         aligns = []
         for a in range(len(points)):
             for b in range(a + 1, len(points)):
-                h = median_bandwidth(points[a], points[b], cfg.bandwidth_factor, cfg.min_bandwidth, cfg.max_bandwidth, cfg.bandwidth_rows)
+                h = median_bandwidth(
+                    points[a], points[b], cfg.bandwidth_factor, cfg.min_bandwidth, cfg.max_bandwidth, cfg.bandwidth_rows
+                )
                 if cfg.stein_form == "mmd":
                     bandwidths = h * torch.tensor(cfg.mmd_scales, device=h.device)
-                    aligns.append(mmd(points[a], points[b], bandwidths, cfg.stein_statistic) + paired_kernel_distance(points[a], points[b], bandwidths))
+                    aligns.append(
+                        mmd(points[a], points[b], bandwidths, cfg.stein_statistic)
+                        + paired_kernel_distance(points[a], points[b], bandwidths)
+                    )
                 else:
-                    aligns.append(stein_alignment(points[a], points[b], scores[a], scores[b], h, cfg.stein_form, cfg.stein_statistic))
+                    aligns.append(
+                        stein_alignment(points[a], points[b], scores[a], scores[b], h, cfg.stein_form, cfg.stein_statistic)
+                    )
         align = torch.stack(aligns).mean()
         if cfg.align_floor is not None:
             align = align.clamp(min=cfg.align_floor)
@@ -587,7 +626,8 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         n_mod = len(self.modalities)
         dh = hf.shape[-1] // n_mod
         parts = torch.stack(
-            [(hf[..., m * dh : (m + 1) * dh] @ expert_weight[:, m * dh : (m + 1) * dh].T).norm(dim=-1) for m in range(n_mod)], dim=-1
+            [(hf[..., m * dh : (m + 1) * dh] @ expert_weight[:, m * dh : (m + 1) * dh].T).norm(dim=-1) for m in range(n_mod)],
+            dim=-1,
         )  # [B, H, Q, M]
         modal_share = (parts / parts.sum(-1, keepdim=True).clamp(min=1e-12)).mean(1)  # [B, Q, M]
         streams = torch.cat([id_share.unsqueeze(-1), (1 - id_share).unsqueeze(-1) * modal_share], dim=-1)
@@ -648,7 +688,9 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             seq, lengths = seq.to(self.device), lengths.to(self.device)
             keep = lengths > 0
             seq, lengths, users = seq[keep], lengths[keep], users[keep.cpu().numpy()]
-            targets = torch.as_tensor(ctx.histories[VALID].indices[ctx.histories[VALID].indptr[users]], dtype=torch.long, device=self.device)
+            targets = torch.as_tensor(
+                ctx.histories[VALID].indices[ctx.histories[VALID].indptr[users]], dtype=torch.long, device=self.device
+            )
             trace: dict[str, torch.Tensor] = {}
             states, terms = self.forward_states(seq, lengths, last_only=True, trace=trace)
             logits = states[:, 0] @ self.item_embedding.weight[: self.n_items].T
@@ -695,11 +737,13 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             per_item = []
             for j in range(k):
                 r = b * k + j
-                per_item.append({
-                    "experts": [round(v, 6) for v in weights["experts"][r].tolist()],
-                    "head_experts": [[round(v, 6) for v in head] for head in weights["head_experts"][r].tolist()],
-                    "streams": {name: round(v, 6) for name, v in zip(names, weights["streams"][r].tolist())},
-                })
+                per_item.append(
+                    {
+                        "experts": [round(v, 6) for v in weights["experts"][r].tolist()],
+                        "head_experts": [[round(v, 6) for v in head] for head in weights["head_experts"][r].tolist()],
+                        "streams": {name: round(v, 6) for name, v in zip(names, weights["streams"][r].tolist())},
+                    }
+                )
             out.append(per_item)
         return out
 

@@ -46,12 +46,19 @@ class GRU4Rec(TiedItemScoring, SequentialRecommender):
         layers: Positive = 1  # stacked GRU layers
         dropout: Annotated[float, Check(ge=0, lt=1)] = 0.3  # dropout on the input embeddings
         max_len: Positive = 50  # longest history read (older items are cut)
-        loss: str = "ce"  # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
+        # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
+        loss: str = "ce"
         negatives: int = 256  # loss "sampled": uniform negatives per batch
 
     train_view: ClassVar[str] = "sequences"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
-    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "model.dropout": ("float", 0.0, 0.5), "model.hidden": ("choice", [64, 128, 256]), "model.dim": ("choice", [32, 64, 128]), "model.layers": ("int", 1, 2)}
+    search_space: ClassVar[dict] = {
+        "train.lr": ("log", 1e-4, 1e-2),
+        "model.dropout": ("float", 0.0, 0.5),
+        "model.hidden": ("choice", [64, 128, 256]),
+        "model.dim": ("choice", [32, 64, 128]),
+        "model.layers": ("int", 1, 2),
+    }
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)

@@ -69,14 +69,22 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
         expand: int = 2  # inner width = expand * dim
         dropout: Annotated[float, Check(ge=0, lt=1)] = 0.2  # on embeddings, Mamba outputs and the feed-forward network
         max_len: Positive = 50  # longest history read (the most recent items)
-        loss: str = "ce"  # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
+        # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
+        loss: str = "ce"
         negatives: int = 256  # loss "sampled": uniform negatives per batch
-        init: Annotated[str, Check(choices=("recbole", "module_default"))] = "recbole"  # recbole (every Linear/Embedding ~ N(0, 0.02)) | module_default
+        # recbole (every Linear/Embedding ~ N(0, 0.02)) | module_default
+        init: Annotated[str, Check(choices=("recbole", "module_default"))] = "recbole"
         mamba_backend: str = "auto"  # auto | fused | ref | chunked | cuda
 
     train_view: ClassVar[str] = "sequences"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
-    search_space: ClassVar[dict] = {"train.lr": ("log", 1e-4, 1e-2), "model.dropout": ("float", 0.0, 0.5), "model.d_state": ("choice", [16, 32, 64]), "model.dim": ("choice", [32, 64, 128]), "model.layers": ("int", 1, 2)}
+    search_space: ClassVar[dict] = {
+        "train.lr": ("log", 1e-4, 1e-2),
+        "model.dropout": ("float", 0.0, 0.5),
+        "model.d_state": ("choice", [16, 32, 64]),
+        "model.dim": ("choice", [32, 64, 128]),
+        "model.layers": ("int", 1, 2),
+    }
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
@@ -85,10 +93,20 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
         self.item_embedding = nn.Embedding(self.n_items + 1, config.dim, padding_idx=self.pad)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.embedding_norm = nn.LayerNorm(config.dim, eps=1e-12)
-        self.layers = nn.Sequential(*(
-            MambaLayer(config.dim, config.d_state, config.d_conv, config.expand, config.dropout, config.layers > 1, config.mamba_backend)
-            for _ in range(config.layers)
-        ))
+        self.layers = nn.Sequential(
+            *(
+                MambaLayer(
+                    config.dim,
+                    config.d_state,
+                    config.d_conv,
+                    config.expand,
+                    config.dropout,
+                    config.layers > 1,
+                    config.mamba_backend,
+                )
+                for _ in range(config.layers)
+            )
+        )
         self.negatives = SeededNegatives(self.n_items)
         if config.init == "recbole":
             for module in self.modules():

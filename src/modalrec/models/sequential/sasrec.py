@@ -66,7 +66,8 @@ class SASRec(TiedItemScoring, SequentialRecommender):
         max_len: Positive = 50  # n, longest history read (older items are cut)
         norm_first: bool = True  # pre-LN blocks as in the paper; False = post-LN (RecBole)
         inner_dim: int | None = None  # feed-forward width; None = dim (the paper's d x d layers)
-        loss: str = "ce"  # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
+        # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
+        loss: str = "ce"
         negatives: int = 256  # loss "sampled": uniform negatives per batch
         init_std: float = 0.02  # std of the normal initialisation of the embedding tables
         item_encoder: str = "id"  # id (embedding table) | text (MiniLM over the item texts, end to end)
@@ -104,7 +105,12 @@ class SASRec(TiedItemScoring, SequentialRecommender):
                 self.item_embedding.weight[self.pad].zero_()
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.encoder = CausalTransformer(
-            config.dim, config.heads, config.layers, config.dropout, config.norm_first, config.inner_dim,
+            config.dim,
+            config.heads,
+            config.layers,
+            config.dropout,
+            config.norm_first,
+            config.inner_dim,
             attention_dropout=config.attention_dropout,
         )
         self.negatives = SeededNegatives(self.n_items)
@@ -123,7 +129,9 @@ class SASRec(TiedItemScoring, SequentialRecommender):
         the item table when the caller has computed it already."""
         length = seq.shape[1]
         if length > self.max_len:
-            raise ValueError(f"sasrec: sequences of length {length} exceed max_len={self.max_len}; cut them to the last max_len items")
+            raise ValueError(
+                f"sasrec: sequences of length {length} exceed max_len={self.max_len}; cut them to the last max_len items"
+            )
         positions = torch.arange(length, device=seq.device)
         valid = positions.unsqueeze(0) < lengths.to(seq.device).unsqueeze(1)
         embedded = self.embed_items(seq, table) + self.position_embedding(positions)  # E_hat = E + P

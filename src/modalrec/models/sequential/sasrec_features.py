@@ -46,7 +46,10 @@ class SASRecFeatures(SASRec):
 
     def __init__(self, config: Config, ctx: DataContext):
         if config.item_encoder != "id":
-            raise ConfigError("sasrec_features fuses extracted features with ID embeddings; for an end-to-end text encoder use model=sasrec model.item_encoder=text")
+            raise ConfigError(
+                "sasrec_features fuses extracted features with ID embeddings; for an end-to-end text encoder use model=sasrec "
+                "model.item_encoder=text"
+            )
         super().__init__(config, ctx)
         if config.fusion not in FUSIONS:
             raise ConfigError(f"sasrec_features: fusion '{config.fusion}' is not one of {', '.join(FUSIONS)}")
@@ -66,7 +69,9 @@ class SASRecFeatures(SASRec):
     def item_table(self) -> torch.Tensor:
         """V [n_items, d]: fused ID + content vectors, the input and output item table."""
         ids = self.item_embedding.weight[: self.n_items]
-        content = [self.feature_dropout(project(getattr(self, f"feature_{m}"))) for m, project in zip(self.modalities, self.projections)]
+        content = [
+            self.feature_dropout(project(getattr(self, f"feature_{m}"))) for m, project in zip(self.modalities, self.projections)
+        ]
         if self.fuse is None:
             return ids + torch.stack(content).sum(0)
         return self.fuse(torch.cat([ids, *content], dim=-1))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: ML-1M from the registry, a sequential model (SASRec) and general models (EASE, Pop) trained and
 # evaluated under one leave-one-out protocol (full ranking, seen items masked, selection on validation), then a
-# results table and one user's top-10 with titles. About 6 minutes on 2 idle CPU cores, 13 with one torch thread on a
+# results table and one user's top-10 with titles. About 4.5 minutes on 2 idle CPU cores, 13 with one torch thread on a
 # loaded machine (README, Results); one line per epoch shows progress, also under --quiet.
 set -euo pipefail
 out="runs/quickstart-$(date +%Y%m%d-%H%M%S)"

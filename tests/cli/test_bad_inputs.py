@@ -31,7 +31,7 @@ CASES = [
     ("device-cuda-without-cuda", TRAIN + " train.device=cuda", "train.device"),
     ("lr-negative", TRAIN + " train.lr=-1", "train.lr"),
     ("lr-nan", TRAIN + " train.lr=nan", "train.lr"),
-    ("csv-path-missing", "train model=bpr dataset={tmp}/missing.csv run.dir={runs}", "missing.csv"),
+    ("csv-path-missing", "train model=bpr dataset={tmp}/missing.csv run.dir={runs}", "missing.csv: does not exist"),
     ("optimizer-typo", TRAIN + " train.optimizer=adamm", "train.optimizer"),
     ("patience-0", TRAIN + " train.patience=0", "train.patience"),
     ("grad-accum-0", TRAIN + " train.grad_accum=0", "train.grad_accum"),

@@ -138,6 +138,9 @@ def load_dataset(
     return load_saved_dataset(target)
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".parquet", ".gz")  # a dataset= value ending so names a file
+
+
 def load_source(name: str, columns: dict[str, str] | None = None, sep: str | None = None) -> Dataset:
     """A registered dataset by name, a dataset directory saved by modalrec, or an interaction table
     (CSV / TSV / Parquet file) read with the column mapping ``columns`` and separator ``sep``."""
@@ -148,6 +151,10 @@ def load_source(name: str, columns: dict[str, str] | None = None, sep: str | Non
         from modalrec.data.sources.tabular import read_table
 
         return read_table(path, columns, sep)
+    if name not in _REGISTRY and ("/" in name or path.suffix.lower() in TABLE_SUFFIXES):
+        what = "is a folder but not a dataset saved by modalrec (no meta.json)" if path.is_dir() else "does not exist"
+        takes = "dataset= takes a named dataset (modalrec datasets), a saved dataset folder or a CSV/TSV/Parquet file"
+        raise DataFormatError(path, f"{what}; {takes}")
     return load_dataset(name)
 
 

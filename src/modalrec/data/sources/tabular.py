@@ -103,7 +103,7 @@ def _resolve_columns(path: Path, available: list[str], columns: dict[str, str] |
             raise DataFormatError(
                 path,
                 f"no {role} column found (tried {', '.join(candidates)}); columns are: {', '.join(available)}; "
-                f"pass columns={{'{role}': '<column>'}}",
+                f"name it: dataset.columns.{role}=<column> (data import: --{role} <column>; Python: columns={{'{role}': ...}})",
             )
         if found is not None:
             resolved[role] = found

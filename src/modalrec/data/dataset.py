@@ -9,6 +9,7 @@ It is a plain value: transformations (preprocess, split, features) return new da
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,13 +122,13 @@ class Dataset:
     def from_raw(
         cls,
         name: str,
-        users: np.ndarray,
-        items: np.ndarray,
+        users: np.ndarray | list,
+        items: np.ndarray | list,
         timestamp: np.ndarray | None = None,
         rating: np.ndarray | None = None,
         split: np.ndarray | None = None,
-        item_universe: np.ndarray | None = None,
-        user_universe: np.ndarray | None = None,
+        item_universe: np.ndarray | list | None = None,
+        user_universe: np.ndarray | list | None = None,
         source: str | None = None,
     ) -> Dataset:
         """Build a dataset from raw ids, assigning contiguous indices.
@@ -223,21 +224,13 @@ class Dataset:
 
     def replace(self, **changes: Any) -> Dataset:
         """A shallow copy with some fields replaced (metadata is copied, arrays are shared)."""
-        fields = {
-            "name": self.name,
-            "user": self.user,
-            "item": self.item,
-            "user_ids": self.user_ids,
-            "item_ids": self.item_ids,
-            "timestamp": self.timestamp,
-            "rating": self.rating,
-            "split": self.split,
+        fields: dict[str, Any] = {
             "features": dict(self.features),
             "item_meta": dict(self.item_meta),
             "meta": copy.deepcopy(self.meta),
         }
         fields.update(changes)
-        return Dataset(**fields)
+        return dataclasses.replace(self, **fields)
 
     def with_feature(self, name: str, feature: ItemFeature) -> Dataset:
         """Attach (or replace) a named item-content matrix after checking it."""

@@ -129,6 +129,7 @@ def split(ds: Dataset, cfg: SplitConfig) -> Dataset:
     out = ds.replace(split=labels)
     if cfg.cold_start == "drop":
         out = out.select(~droppable)
+        labels = labels[~droppable]
     if droppable.any():
         action = "dropped" if cfg.cold_start == "drop" else "kept (scored without train history)"
         warnings.warn(
@@ -145,7 +146,7 @@ def split(ds: Dataset, cfg: SplitConfig) -> Dataset:
             "(with a given split: the source's; otherwise keep dataset.preprocess.dedupe on)",
             stacklevel=2,
         )
-    counts = np.bincount(out.split.astype(np.int64), minlength=3)
+    counts = np.bincount(labels.astype(np.int64), minlength=3)
     record: dict[str, Any] = {
         "method": cfg.method,
         "ratios": list(cfg.ratios) if cfg.method in ("temporal", "random", "global_temporal") else None,
@@ -159,8 +160,8 @@ def split(ds: Dataset, cfg: SplitConfig) -> Dataset:
         "cold_items": cold_item_index.tolist(),
         "cold_items_share": cfg.cold_items,
         "cold_items_train_removed": int(leaked.sum()),
-        "cold_items_targets": int(np.isin(out.item[out.split != TRAIN], cold_item_index).sum()),  # their valid/test rows
-        "evaluated_users": int(np.unique(out.user[out.split != TRAIN]).size),
+        "cold_items_targets": int(np.isin(out.item[labels != TRAIN], cold_item_index).sum()),  # their valid/test rows
+        "evaluated_users": int(np.unique(out.user[labels != TRAIN]).size),
         "seen_targets": seen,
     }
     out.meta["split"] = record

@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -111,7 +111,7 @@ def load_saved_dataset(directory: str | Path, mmap: bool = True, verify: bool = 
     recover_directory(root)
     manifest = _read_manifest(root)
     _check_files(root, manifest)
-    mode = "r" if mmap else None
+    mode: Literal["r"] | None = "r" if mmap else None
 
     def array(path: Path) -> np.ndarray:
         try:
@@ -120,7 +120,10 @@ def load_saved_dataset(directory: str | Path, mmap: bool = True, verify: bool = 
             raise DataFormatError(path, f"cannot read saved array ({exc}); delete the folder and rebuild it") from exc
 
     present = set(manifest["arrays"])
-    columns = {name: array(root / f"{name}.npy") if name in present else None for name in INTERACTION_ARRAYS}
+
+    def column(name: str) -> np.ndarray | None:
+        return array(root / f"{name}.npy") if name in present else None
+
     features = {
         name: ItemFeature(
             values=array(root / FEATURE_DIR / f"{name}.npy"),
@@ -136,7 +139,11 @@ def load_saved_dataset(directory: str | Path, mmap: bool = True, verify: bool = 
         features=features,
         item_meta=json.loads((root / ITEM_META_FILE).read_text(encoding="utf-8")),
         meta=manifest["meta"],
-        **columns,
+        user=array(root / "user.npy"),
+        item=array(root / "item.npy"),
+        timestamp=column("timestamp"),
+        rating=column("rating"),
+        split=column("split"),
     )
     _check_sizes(ds, manifest, root)
     if verify and ds.content_hash() != manifest["content_hash"]:

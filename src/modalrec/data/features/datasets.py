@@ -14,7 +14,7 @@ import copy
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,13 @@ from typing import Any
 from modalrec.data.dataset import Dataset
 from modalrec.data.download import DownloadError, cache_dir, download
 from modalrec.data.features.cache import FeatureCache
-from modalrec.data.features.config import FeatureConfig, image_encoder, text_encoder
+from modalrec.data.features.config import (
+    FeatureConfig,
+    ImageFeatureConfig,
+    TextFeatureConfig,
+    image_encoder,
+    text_encoder,
+)
 from modalrec.data.features.extract import add_feature, item_images, item_texts
 from modalrec.data.registry import DatasetUnavailableError, LoadRequest, load_dataset, shared_data_dir
 from modalrec.errors import ModalRecError
@@ -113,6 +119,8 @@ def build_features(ds: Dataset, cfg: FeatureConfig, home: Path | None = None) ->
     cache = FeatureCache(cfg.cache or home / "features")
     report: dict[str, dict[str, Any]] = {}
     for modality in cfg.modalities:
+        inputs: Sequence[str | Path | None]
+        section: TextFeatureConfig | ImageFeatureConfig
         if modality == "text":
             template = cfg.text.template or default_template(ds)
             inputs, where = item_texts(ds, template), {"template": template}
@@ -170,7 +178,8 @@ def _add_plots(ds: Dataset, path: Path | None) -> Dataset:
     """ML-100K with IMDb plot, director, writers and cast from ``ml-100k-details/``."""
     from modalrec.data.sources.movielens_details import DETAILS_FILE, add_details, read_details
 
-    folder = path or (Path(_shared("ml-100k-details")) if _shared("ml-100k-details") else None)
+    shared = _shared("ml-100k-details")
+    folder = path or (Path(shared) if shared else None)
     if folder is None or not (folder / DETAILS_FILE).is_file():
         raise DatasetUnavailableError(
             f"'ml-100k-plot' needs {DETAILS_FILE} (repo manfredmichael/movielens-details); looked in {folder}. "

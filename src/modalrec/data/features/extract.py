@@ -101,8 +101,8 @@ def item_images(
         raise ModalRecError(f"dataset '{ds.name}' has no item field '{field}'; its fields: {', '.join(sorted(ds.item_meta))}")
     for value in ds.item_meta[field]:
         value = value[0] if isinstance(value, (list, tuple)) and value else value
-        path = Path(str(value)).expanduser() if value else None
-        paths.append(path if path is not None and path.is_file() else None)
+        listed = Path(str(value)).expanduser() if value else None
+        paths.append(listed if listed is not None and listed.is_file() else None)
     return paths
 
 

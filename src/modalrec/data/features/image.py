@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from modalrec.data.features.encoders import (
+    Builder,
     Encoder,
     EncoderUnavailableError,
     file_fingerprint,
@@ -183,9 +184,14 @@ def _open_clip(argument: str, modality: str, device: str, options: dict[str, Any
     return OpenClipEncoder(arch, modality, device=device, weights=weights, **options)
 
 
+def _efficientnet_lite(variant: str) -> Builder:
+    def build(argument: str, modality: str, device: str, options: dict[str, Any]) -> Encoder:
+        return EfficientNetLiteEncoder(variant, device=device, **options)
+
+    return build
+
+
 for _n in "01234":
-    register_encoder(
-        f"efficientnet-lite{_n}", ("image",), lambda a, m, d, o, n=_n: EfficientNetLiteEncoder(f"lite{n}", device=d, **o)
-    )
+    register_encoder(f"efficientnet-lite{_n}", ("image",), _efficientnet_lite(f"lite{_n}"))
 register_encoder("timm", ("image",), _timm)
 register_encoder("open_clip", ("image", "text"), _open_clip)

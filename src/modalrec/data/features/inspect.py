@@ -40,7 +40,7 @@ def _labels(ds: Dataset, field: str) -> list[set[str]]:
     return out
 
 
-def nearest_neighbours(values: np.ndarray, mask: np.ndarray, queries: Sequence[int], k: int) -> np.ndarray:
+def nearest_neighbours(values: np.ndarray, mask: np.ndarray, queries: Sequence[int] | np.ndarray, k: int) -> np.ndarray:
     """The ``k`` most cosine-similar items (with the modality) to each query, excluding itself: ``[len(queries), k]``."""
     unit = _unit_rows(np.asarray(values, dtype=np.float32))
     sims = unit[np.asarray(queries)] @ unit.T

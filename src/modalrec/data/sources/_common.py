@@ -159,7 +159,7 @@ def read_separated(
     raw: bytes,
     sep: bytes,
     names: list[str],
-    numeric: set[str] = frozenset(),
+    numeric: frozenset[str] | set[str] = frozenset(),
     encoding: str = "utf-8",
     header_lines: int = 0,
 ) -> pd.DataFrame:

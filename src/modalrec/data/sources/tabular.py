@@ -10,6 +10,7 @@ import csv
 import gzip
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -186,7 +187,8 @@ def read_item_table(
     path = require_file(Path(path), "item table")
     frame = _load(path, sep)
     available = [str(c) for c in frame.columns]
-    source = ds.meta.get("source") if isinstance(ds.meta.get("source"), dict) else {}
+    recorded = ds.meta.get("source")
+    source: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     candidates = [item] if item else [source.get("columns", {}).get("item"), *DEFAULT_COLUMNS["item"]]
     id_column = next((c for c in candidates if c in available), None)
     if id_column is None:

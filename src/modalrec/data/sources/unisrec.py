@@ -87,10 +87,9 @@ def _sequences(prefix: Path) -> dict[str, list[str]]:
         if len(valid_seq) > len(test_history):  # test history truncated: the valid row reaches further back
             sequences[user] = [*valid_seq, full[-1]]
     for line, user, history, target in rows["train"]:
-        full = sequences.get(user)
-        if full is None:
+        if user not in sequences:
             raise DataFormatError(train_path, f"user '{user}' has train rows but no test row", line=line)
-        if not _is_window(full[:-2], [*history, target]):
+        if not _is_window(sequences[user][:-2], [*history, target]):
             raise DataFormatError(
                 train_path,
                 f"user '{user}': train history + target is not part of the user's sequence before valid/test",
@@ -126,7 +125,10 @@ def read_unisrec(directory: str | Path, prefix: str | None = None) -> Dataset:
     prefix = prefix or infer_name(directory, ".test.inter", "UniSRec")
     base = directory / prefix
     sequences = _sequences(base)
-    users, items, positions, split = [], [], [], []
+    users: list[str] = []
+    items: list[str] = []
+    positions: list[int] = []
+    split: list[int] = []
     for user, sequence in sequences.items():
         n = len(sequence)
         users.extend([user] * n)

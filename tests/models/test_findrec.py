@@ -336,3 +336,56 @@ def test_clean_mode_floors_the_stein_term_of_anti_aligned_score_networks(ctx: Da
         align[floor] = m.forward_states(b["seq"], b["lengths"])[1]["align"].item()
     assert align[-1e9] < -1.0
     assert align[None] == 0.0
+
+
+# ---------------------------------------------------------------------- ablation: ID stream only
+def test_id_only_is_the_id_stream_through_the_fusion_with_the_ce_alone(ctx: DataContext) -> None:
+    """``id_only`` builds no modal module, Z = clamp(LN(fusion(E_id))), and the loss is the CE (no KL, no align)."""
+    m = model(ctx, mode="mmd", id_only=True)
+    names = {name.split(".")[0] for name, _ in m.named_parameters()}
+    assert names == {"item_embedding", "id_stream", "final_fusion", "final_norm"}
+    assert m.final_fusion[0].in_features == 16
+    b = {**batch(ctx), "target": torch.tensor([1, 2, 3, 4, 5])}
+    m.eval()
+    with torch.no_grad():
+        terms = m.loss(b)
+        z = m.final_norm(m.final_fusion(m.id_stream(m.item_embedding(b["seq"])))).clamp(-10, 10)
+        user = z[torch.arange(5), b["lengths"] - 1]
+    ce = torch.nn.functional.cross_entropy(user @ m.item_embedding.weight[: ctx.n_items].T, b["target"])
+    torch.testing.assert_close(terms["ce"], ce)
+    torch.testing.assert_close(terms["loss"], ce)
+    assert set(terms) == {"loss", "ce"}
+    torch.testing.assert_close(user_vectors(m, b), user)
+    assert m.explain(b, torch.zeros(5, 2, dtype=torch.long)) is None  # nothing is routed
+    with torch.no_grad():
+        assert set(m.diagnostics(ctx)) == {"valid_ce"}
+
+
+def test_id_only_needs_no_features_and_ignores_them() -> None:
+    """An ID-only FindRec trains on a dataset without content, and its scores do not move when content changes."""
+    plain = make_synthetic(n_users=40, n_items=30, n_clusters=3, length=(6, 12), seed=1)
+    with_text = make_synthetic(n_users=40, n_items=30, n_clusters=3, length=(6, 12), feature_dims={"text": 8}, seed=1)
+    noisy = with_text.with_feature(
+        "text",
+        dataclasses.replace(with_text.features["text"], values=np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)),
+    )
+    scores = []
+    for ds in (plain, with_text, noisy):
+        c = DataContext.from_dataset(split(ds, SplitConfig(method="loo")))
+        m = model(c, mode="mmd", id_only=True)
+        opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+        losses = []
+        for epoch in range(3):
+            for b in make_train_batches("sequences", c, batch_size=64, seed=epoch, max_len=12, target="all"):
+                torch.manual_seed(epoch)
+                loss = m.loss(b)["loss"]
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+        assert losses[-1] < losses[0]
+        scores.append(user_vectors(m, batch(c)))
+    torch.testing.assert_close(scores[0], scores[1])
+    torch.testing.assert_close(scores[1], scores[2])
+    with pytest.raises(ConfigError, match="needs item features"):
+        model(DataContext.from_dataset(split(plain, SplitConfig(method="loo"))), mode="mmd")

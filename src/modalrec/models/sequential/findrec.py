@@ -33,7 +33,8 @@ and the bottleneck does not collapse (``logvar_init``, ``free_bits``). ``diagnos
 epoch; ``explain`` returns the routing weights behind each recommended item. Flags left at
 ``None`` take the mode's value; set them to override. Departures from the released code in every mode:
 attention runs over sequence positions, not over the batch axis (A10, a bug that crashes unless B = L),
-and any number of modalities >= 1 is accepted (the released code has exactly image + text).
+and any number of modalities >= 1 is accepted (the released code has exactly image + text). ``id_only`` is
+the "ID stream only" ablation: steps 2-5 and the IICM loss are not built, ``Z = LN(fusion(E_id))``.
 """
 
 from __future__ import annotations
@@ -379,6 +380,8 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         encode_per_item: bool | None = None  # run the bottleneck encoders once per distinct item of a batch (faster)
         logvar_init: float | None = None  # initial log-variance bias of the bottlenecks (None: the init's 0, sigma = 1)
         diagnostic_sample: int = 512  # items and validation users measured by diagnostics() after every epoch
+        # ablation "ID stream only": no modal path and no IICM loss; Z = LN(fusion(E_id)), the fusion Linear(d -> d)
+        id_only: bool = False
 
     train_view: ClassVar[str] = "sequences"
     # the released settings: AdamW(1e-3, wd 0.01), batch 128, last-position targets with prefix augmentation
@@ -403,6 +406,30 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(resolve_flags(config), ctx)  # the flags its mode decides (None) filled in
         cfg = self.config
+        self.pad = self.n_items
+        d = cfg.dim
+        self.item_embedding = nn.Embedding(self.n_items + 1, d, padding_idx=self.pad)
+        self.id_stream = mamba_stack(cfg, d)  # Sec. 1.4
+        self.modalities: list[str] = []
+        self.align_pair = "none"  # id_only: nothing is aligned
+        if not cfg.id_only:
+            self._build_modal_path(cfg, ctx)
+        fusion_in = d if cfg.id_only else 2 * d
+        if cfg.fusion == "linear":
+            self.final_fusion = nn.Sequential(nn.Linear(fusion_in, d), nn.LayerNorm(d), nn.ReLU(), Dropout(cfg.dropout))
+        else:
+            self.final_fusion = nn.Sequential(nn.Linear(fusion_in, d), *mamba_stack(cfg, d))
+        self.final_norm = nn.LayerNorm(d)
+        if cfg.faithful_param_count:
+            # built but never called by the released code: the second Mamba stack and a LayerNorm(p)
+            self.unused_fusion_mamba = mamba_stack(cfg, d) if cfg.fusion == "linear" else nn.Identity()
+            self.unused_layer_norm = nn.LayerNorm(cfg.modal_dim)
+        self._eval_generator: torch.Generator | None = None
+        self._kl_scale = 1.0  # KL warm-up factor of the current epoch (before_epoch)
+        self._init_weights()
+
+    def _build_modal_path(self, cfg: FindRec.Config, ctx: DataContext) -> None:
+        """Frozen item content, projections, bottlenecks, score networks, attention, router and experts (1.2-1.8)."""
         self.modalities = list(cfg.modalities) or sorted(ctx.features)
         missing = [m for m in self.modalities if m not in ctx.features]
         if not self.modalities or missing:
@@ -414,16 +441,11 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         self.align_pair = ("modal_pairs" if n_mod > 1 else "modal_id") if cfg.align_pair == "auto" else cfg.align_pair
         if self.align_pair == "modal_pairs" and n_mod < 2:
             raise ConfigError("findrec: align_pair=modal_pairs needs >= 2 modalities; use auto or modal_id")
-        self.pad = self.n_items
         d, p = cfg.dim, cfg.modal_dim
-
         # frozen item content with a zero padding row (Sec. 1.2); dims come from the arrays (A14)
         for m in self.modalities:
             values = ctx.features[m] * ctx.feature_masks[m].unsqueeze(-1).to(ctx.features[m].dtype)
             self.register_buffer(f"feature_{m}", F.pad(values, (0, 0, 0, 1)), persistent=False)
-
-        self.item_embedding = nn.Embedding(self.n_items + 1, d, padding_idx=self.pad)
-        self.id_stream = mamba_stack(cfg, d)  # Sec. 1.4
         self.projections = nn.ModuleList(nn.Linear(ctx.features[m].shape[1], p) for m in self.modalities)  # 1.5
         self.bottlenecks = nn.ModuleList(GaussianBottleneck(p, cfg.projection_dropout, cfg.logvar_clamp) for _ in self.modalities)
         align_dim = p if self.align_pair == "modal_pairs" else d
@@ -443,18 +465,6 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         )
         self.experts = SharedExperts(head_in, d, cfg.experts, cfg.dropout)
         self.head_fusion = nn.Sequential(nn.Linear(cfg.heads * d, d), nn.ReLU(), nn.LayerNorm(d), Dropout(cfg.fusion_dropout))
-        if cfg.fusion == "linear":
-            self.final_fusion = nn.Sequential(nn.Linear(2 * d, d), nn.LayerNorm(d), nn.ReLU(), Dropout(cfg.dropout))
-        else:
-            self.final_fusion = nn.Sequential(nn.Linear(2 * d, d), *mamba_stack(cfg, d))
-        self.final_norm = nn.LayerNorm(d)
-        if cfg.faithful_param_count:
-            # built but never called by the released code: the second Mamba stack and a LayerNorm(p)
-            self.unused_fusion_mamba = mamba_stack(cfg, d) if cfg.fusion == "linear" else nn.Identity()
-            self.unused_layer_norm = nn.LayerNorm(p)
-        self._eval_generator: torch.Generator | None = None
-        self._kl_scale = 1.0  # KL warm-up factor of the current epoch (before_epoch)
-        self._init_weights()
 
     # ------------------------------------------------------------------ init (Sec. 1.10, A13)
     def _init_weights(self) -> None:
@@ -467,14 +477,14 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
                 elif isinstance(module, nn.LayerNorm):
                     nn.init.ones_(module.weight)
                     nn.init.zeros_(module.bias)
-            # the attention's out-projections are nn.Linear in the released code; its in-projections are not
-            nn.init.normal_(self.cross_attention.out_proj_weight, std=0.01)
-            nn.init.zeros_(self.cross_attention.out_proj_bias)
+            if not self.config.id_only:  # the attention's out-projections are nn.Linear in the released code
+                nn.init.normal_(self.cross_attention.out_proj_weight, std=0.01)
+                nn.init.zeros_(self.cross_attention.out_proj_bias)
         else:
             nn.init.normal_(self.item_embedding.weight, std=0.01)
             with torch.no_grad():
                 self.item_embedding.weight[self.pad].zero_()
-        if self.config.logvar_init is not None:
+        if self.config.logvar_init is not None and not self.config.id_only:
             for bottleneck in self.bottlenecks:
                 nn.init.constant_(bottleneck.encoder[-1].bias[self.config.modal_dim :], self.config.logvar_init)
 
@@ -501,7 +511,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
     def forward_states(
         self, seq: torch.Tensor, lengths: torch.Tensor, last_only: bool = False, trace: dict[str, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Z [B, L, d] (the representation at every position) and the IICM terms {kl, align, ...}.
+        """Z [B, L, d] (the representation at every position) and the IICM terms {kl, align, ...} (none when id_only).
 
         ``trace``: a dict that receives the routing's inputs at the query positions (``hf`` [B, H, Q, M d_h],
         ``gates`` [B, H, Q, E], ``e_query`` [B, Q, d], ``modal`` [B, Q, d]), for :meth:`routing_weights`.
@@ -519,10 +529,37 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         valid = torch.arange(length, device=seq.device) < lengths.unsqueeze(1)  # [B, L]
         last = (lengths - 1).clamp(min=0).unsqueeze(1)  # [B, 1]
         # the routed summary / gates are needed at every position when aligned (A1 + A7) or balanced (A8) there
-        everywhere = not last_only or cfg.balance_coef > 0 or (self.align_pair == "modal_id" and cfg.iicm_positions != "last")
+        everywhere = not last_only or (
+            not cfg.id_only and (cfg.balance_coef > 0 or (self.align_pair == "modal_id" and cfg.iicm_positions != "last"))
+        )
         query_pos = None if everywhere else last
         e_id = self.id_stream(self.item_embedding(seq))  # 1.4: E_id [B, L, d]
+        e_query = e_id if query_pos is None else select_positions(e_id, query_pos, dim=1)
+        if cfg.id_only:
+            fusion_in, terms = e_query, {}
+        else:
+            modal, terms = self._modal_path(seq, valid, lengths, e_id, query_pos, trace)
+            if trace is not None:
+                trace.update(e_query=e_query, modal=modal)
+            fusion_in = torch.cat([e_query, modal], dim=-1)
+        fused = self.final_norm(self.final_fusion(fusion_in))  # 1.9
+        if cfg.output_clamp is not None:
+            fused = fused.clamp(-cfg.output_clamp, cfg.output_clamp)
+        if last_only and query_pos is None:
+            fused = select_positions(fused, last, dim=1)
+        return fused, terms
 
+    def _modal_path(
+        self,
+        seq: torch.Tensor,
+        valid: torch.Tensor,
+        lengths: torch.Tensor,
+        e_id: torch.Tensor,
+        query_pos: torch.Tensor | None,
+        trace: dict[str, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The routed modal summary M [B, Q, d] (Q = L, or the positions of ``query_pos``) and the IICM terms."""
+        cfg = self.config
         latents, means, kls = [], [], []
         rows = self._iicm_rows(valid, lengths)
         items, inverse = torch.unique(seq, return_inverse=True)  # project each distinct item once
@@ -541,13 +578,8 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         gates = self.router(hf)  # 1.8: [B, H, Q, E]
         mixed = self.experts(hf, gates)  # per head o_j [B, H, Q, d]
         modal = l2(self.head_fusion(mixed.transpose(1, 2).flatten(2)))  # M [B, Q, d]
-
-        e_query = e_id if query_pos is None else select_positions(e_id, query_pos, dim=1)
         if trace is not None:
-            trace.update(hf=hf, gates=gates, e_query=e_query, modal=modal)
-        fused = self.final_norm(self.final_fusion(torch.cat([e_query, modal], dim=-1)))  # 1.9
-        if cfg.output_clamp is not None:
-            fused = fused.clamp(-cfg.output_clamp, cfg.output_clamp)
+            trace.update(hf=hf, gates=gates)
 
         if self.align_pair == "modal_pairs":
             points = [z[rows] for z in (means if cfg.align_latent == "mean" else latents)]
@@ -559,9 +591,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             terms["kl_objective"] = kl_dims.clamp(min=cfg.free_bits).sum()
         if cfg.balance_coef > 0:
             terms["balance"] = balance_loss(gates[valid.unsqueeze(1).expand(-1, gates.shape[1], -1)])
-        if last_only and query_pos is None:
-            fused = select_positions(fused, last, dim=1)
-        return fused, terms
+        return modal, terms
 
     def _iicm_rows(self, valid: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, position) indices where the IICM terms are taken: each last item, or every valid position (A7)."""
@@ -646,7 +676,10 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         state among the users, the pair that alignment aligns; chance 1 / n),
         ``router_entropy`` (nats, mean over heads; log E is uniform), ``expert_<k>`` (mean gate) and
         ``weight_<stream>`` (mean share of the ID stream and each modality, see :meth:`routing_weights`).
+        With ``id_only``, ``valid_ce`` only.
         """
+        if self.config.id_only:  # no bottleneck, alignment or routing to measure
+            return self._user_diagnostics(ctx)
         return {**self._item_diagnostics(ctx), **self._user_diagnostics(ctx)}
 
     def _item_diagnostics(self, ctx: DataContext) -> dict[str, float]:
@@ -695,6 +728,8 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             states, terms = self.forward_states(seq, lengths, last_only=True, trace=trace)
             logits = states[:, 0] @ self.item_embedding.weight[: self.n_items].T
             out["valid_ce"] = float(F.cross_entropy(logits, targets))
+            if self.config.id_only:
+                return out
             out["align"] = float(terms["align"])
             if self.align_pair == "modal_id":  # what that alignment pairs: a user's routed modal summary and ID state
                 out["modal_id_retrieval"] = float(_retrieval(trace["modal"][:, 0], trace["e_query"][:, 0]))
@@ -708,12 +743,15 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         return out
 
     @torch.no_grad()
-    def explain(self, batch: Batch, items: torch.Tensor) -> list[list[dict[str, object]]]:
+    def explain(self, batch: Batch, items: torch.Tensor) -> list[list[dict[str, object]]] | None:
         """Per user and recommended item (``items`` [B, K]): how FindRec routes that item after the user's
         history. The item is appended to the history (the oldest item dropped at max_len) and read at its
         position, so its content is the query of the cross-modal attention over the history: ``experts``
         (the router's gates, mean over heads), ``head_experts`` (per head) and ``streams`` (the share of the
-        ID stream and of each modality; :meth:`routing_weights`). Evaluation mode, posterior means."""
+        ID stream and of each modality; :meth:`routing_weights`). Evaluation mode, posterior means.
+        None with ``id_only`` (nothing is routed)."""
+        if self.config.id_only:
+            return None
         was_training = self.training
         self.eval()
         try:
@@ -763,9 +801,13 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         states, terms = self.forward_states(batch["seq"], batch["lengths"], last_only=last_only)
         states, targets = (states[:, 0], batch["target"]) if last_only else supervised_pairs(states, batch)
         ce = F.cross_entropy(states @ self.output_table().T, targets)
-        kl = self._kl_scale * terms.get("kl_objective", terms["kl"])
-        total = ce + self.config.loss_weight * (kl + self.config.stein_weight * terms["align"])
-        total = total + self.config.balance_coef * terms.get("balance", 0.0) + self.config.score_reg * terms.get("score_reg", 0.0)
+        total = ce
+        if not self.config.id_only:
+            kl = self._kl_scale * terms.get("kl_objective", terms["kl"])
+            total = total + self.config.loss_weight * (kl + self.config.stein_weight * terms["align"])
+            total = (
+                total + self.config.balance_coef * terms.get("balance", 0.0) + self.config.score_reg * terms.get("score_reg", 0.0)
+            )
         return {"loss": total, "ce": ce, **terms}
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:

@@ -248,8 +248,9 @@ class MambaMixer(nn.Module):
         self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state))
         self.D = nn.Parameter(torch.empty(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
-        self.A_log._no_weight_decay = True  # mamba_ssm's markers, read by optimisers that honour them
-        self.D._no_weight_decay = True
+        # mamba_ssm's markers, read by optimisers that honour them (an attribute torch's Parameter does not declare)
+        self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
+        self.D._no_weight_decay = True  # type: ignore[attr-defined]
         self.reset_ssm_parameters(dt_min, dt_max, dt_init_floor)
 
     @torch.no_grad()
@@ -284,7 +285,10 @@ class MambaMixer(nn.Module):
         """y * silu(z) [B, L, ED] by ``mamba_ssm``'s kernel (channels-first layout, Δ bias + softplus fused)."""
         dt, Bm, Cm = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = dt @ self.dt_proj.weight.T  # the kernel adds the bias and applies softplus
-        y = cuda_selective_scan()(
+        kernel = cuda_selective_scan()
+        if kernel is None:  # resolve_backend picks "cuda" only when the kernel loads
+            raise RuntimeError("mamba_ssm's selective_scan_fn is not available")
+        y = kernel(
             u.transpose(1, 2).contiguous(),
             delta.transpose(1, 2).contiguous(),
             -torch.exp(self.A_log.float()),

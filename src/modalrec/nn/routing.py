@@ -16,6 +16,7 @@ from torch import nn
 
 from modalrec.errors import ConfigError
 from modalrec.nn.dropout import Dropout
+from modalrec.nn.typed import TypedModuleList
 
 
 class SharedRouter(nn.Module):
@@ -84,7 +85,7 @@ class SharedExperts(nn.Module):
     def __init__(self, dim: int, out_dim: int, n_experts: int, dropout: float = 0.2):
         super().__init__()
         self.out_dim = out_dim
-        self.experts = nn.ModuleList(nn.Linear(dim, out_dim) for _ in range(n_experts))
+        self.experts = TypedModuleList(nn.Linear(dim, out_dim) for _ in range(n_experts))
         self.dropout = Dropout(dropout)
 
     def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:

@@ -113,7 +113,7 @@ class TransformerStack(nn.Module):
     ``attention_dropout`` (None = ``dropout``) drops attention weights; at 0, SDPA can run its fused kernel on CPU,
     which never materialises the [B, heads, L, L] weights (with dropout it falls back to the unfused path)."""
 
-    attention_mask = staticmethod(causal_attention_mask)
+    attention_mask: staticmethod[[torch.Tensor], torch.Tensor | None] = staticmethod(causal_attention_mask)
 
     def __init__(
         self,

@@ -242,6 +242,7 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         c, m = self.config, self.manifold
         z_u, z_p, z_n = self.z_users[batch["users"]], self.z_items[batch["pos"]], self.z_items[batch["neg"]]
         t = torch.randint(0, c.steps, (len(z_u),), device=z_u.device)  # one t per pair, user and item share it
+        assert self.f_user is not None  # built in faithful mode, the only mode reaching here
         f_u = self.f_user(self.diffusion.q_sample(z_u, t, directional=c.restrict), t, cond=z_p)
         f_p = self.f_item(self.diffusion.q_sample(z_p, t, directional=c.restrict), t, cond=z_u)
         hat_u, hat_p = self.blend(z_u, f_u), self.blend(z_p, f_p)

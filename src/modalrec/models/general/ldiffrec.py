@@ -26,6 +26,7 @@ truncated-SVD item factors of the train matrix for datasets without item embeddi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
@@ -49,11 +50,11 @@ def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 100) -> np.ndarra
     """Cluster labels [n] of the rows of x by Lloyd's k-means from a k-means++ start (seeded)."""
     rng = np.random.default_rng(seed)
     x = np.asarray(x, dtype=np.float64)
-    centres = [x[rng.integers(len(x))]]
+    seeds = [x[rng.integers(len(x))]]
     for _ in range(1, k):
-        d2 = np.min(((x[:, None] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
-        centres.append(x[rng.choice(len(x), p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(len(x))])
-    centres = np.asarray(centres)
+        d2 = np.min(((x[:, None] - np.asarray(seeds)[None]) ** 2).sum(-1), axis=1)
+        seeds.append(x[rng.choice(len(x), p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(len(x))])
+    centres = np.asarray(seeds)
     labels = np.full(len(x), -1)
     for _ in range(iterations):
         new = (((x**2).sum(1)[:, None] - 2 * x @ centres.T) + (centres**2).sum(1)[None]).argmin(1)
@@ -66,7 +67,7 @@ def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 100) -> np.ndarra
     return labels
 
 
-def mlp(sizes: list[int], act: type[nn.Module], last_act: bool = False) -> nn.Sequential:
+def mlp(sizes: list[int], act: Callable[[], nn.Module], last_act: bool = False) -> nn.Sequential:
     """Linear layers with ``act`` between them, and after the last one when ``last_act``."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):

@@ -37,6 +37,7 @@ from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import distance_correlation
 from modalrec.nn.losses import bpr_loss
+from modalrec.nn.typed import tensor_sum
 
 SCORE_ITEM_CHUNK = 512  # items scored at once inside score_items (bounds the [B, n, K, S] attention)
 
@@ -90,7 +91,7 @@ class DMRL(MultimodalRecommender):
         pairs = list(combinations(range(x.shape[1]), 2))
         if not pairs:
             return x.new_zeros(())
-        return sum(distance_correlation(x[:, a], x[:, b]) for a, b in pairs) / len(pairs)
+        return tensor_sum(distance_correlation(x[:, a], x[:, b]) for a, b in pairs) / len(pairs)
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         c = self.config

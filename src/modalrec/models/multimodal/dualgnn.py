@@ -37,6 +37,7 @@ from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.graph import mean_propagate, normalise_adjacency, propagate, sparse_graph
 from modalrec.nn.knn import cooccurrence_knn
+from modalrec.nn.typed import TypedModuleList
 
 
 @register
@@ -60,7 +61,7 @@ class DualGNN(MultimodalRecommender):
             raise ConfigError(f"dualgnn: need layers >= 0 and user_k >= 1, got {config.layers}, {config.user_k}")
         m = len(self.features)
         self.item_embedding = nn.Embedding(self.n_items, config.dim)
-        self.preferences = nn.ModuleList(nn.Embedding(self.n_users, config.dim) for _ in range(m))
+        self.preferences = TypedModuleList(nn.Embedding(self.n_users, config.dim) for _ in range(m))
         for table in (self.item_embedding, *self.preferences):
             nn.init.normal_(table.weight, std=config.init_std)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], config.dim) for f in self.features)

@@ -103,7 +103,7 @@ class FREEDOM(MultimodalRecommender):
             shape=(self.n_users, self.n_items),
         )
         graph = bipartite_adjacency(kept, self.n_users, self.n_items, norm="sym")
-        self.pruned = tuple(t.to(self.adjacency.device) for t in sparse_graph(graph))
+        self.pruned = sparse_graph(graph, self.adjacency.device)
 
     def representations(self, graph: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config

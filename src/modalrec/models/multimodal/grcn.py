@@ -41,6 +41,7 @@ from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.edges import EdgeCSR
+from modalrec.nn.typed import TypedModuleList
 
 
 @register
@@ -64,7 +65,7 @@ class GRCN(MultimodalRecommender):
             raise ConfigError(f"grcn: need routing >= 1 and layers >= 0, got {config.routing}, {config.layers}")
         self.user_embedding = nn.Embedding(self.n_users, config.dim)
         self.item_embedding = nn.Embedding(self.n_items, config.dim)
-        self.preferences = nn.ModuleList(nn.Embedding(self.n_users, config.dim) for _ in self.features)
+        self.preferences = TypedModuleList(nn.Embedding(self.n_users, config.dim) for _ in self.features)
         for table in (self.user_embedding, self.item_embedding, *self.preferences):
             nn.init.normal_(table.weight, std=config.init_std)
         self.content = nn.ModuleList(nn.Linear(f.shape[1], config.dim) for f in self.features)  # W_m

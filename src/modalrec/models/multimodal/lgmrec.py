@@ -37,6 +37,7 @@ from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import info_nce
 from modalrec.nn.graph import mean_propagate, propagate
+from modalrec.nn.typed import tensor_sum
 
 
 @register
@@ -99,7 +100,7 @@ class LGMRec(MultimodalRecommender):
                 hyper = h_items.T @ z_items  # [A, d]
                 z_items, z_users = h_items @ hyper, h_users @ hyper
             global_parts.append(torch.cat([z_users, z_items]))
-        return local, sum(global_parts), global_parts
+        return local, tensor_sum(global_parts), global_parts
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         local, global_, _ = self.embeddings()

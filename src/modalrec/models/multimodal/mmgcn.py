@@ -35,6 +35,7 @@ from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.graph import propagate
+from modalrec.nn.typed import TypedModuleList
 
 
 class ModalityGCN(nn.Module):
@@ -79,7 +80,7 @@ class MMGCN(MultimodalRecommender):
             raise ConfigError(f"mmgcn: need dim >= 1 and layers >= 1, got dim={config.dim}, layers={config.layers}")
         self.id_embedding = nn.Embedding(self.n_users + self.n_items, config.dim)
         nn.init.normal_(self.id_embedding.weight, std=config.init_std)
-        self.gcns = nn.ModuleList(
+        self.gcns = TypedModuleList(
             ModalityGCN(self.n_users, f.shape[1], config.dim, config.layers, config.init_std) for f in self.features
         )
         self.register_user_item_graph(ctx, norm="row")

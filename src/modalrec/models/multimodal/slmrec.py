@@ -37,6 +37,7 @@ from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import info_nce
 from modalrec.nn.graph import mean_propagate
+from modalrec.nn.typed import TypedModuleList, tensor_sum
 
 SSL_TASKS = ("fd", "fm", "fac")
 
@@ -64,7 +65,7 @@ class SLMRec(MultimodalRecommender):
         if config.ssl_task not in SSL_TASKS:
             raise ConfigError(f"slmrec: ssl_task must be one of {', '.join(SSL_TASKS)}, got {config.ssl_task!r}")
         m = len(self.features)
-        self.user_embeddings = nn.ModuleList(nn.Embedding(self.n_users, config.dim) for _ in range(m + 1))  # ID + modalities
+        self.user_embeddings = TypedModuleList(nn.Embedding(self.n_users, config.dim) for _ in range(m + 1))  # ID + modalities
         self.item_embedding = nn.Embedding(self.n_items, config.dim)
         for table in (self.item_embedding, *self.user_embeddings):
             nn.init.normal_(table.weight, std=config.init_std)
@@ -98,7 +99,7 @@ class SLMRec(MultimodalRecommender):
             return info_nce(masked(), masked(), c.temperature)
         coarse = encode(projected)
         fine = [encode([p if j == m else torch.zeros_like(p) for j, p in enumerate(projected)]) for m in range(len(projected))]
-        return sum(info_nce(f, coarse, c.temperature) for f in fine) / len(fine)
+        return tensor_sum(info_nce(f, coarse, c.temperature) for f in fine) / len(fine)
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         users, items = self.representations()

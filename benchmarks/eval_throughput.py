@@ -1,13 +1,15 @@
 """Full-ranking evaluation throughput and peak memory against the bare floor.
 
-    python benchmarks/eval_throughput.py [--sizes ml1m,100k,1m] [--repeats 2] [--out FILE]
+    python benchmarks/eval_throughput.py [--sizes ml1m,100k,1m] [--repeats 2] [--seconds 0] [--out FILE]
 
 A dot-product model with random d=64 embeddings is ranked on synthetic catalogues: ML-1M-like
 (6,040 users x 3,706 items, ~160 seen items per user drawn with a popularity skew) and 100k / 1M
 items (4,096 users, ~20 seen items per user); every user has one test target and TEST masks train +
 valid. For each size the Evaluator (masking, exact ties, hits, metrics) is timed against the floor in
 the same process: ``U @ I.T`` chunked the same way over users and items plus ``torch.topk`` (merging
-per-chunk top-k with another topk), no masking, no tie handling, no metrics.
+per-chunk top-k with another topk), no masking, no tie handling, no metrics. The two alternate, at
+least ``--repeats`` times and until each has run ``--seconds`` (so a fast size gets many tries at a
+quiet moment of a shared machine); the best time of each is kept.
 
 Memory: tracemalloc does not see torch's allocations and torch keeps no CPU allocator statistics, so
 each (size, item_chunk) runs in its own subprocess that, once the model, context and embeddings are
@@ -130,7 +132,7 @@ def peak_mb(exact: bool) -> float:
     return _status_mb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(size: str, item_chunk: int, repeats: int) -> dict[str, float]:
+def measure(size: str, item_chunk: int, repeats: int, min_seconds: float) -> dict[str, float]:
     """One size and chunk in this process: evaluator peak memory, evaluator and floor throughput."""
     torch.set_num_threads(2)
     n_users, n_items, n_seen, skewed = SIZES[size]
@@ -148,7 +150,7 @@ def measure(size: str, item_chunk: int, repeats: int) -> dict[str, float]:
     peak_after = peak_mb(exact)
     eval_users = user_table[torch.from_numpy(result.users)]
     seconds, floor_seconds = [], []
-    for _ in range(repeats):  # interleaved, so both see the same load on a shared machine
+    while len(seconds) < repeats or min(sum(seconds), sum(floor_seconds)) < min_seconds:  # interleaved: same load
         start = time.perf_counter()
         evaluator.evaluate(model, TEST)
         seconds.append(time.perf_counter() - start)
@@ -166,12 +168,14 @@ def measure(size: str, item_chunk: int, repeats: int) -> dict[str, float]:
         "eval_peak_growth_mb": peak_after - resident_before,
         "peak_exact": exact,
         "recall@20": result.summary[f"recall@{K}"],
+        "repeats": len(seconds),
     }
 
 
-def run_child(size: str, item_chunk: int, repeats: int) -> dict[str, float]:
+def run_child(size: str, item_chunk: int, repeats: int, min_seconds: float) -> dict[str, float]:
     """``measure`` in a fresh interpreter, so its peak RSS is its own."""
-    command = [sys.executable, __file__, "--child", size, str(item_chunk), "--repeats", str(repeats)]
+    command = [sys.executable, __file__, "--child", size, str(item_chunk)]
+    command += ["--repeats", str(repeats), "--seconds", str(min_seconds)]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -179,7 +183,7 @@ def run_child(size: str, item_chunk: int, repeats: int) -> dict[str, float]:
 def report(rows: list[dict[str, float]]) -> str:
     header = (
         f"{'items':>9} {'users':>6} {'seen/u':>6} {'item_chunk':>10} {'eval u/s':>10} {'floor u/s':>10} "
-        f"{'ratio':>6} {'peak MiB':>9}"
+        f"{'ratio':>6} {'peak MiB':>9} {'repeats':>7}"
     )
     lines = [header]
     for r in rows:
@@ -188,6 +192,7 @@ def report(rows: list[dict[str, float]]) -> str:
             f"{r['eval_users_per_s']:>10,.0f} {r['floor_users_per_s']:>10,.0f} "
             f"{r['eval_users_per_s'] / r['floor_users_per_s']:>6.2f} {r['eval_peak_growth_mb']:>8.0f}"
             + ("" if r["peak_exact"] else "*")
+            + f" {r['repeats']:>7}"
         )
     lines += [
         "",
@@ -202,17 +207,18 @@ def report(rows: list[dict[str, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated subset of {list(SIZES)}")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="at least this many timed passes of each")
+    parser.add_argument("--seconds", type=float, default=0.0, help="and go on until each has run this long")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here (command on line 1)")
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "ITEM_CHUNK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child[0], int(args.child[1]), args.repeats)))
+        print(json.dumps(measure(args.child[0], int(args.child[1]), args.repeats, args.seconds)))
         return
     rows = []
     for size in args.sizes.split(","):
         for item_chunk in ITEM_CHUNKS[size]:
-            rows.append(run_child(size, item_chunk, args.repeats))
+            rows.append(run_child(size, item_chunk, args.repeats, args.seconds))
             print(report(rows[-1:]).splitlines()[1], flush=True)
     text = report(rows)
     print("\n" + text)

@@ -369,3 +369,25 @@ def test_masked_topk_kernel_equals_a_full_sort(item_chunk: int) -> None:
     assert wide.shape == (n_rows, n_items)  # k above the catalogue: each item once
     with pytest.raises(ConfigError, match="k must be >= 1"):
         masked_topk(lambda a, b: scores[:, a:b], n_rows, n_items, 0, item_chunk)
+
+
+@pytest.mark.parametrize("item_chunk", [16, 1_000])
+def test_masked_topk_orders_tied_rows_among_distinct_ones(item_chunk: int) -> None:
+    """Rows of distinct scores (the one-chunk fast path keeps torch.topk's order) next to rows with ties,
+    -0.0 beside 0.0 and a row shorter than k: every row in the exact (score desc, item asc) order."""
+    from modalrec.eval.topk import masked_topk
+
+    rng = np.random.default_rng(5)
+    n_rows, n_items, k = 8, 40, 12
+    scores = torch.from_numpy(rng.standard_normal((n_rows, n_items)).astype(np.float32))
+    scores[1] = torch.from_numpy(rng.integers(0, 3, n_items).astype(np.float32))  # ties inside the top k
+    scores[3, :] = 0.0
+    scores[3, ::2] = -0.0  # -0.0 and 0.0 are one score
+    scores[5, 6:] = -torch.inf  # only 6 finite scores
+    items, values = masked_topk(lambda a, b: scores[:, a:b].clone(), n_rows, n_items, k, item_chunk)
+    for row in range(n_rows):
+        finite = [i for i in range(n_items) if scores[row, i] > -torch.inf]
+        expected = sorted(finite, key=lambda i: (-float(scores[row, i]), i))[:k]
+        assert items[row, : len(expected)].tolist() == expected
+        assert (items[row, len(expected) :] == -1).all()
+    assert items[3].tolist() == list(range(k))

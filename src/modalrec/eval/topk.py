@@ -52,6 +52,22 @@ def _merge_topk(scores: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarr
     return np.take_along_axis(scores, order, 1), np.take_along_axis(items, order, 1)
 
 
+def _order_rows(scores: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows put in the exact order (score descending, item ascending), lexsorting only the rows that need it.
+
+    A chunk's top-k comes out of ``torch.topk`` sorted by score; a row whose scores strictly decrease is
+    then already in the exact order (no tie to break), which is almost every row of real scores. Rows with
+    an equal pair (ties, -inf padding, -0.0 next to 0.0), a NaN or an unsorted tail go through
+    :func:`_merge_topk`.
+    """
+    unordered = np.flatnonzero(~(scores[:, :-1] > scores[:, 1:]).all(axis=1))
+    if len(unordered) == 0:
+        return scores, items
+    scores, items = np.array(scores), np.array(items)  # owned copies: the rows are rewritten in place
+    scores[unordered], items[unordered] = _merge_topk(scores[unordered], items[unordered], scores.shape[1])
+    return scores, items
+
+
 def _chunk_topk(scores: torch.Tensor, k: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact best-k set of one item chunk (global indices ``offset + column``), not yet ordered.
 
@@ -145,9 +161,11 @@ def masked_topk(
         # topk puts NaN first; a NaN among the hidden scores makes their sum NaN
         if check_nan is not None and (np.isnan(values[:, 0]).any() or np.isnan(hidden.sum())):
             check_nan(scores, hidden, hidden_rows, start, stop)
-        if best_scores is not None:
+        if best_scores is None:  # the first chunk: already sorted by score, only ties to order
+            best_scores, best_items = _order_rows(values, items)
+        else:
             values, items = np.concatenate([best_scores, values], 1), np.concatenate([best_items, items], 1)
-        best_scores, best_items = _merge_topk(values, items, k)
+            best_scores, best_items = _merge_topk(values, items, k)
         del scores  # free this tile before the next is scored: peak memory is one tile, not two
     if best_scores is None or best_items is None:
         return np.zeros((n_rows, 0), dtype=np.int64), np.zeros((n_rows, 0), dtype=np.float32)

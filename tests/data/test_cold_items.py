@@ -139,3 +139,39 @@ def test_id_only_and_content_models_train_on_a_cold_split(tmp_path: Path) -> Non
         results = json.loads((tmp_path / "runs" / model / "results.json").read_text())
         text = json.dumps(results)
         assert '"cold/recall@10"' in text and '"warm/recall@10"' in text
+
+
+class _WarmFirst(_Oracle):
+    """Every warm item above every cold one, the user's targets first within each group: the mixed list holds no
+    cold item, yet the model orders the cold items perfectly."""
+
+    def score_items(self, users, items: slice):
+        import torch
+
+        target = self.ctx.targets(self.phase)[users][:, items].toarray().astype(np.float32)
+        warm = ~np.asarray(self.ctx.cold_items[items], dtype=bool)
+        return torch.from_numpy(target + 2.0 * warm[None, :])
+
+
+def test_cold_only_ranks_cold_targets_among_cold_items() -> None:
+    _, out = _split(0.2)
+    ctx = DataContext.from_dataset(out)
+    evaluator = Evaluator(ctx, ks=(10,), metrics=("recall",), beyond=())
+    summary = evaluator.evaluate(_WarmFirst(ctx, TEST), TEST).summary
+    assert summary["cold/recall@10"] == 0.0  # never recommended in the mixed list
+    assert summary["cold-only/users"] == summary["cold/users"] > 0
+    seen = ctx.seen(TEST)
+    targets = ctx.targets(TEST)
+    expected = []
+    for user in np.flatnonzero(targets[:, ctx.cold_items].getnnz(axis=1) > 0):
+        cold_targets = [i for i in targets[user].indices if ctx.cold_items[i]]
+        unseen = [i for i in cold_targets if seen[user, i] == 0]
+        expected.append(min(len(unseen), 10) / len(cold_targets))
+    assert summary["cold-only/recall@10"] == pytest.approx(np.mean(expected)) and summary["cold-only/recall@10"] > 0.5
+    # without a cold split there is no cold-only list
+    _, plain = _split(0.0)
+    plain_ctx = DataContext.from_dataset(plain)
+    assert not any(
+        k.startswith("cold-only/")
+        for k in Evaluator(plain_ctx, ks=(10,), beyond=()).evaluate(_Oracle(plain_ctx, TEST), TEST).summary
+    )

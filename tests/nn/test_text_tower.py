@@ -40,8 +40,10 @@ def cache(tmp_path: Path) -> FeatureCache:
     return FeatureCache(tmp_path / "features")
 
 
-def test_output_is_minilm_sentence_embedding(cache: FeatureCache) -> None:
-    tower = TextTower(TEXTS, dim=8, finetune_layers=2, max_length=16, cache=cache).eval()
+@pytest.mark.parametrize("n", [0, 2])
+def test_output_is_minilm_sentence_embedding(cache: FeatureCache, n: int) -> None:
+    tower = TextTower(TEXTS, dim=8, finetune_layers=n, max_length=16, cache=cache).eval()
+    assert tower.lower.shape[1:] == ((384,) if n == 0 else (tower.attention.shape[1], 384))  # frozen: the cache holds the output
     encoder = SentenceTransformerEncoder("minilm", max_length=16)
     encoder.load()
     expected = encoder.encode_batch([t for t in TEXTS if t is not None])
@@ -50,6 +52,9 @@ def test_output_is_minilm_sentence_embedding(cache: FeatureCache) -> None:
     have = [i for i, t in enumerate(TEXTS) if t is not None]
     np.testing.assert_allclose(pooled[have].numpy(), expected, atol=1e-5)
     assert torch.equal(pooled[2], torch.zeros(384))  # no text: a zero vector
+    items = torch.tensor([4, 2, 4, 0])
+    with torch.no_grad():
+        np.testing.assert_allclose(tower.pooled(items).numpy(), pooled[items].numpy(), atol=1e-6)  # some items only
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 6])
@@ -176,7 +181,9 @@ def test_train_cli_records_the_encoder(tmp_path: Path) -> None:
         timeout=120,
         env={**os.environ, **env_home},
     )
-    assert bad.returncode == 2 and "item_encoder 'txt' is not one of id, text" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == 2 and "item_encoder 'txt' is not one of id, text, image" in bad.stderr and "Traceback" not in bad.stderr
+    )
     assert not (tmp_path / "runs" / "bad").exists()  # nothing written
 
 
@@ -199,9 +206,19 @@ def test_vbpr_reads_item_content_through_the_tower(monkeypatch: pytest.MonkeyPat
     model = VBPR(
         VBPR.Config(dim=8, content_dim=8, item_encoder="text", finetune_layers=1, encoder_lr=1e-4, encoder_max_length=16), ctx
     )
-    assert model.projection.in_features == 384 and model.text_tower is not None and model.text_tower.project is None
-    batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([0, 1]), "neg": torch.tensor([3, 4])}
+    assert model.projection.in_features == 384 and model.item_tower is not None and model.item_tower.project is None
+    batch = {"users": torch.tensor([0, 1, 2]), "pos": torch.tensor([0, 1, 0]), "neg": torch.tensor([3, 4, 1])}
+    model.eval()  # no dropout: the batch-only loss equals BPR over the whole catalogue's representations
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            model.loss(batch)["bpr"].item(), model.bpr_terms(*model.representations(), batch).item(), rtol=1e-6
+        )
+    model.train()
+    asked = []
+    pooled = model.item_tower.pooled
+    monkeypatch.setattr(model.item_tower, "pooled", lambda items=None: asked.append(items) or pooled(items))
     model.loss(batch)["loss"].backward()
-    assert all(p.grad is not None for p in model.text_tower.layers.parameters())
+    assert len(asked) == 1 and asked[0].tolist() == [0, 1, 3, 4]  # each distinct batch item once, not the catalogue
+    assert all(p.grad is not None for p in model.item_tower.layers.parameters())
     assert [g.get("lr") for g in model.parameter_groups()] == [None, 1e-4]
     assert model.provenance()["item_encoder"]["trained_layers"] == [5]

@@ -9,13 +9,14 @@ histories, from which it cuts the padded sequences sequential models read at eva
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from modalrec.data.dataset import TEST, TRAIN, VALID, Dataset
-from modalrec.data.features.extract import item_texts
+from modalrec.data.features.extract import item_images, item_texts
 from modalrec.errors import ModalRecError
 
 
@@ -28,6 +29,15 @@ def _ordered_csr(users: np.ndarray, items: np.ndarray, order_key: np.ndarray, n_
     return sp.csr_matrix((data, items[order], indptr), shape=(n_users, n_items))
 
 
+@dataclass(frozen=True)
+class ItemImages:
+    """Each item's image file (None: none) and the EfficientNet-Lite variant and input size to read them with."""
+
+    paths: list[Path | None]
+    variant: str
+    size: int
+
+
 @dataclass
 class DataContext:
     """What a model may know about the data.
@@ -37,7 +47,8 @@ class DataContext:
     columns). ``features`` are float32 tensors [n_items, d] with masks. ``cold_items`` (bool [n_items]) marks
     the items a ``cold_items`` split held out of training (None when the split held none out). ``item_texts``
     are the items' texts rendered with the template the dataset's text feature was extracted with (None when it
-    has no such feature), for models that encode text end to end.
+    has no such feature), for models that encode text end to end; ``item_images`` likewise the items' image files
+    and the EfficientNet-Lite settings the dataset's image feature was extracted with.
     """
 
     n_users: int
@@ -49,6 +60,7 @@ class DataContext:
     item_popularity: np.ndarray | None = None
     cold_items: np.ndarray | None = None
     item_texts: list[str | None] | None = None
+    item_images: ItemImages | None = None
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> DataContext:
@@ -79,6 +91,7 @@ class DataContext:
             item_popularity=np.asarray(train.sum(axis=0)).ravel().astype(np.int64),
             cold_items=cold_items,
             item_texts=_item_texts(ds),
+            item_images=_item_images(ds),
         )
 
     def history(self, users: np.ndarray, phase: int) -> list[np.ndarray]:
@@ -119,6 +132,21 @@ def _item_texts(ds: Dataset) -> list[str | None] | None:
                 return item_texts(ds, record["template"])
             except ModalRecError:  # the metadata the template names is gone (e.g. a re-imported dataset)
                 return None
+    return None
+
+
+def _item_images(ds: Dataset) -> ItemImages | None:
+    """The items' images by the folder/pattern or field of the first EfficientNet-Lite image feature (None without,
+    or when its folder is gone)."""
+    for record in (ds.meta.get("features") or {}).values():
+        encoder = str(record.get("encoder", ""))
+        if record.get("modality") != "image" or not encoder.startswith("efficientnet-lite"):
+            continue
+        try:
+            paths = item_images(ds, record.get("image_folder"), record.get("pattern", "{item}.jpg"), record.get("image_field"))
+        except ModalRecError:  # folder moved or field gone
+            return None
+        return ItemImages(paths, encoder.removeprefix("efficientnet-"), int(record.get("size", 224)))
     return None
 
 

@@ -16,6 +16,9 @@ Warm / cold targets: when the split held items out of training (``ctx.cold_items
 users' warm targets only and ``cold/<name>@k`` over their cold targets only (each averaged over the users that
 have such a target; ``warm/users`` and ``cold/users`` count them). The ranked list is the same mixed list over
 the whole catalogue: a cold item ranked above a warm target costs the warm metric a place, as it would a user.
+That mixed list asks whether a model *recommends* cold items; a model trained only on warm positives rarely
+does, whatever its content. ``cold-only/<name>@k`` asks whether it can *rank* them (the strict cold-start
+protocol, e.g. DropoutNet, CLCRec): the same users' cold targets ranked among the unseen cold items only.
 
 Sampled evaluation (``sampled="uniform" | "popularity"``) is offered for comparison with papers that
 use it: per user, ``n_negatives`` items neither seen nor relevant are drawn (uniformly or in
@@ -150,7 +153,8 @@ class Evaluator:
         n_relevant_all = targets.counts()
         users = np.flatnonzero(n_relevant_all > 0)
         max_k = self.ks[-1]
-        hits_parts, topk_parts = [], []
+        hits_parts, topk_parts, cold_parts = [], [], []
+        warm_blocked = None if self.ctx.cold_items is None or self.sampled else ~np.asarray(self.ctx.cold_items, dtype=bool)
         rng = np.random.default_rng(self.seed)
         sampler = (
             None if self.sampled is None else SampledNegatives(self.sampled, self.ctx.n_items, self.popularity, self.n_negatives)
@@ -160,8 +164,12 @@ class Evaluator:
                 chunk = users[start : start + self.user_chunk]
                 query = model.encode(model.eval_batch(chunk, self.ctx, phase))
                 if self.sampled is None:
-                    items, _ = self._rank(model, query, chunk, max_k, self._rows(self._seen, self.ctx.seen, phase))
+                    seen = self._rows(self._seen, self.ctx.seen, phase)
+                    items, _ = self._rank(model, query, chunk, max_k, seen)
                     hits = self._hits(items, targets.padded(chunk, self.ctx.n_items))
+                    if warm_blocked is not None:  # the cold-only list: warm items blocked for every user
+                        cold_items, _ = self._rank(model, query, chunk, max_k, seen, blocked=warm_blocked)
+                        cold_parts.append(self._hits(cold_items, targets.padded(chunk, self.ctx.n_items)).numpy())
                 else:
                     items, hits = self._rank_sampled(model, query, chunk, max_k, phase, sampler, rng)
                 hits_parts.append(hits.numpy())
@@ -171,7 +179,7 @@ class Evaluator:
         per_user = user_metrics(hits, n_relevant_all[users], self.user_metric_names, self.ks)
         summary: dict[str, Any] = {key: float(values.mean()) if len(values) else 0.0 for key, values in per_user.items()}
         if self.ctx.cold_items is not None:
-            summary.update(self._warm_cold(hits, topk, targets, users))
+            summary.update(self._warm_cold(hits, topk, targets, users, cold_parts))
         if self.sampled is None:
             summary.update(list_metrics(topk, self.list_metric_names, self.ks, self.ctx.n_items, self.popularity))
         else:
@@ -213,9 +221,9 @@ class Evaluator:
 
     # ------------------------------------------------------------------ full ranking
     def _rank(
-        self, model: Recommender, query: Any, users: np.ndarray, k: int, seen: _Rows | None
+        self, model: Recommender, query: Any, users: np.ndarray, k: int, seen: _Rows | None, blocked: np.ndarray | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-k (items, scores) on CPU for one user chunk, masking the users' seen items."""
+        """Exact top-k (items, scores) on CPU for one user chunk, masking the users' seen items (and ``blocked``)."""
         items, scores = masked_topk(
             lambda start, stop: self._chunk_scores(model, query, start, stop, len(users)),
             len(users),
@@ -223,6 +231,7 @@ class Evaluator:
             k,
             self.item_chunk,
             hide=None if seen is None else seen.matrix[users],
+            blocked=blocked,
             check_nan=lambda scores, hidden, rows, start, stop: self._check_nan(model, scores, hidden, rows, users, start, stop),
         )
         return torch.from_numpy(items), torch.from_numpy(scores)
@@ -286,8 +295,11 @@ class Evaluator:
         return items, hits
 
     # ------------------------------------------------------------------ helpers
-    def _warm_cold(self, hits: np.ndarray, topk: np.ndarray, targets: _Rows, users: np.ndarray) -> dict[str, float]:
-        """``warm/<metric>`` and ``cold/<metric>`` means: hits and |rel| restricted to warm or to cold targets."""
+    def _warm_cold(
+        self, hits: np.ndarray, topk: np.ndarray, targets: _Rows, users: np.ndarray, cold_only: list[np.ndarray]
+    ) -> dict[str, float]:
+        """``warm/<metric>`` and ``cold/<metric>`` means: hits and |rel| restricted to warm or to cold targets;
+        ``cold-only/<metric>`` from the hits of the list ranked among cold items only (full ranking)."""
         cold = np.asarray(self.ctx.cold_items, dtype=bool)
         rows = targets.matrix[users]
         n_cold = np.bincount(
@@ -297,7 +309,10 @@ class Evaluator:
         n_warm = np.diff(rows.indptr) - n_cold
         hit_cold = hits & (topk >= 0) & cold[np.maximum(topk, 0)]
         out: dict[str, float] = {}
-        for group, group_hits, n_relevant in (("warm", hits & ~hit_cold, n_warm), ("cold", hit_cold, n_cold)):
+        groups = [("warm", hits & ~hit_cold, n_warm), ("cold", hit_cold, n_cold)]
+        if cold_only:
+            groups.append(("cold-only", np.concatenate(cold_only), n_cold))
+        for group, group_hits, n_relevant in groups:
             has = n_relevant > 0
             out[f"{group}/users"] = int(has.sum())
             values = user_metrics(group_hits[has], n_relevant[has], self.user_metric_names, self.ks)

@@ -15,10 +15,11 @@ Deviations: alpha and beta_u do not change a user's ranking and are dropped; the
 (visual) modality, here f_i is the concatenation of every modality's (L2-normalised) features, so
 any set of modalities works. The L2 on E and beta' is left to ``train.weight_decay`` as in MMRec.
 
-``item_encoder="text"`` (not in the paper; the survey's end-to-end optimisation): f_i is MiniLM's sentence
-embedding of the item's text from :class:`~modalrec.nn.text_tower.TextTower`, whose top ``finetune_layers``
-layers train with BPR at ``encoder_lr`` (0 = frozen). Every step encodes the whole catalogue, so on a CPU keep
-``finetune_layers`` at 0-1 and the catalogue small (see docs/end_to_end.md).
+``item_encoder="text"`` or ``"image"`` (not in the paper; the survey's end-to-end optimisation): f_i is the
+pooled output of MiniLM over the item's text or of EfficientNet-Lite over its image (:mod:`modalrec.nn.towers`),
+whose top ``finetune_layers`` layers train with BPR at ``encoder_lr`` (0 = frozen). A training step encodes only
+the items of its triples (positives and negatives, each once); scoring encodes the catalogue once per evaluation
+pass (cached until the model trains again). See docs/end_to_end.md for the cost.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
-from modalrec.nn.text_tower import TextTower
+from modalrec.nn.item_tower import ItemTower
+from modalrec.nn.losses import bpr_loss, pairwise_scores
+from modalrec.nn.towers import TOWERS, build_item_tower
 
-ITEM_ENCODERS = ("features", "text")
+ITEM_ENCODERS = ("features", *TOWERS)
 
 
 @register
@@ -53,9 +56,9 @@ class VBPR(MultimodalRecommender):
         content_dim: int = 64  # K', size of the projected content E f_i
         reg: float = 1e-4  # L2 weight on the batch's gamma, theta and beta_i
         init_std: float = 0.1  # normal initialisation of the ID factors
-        item_encoder: str = "features"  # features (extracted, frozen) | text (MiniLM over the item texts, end to end)
-        finetune_layers: NonNegative = 0  # item_encoder=text: top MiniLM layers trained (0 = frozen encoder)
-        encoder_lr: float | None = None  # item_encoder=text: learning rate of those layers; None = train.lr
+        item_encoder: str = "features"  # features (extracted, frozen) | text (MiniLM) | image (EfficientNet-Lite), end to end
+        finetune_layers: NonNegative = 0  # item_encoder text/image: top encoder layers trained (0 = frozen encoder)
+        encoder_lr: float | None = None  # item_encoder text/image: learning rate of those layers; None = train.lr
         encoder_max_length: int = 32  # item_encoder=text: tokens read per item text
 
     def __init__(self, config: Config, ctx: DataContext):
@@ -64,14 +67,12 @@ class VBPR(MultimodalRecommender):
             raise ConfigError(f"vbpr: dim and content_dim must be >= 1, got {config.dim}, {config.content_dim}")
         if config.item_encoder not in ITEM_ENCODERS:
             raise ConfigError(f"vbpr: model.item_encoder '{config.item_encoder}' is not one of {', '.join(ITEM_ENCODERS)}")
-        self.text_tower: TextTower | None = None
-        if config.item_encoder == "text":
-            if ctx.item_texts is None:
-                raise ConfigError(
-                    "vbpr: model.item_encoder=text needs a dataset whose text feature records its template (e.g. ml-100k-plot)"
-                )
-            self.text_tower = TextTower(ctx.item_texts, None, config.finetune_layers, config.encoder_max_length)
-            feature_dim = int(self.text_tower.lower.shape[-1])
+        self.item_tower: ItemTower | None = None
+        if config.item_encoder != "features":
+            self.item_tower = build_item_tower(
+                self.name, config.item_encoder, ctx, None, config.finetune_layers, config.encoder_max_length
+            )
+            feature_dim = self.item_tower.width
         else:
             feature_dim = sum(f.shape[1] for f in self.features)
         self.gamma_user = nn.Embedding(self.n_users, config.dim)
@@ -84,31 +85,44 @@ class VBPR(MultimodalRecommender):
             nn.init.normal_(table.weight, std=config.init_std)
         nn.init.zeros_(self.beta_item.weight)
 
-    def content(self) -> torch.Tensor:
-        """f_i: the concatenated, per-modality L2-normalised features [n_items, sum d_m] (or the text tower's
-        L2-normalised sentence embeddings)."""
-        if self.text_tower is not None:
-            return self.text_tower.pooled()
-        return torch.cat([F.normalize(f, dim=1) for f in self.features], dim=1)
+    def content(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """f_i of ``items`` (None = all): the concatenated, per-modality L2-normalised features [n, sum d_m], or
+        the item tower's L2-normalised pooled output."""
+        if self.item_tower is not None:
+            return F.normalize(self.item_tower.pooled(items), dim=1)
+        return torch.cat([F.normalize(f if items is None else f[items], dim=1) for f in self.features], dim=1)
+
+    def user_rows(self, users: torch.Tensor | None = None) -> torch.Tensor:
+        """[gamma_u; theta_u; 1] of ``users`` (None = all)."""
+        gamma, theta = self.gamma_user.weight, self.theta_user.weight
+        if users is not None:
+            gamma, theta = gamma[users], theta[users]
+        return torch.cat([gamma, theta, torch.ones(len(gamma), 1, device=gamma.device)], dim=1)
+
+    def item_rows(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """[gamma_i; E f_i; beta_i + beta'^T f_i] of ``items`` (None = all): x_ui is one inner product with a user row."""
+        f = self.content(items)
+        gamma, beta = self.gamma_item.weight, self.beta_item.weight
+        if items is not None:
+            gamma, beta = gamma[items], beta[items]
+        return torch.cat([gamma, self.projection(f), beta + self.content_bias(f)], dim=1)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
-        # x_ui as one inner product: [gamma_u; theta_u; 1] . [gamma_i; E f_i; beta_i + beta'^T f_i]
-        f = self.content()
-        ones = torch.ones(self.n_users, 1, device=f.device)
-        users = torch.cat([self.gamma_user.weight, self.theta_user.weight, ones], dim=1)
-        items = torch.cat([self.gamma_item.weight, self.projection(f), self.beta_item.weight + self.content_bias(f)], dim=1)
-        return users, items
+        return self.user_rows(), self.item_rows()
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        if self.text_tower is None:
+        if self.item_tower is None:
             return super().parameter_groups()
-        return self.text_tower.parameter_groups(self, self.config.encoder_lr)
+        return self.item_tower.parameter_groups(self, self.config.encoder_lr)
 
     def provenance(self) -> dict[str, Any]:
-        return {} if self.text_tower is None else {"item_encoder": self.text_tower.record(self.config.encoder_lr)}
+        return {} if self.item_tower is None else {"item_encoder": self.item_tower.record(self.config.encoder_lr)}
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        users, items = self.representations()
-        ranking = self.bpr_terms(users, items, batch)
+        # only the batch's rows: each distinct item of the triples is encoded once (the catalogue is not)
+        items, index = torch.unique(torch.cat([batch["pos"], batch["neg"]]), return_inverse=True)
+        rows = self.item_rows(items)[index]
+        positives, negatives = rows[: len(batch["pos"])], rows[len(batch["pos"]) :]
+        ranking = bpr_loss(*pairwise_scores(self.user_rows(batch["users"]), positives, negatives))
         prior = self.config.reg * self.l2_terms(batch, self.gamma_user, self.theta_user, self.gamma_item, self.beta_item)
         return {"loss": ranking + prior, "bpr": ranking, "reg": prior}

@@ -15,11 +15,12 @@ Deviations / choices, each a flag:
   cross-entropy with one sampled negative; "sampled" is the same softmax against ``negatives`` uniform
   items shared by the batch (cheaper on large catalogues); "bce" is the paper's loss (Sec. III-E);
   "bpr" the pairwise version with one uniform negative per position.
-- ``item_encoder`` "id" (default, the paper's item embedding table) or "text": end-to-end item vectors from
-  the items' texts through MiniLM (:class:`~modalrec.nn.text_tower.TextTower`; MoRec, SIGIR 2023), its top
-  ``finetune_layers`` transformer layers trained with the recommender at ``encoder_lr`` (0 = frozen encoder,
-  only the projection trains), the lower layers' outputs cached by content hash. Text items are scored by
-  content alone, so items never seen in training (a cold-item split) get meaningful scores.
+- ``item_encoder`` "id" (default, the paper's item embedding table), "text" or "image": end-to-end item
+  vectors from the items' texts through MiniLM or their images through EfficientNet-Lite
+  (:mod:`modalrec.nn.towers`; MoRec, SIGIR 2023), the encoder's top ``finetune_layers`` layers trained with the
+  recommender at ``encoder_lr`` (0 = frozen encoder, only the projection trains), the lower layers' outputs
+  cached by content hash. Such items are scored by content alone, so items never seen in training (a
+  cold-item split) get meaningful scores.
 - Sequences are right-padded (the paper left-pads); positions count from the first item, so padding
   never shifts the positions of real items. Padding is masked as keys and zeroed after every block.
 """
@@ -43,10 +44,11 @@ from modalrec.models.sequential.objective import (
     check_loss_name,
     next_item_loss,
 )
-from modalrec.nn.text_tower import TextTower
+from modalrec.nn.item_tower import ItemTower
+from modalrec.nn.towers import TOWERS, build_item_tower
 from modalrec.nn.transformer import CausalTransformer
 
-ITEM_ENCODERS = ("id", "text")
+ITEM_ENCODERS = ("id", *TOWERS)
 
 
 @register
@@ -70,9 +72,9 @@ class SASRec(TiedItemScoring, SequentialRecommender):
         loss: str = "ce"
         negatives: int = 256  # loss "sampled": uniform negatives per batch
         init_std: float = 0.02  # std of the normal initialisation of the embedding tables
-        item_encoder: str = "id"  # id (embedding table) | text (MiniLM over the item texts, end to end)
-        finetune_layers: NonNegative = 0  # item_encoder=text: top MiniLM layers trained (0 = frozen encoder)
-        encoder_lr: float | None = None  # item_encoder=text: learning rate of those layers; None = train.lr
+        item_encoder: str = "id"  # id (embedding table) | text (MiniLM over item texts) | image (EfficientNet-Lite), end to end
+        finetune_layers: NonNegative = 0  # item_encoder text/image: top encoder layers trained (0 = frozen encoder)
+        encoder_lr: float | None = None  # item_encoder text/image: learning rate of those layers; None = train.lr
         encoder_max_length: int = 32  # item_encoder=text: tokens read per item text (cost grows with it)
 
     train_view: ClassVar[str] = "sequences"
@@ -93,7 +95,7 @@ class SASRec(TiedItemScoring, SequentialRecommender):
         if config.item_encoder not in ITEM_ENCODERS:
             raise ConfigError(f"{self.name}: model.item_encoder '{config.item_encoder}' is not one of {', '.join(ITEM_ENCODERS)}")
         self.pad = self.n_items
-        ids = config.item_encoder == "id"  # with a text tower the items have no ID embedding (content only)
+        ids = config.item_encoder == "id"  # with a content tower the items have no ID embedding (content only)
         if ids:
             self.item_embedding = nn.Embedding(self.n_items + 1, config.dim, padding_idx=self.pad)
         self.position_embedding = nn.Embedding(config.max_len, config.dim)
@@ -114,15 +116,12 @@ class SASRec(TiedItemScoring, SequentialRecommender):
             attention_dropout=config.attention_dropout,
         )
         self.negatives = SeededNegatives(self.n_items)
-        self.text_tower: TextTower | None = None
+        self.item_tower: ItemTower | None = None
         self._scoring_table: torch.Tensor | None = None
-        if config.item_encoder == "text":
-            if ctx.item_texts is None:
-                raise ConfigError(
-                    f"{self.name}: model.item_encoder=text needs item texts, i.e. a dataset whose text feature records "
-                    "its template (e.g. ml-100k-plot, ml-1m-mm, amazon-scientific-mm); this one has none"
-                )
-            self.text_tower = TextTower(ctx.item_texts, config.dim, config.finetune_layers, config.encoder_max_length)
+        if not ids:
+            self.item_tower = build_item_tower(
+                self.name, config.item_encoder, ctx, config.dim, config.finetune_layers, config.encoder_max_length
+            )
 
     def hidden_states(self, seq: torch.Tensor, lengths: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """F [B, L, d]: the state after reading items 0..t, for every position t (zero at padding); ``table``:
@@ -139,35 +138,35 @@ class SASRec(TiedItemScoring, SequentialRecommender):
 
     def embed_items(self, seq: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """E [B, L, d]: the input representation of the items of ``seq`` (subclasses may fuse content)."""
-        if self.text_tower is None:
+        if self.item_tower is None:
             return self.item_embedding(seq)
         return F.pad(self.item_table() if table is None else table, (0, 0, 0, 1))[seq]  # the padding index gets a zero row
 
     def item_table(self) -> torch.Tensor:
-        """V [n_items, d]: the ID embeddings, or the text tower's output (once per scoring pass)."""
-        if self.text_tower is None:
+        """V [n_items, d]: the ID embeddings, or the content tower's output (once per scoring pass)."""
+        if self.item_tower is None:
             return super().item_table()
-        return self._scoring_table if self._scoring_table is not None else self.text_tower()
+        return self._scoring_table if self._scoring_table is not None else self.item_tower()
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        table = self.item_table()  # once per step: with a text tower it is the costly part
+        table = self.item_table()  # once per step: with a content tower it is the costly part
         hidden = self.hidden_states(batch["seq"], batch["lengths"], table)
         return next_item_loss(hidden, batch, table, self.config.loss, self.negatives, self.config.negatives)
 
     def prepare_scoring(self) -> None:
         super().prepare_scoring()
-        self._scoring_table = self.text_tower() if self.text_tower is not None else None
+        self._scoring_table = self.item_tower() if self.item_tower is not None else None
 
     def train(self, mode: bool = True) -> Any:
         self._scoring_table = None
         return super().train(mode)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        if self.text_tower is None:
+        if self.item_tower is None:
             return super().parameter_groups()
-        return self.text_tower.parameter_groups(self, self.config.encoder_lr)
+        return self.item_tower.parameter_groups(self, self.config.encoder_lr)
 
     def provenance(self) -> dict[str, Any]:
-        if self.text_tower is None:
+        if self.item_tower is None:
             return {}
-        return {"item_encoder": self.text_tower.record(self.config.encoder_lr)}
+        return {"item_encoder": self.item_tower.record(self.config.encoder_lr)}

@@ -47,8 +47,8 @@ class SASRecFeatures(SASRec):
     def __init__(self, config: Config, ctx: DataContext):
         if config.item_encoder != "id":
             raise ConfigError(
-                "sasrec_features fuses extracted features with ID embeddings; for an end-to-end text encoder use model=sasrec "
-                "model.item_encoder=text"
+                "sasrec_features fuses extracted features with ID embeddings; for an end-to-end encoder use model=sasrec "
+                "model.item_encoder=text (or image)"
             )
         super().__init__(config, ctx)
         if config.fusion not in FUSIONS:

@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from modalrec.data.context import DataContext
-from modalrec.data.views import NegativeSampler as NewTriples
-from modalrec.eval.sampled import SampledNegatives as NewEval
-from modalrec.models.sequential.objective import SeededNegatives as NewSeeded
+from modalrec.data.negatives import NegativeSampler
 from tests.data.test_views import train_context
 
 
@@ -93,7 +91,8 @@ def test_triples_negatives_unchanged(distribution, seed):
     ctx = train_context(seed=seed)
     users = np.repeat(np.repeat(np.arange(ctx.n_users), np.diff(ctx.train.indptr)), 3)  # CSR order, 3 per pair
     expected = old_triples_negatives(ctx, distribution, users, np.random.default_rng(seed))
-    drawn = NewTriples(ctx, distribution).sample(users, np.random.default_rng(seed))
+    sampler = NegativeSampler.for_training(ctx.n_items, ctx.item_popularity, ctx.train, distribution)
+    drawn = sampler.sample(users, np.random.default_rng(seed))
     assert drawn.dtype == np.int64 and np.array_equal(drawn, expected)
 
 
@@ -102,12 +101,12 @@ def test_triples_negatives_unchanged(distribution, seed):
 def test_eval_negatives_unchanged(strategy, n_negatives):
     ctx = train_context(seed=3)
     popularity = ctx.item_popularity
-    sampler = NewEval(strategy, ctx.n_items, popularity, n_negatives)
+    sampler = NegativeSampler(ctx.n_items, popularity if strategy == "popularity" else None)
     old_rng, new_rng = np.random.default_rng(7), np.random.default_rng(7)
     for user in range(ctx.n_users):  # one generator across users, as the evaluator does
         excluded = np.union1d(ctx.train.indices[ctx.train.indptr[user] : ctx.train.indptr[user + 1]], [user % ctx.n_items])
         expected = old_eval_negatives(strategy, ctx.n_items, popularity, n_negatives, old_rng, excluded)
-        assert np.array_equal(sampler.sample(new_rng, excluded), expected)
+        assert np.array_equal(sampler.sample_distinct(new_rng, excluded, n_negatives), expected)
 
 
 def test_eval_popularity_negatives_unchanged_on_a_long_tail():
@@ -116,12 +115,12 @@ def test_eval_popularity_negatives_unchanged_on_a_long_tail():
     rng = np.random.default_rng(0)
     n_items = 3706
     popularity = (rng.pareto(1.2, n_items) * 20).astype(np.int64)
-    sampler = NewEval("popularity", n_items, popularity, 100)
+    sampler = NegativeSampler(n_items, popularity)
     old_rng, new_rng = np.random.default_rng(11), np.random.default_rng(11)
     for _ in range(300):
         excluded = np.unique(rng.integers(0, n_items, 150))
         expected = old_eval_negatives("popularity", n_items, popularity, 100, old_rng, excluded)
-        assert np.array_equal(sampler.sample(new_rng, excluded), expected)
+        assert np.array_equal(sampler.sample_distinct(new_rng, excluded, 100), expected)
 
 
 def test_sequential_loss_negatives_unchanged():
@@ -130,8 +129,8 @@ def test_sequential_loss_negatives_unchanged():
     expected = old_seeded_negatives(50, shapes)
     after_old = torch.rand(3)  # the global stream after construction: unchanged too
     torch.manual_seed(2024)
-    sampler = NewSeeded(50)
+    sampler = NegativeSampler.seeded_from_torch(50)
     after_new = torch.rand(3)
-    drawn = [sampler.sample(torch.Size(shape), torch.device("cpu")) for shape in shapes]
+    drawn = [sampler.sample_tensor(torch.Size(shape), torch.device("cpu")) for shape in shapes]
     assert all(torch.equal(a, b) for a, b in zip(drawn, expected))
     assert torch.equal(after_old, after_new)

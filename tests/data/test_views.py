@@ -9,7 +9,8 @@ import torch
 
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import TRAIN, VALID, Dataset
-from modalrec.data.views import NegativeSampler, make_train_batches, view_options
+from modalrec.data.negatives import NegativeSampler
+from modalrec.data.views import make_train_batches, view_options
 from modalrec.errors import ConfigError
 
 
@@ -98,7 +99,7 @@ def expected_negative_frequency(ctx: DataContext, user: int, weights: np.ndarray
 @pytest.mark.parametrize("distribution", ["uniform", "popularity"])
 def test_negative_distribution_matches_its_definition(distribution):
     ctx = train_context(seed=1)
-    sampler = NegativeSampler(ctx, distribution)
+    sampler = NegativeSampler.for_training(ctx.n_items, ctx.item_popularity, ctx.train, distribution)
     user = int(np.argmax(np.diff(ctx.train.indptr)[:-1]))  # a busy user: many rejections
     draws = 200_000
     items = sampler.sample(np.full(draws, user), np.random.default_rng(0))
@@ -116,7 +117,7 @@ def test_negative_distribution_matches_its_definition(distribution):
 def test_negatives_for_a_user_who_saw_nearly_everything():
     ctx = train_context()
     dense = ctx.n_users - 1
-    sampler = NegativeSampler(ctx, "uniform")
+    sampler = NegativeSampler.for_training(ctx.n_items, ctx.item_popularity, ctx.train, "uniform")
     items = sampler.sample(np.full(5000, dense), np.random.default_rng(0))
     allowed = set(range(ctx.n_items)) - {j for u, j in train_pairs(ctx) if u == dense}
     assert set(items.tolist()) == allowed

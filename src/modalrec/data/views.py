@@ -29,12 +29,12 @@ import torch
 
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import TRAIN
+from modalrec.data.negatives import NegativeSampler
 from modalrec.data.preprocess import check_count
 from modalrec.errors import ConfigError
 
 Batch = dict[str, torch.Tensor]
 TARGET_PAD = -100  # torch.nn.functional.cross_entropy's default ignore_index
-MAX_REJECTION_ROUNDS = 1000
 
 
 class TrainBatches(ABC):
@@ -90,66 +90,6 @@ def train_pairs(ctx: DataContext) -> tuple[np.ndarray, np.ndarray]:
     return users, ctx.train.indices.astype(np.int64)
 
 
-class NegativeSampler:
-    """Draws items a user has not interacted with in train, by vectorised rejection sampling.
-
-    Membership is looked up in the sorted train CSR through one global key per (user, item):
-    ``user * n_items + item`` is sorted across the whole matrix because rows come in user order and
-    columns are sorted inside a row, so one ``np.searchsorted`` checks a whole array of candidates.
-    Only the rejected candidates are drawn again.
-    """
-
-    def __init__(self, ctx: DataContext, distribution: str):
-        if distribution not in ("uniform", "popularity"):
-            raise ConfigError(f"negatives must be 'uniform' or 'popularity', got {distribution!r}")
-        self.n_items = ctx.n_items
-        users, items = train_pairs(ctx)
-        self.keys = users * self.n_items + items
-        degree = np.diff(ctx.train.indptr)
-        if distribution == "popularity":
-            # draw u ~ U[0, total) and take the item whose cumulative-popularity bin holds it; items
-            # never seen in train have an empty bin and are never drawn
-            popularity = np.asarray(ctx.item_popularity, dtype=np.float64)
-            self.cdf: np.ndarray | None = np.cumsum(popularity)
-            positive_mass = np.bincount(users, weights=popularity[items], minlength=ctx.n_users)
-            sampleable = positive_mass < self.cdf[-1]
-        else:
-            self.cdf = None
-            sampleable = degree < self.n_items
-        unsampleable = np.flatnonzero(~sampleable & (degree > 0))
-        if unsampleable.size:
-            raise ConfigError(
-                f"{unsampleable.size} users (first: {unsampleable[:5].tolist()}) have interacted in train "
-                f"with every item the '{distribution}' negative sampler can draw, so no negative exists for them"
-                + ("; use negatives='uniform'" if distribution == "popularity" else "")
-            )
-
-    def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        if self.cdf is None:
-            return rng.integers(0, self.n_items, size=size, dtype=np.int64)
-        return np.searchsorted(self.cdf, rng.random(size) * self.cdf[-1], side="right").astype(np.int64)
-
-    def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Whether each (user, item) pair is a train interaction."""
-        query = users * self.n_items + items
-        where = np.searchsorted(self.keys, query)
-        found = np.zeros(len(query), dtype=bool)
-        inside = where < len(self.keys)
-        found[inside] = self.keys[where[inside]] == query[inside]
-        return found
-
-    def sample(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One negative item per entry of ``users`` (users may repeat; sorted users are fastest)."""
-        items = self._draw(rng, len(users))
-        bad = np.flatnonzero(self.is_positive(users, items))
-        for _ in range(MAX_REJECTION_ROUNDS):
-            if bad.size == 0:
-                return items
-            items[bad] = self._draw(rng, bad.size)
-            bad = bad[self.is_positive(users[bad], items[bad])]
-        raise RuntimeError(f"negative sampling did not converge after {MAX_REJECTION_ROUNDS} rounds")
-
-
 class TripleBatches(TrainBatches):
     """``{"users": [B], "pos": [B], "neg": [B] or [B, num_negatives]}`` (int64), one triple per
     distinct train (user, item) pair per epoch. With ``num_negatives > 1`` the negatives of a triple
@@ -158,7 +98,7 @@ class TripleBatches(TrainBatches):
     def __init__(self, ctx: DataContext, batch_size: int, seed: int, negatives: str = "uniform", num_negatives: int = 1):
         super().__init__(ctx, batch_size, seed)
         self.num_negatives = check_count("num_negatives", num_negatives, 1)
-        self.sampler = NegativeSampler(ctx, negatives)
+        self.sampler = NegativeSampler.for_training(ctx.n_items, ctx.item_popularity, ctx.train, negatives)
         self.users, self.items = train_pairs(ctx)
 
     @property

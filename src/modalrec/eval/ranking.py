@@ -40,10 +40,10 @@ import torch
 
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import TEST, VALID
+from modalrec.data.negatives import NegativeSampler
 from modalrec.errors import ConfigError, ModalRecError, UnknownNameError
 from modalrec.eval.metrics import list_metrics, split_metric_names, user_metrics
 from modalrec.eval.results import EvalResult
-from modalrec.eval.sampled import SampledNegatives
 from modalrec.eval.topk import NO_ROWS, NO_SCORES, masked_topk, order_keys
 from modalrec.models.base import Recommender
 
@@ -156,9 +156,8 @@ class Evaluator:
         hits_parts, topk_parts, cold_parts = [], [], []
         warm_blocked = None if self.ctx.cold_items is None or self.sampled else ~np.asarray(self.ctx.cold_items, dtype=bool)
         rng = np.random.default_rng(self.seed)
-        sampler = (
-            None if self.sampled is None else SampledNegatives(self.sampled, self.ctx.n_items, self.popularity, self.n_negatives)
-        )
+        weights = self.popularity if self.sampled == "popularity" else None
+        sampler = None if self.sampled is None else NegativeSampler(self.ctx.n_items, weights)
         with _scoring_mode(model):
             for start in range(0, len(users), self.user_chunk):
                 chunk = users[start : start + self.user_chunk]
@@ -255,7 +254,7 @@ class Evaluator:
         users: np.ndarray,
         k: int,
         phase: int,
-        sampler: SampledNegatives,
+        sampler: NegativeSampler,
         rng: np.random.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(items [B, k], hits [B, k]) ranking each user's unseen relevant items among sampled negatives."""
@@ -266,7 +265,7 @@ class Evaluator:
             seen_items, relevant = seen.row(user), targets.row(user)
             excluded = np.union1d(seen_items, relevant)
             relevant = np.setdiff1d(relevant, seen_items, assume_unique=True)
-            rows.append((relevant, sampler.sample(rng, excluded)))
+            rows.append((relevant, sampler.sample_distinct(rng, excluded, self.n_negatives)))
         width = max(1, *(len(r) + len(n) for r, n in rows))
         candidates = torch.full((len(users), width), -1, dtype=torch.long)
         is_relevant = torch.zeros((len(users), width), dtype=torch.bool)

@@ -24,9 +24,9 @@ from torch import nn
 
 from modalrec.checks import Check, Positive
 from modalrec.data.context import DataContext
+from modalrec.data.negatives import NegativeSampler
 from modalrec.models.base import SequentialRecommender, register
 from modalrec.models.sequential.objective import (
-    SeededNegatives,
     TiedItemScoring,
     check_loss_name,
 )
@@ -71,7 +71,7 @@ class GRU4Rec(TiedItemScoring, SequentialRecommender):
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.gru = nn.GRU(config.dim, config.hidden, config.layers, batch_first=True, bias=False)
         self.projection = nn.Linear(config.hidden, config.dim)
-        self.negatives = SeededNegatives(self.n_items)
+        self.negatives = NegativeSampler.seeded_from_torch(self.n_items)
 
     def hidden_states(self, seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L, dim]: the projected GRU state after items 0..t. A left-to-right GRU never reads

@@ -25,9 +25,9 @@ from torch import nn
 
 from modalrec.checks import Check, Positive
 from modalrec.data.context import DataContext
+from modalrec.data.negatives import NegativeSampler
 from modalrec.models.base import SequentialRecommender, register
 from modalrec.models.sequential.objective import (
-    SeededNegatives,
     TiedItemScoring,
     check_loss_name,
 )
@@ -107,7 +107,7 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
                 for _ in range(config.layers)
             )
         )
-        self.negatives = SeededNegatives(self.n_items)
+        self.negatives = NegativeSampler.seeded_from_torch(self.n_items)
         if config.init == "recbole":
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from modalrec.data.negatives import NegativeSampler
 from modalrec.data.views import TARGET_PAD
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer
@@ -54,26 +55,8 @@ def supervised_pairs(hidden: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, 
     raise KeyError("a sequence training batch needs 'targets' [B, L] (all positions) or 'target' [B] (last position)")
 
 
-class SeededNegatives:
-    """Uniform item negatives from a private generator, seeded once from the global RNG.
-
-    The global seed (set by the run) therefore fixes the negatives, while drawing them does not
-    disturb the global stream that dropout and shuffling use.
-    """
-
-    def __init__(self, n_items: int):
-        self.n_items = n_items
-        self.seed = int(torch.randint(0, 2**62, ()).item())
-        self._generator: torch.Generator | None = None
-
-    def sample(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device).manual_seed(self.seed)
-        return torch.randint(0, self.n_items, shape, generator=self._generator, device=device)
-
-
 def next_item_loss(
-    hidden: torch.Tensor, batch: Batch, item_table: torch.Tensor, loss: str, sampler: SeededNegatives, negatives: int = 1
+    hidden: torch.Tensor, batch: Batch, item_table: torch.Tensor, loss: str, sampler: NegativeSampler, negatives: int = 1
 ) -> dict[str, torch.Tensor]:
     """The named loss terms for predicting each target from its state, scored against ``item_table`` [n_items, d];
     ``negatives``: the shared negatives of ``loss="sampled"``."""
@@ -82,9 +65,11 @@ def next_item_loss(
         ce = F.cross_entropy(states @ item_table.T, targets)
         return {"loss": ce, "ce": ce}
     if loss == "sampled":
-        sampled = sampled_softmax_loss(states, targets, item_table, sampler.sample(torch.Size([negatives]), targets.device))
+        sampled = sampled_softmax_loss(
+            states, targets, item_table, sampler.sample_tensor(torch.Size([negatives]), targets.device)
+        )
         return {"loss": sampled, "sampled_ce": sampled}
-    drawn = sampler.sample(targets.shape, targets.device)
+    drawn = sampler.sample_tensor(targets.shape, targets.device)
     pos_scores = (states * item_table[targets]).sum(-1)
     neg_scores = (states * item_table[drawn]).sum(-1)
     value = binary_ce_loss(pos_scores, neg_scores) if loss == "bce" else bpr_loss(pos_scores, neg_scores)
@@ -94,9 +79,10 @@ def next_item_loss(
 class TiedItemScoring(EmbeddingScorer):
     """Loss and scoring of a sequence encoder read against its own (tied) item embeddings.
 
-    The model defines ``item_embedding`` (``n_items + 1`` rows, padding last), ``negatives`` (a
-    :class:`SeededNegatives`), ``config.loss``, ``config.negatives`` and ``hidden_states(seq, lengths) -> [B, L, d]``;
-    the state at each position scores the next item, the state at ``lengths - 1`` is the query.
+    The model defines ``item_embedding`` (``n_items + 1`` rows, padding last), ``negatives``
+    (:meth:`NegativeSampler.seeded_from_torch`), ``config.loss``, ``config.negatives`` and
+    ``hidden_states(seq, lengths) -> [B, L, d]``; the state at each position scores the next item, the state at
+    ``lengths - 1`` is the query.
     """
 
     def item_table(self) -> torch.Tensor:

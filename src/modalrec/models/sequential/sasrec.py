@@ -36,10 +36,10 @@ from torch import nn
 
 from modalrec.checks import Check, NonNegative, Positive
 from modalrec.data.context import DataContext
+from modalrec.data.negatives import NegativeSampler
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, SequentialRecommender, register
 from modalrec.models.sequential.objective import (
-    SeededNegatives,
     TiedItemScoring,
     check_loss_name,
     next_item_loss,
@@ -115,7 +115,7 @@ class SASRec(TiedItemScoring, SequentialRecommender):
             config.inner_dim,
             attention_dropout=config.attention_dropout,
         )
-        self.negatives = SeededNegatives(self.n_items)
+        self.negatives = NegativeSampler.seeded_from_torch(self.n_items)
         self.item_tower: ItemTower | None = None
         self._scoring_table: torch.Tensor | None = None
         if not ids:

@@ -54,7 +54,7 @@ def precision(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
 
 def hit(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
     """1 when at least one relevant item is in the top k."""
-    return hits.any(axis=1).astype(np.float64)
+    return np.asarray(hits.any(axis=1), dtype=np.float64)
 
 
 def mrr(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
@@ -133,7 +133,8 @@ def known_metrics() -> list[str]:
 def split_metric_names(names: Iterable[str]) -> tuple[list[str], list[str]]:
     """(per-user names, list names) in the given order, duplicates dropped; unknown names raise
     :class:`UnknownNameError` listing the known ones."""
-    user, lists = [], []
+    user: list[str] = []
+    lists: list[str] = []
     for name in names:
         key = str(name).lower()
         if key in USER_METRICS:

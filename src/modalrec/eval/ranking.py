@@ -162,16 +162,16 @@ class Evaluator:
             for start in range(0, len(users), self.user_chunk):
                 chunk = users[start : start + self.user_chunk]
                 query = model.encode(model.eval_batch(chunk, self.ctx, phase))
-                if self.sampled is None:
+                if sampler is None:
                     seen = self._rows(self._seen, self.ctx.seen, phase)
                     items, _ = self._rank(model, query, chunk, max_k, seen)
-                    hits = self._hits(items, targets.padded(chunk, self.ctx.n_items))
+                    chunk_hits = self._hits(items, targets.padded(chunk, self.ctx.n_items))
                     if warm_blocked is not None:  # the cold-only list: warm items blocked for every user
                         cold_items, _ = self._rank(model, query, chunk, max_k, seen, blocked=warm_blocked)
                         cold_parts.append(self._hits(cold_items, targets.padded(chunk, self.ctx.n_items)).numpy())
                 else:
-                    items, hits = self._rank_sampled(model, query, chunk, max_k, phase, sampler, rng)
-                hits_parts.append(hits.numpy())
+                    items, chunk_hits = self._rank_sampled(model, query, chunk, max_k, phase, sampler, rng)
+                hits_parts.append(chunk_hits.numpy())
                 topk_parts.append(items.numpy())
         hits = np.concatenate(hits_parts) if hits_parts else np.zeros((0, max_k), dtype=bool)
         topk = np.concatenate(topk_parts) if topk_parts else np.zeros((0, max_k), dtype=np.int64)

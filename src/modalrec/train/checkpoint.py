@@ -13,6 +13,7 @@ pickle load.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import os
 
@@ -79,7 +80,9 @@ class TrainState:
 def rng_state() -> dict[str, Any]:
     """Every generator's state, as tensors and numbers (loadable with ``weights_only=True``)."""
     version, mt, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state(legacy=True)
+    assert isinstance(legacy, tuple)  # legacy=True: MT19937's (kind, keys, pos, has_gauss, cached) tuple
+    kind, keys, pos, has_gauss, cached = legacy
     state: dict[str, Any] = {
         "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
         "numpy": {
@@ -159,7 +162,7 @@ def _model_config_diffs(found: dict[str, Any], expected: dict[str, Any], model: 
 
 def _legacy_globals() -> list[Any]:
     """The classes a format-1 checkpoint pickled, allowed (and only they) when reading one."""
-    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 / 1
+    multiarray = importlib.import_module("numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray")  # 2 / 1
     return [
         (TrainState, "modalrec.train.trainer.TrainState"),  # where format 1 defined it
         multiarray._reconstruct,

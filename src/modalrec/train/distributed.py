@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from modalrec.errors import ConfigError, ModalRecError
+from modalrec.models.base import Recommender
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def is_main_process() -> bool:
     return env_dist().is_main
 
 
-def check_distributable(model_cls: type, world_size: int) -> None:
+def check_distributable(model_cls: type[Recommender], world_size: int) -> None:
     """Closed-form models (train_view 'none') have no minibatch loop to share between processes."""
     if world_size > 1 and model_cls.train_view == "none":
         raise DistributedError(
@@ -240,7 +241,7 @@ class LossStep(nn.Module):
     """``model.loss`` as ``forward``: DDP's gradient hooks are armed around ``forward``, so the training
     step has to be one."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: Recommender):
         super().__init__()
         self.model = model
 
@@ -248,7 +249,7 @@ class LossStep(nn.Module):
         return self.model.loss(batch)
 
 
-def wrap(model: nn.Module, dist: Dist, device: torch.device, find_unused: bool = False) -> nn.Module:
+def wrap(model: Recommender, dist: Dist, device: torch.device, find_unused: bool = False) -> nn.Module:
     """The module the trainer calls on a batch: ``LossStep(model)``, inside DDP when distributed.
 
     Non-persistent buffers (graphs, feature matrices: data every rank rebuilds from its own copy of

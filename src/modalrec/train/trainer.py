@@ -271,7 +271,8 @@ class Trainer:
         and cut into ``grad_accum`` micro-batches; a part of ``n`` of the step's ``N`` examples has its
         mean loss weighted by ``n * world_size / N``, so the (DDP-averaged) gradient is the gradient of
         the mean over the whole batch for losses that are means over examples."""
-        model, t, dist = self.model, self.cfg.train, self.dist
+        model, t, dist, optimizer = self.model, self.cfg.train, self.dist, self.optimizer
+        assert optimizer is not None, "train_epoch runs only for trainable models (they have an optimiser)"
         step_module = self.step_module
         model.train()
         model.before_epoch(epoch)
@@ -290,7 +291,7 @@ class Trainer:
             for step, batch in enumerate(batches):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 total = batches.global_batch_size(step)
-                self.optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=True)
                 parts = micro_batches(batch, t.grad_accum)
                 for i, part in enumerate(parts):
                     size = int(next(iter(part.values())).shape[0])
@@ -311,7 +312,7 @@ class Trainer:
                         sums[key] = sums.get(key, 0.0) + float(value.detach()) * size
                 if t.clip_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
-                self.optimizer.step()
+                optimizer.step()
                 steps += 1
                 elapsed = time.perf_counter() - start
                 bar.advance(1, f"loss {sums['loss'] / examples:.4f}  {examples * dist.world_size / max(elapsed, 1e-9):,.0f} ex/s")
@@ -321,9 +322,9 @@ class Trainer:
         self.state.train_seconds += seconds
         self.state.train_cpu_seconds += time.process_time() - cpu_start
         keys = sorted(sums)
-        examples, *totals = distributed.all_sum(dist, [float(examples), *(sums[k] for k in keys)])
-        record = {k: v / max(1, examples) for k, v in zip(keys, totals)}
-        record.update(epoch=epoch + 1, seconds=seconds, examples_per_s=examples / max(seconds, 1e-9), steps=steps)
+        all_examples, *totals = distributed.all_sum(dist, [float(examples), *(sums[k] for k in keys)])
+        record = {k: v / max(1, all_examples) for k, v in zip(keys, totals)}
+        record.update(epoch=epoch + 1, seconds=seconds, examples_per_s=all_examples / max(seconds, 1e-9), steps=steps)
         return record
 
     def _with_diagnostics(self, record: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from modalrec.data.features.cache import FeatureCache  # noqa: E402
 from modalrec.data.features.text import SentenceTransformerEncoder  # noqa: E402
 from modalrec.data.split import SplitConfig, split  # noqa: E402
 from modalrec.data.storage import save_dataset  # noqa: E402
+from modalrec.errors import ConfigError  # noqa: E402
 from modalrec.models.sequential.sasrec import SASRec  # noqa: E402
 from modalrec.nn.text_tower import TextTower, _load_minilm  # noqa: E402
 
@@ -222,3 +223,43 @@ def test_vbpr_reads_item_content_through_the_tower(monkeypatch: pytest.MonkeyPat
     assert all(p.grad is not None for p in model.item_tower.layers.parameters())
     assert [g.get("lr") for g in model.parameter_groups()] == [None, 1e-4]
     assert model.provenance()["item_encoder"]["trained_layers"] == [5]
+
+
+def test_findrec_reads_its_text_stream_through_the_tower(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import warnings
+
+    from modalrec.data.dataset import ItemFeature
+    from modalrec.data.views import make_train_batches
+    from modalrec.models.sequential.findrec import FindRec
+
+    monkeypatch.setenv("MODALREC_HOME", str(tmp_path))
+    ds = _text_dataset()
+    rng = np.random.default_rng(0)
+    for name, width in (("image", 8), ("text", 4)):
+        ds = ds.with_feature(
+            name, ItemFeature(rng.normal(size=(ds.n_items, width)).astype(np.float32), np.ones(ds.n_items, bool), {})
+        )
+    ds.meta["features"]["text"] = {"modality": "text", "template": "{title}"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ctx = DataContext.from_dataset(split(ds, SplitConfig(method="loo")))
+    small = {"dim": 16, "modal_dim": 16, "heads": 4, "experts": 3, "router_hidden": 16, "max_len": 8}
+    torch.manual_seed(0)
+    model = FindRec(FindRec.Config(**small, item_encoder="text", finetune_layers=1, encoder_lr=1e-4, encoder_max_length=16), ctx)
+    assert model.item_tower is not None and model.modalities == ["image", "text"]
+    assert [p.in_features for p in model.projections] == [8, 384]  # the tower's width replaces the 4-d features
+    _, bert = _load_minilm()
+    for mine, original in zip(model.item_tower.layers[0].parameters(), bert.encoder.layer[5].parameters()):
+        assert torch.equal(mine, original)  # the faithful init leaves the pretrained layer alone
+    with torch.no_grad():
+        pad = model.project("text", torch.tensor([0, ctx.n_items]))
+        assert torch.equal(pad[1], torch.zeros(16))  # the padding index has no content
+    batch = next(iter(make_train_batches("sequences", ctx, batch_size=16, seed=0, max_len=8, target="last")))
+    model.loss(batch)["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.item_tower.layers.parameters())
+    assert [g.get("lr") for g in model.parameter_groups()] == [None, 1e-4]
+    assert model.provenance()["item_encoder"]["trained_layers"] == [5]
+    with pytest.raises(ConfigError, match="replaces the 'text' modality stream"):
+        FindRec(FindRec.Config(**small, modalities=["image"], item_encoder="text"), ctx)
+    with pytest.raises(ConfigError, match="id_only=true has none"):
+        FindRec(FindRec.Config(**small, id_only=True, item_encoder="text"), ctx)

@@ -35,6 +35,10 @@ epoch; ``explain`` returns the routing weights behind each recommended item. Fla
 attention runs over sequence positions, not over the batch axis (A10, a bug that crashes unless B = L),
 and any number of modalities >= 1 is accepted (the released code has exactly image + text). ``id_only`` is
 the "ID stream only" ablation: steps 2-5 and the IICM loss are not built, ``Z = LN(fusion(E_id))``.
+``item_encoder`` "text" / "image" (not in the paper; the survey's end-to-end optimisation) feeds the stream of the
+modality of that name from an item tower (:mod:`modalrec.nn.towers`: MiniLM / EfficientNet-Lite) instead of the
+frozen features, its top ``finetune_layers`` layers trained with FindRec's loss at ``encoder_lr``; each distinct
+item of a batch is encoded once.
 """
 
 from __future__ import annotations
@@ -42,23 +46,25 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import Check, Positive, check_fields
+from modalrec.checks import Check, NonNegative, Positive, check_fields
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import VALID
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
 from modalrec.models.sequential.objective import supervised_pairs
 from modalrec.nn.dropout import Dropout
+from modalrec.nn.item_tower import ItemTower
 from modalrec.nn.mamba import MambaMixer
 from modalrec.nn.routing import SharedExperts, SharedRouter, balance_loss
 from modalrec.nn.stein import STEIN_FORMS, median_bandwidth, mmd, paired_kernel_distance, stein_alignment
+from modalrec.nn.towers import TOWERS, build_item_tower
 
 # The flags that ``mode`` sets when they are left at None.
 MODE_PRESETS: dict[str, dict[str, object]] = {
@@ -382,6 +388,11 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         diagnostic_sample: int = 512  # items and validation users measured by diagnostics() after every epoch
         # ablation "ID stream only": no modal path and no IICM loss; Z = LN(fusion(E_id)), the fusion Linear(d -> d)
         id_only: bool = False
+        # features (frozen, as in the paper) | text | image: that modality's stream from an item tower, end to end
+        item_encoder: Annotated[str, Check(choices=("features", *TOWERS))] = "features"
+        finetune_layers: NonNegative = 0  # item_encoder text/image: top encoder layers trained (0 = frozen encoder)
+        encoder_lr: float | None = None  # item_encoder text/image: learning rate of those layers; None = train.lr
+        encoder_max_length: Positive = 32  # item_encoder=text: tokens read per item text
 
     train_view: ClassVar[str] = "sequences"
     # the released settings: AdamW(1e-3, wd 0.01), batch 128, last-position targets with prefix augmentation
@@ -412,6 +423,9 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         self.id_stream = mamba_stack(cfg, d)  # Sec. 1.4
         self.modalities: list[str] = []
         self.align_pair = "none"  # id_only: nothing is aligned
+        self.item_tower: ItemTower | None = None
+        if cfg.id_only and cfg.item_encoder != "features":
+            raise ConfigError(f"findrec: model.item_encoder={cfg.item_encoder} feeds a modal stream; id_only=true has none")
         if not cfg.id_only:
             self._build_modal_path(cfg, ctx)
         fusion_in = d if cfg.id_only else 2 * d
@@ -442,11 +456,23 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         if self.align_pair == "modal_pairs" and n_mod < 2:
             raise ConfigError("findrec: align_pair=modal_pairs needs >= 2 modalities; use auto or modal_id")
         d, p = cfg.dim, cfg.modal_dim
+        widths = {m: ctx.features[m].shape[1] for m in self.modalities}
+        if cfg.item_encoder != "features":  # that modality's content comes from the tower, end to end
+            if cfg.item_encoder not in self.modalities:
+                raise ConfigError(
+                    f"findrec: model.item_encoder={cfg.item_encoder} replaces the '{cfg.item_encoder}' modality stream, "
+                    f"but the model reads {self.modalities}"
+                )
+            self.item_tower = build_item_tower(
+                self.name, cfg.item_encoder, ctx, None, cfg.finetune_layers, cfg.encoder_max_length
+            )
+            widths[cfg.item_encoder] = self.item_tower.width
         # frozen item content with a zero padding row (Sec. 1.2); dims come from the arrays (A14)
         for m in self.modalities:
-            values = ctx.features[m] * ctx.feature_masks[m].unsqueeze(-1).to(ctx.features[m].dtype)
-            self.register_buffer(f"feature_{m}", F.pad(values, (0, 0, 0, 1)), persistent=False)
-        self.projections = nn.ModuleList(nn.Linear(ctx.features[m].shape[1], p) for m in self.modalities)  # 1.5
+            if m != cfg.item_encoder:
+                values = ctx.features[m] * ctx.feature_masks[m].unsqueeze(-1).to(ctx.features[m].dtype)
+                self.register_buffer(f"feature_{m}", F.pad(values, (0, 0, 0, 1)), persistent=False)
+        self.projections = nn.ModuleList(nn.Linear(widths[m], p) for m in self.modalities)  # 1.5
         self.bottlenecks = nn.ModuleList(GaussianBottleneck(p, cfg.projection_dropout, cfg.logvar_clamp) for _ in self.modalities)
         align_dim = p if self.align_pair == "modal_pairs" else d
         n_scores = 0 if cfg.stein_form == "mmd" else n_mod if self.align_pair == "modal_pairs" else 2
@@ -468,13 +494,14 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
 
     # ------------------------------------------------------------------ init (Sec. 1.10, A13)
     def _init_weights(self) -> None:
+        pretrained = set(self.item_tower.modules()) if self.item_tower is not None else set()  # keeps its weights
         if self.config.init == "faithful":
             for module in self.modules():
-                if isinstance(module, (nn.Linear, nn.Embedding)):
+                if isinstance(module, (nn.Linear, nn.Embedding)) and module not in pretrained:
                     nn.init.normal_(module.weight, std=0.01)  # padding row included, as released
                     if isinstance(module, nn.Linear) and module.bias is not None:
                         nn.init.zeros_(module.bias)
-                elif isinstance(module, nn.LayerNorm):
+                elif isinstance(module, nn.LayerNorm) and module not in pretrained:
                     nn.init.ones_(module.weight)
                     nn.init.zeros_(module.bias)
             if not self.config.id_only:  # the attention's out-projections are nn.Linear in the released code
@@ -601,8 +628,21 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         return valid.nonzero(as_tuple=True)
 
     def project(self, modality: str, items: torch.Tensor) -> torch.Tensor:
-        """P_m = L2(Linear(F_m[items])) (Sec. 1.5): items [...] -> [..., p]."""
-        return l2(self.projections[self.modalities.index(modality)](getattr(self, f"feature_{modality}")[items]))
+        """P_m = L2(Linear(F_m[items])) (Sec. 1.5): items [n] (the padding index gives a zero F_m) -> [n, p]."""
+        if self.item_tower is not None and modality == self.config.item_encoder:
+            real = items < self.n_items
+            content = self.item_tower.pooled(items.clamp(max=self.n_items - 1)) * real.unsqueeze(-1)
+        else:
+            content = getattr(self, f"feature_{modality}")[items]
+        return l2(self.projections[self.modalities.index(modality)](content))
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        if self.item_tower is None:
+            return super().parameter_groups()
+        return self.item_tower.parameter_groups(self, self.config.encoder_lr)
+
+    def provenance(self) -> dict[str, Any]:
+        return {} if self.item_tower is None else {"item_encoder": self.item_tower.record(self.config.encoder_lr)}
 
     def _alignment(self, points: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The Stein term (or the MMD) averaged over point-set pairs (1.6, 4-6), plus the score regulariser (A3)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -149,7 +149,7 @@ def recommend(
     if as_json:
         out = []
         for row, (raw, r) in enumerate(zip(user, lists)):
-            items = [
+            items: list[dict[str, Any]] = [
                 {"item": str(engine.item_ids[i]), "title": engine.title(int(i)), "score": float(s)}
                 for i, s in zip(r.items, r.scores)
             ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,10 +12,13 @@ from rich.table import Table
 from modalrec.console import setup_logging
 from modalrec.errors import ConfigError, ModalRecError
 
+if TYPE_CHECKING:
+    from modalrec.experiments.report import Report
+
 console = Console()
 
 
-def _print_report(report: object) -> None:
+def _print_report(report: Report) -> None:
     from modalrec.experiments.tables import rich_metric_table
 
     for t in report.tables:

@@ -157,8 +157,8 @@ def diagnostic_curves(groups: dict[str, list[RunRecord]], path: Path, title: str
                 for key, value in named.items():
                     values.setdefault(key, []).append((h["epoch"], float(value)))
             for key, points in values.items():
-                x, y = zip(*points)
-                series.setdefault(key, {}).setdefault(label, []).append((list(x), list(y)))
+                epochs, measured = zip(*points)
+                series.setdefault(key, {}).setdefault(label, []).append((list(epochs), list(measured)))
     if not series:
         raise ModalRecError("no run recorded diagnostics")
     keys = sorted(series, key=lambda k: (not k.startswith("train "), k))

@@ -73,7 +73,9 @@ def build_report(
         raise ModalRecError(f"split must be valid or test, got '{split}'")
     if not 0 < alpha < 1:
         raise ModalRecError(f"alpha must be in (0, 1), got {alpha}")
-    records = paths if paths and isinstance(paths[0], RunRecord) else load_runs([Path(p) for p in paths])
+    records = [p for p in paths if isinstance(p, RunRecord)] or load_runs(
+        [Path(p) for p in paths if not isinstance(p, RunRecord)]
+    )
     if not records:
         raise ModalRecError("no runs to report")
     out = Path(out)

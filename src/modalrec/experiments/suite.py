@@ -388,7 +388,7 @@ class Suite:
             if d.name not in known_data and not (Path(d.name).expanduser() / "meta.json").exists():
                 raise UnknownNameError("dataset", d.name, known_data)
         for d in self.datasets:
-            families = {}
+            families: dict[str, list[str]] = {}
             for m in self.models:
                 cfg = resolve(self.base_overrides(d, m))
                 if cfg.dataset.split.method == "auto":
@@ -558,12 +558,11 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True, only
         for d in suite.datasets:
             for m in tuned_models:
                 progress_log.info("suite %s: search %s on %s", suite.name, m.label, d.label)
-                result = _tune(
-                    suite,
-                    d,
-                    m,
-                    lambda done, budget, m=m, d=d: bar.advance(0, f"search {m.label} on {d.label}: {done}/{budget} trials"),
-                )
+
+                def on_trial(done: int, budget: int, m: Entry = m, d: Entry = d) -> None:
+                    bar.advance(0, f"search {m.label} on {d.label}: {done}/{budget} trials")
+
+                result = _tune(suite, d, m, on_trial)
                 tuned[(d.label, m.label)] = result.overrides
                 searches[f"{d.label}__{m.label}"] = {
                     "metric": result.metric,

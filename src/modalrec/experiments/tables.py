@@ -188,8 +188,8 @@ def build_comparison(
     for label, runs in groups.items():
         table.n_seeds[label] = len(runs)
         table.seconds[label] = seed_stats([float(r.results.get("train_seconds", np.nan)) for r in runs])
-        cpu = [r.cpu_seconds for r in runs]
-        table.cpu_seconds[label] = None if any(c is None for c in cpu) else float(np.mean(cpu))
+        cpu = [r.cpu_seconds for r in runs if r.cpu_seconds is not None]
+        table.cpu_seconds[label] = float(np.mean(cpu)) if len(cpu) == len(runs) else None
         table.capped[label] = sum(r.capped_improving for r in runs)
         trained = any("loss" in record for r in runs for record in r.history)
         best, run = (np.mean([float(r.results.get(k, 0)) for r in runs]) for k in ("best_epoch", "epochs_run"))
@@ -200,17 +200,17 @@ def build_comparison(
         table.n_parameters[label] = int(runs[0].results.get("n_parameters", 0))
         row: dict[str, Cell | None] = {}
         for metric in metrics:
-            values = [r.summary(split).get(metric) for r in runs]
-            row[metric] = None if any(v is None for v in values) else Cell(*seed_stats(values), len(runs))
+            values = [v for r in runs if (v := r.summary(split).get(metric)) is not None]
+            row[metric] = Cell(*seed_stats(values), len(runs)) if len(values) == len(runs) else None
         table.cells[label] = row
     for metric in metrics:
-        present = {label: row[metric] for label, row in table.cells.items() if row[metric] is not None}
-        best = best_value(metric, [c.mean for c in present.values()])
-        if best is None:
+        present = {label: cell for label, row in table.cells.items() if (cell := row[metric]) is not None}
+        top = best_value(metric, [c.mean for c in present.values()])
+        if top is None:
             continue
         for cell in present.values():
-            cell.best = cell.mean == best and len(table.cells) > 1
-        reference = next(label for label, c in present.items() if c.mean == best)
+            cell.best = cell.mean == top and len(table.cells) > 1
+        reference = next(label for label, c in present.items() if c.mean == top)
         table.reference[metric] = reference
         samples = {}
         for label in present:

@@ -18,9 +18,9 @@ import json
 import logging
 import math
 import mimetypes
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 from urllib.parse import quote
 
 import numpy as np
@@ -135,7 +135,11 @@ def create_app(
     n_items, n_users = engine.n_items, len(engine.user_ids)
     example_user = engine.user_ids[0] if n_users else "1"
     example_items = engine.item_ids[engine.history(0)[-3:]].tolist() if n_users else []
-    SessionRequest, BatchRequest = schemas.request_models(n_items, example_items, engine.user_ids[:3].tolist())
+    if TYPE_CHECKING:  # the fields; at run time FastAPI validates and documents the catalogue-bounded models
+        SessionRequest: TypeAlias = schemas.SessionFields
+        BatchRequest: TypeAlias = schemas.BatchFields
+    else:
+        SessionRequest, BatchRequest = schemas.request_models(n_items, example_items, engine.user_ids[:3].tolist())
     KQuery = Annotated[int, Query(ge=1, le=n_items, description=f"How many items, 1..{n_items}.")]
     error_responses = {status: {"model": schemas.ErrorOut, "description": text} for status, text in ERRORS.items()}
 
@@ -260,7 +264,9 @@ def create_app(
         indices = [engine.user_index(raw) for raw in request.users]
         known = np.asarray([i for i in indices if i is not None], dtype=np.int64)
         ranked = engine.recommend_users(known, request.k, request.exclude_seen, filters)
-        explained = (engine.explain_users(known, ranked) if request.explain else None) or [None] * len(ranked)
+        explained: Sequence[list[dict[str, Any]] | None] = [None] * len(ranked)
+        if request.explain:
+            explained = engine.explain_users(known, ranked) or explained
         lists = iter(zip(ranked, explained))
         popular = engine.popular(request.k, filters) if request.fallback == "popularity" and None in indices else None
         results, unknown = [], []
@@ -370,7 +376,7 @@ def _info(engine: ServingEngine, limits: ServeLimits) -> Any:
         model=engine.model.name,
         family=engine.family,
         paper=engine.model.paper,
-        hyperparameters=dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {},
+        hyperparameters=dataclasses.asdict(config) if dataclasses.is_dataclass(config) and not isinstance(config, type) else {},
         dataset=engine.dataset.name,
         n_users=len(engine.user_ids),
         n_items=engine.n_items,

@@ -47,15 +47,16 @@ class UserBatcher:
 
     async def recommend(self, user: int, k: int, exclude_seen: bool) -> Ranked:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # first call, or the app now runs in another event loop
-            self._loop, self._queue = loop, asyncio.Queue()
-            self._worker = loop.create_task(self._work())
+        queue = self._queue
+        if self._loop is not loop or queue is None:  # first call, or the app now runs in another event loop
+            queue = asyncio.Queue()
+            self._loop, self._queue = loop, queue
+            self._worker = loop.create_task(self._work(queue))
         request = _Request(user, k, exclude_seen, loop.create_future())
-        self._queue.put_nowait(request)
+        queue.put_nowait(request)
         return await request.future
 
-    async def _work(self) -> None:
-        queue = self._queue
+    async def _work(self, queue: asyncio.Queue[_Request]) -> None:
         while True:
             pending = [await queue.get()]
             while len(pending) < self.max_batch and not queue.empty():
@@ -78,7 +79,7 @@ class UserBatcher:
 
     def _score(self, pending: list[_Request]) -> list[Ranked]:
         """One forward per exclude_seen group (runs in a worker thread)."""
-        out: list[Ranked | None] = [None] * len(pending)
+        out: dict[int, Ranked] = {}
         for exclude in (True, False):
             rows = [i for i, request in enumerate(pending) if request.exclude_seen == exclude]
             if not rows:
@@ -88,4 +89,4 @@ class UserBatcher:
             for i, ranked in zip(rows, self.engine.recommend_users(users, k, exclude, CandidateFilter())):
                 cut = pending[i].k
                 out[i] = Ranked(ranked.items[:cut], ranked.scores[:cut], ranked.strategy)
-        return out
+        return [out[i] for i in range(len(pending))]  # every request is in one of the two groups

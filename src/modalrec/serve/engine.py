@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -46,7 +46,11 @@ SESSION_NEIGHBOURS = 100  # neighbours per item of the co-occurrence session fal
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 
 # how each kind of request was answered (reported in every response)
-MODEL, ITEM_COSINE, CO_OCCURRENCE, POPULARITY = "model", "item-cosine", "co-occurrence", "popularity"
+Strategy = Literal["model", "item-cosine", "co-occurrence", "popularity"]  # how a list was made
+MODEL: Strategy = "model"
+ITEM_COSINE: Strategy = "item-cosine"
+CO_OCCURRENCE: Strategy = "co-occurrence"
+POPULARITY: Strategy = "popularity"
 
 
 class ServeError(ModalRecError):
@@ -73,7 +77,7 @@ class Ranked:
 
     items: np.ndarray
     scores: np.ndarray
-    strategy: str
+    strategy: Strategy
 
 
 @dataclass
@@ -179,6 +183,7 @@ class ServingEngine:
         """Precompute what the item-based session fallback reads (unit item vectors, or each item's
         co-occurrence neighbours); the server does it at start, a CLI call only if it needs it."""
         if self.session_strategy == ITEM_COSINE and self._unit_vectors is None:
+            assert self.item_vectors is not None  # ITEM_COSINE is chosen only for models with item vectors
             self._unit_vectors = torch.nn.functional.normalize(self.item_vectors, dim=1)
         elif self.session_strategy == CO_OCCURRENCE and self._neighbours is None:  # item-kNN: most co-occurring items by cosine
             index, weight = cosine_topk(self.ctx.train, min(SESSION_NEIGHBOURS, max(self.n_items - 1, 1)))
@@ -254,10 +259,13 @@ class ServingEngine:
                 query = self.model.encode(self._sequence_batch([items]))
                 return self._rank(query, 1, k, hide, candidates, MODEL)[0]
             self.prepare_sessions()
+            unit, neighbours = self._unit_vectors, self._neighbours  # set by prepare_sessions for this strategy
             if self.session_strategy == ITEM_COSINE:  # mean cosine to the session's items
-                scores = (self._unit_vectors @ self._unit_vectors[torch.from_numpy(items)].mean(0)).unsqueeze(0)
+                assert unit is not None
+                scores = (unit @ unit[torch.from_numpy(items)].mean(0)).unsqueeze(0)
             else:  # mean co-occurrence cosine to the session's items (over each item's nearest neighbours)
-                scores = torch.from_numpy(np.asarray(self._neighbours[items].sum(axis=0)) / len(items))
+                assert neighbours is not None
+                scores = torch.from_numpy(np.asarray(neighbours[items].sum(axis=0)) / len(items))
             return self._rank_scores(scores.float(), k, hide, candidates, self.session_strategy)
 
     # ------------------------------------------------------------------ explanations
@@ -312,7 +320,7 @@ class ServingEngine:
         return self.model.score_items(query, slice(start, stop))
 
     def _rank(
-        self, query: Any, n_rows: int, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: str
+        self, query: Any, n_rows: int, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: Strategy
     ) -> list[Ranked]:
         """Top-k of encoded queries: approximate through the index when there is one and no allow
         list, else exact, by the evaluator's kernel (:func:`modalrec.eval.topk.masked_topk`)."""
@@ -326,7 +334,7 @@ class ServingEngine:
         return [_finite(s, i, strategy) for s, i in zip(scores, items)]
 
     def _rank_scores(
-        self, scores: torch.Tensor, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: str
+        self, scores: torch.Tensor, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: Strategy
     ) -> Ranked:
         """Top-k of one row of precomputed scores [1, n_items] (fallbacks)."""
         items, best = masked_topk(
@@ -335,7 +343,7 @@ class ServingEngine:
         return _finite(best[0], items[0], strategy)
 
 
-def _finite(scores: np.ndarray, items: np.ndarray, strategy: str) -> Ranked:
+def _finite(scores: np.ndarray, items: np.ndarray, strategy: Strategy) -> Ranked:
     """Drop -inf entries (masked or unavailable: 'not recommended')."""
     keep = np.isfinite(scores)
     return Ranked(items=items[keep].astype(np.int64), scores=scores[keep].astype(np.float64), strategy=strategy)
@@ -365,7 +373,7 @@ class _AnnIndex:
         self.ef_search = int(ef_search)
 
     def search(
-        self, queries: np.ndarray, k: int, excluded: list[np.ndarray] | None, blocked: np.ndarray | None, strategy: str
+        self, queries: np.ndarray, k: int, excluded: list[np.ndarray] | None, blocked: np.ndarray | None, strategy: Strategy
     ) -> list[Ranked]:
         import faiss
 
@@ -373,7 +381,8 @@ class _AnnIndex:
             int(blocked.sum()) if blocked is not None else 0
         )
         want = min(self.n_items, k + masked)
-        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, want))
+        # faiss's bundled stubs leave out the SWIG class SearchParametersHNSW (faiss >= 1.7.3 has it)
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, want))  # type: ignore[attr-defined]
         scores, items = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), want, params=params)
         out = []
         for row in range(len(queries)):

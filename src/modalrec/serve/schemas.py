@@ -7,9 +7,10 @@ read as their decimal string, since most catalogues use numeric ids.
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StrictInt, StrictStr
 
-Strategy = Literal["model", "item-cosine", "co-occurrence", "popularity"]
+from modalrec.serve.engine import Strategy
+
 Fallback = Literal["none", "popularity"]
 
 
@@ -17,7 +18,7 @@ def _as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-RawId = Annotated[StrictStr | StrictInt, BeforeValidator(_as_text)]
+RawId = Annotated[StrictStr, BeforeValidator(_as_text, json_schema_input_type=StrictStr | StrictInt)]
 
 
 class ItemOut(BaseModel):
@@ -108,35 +109,53 @@ class ErrorOut(BaseModel):
     detail: str
 
 
-def request_models(n_items: int, example_items: list[str], example_users: list[str]) -> tuple[type[BaseModel], type[BaseModel]]:
+class SessionFields(BaseModel):
+    """The fields of a session request; :func:`request_models` bounds ``k`` by the catalogue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[RawId] = Field(description="Raw item ids, oldest first; unknown ids are reported and dropped.")
+    k: int = 10
+    exclude_seen: bool = Field(True, description="Leave the session's own items out of the list.")
+    explain: bool = Field(False, description="Attach the model's explanation to each item (models that have one).")
+    allow: list[RawId] | None = Field(None, description="Only recommend among these items (unknown ids are ignored).")
+    deny: list[RawId] = Field(default_factory=list, description="Never recommend these items.")
+
+
+class BatchFields(BaseModel):
+    """The fields of a batch request; :func:`request_models` bounds ``k`` by the catalogue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[RawId] = Field(description="Raw user ids.")
+    k: int = 10
+    exclude_seen: bool = Field(True, description="Leave each user's known items out.")
+    fallback: Fallback = Field(
+        "none", description="'popularity': popular items for unknown users instead of listing them in unknown_users only."
+    )
+    explain: bool = Field(False, description="Attach the model's explanation to each item (models that have one).")
+    allow: list[RawId] | None = Field(None, description="Only recommend among these items.")
+    deny: list[RawId] = Field(default_factory=list, description="Never recommend these items.")
+
+
+def request_models(
+    n_items: int, example_items: list[JsonValue], example_users: list[JsonValue]
+) -> tuple[type[SessionFields], type[BatchFields]]:
     """(SessionRequest, BatchRequest) whose ``k`` is bounded by the catalogue size, with examples."""
     K = Annotated[int, Field(ge=1, le=n_items, description=f"How many items, 1..{n_items}.")]
 
-    class SessionRequest(BaseModel):
+    class SessionRequest(SessionFields):
         """An ad-hoc session: items in the order they were consumed (oldest first)."""
 
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"items": example_items, "k": 10}]})
+        model_config = ConfigDict(json_schema_extra={"examples": [{"items": example_items, "k": 10}]})
 
-        items: list[RawId] = Field(description="Raw item ids, oldest first; unknown ids are reported and dropped.")
         k: K = 10
-        exclude_seen: bool = Field(True, description="Leave the session's own items out of the list.")
-        explain: bool = Field(False, description="Attach the model's explanation to each item (models that have one).")
-        allow: list[RawId] | None = Field(None, description="Only recommend among these items (unknown ids are ignored).")
-        deny: list[RawId] = Field(default_factory=list, description="Never recommend these items.")
 
-    class BatchRequest(BaseModel):
+    class BatchRequest(BatchFields):
         """Many known users at once (scored in one forward pass)."""
 
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"users": example_users, "k": 10}]})
+        model_config = ConfigDict(json_schema_extra={"examples": [{"users": example_users, "k": 10}]})
 
-        users: list[RawId] = Field(description="Raw user ids.")
         k: K = 10
-        exclude_seen: bool = Field(True, description="Leave each user's known items out.")
-        fallback: Fallback = Field(
-            "none", description="'popularity': popular items for unknown users instead of listing them in unknown_users only."
-        )
-        explain: bool = Field(False, description="Attach the model's explanation to each item (models that have one).")
-        allow: list[RawId] | None = Field(None, description="Only recommend among these items.")
-        deny: list[RawId] = Field(default_factory=list, description="Never recommend these items.")
 
     return SessionRequest, BatchRequest

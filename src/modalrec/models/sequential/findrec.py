@@ -65,9 +65,10 @@ from modalrec.nn.mamba import MambaMixer
 from modalrec.nn.routing import SharedExperts, SharedRouter, balance_loss
 from modalrec.nn.stein import STEIN_FORMS, median_bandwidth, mmd, paired_kernel_distance, stein_alignment
 from modalrec.nn.towers import TOWERS, build_item_tower
+from modalrec.nn.typed import TypedModuleList
 
 # The flags that ``mode`` sets when they are left at None.
-MODE_PRESETS: dict[str, dict[str, object]] = {
+MODE_PRESETS: dict[str, dict[str, Any]] = {  # field values, by field: passed to dataclasses.replace
     "faithful": {
         "stein_form": "findrec_code",
         "sample_at_eval": True,
@@ -271,7 +272,7 @@ class SubspaceCrossAttention(nn.Module):
         k = self._project(context, m, slice(dh, 2 * dh))
         v = self._project(context, m, slice(2 * dh, 3 * dh))
         if self.window is not None and query_pos is None and not weights_only and valid.shape[1] > self.window:
-            out = self._banded(q, k, v, valid)
+            out = self._banded(q, k, v, valid, self.window)
             out = torch.einsum("bhle,hde->bhld", out, self.out_proj_weight[m]) + self.out_proj_bias[m, :, None]
             return query + out
         mask = self.key_mask(valid, max(1, n_mod - 1), query_pos)
@@ -282,13 +283,12 @@ class SubspaceCrossAttention(nn.Module):
         out = torch.einsum("bhle,hde->bhld", out, self.out_proj_weight[m]) + self.out_proj_bias[m, :, None]
         return query + out
 
-    def _banded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def _banded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, w: int) -> torch.Tensor:
         """Causal attention of every position t to the keys in (t - W, t] only, in blocks: O(L W), not O(L^2).
 
         q [B, H, L, d], k/v [B, H, C L, d] (C context modalities, each L positions). Positions are cut into
         blocks of W; the queries of block c see the keys of blocks c - 1 and c, masked to the band."""
         b, h, length, dh = q.shape
-        w = self.window
         n_ctx = k.shape[2] // length
         blocks = -(-length // w)
         pad = blocks * w - length
@@ -473,12 +473,14 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
                 values = ctx.features[m] * ctx.feature_masks[m].unsqueeze(-1).to(ctx.features[m].dtype)
                 self.register_buffer(f"feature_{m}", F.pad(values, (0, 0, 0, 1)), persistent=False)
         self.projections = nn.ModuleList(nn.Linear(widths[m], p) for m in self.modalities)  # 1.5
-        self.bottlenecks = nn.ModuleList(GaussianBottleneck(p, cfg.projection_dropout, cfg.logvar_clamp) for _ in self.modalities)
+        self.bottlenecks = TypedModuleList(
+            GaussianBottleneck(p, cfg.projection_dropout, cfg.logvar_clamp) for _ in self.modalities
+        )
         align_dim = p if self.align_pair == "modal_pairs" else d
         n_scores = 0 if cfg.stein_form == "mmd" else n_mod if self.align_pair == "modal_pairs" else 2
         self.score_nets = nn.ModuleList(score_network(align_dim, cfg.projection_dropout) for _ in range(n_scores))
         self.cross_attention = SubspaceCrossAttention(
-            n_mod, p, cfg.heads, cfg.dropout, cfg.xattn_causal, cfg.xattn_double_scale, cfg.xattn_window
+            n_mod, p, cfg.heads, cfg.dropout, bool(cfg.xattn_causal), cfg.xattn_double_scale, cfg.xattn_window
         )
         head_in = n_mod * p // cfg.heads
         self.router = SharedRouter(
@@ -513,7 +515,9 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
                 self.item_embedding.weight[self.pad].zero_()
         if self.config.logvar_init is not None and not self.config.id_only:
             for bottleneck in self.bottlenecks:
-                nn.init.constant_(bottleneck.encoder[-1].bias[self.config.modal_dim :], self.config.logvar_init)
+                head = bottleneck.encoder[-1]  # Linear(p -> 2p): [mu, log var]
+                assert isinstance(head, nn.Linear)
+                nn.init.constant_(head.bias[self.config.modal_dim :], self.config.logvar_init)
 
     # ------------------------------------------------------------------ forward
     def _noise(self, like: torch.Tensor) -> torch.Tensor | None:
@@ -562,8 +566,9 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         query_pos = None if everywhere else last
         e_id = self.id_stream(self.item_embedding(seq))  # 1.4: E_id [B, L, d]
         e_query = e_id if query_pos is None else select_positions(e_id, query_pos, dim=1)
+        terms: dict[str, torch.Tensor] = {}
         if cfg.id_only:
-            fusion_in, terms = e_query, {}
+            fusion_in = e_query
         else:
             modal, terms = self._modal_path(seq, valid, lengths, e_id, query_pos, trace)
             if trace is not None:
@@ -625,7 +630,8 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         if self.config.iicm_positions == "last":
             batch = torch.arange(valid.shape[0], device=valid.device)
             return batch, (lengths.to(valid.device) - 1).clamp(min=0)
-        return valid.nonzero(as_tuple=True)
+        batch, position = valid.nonzero(as_tuple=True)
+        return batch, position
 
     def project(self, modality: str, items: torch.Tensor) -> torch.Tensor:
         """P_m = L2(Linear(F_m[items])) (Sec. 1.5): items [n] (the padding index gives a zero F_m) -> [n, p]."""
@@ -688,6 +694,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         """
         gates, hf = trace["gates"], trace["hf"]
         fuse = self.final_fusion[0]  # Linear(2d -> d) in both fusion variants
+        assert isinstance(fuse, nn.Linear)
         d = self.config.dim
         id_part = trace["e_query"] @ fuse.weight[:, :d].T
         modal_part = trace["modal"] @ fuse.weight[:, d:].T
@@ -783,7 +790,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         return out
 
     @torch.no_grad()
-    def explain(self, batch: Batch, items: torch.Tensor) -> list[list[dict[str, object]]] | None:
+    def explain(self, batch: Batch, items: torch.Tensor) -> list[list[dict[str, Any]]] | None:
         """Per user and recommended item (``items`` [B, K]): how FindRec routes that item after the user's
         history. The item is appended to the history (the oldest item dropped at max_len) and read at its
         position, so its content is the query of the cross-modal attention over the history: ``experts``
@@ -870,6 +877,7 @@ def resolve_flags(config: FindRec.Config) -> FindRec.Config:
     check_fields(config, "model.")
     preset = MODE_PRESETS[config.mode]
     cfg = dataclasses.replace(config, **{k: v for k, v in preset.items() if getattr(config, k) is None})
+    assert cfg.free_bits is not None  # every preset sets it
     if cfg.stein_form == "mmd" and cfg.score_reg > 0:
         raise ConfigError("findrec: score_reg regularises score networks, which stein_form=mmd does not have; set score_reg=0")
     if cfg.free_bits < 0 or cfg.kl_warmup_epochs < 0 or not cfg.mmd_scales or min(cfg.mmd_scales) <= 0:

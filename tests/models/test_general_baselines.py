@@ -159,7 +159,7 @@ def test_lightgcn_final_embeddings_are_layer_mean_and_cache_is_dropped_on_traini
     norm = a / np.sqrt(np.outer(np.where(d > 0, d, 1), np.where(d > 0, d, 1)))
     ego = torch.cat([model.user_embedding.weight, model.item_embedding.weight]).detach().double().numpy()
     final = (ego + norm @ ego + norm @ norm @ ego) / 3
-    users, items = model.propagate()
+    users, items = model.representations()
     np.testing.assert_allclose(users.detach().numpy(), final[:n_users], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(items.detach().numpy(), final[n_users:], rtol=1e-4, atol=1e-6)
 

@@ -267,3 +267,22 @@ class ScoringCache(ModelMixin):
         if mode:
             self.clear_scoring_cache()
         return super().train(mode)  # type: ignore[misc]
+
+
+class RepresentationScorer(ScoringCache, EmbeddingScorer):
+    """Mixin of dot-product models whose user and item vectors come out of one forward pass over every user and
+    item (LightGCN, the multimodal CF models): :meth:`representations` computes both tables, a scoring pass
+    caches them, queries read the users' rows and candidates the items' rows. List it before the family base."""
+
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final user [n_users, d] and item [n_items, d] representations (the paper's forward pass)."""
+        raise NotImplementedError
+
+    def scoring_state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.representations()
+
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        return self.cached_state()[0][batch["users"]]
+
+    def item_vectors(self, items: slice) -> torch.Tensor:
+        return self.cached_state()[1][items]

@@ -29,13 +29,13 @@ from torch import nn
 
 from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
-from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, ScoringCache, register
+from modalrec.models.base import Batch, GeneralRecommender, RepresentationScorer, register
 from modalrec.nn.graph import bipartite_adjacency, mean_propagate, to_torch_sparse
 from modalrec.nn.losses import bpr_loss, embedding_l2, pairwise_scores
 
 
 @register
-class LightGCN(ScoringCache, EmbeddingScorer, GeneralRecommender):
+class LightGCN(RepresentationScorer, GeneralRecommender):
     """Mean of K linear propagations of ego embeddings over the normalised bipartite graph."""
 
     name: ClassVar[str] = "lightgcn"
@@ -67,7 +67,7 @@ class LightGCN(ScoringCache, EmbeddingScorer, GeneralRecommender):
         adjacency = to_torch_sparse(bipartite_adjacency(ctx.train, self.n_users, self.n_items, self_loops=False, norm="sym"))
         self.register_buffer("adjacency", adjacency, persistent=False)
 
-    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user [n_users, d] and item [n_items, d] representations (Eqs. 3-4)."""
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
         final = mean_propagate(self.adjacency, ego, self.config.layers, adj_t=self.adjacency)  # D^-1/2 A D^-1/2 is symmetric
@@ -75,7 +75,7 @@ class LightGCN(ScoringCache, EmbeddingScorer, GeneralRecommender):
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.clear_scoring_cache()  # parameters are about to change
-        users_final, items_final = self.propagate()
+        users_final, items_final = self.representations()
         user = users_final[batch["users"]]
         pos = items_final[batch["pos"]]
         neg = items_final[batch["neg"]]
@@ -83,12 +83,3 @@ class LightGCN(ScoringCache, EmbeddingScorer, GeneralRecommender):
         ego = (self.user_embedding(batch["users"]), self.item_embedding(batch["pos"]), self.item_embedding(batch["neg"]))
         prior = self.config.reg * embedding_l2(len(user), *ego)
         return {"loss": ranking + prior, "bpr": ranking, "reg": prior}
-
-    def scoring_state(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.propagate()
-
-    def query_vectors(self, batch: Batch) -> torch.Tensor:
-        return self.cached_state()[0][batch["users"]]
-
-    def item_vectors(self, items: slice) -> torch.Tensor:
-        return self.cached_state()[1][items]

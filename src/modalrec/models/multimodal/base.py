@@ -22,7 +22,7 @@ import torch
 
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, EmbeddingScorer, GeneralRecommender, ModelMixin, ScoringCache
+from modalrec.models.base import Batch, GeneralRecommender, ModelMixin, RepresentationScorer
 from modalrec.nn.graph import Normalisation, bipartite_adjacency, normalise_adjacency, sparse_graph
 from modalrec.nn.item_graph import LearnedItemGraph
 from modalrec.nn.knn import cached_cosine_knn
@@ -51,7 +51,7 @@ def select_modalities(requested: list[str], ctx: DataContext, model: str) -> lis
     return chosen
 
 
-class MultimodalRecommender(ScoringCache, EmbeddingScorer, GeneralRecommender):
+class MultimodalRecommender(RepresentationScorer, GeneralRecommender):
     """Base of the multimodal CF models: features as buffers, graphs, cached representations."""
 
     Config = MultimodalConfig
@@ -108,10 +108,6 @@ class MultimodalRecommender(ScoringCache, EmbeddingScorer, GeneralRecommender):
         return normalise_adjacency(knn, "sym")
 
     # ------------------------------------------------------------------ forward
-    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final user [n_users, d] and item [n_items, d] representations (the paper's forward pass)."""
-        raise NotImplementedError
-
     def bpr_terms(self, users: torch.Tensor, items: torch.Tensor, batch: Batch) -> torch.Tensor:
         """BPR loss of a triples batch under final representations ``users`` / ``items``."""
         return bpr_loss(*pairwise_scores(users[batch["users"]], items[batch["pos"]], items[batch["neg"]]))
@@ -125,16 +121,6 @@ class MultimodalRecommender(ScoringCache, EmbeddingScorer, GeneralRecommender):
             else:
                 rows += [table(batch["pos"]), table(batch["neg"])]
         return embedding_l2(len(batch["users"]), *rows)
-
-    # ------------------------------------------------------------------ scoring
-    def scoring_state(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.representations()
-
-    def query_vectors(self, batch: Batch) -> torch.Tensor:
-        return self.cached_state()[0][batch["users"]]
-
-    def item_vectors(self, items: slice) -> torch.Tensor:
-        return self.cached_state()[1][items]
 
 
 class RefreshedItemGraph(ModelMixin):

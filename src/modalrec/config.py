@@ -28,7 +28,7 @@ from typing import Annotated, Any
 
 import yaml
 
-from modalrec.checks import Check, Positive
+from modalrec.checks import Check, Positive, check_fields
 from modalrec.data.preprocess import PreprocessConfig
 from modalrec.data.split import SplitConfig
 from modalrec.errors import ConfigError, nearest
@@ -139,6 +139,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or a command-line string) to the declared type ``tp``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is typing.Literal:  # choices: the value as the literals' type, then one of them
+        return Check(choices=args)(coerce(value, type(args[0]), key), key)
     if origin is Annotated:
         value = coerce(value, args[0], key)
         for check in tp.__metadata__:
@@ -306,6 +308,8 @@ def resolve(overrides: list[str] | None = None, config_file: str | Path | None =
 
     model_cfg = model_cls.Config()
     apply_values(model_cfg, model_values, prefix="model.")
+    check_fields(cfg)  # the rules between fields, once every value is set
+    check_fields(model_cfg, "model.")
     cfg.model = {"name": model_cls.name, **dataclasses.asdict(model_cfg)}
     return cfg
 

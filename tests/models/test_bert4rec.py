@@ -136,7 +136,7 @@ def test_bad_configs_are_refused() -> None:
         _model(ctx, dim=10, heads=3)
     with pytest.raises(ConfigError, match="mask_prob"):
         _model(ctx, mask_prob=0.0)
-    with pytest.raises(ConfigError, match="max_len >= 2"):
+    with pytest.raises(ConfigError, match="'model.max_len' must be >= 2"):
         _model(ctx, max_len=1)
 
 

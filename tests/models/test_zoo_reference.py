@@ -100,7 +100,7 @@ def test_bm3_defaults_are_the_authors() -> None:
         None,
         0.1,
     )
-    with pytest.raises(ConfigError, match="reg_form 'l1' is not one of frobenius, batch_l2"):
+    with pytest.raises(ConfigError, match="'model.reg_form' must be one of frobenius, batch_l2, got 'l1'"):
         build("bm3", bm3_context(), reg_form="l1")
 
 
@@ -209,7 +209,7 @@ def test_mgcn_learning_rate_decays_by_096_every_50_epochs() -> None:
 
 
 def test_mgcn_refuses_an_unknown_fusion() -> None:
-    with pytest.raises(ConfigError, match="fusion 'sum' is not one of code, mean_specific"):
+    with pytest.raises(ConfigError, match="'model.fusion' must be one of code, mean_specific, got 'sum'"):
         build("mgcn", circle_context(), fusion="sum")
 
 

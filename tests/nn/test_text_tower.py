@@ -183,7 +183,9 @@ def test_train_cli_records_the_encoder(tmp_path: Path) -> None:
         env={**os.environ, **env_home},
     )
     assert (
-        bad.returncode == 2 and "item_encoder 'txt' is not one of id, text, image" in bad.stderr and "Traceback" not in bad.stderr
+        bad.returncode == 2
+        and "'model.item_encoder' must be one of id, text, image, got 'txt'" in bad.stderr
+        and "Traceback" not in bad.stderr
     )
     assert not (tmp_path / "runs" / "bad").exists()  # nothing written
 

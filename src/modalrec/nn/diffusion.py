@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -26,7 +26,9 @@ from torch import nn
 
 from modalrec.errors import ConfigError
 
-SCHEDULES = ("linear-var", "linear", "cosine", "binomial")
+Schedule = Literal["linear-var", "linear", "cosine", "binomial"]  # a model config's ``schedule``
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+Activation = Literal["tanh", "relu", "sigmoid"]  # a model config's denoiser ``act`` (Denoiser.ACTIVATIONS)
 MAX_BETA = 0.999
 
 
@@ -186,7 +188,7 @@ class Denoiser(nn.Module):
     layers their mirror (dim + time_dim + cond_dim) -> h_m -> ... -> h_0. Dropout touches x_t only.
     """
 
-    ACTIVATIONS: ClassVar[dict[str, Callable[[], nn.Module]]] = {
+    ACTIVATIONS: ClassVar[dict[Activation, Callable[[], nn.Module]]] = {
         "tanh": nn.Tanh,
         "relu": lambda: nn.ReLU(inplace=True),
         "sigmoid": nn.Sigmoid,

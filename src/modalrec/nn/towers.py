@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.nn.image_tower import ImageTower
 from modalrec.nn.item_tower import ItemTower
 from modalrec.nn.text_tower import TextTower
 
-TOWERS = ("text", "image")
+Tower = Literal["text", "image"]  # the content an end-to-end item encoder reads
+TOWERS: tuple[str, ...] = get_args(Tower)
 
 
 def build_item_tower(

@@ -16,18 +16,23 @@ rows in both phases, as the released code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from modalrec.checks import NonNegative, Positive, Rule
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, ModelMixin, register
-from modalrec.nn.diffusion import Denoiser, GaussianDiffusion, ImportanceSampler
+from modalrec.nn.diffusion import Activation, Denoiser, GaussianDiffusion, ImportanceSampler, Schedule
 
-MEAN_TYPES = ("x0", "eps")
+# DiffRec and L-DiffRec: inference noises the input to a step of the chain
+SAMPLING_WITHIN_STEPS = Rule(
+    ("sampling_steps", "steps"),
+    lambda c: c.sampling_steps <= c.steps,
+    "sampling_steps ({sampling_steps}) must be <= steps ({steps})",
+)
 
 
 class DiffusionObjective(ModelMixin):
@@ -77,13 +82,6 @@ class DiffusionObjective(ModelMixin):
         return self.diffusion.reverse(x, self.predict_x0, c.steps, c.sampling_noise, generator)
 
 
-def check_diffusion_config(name: str, config: Any) -> None:
-    if config.mean_type not in MEAN_TYPES:
-        raise ConfigError(f"{name}: mean_type must be one of {', '.join(MEAN_TYPES)}, got {config.mean_type!r}")
-    if not 0 <= config.sampling_steps <= config.steps:
-        raise ConfigError(f"{name}: sampling_steps must be in [0, steps={config.steps}], got {config.sampling_steps}")
-
-
 def train_rows(train: sp.csr_matrix, users: torch.Tensor) -> torch.Tensor:
     """Dense binary train rows [B, I] of ``users``, on their device (the model's input at evaluation)."""
     rows = train[users.cpu().numpy()].toarray().astype(np.float32, copy=False)
@@ -99,22 +97,23 @@ class DiffRec(DiffusionObjective, GeneralRecommender):
 
     @dataclass
     class Config:
-        dims: list[int] = field(default_factory=lambda: [200, 600])  # denoiser hidden sizes (ML-1M clean release)
+        dims: list[Positive] = field(default_factory=lambda: [200, 600])  # denoiser hidden sizes (ML-1M clean release)
         time_dim: int = 10  # timestep embedding size
-        act: str = "tanh"  # denoiser activation
+        act: Activation = "tanh"  # denoiser activation
         dropout: float = 0.5  # dropout on the noisy input
         norm: bool = False  # L2-normalise x_t before the denoiser
-        mean_type: str = "x0"  # what the denoiser predicts: x0 | eps
-        steps: int = 40  # T
-        schedule: str = "linear-var"
+        mean_type: Literal["x0", "eps"] = "x0"  # what the denoiser predicts
+        steps: Positive = 40  # T
+        schedule: Schedule = "linear-var"
         noise_scale: float = 0.005
         noise_min: float = 0.005
         noise_max: float = 0.01
         beta0: float = 1e-5  # forced beta_0 (beta_fixed)
-        sampling_steps: int = 0  # noise the input to this step at inference (0: none)
+        sampling_steps: NonNegative = 0  # noise the input to this step at inference (0: none)
         sampling_noise: bool = False
         reweight: bool = True  # importance-sampled steps and SNR weights (Sec. 3.4)
         eval_seed: int = 0  # seeds the inference noise
+        rules: ClassVar[tuple[Rule, ...]] = (SAMPLING_WITHIN_STEPS,)
 
     train_view: ClassVar[str] = "users"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 400, "epochs": 100, "patience": 10}
@@ -126,7 +125,6 @@ class DiffRec(DiffusionObjective, GeneralRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        check_diffusion_config(self.name, config)
         self.train_matrix = ctx.train
         self.diffusion = GaussianDiffusion(
             config.steps, config.schedule, config.noise_scale, config.noise_min, config.noise_max, config.beta0

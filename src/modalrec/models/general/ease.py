@@ -19,12 +19,13 @@ instead of exhausting memory (raise the limit deliberately if the machine has ro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from modalrec.checks import Check
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, register
@@ -39,7 +40,8 @@ class EASE(GeneralRecommender):
 
     @dataclass
     class Config:
-        l2: float = 500.0  # lambda: L2 penalty on B (the paper's only hyper-parameter)
+        # lambda: L2 penalty on B (the paper's only hyper-parameter; > 0 makes X^T X + lambda I invertible)
+        l2: Annotated[float, Check(gt=0)] = 500.0
         max_items: int = 50_000  # refuse larger catalogues: B is a dense n_items^2 matrix (~20 n^2 bytes at peak)
 
     search_space: ClassVar[dict] = {"model.l2": ("log", 10.0, 20_000.0)}
@@ -47,8 +49,6 @@ class EASE(GeneralRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.l2 <= 0:
-            raise ConfigError(f"ease: l2 must be > 0 (it makes X^T X + l2 I invertible), got {config.l2}")
         if self.n_items > config.max_items:
             peak_gib = self.n_items**2 * 20 / 2**30  # float32 B + two float64 n^2 while inverting
             raise ConfigError(

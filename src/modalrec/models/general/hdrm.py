@@ -57,12 +57,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from modalrec.checks import Check, NonNegative, Positive
+from modalrec.checks import Check, NonNegative, Positive, Unit
 from modalrec.data.context import DataContext
-from modalrec.errors import CheckpointError, ConfigError, ModalRecError
+from modalrec.errors import CheckpointError, ModalRecError
 from modalrec.models.base import Batch, GeneralRecommender, Recommender, ScoringCache, Stage, register
 from modalrec.models.general.hgcf import HGCF, HyperbolicScorer
-from modalrec.nn.diffusion import Denoiser, GaussianDiffusion
+from modalrec.nn.diffusion import Activation, Denoiser, GaussianDiffusion, Schedule
 from modalrec.nn.graph import to_torch_sparse
 from modalrec.nn.hyperbolic import Lorentz
 from modalrec.nn.losses import hyperbolic_margin_loss
@@ -84,7 +84,7 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
     class Config:
         # stage 1 (HGCF encoder)
         stage1_run: str = ""  # run dir of an 'hgcf' run on the same data; "" = train stage 1 first, into <run>/stage1
-        dim: Positive = 64  # D of the stage-1 embeddings (HDRM releases 512); must equal the stage-1 run's dim
+        dim: Annotated[int, Check(ge=2)] = 64  # D of the stage-1 embeddings (HDRM releases 512); must equal the stage-1 run's dim
         layers: NonNegative = 3  # stage-1 propagation layers
         curvature: float = 1.0  # c (K = 1/c)
         stage1_margin: float = 0.1  # margin of the stage-1 loss (the ML-1M checkpoint name says 0.1)
@@ -96,22 +96,22 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         stage1_eval_every: int = 5  # stage-1 validation interval (epochs)
         stage1_patience: int = 3  # stage-1 early stopping (validations without improvement)
         # stage 2 (diffusion)
-        dims: list[int] = field(default_factory=lambda: [200, 1100])  # denoiser [h0, h1] (ML-1M release)
-        act: str = "relu"  # denoiser activation: relu | tanh | sigmoid
+        dims: list[Positive] = field(default_factory=lambda: [200, 1100])  # denoiser [h0, h1] (ML-1M release)
+        act: Activation = "relu"  # denoiser activation: relu | tanh | sigmoid
         time_dim: int = 10  # timestep embedding size
         dropout: float = 0.5  # dropout on the noisy input
         norm: bool = False  # L2-normalise x_t before the denoiser
         steps: int = 50  # T
-        schedule: str = "linear-var"  # linear-var | linear | cosine | binomial
+        schedule: Schedule = "linear-var"  # linear-var | linear | cosine | binomial
         noise_scale: float = 1e-5  # ML-1M release: scale, min, max = 1e-5, 1e-5, 1e-4
         noise_min: float = 1e-5
         noise_max: float = 1e-4
         beta0: float = 1e-5  # forced beta_0 (beta_fixed)
-        sampling_steps: int = 50  # S reverse steps at inference (may exceed T: t is clamped)
+        sampling_steps: NonNegative = 50  # S reverse steps at inference (may exceed T: t is clamped)
         sampling_noise: bool = False  # add posterior noise in the reverse steps
-        alpha: float = 0.05  # loss balance (1 - alpha) margin + alpha reconstruction (ML-1M release)
+        alpha: Unit = 0.05  # loss balance (1 - alpha) margin + alpha reconstruction (ML-1M release)
         margin: float = 0.2  # stage-2 margin (hard-coded 0.2 in the code)
-        blend: float = 0.05  # e of z^ = (1 - e) z + e f(.)
+        blend: Unit = 0.05  # e of z^ = (1 - e) z + e f(.)
         restrict: bool = False  # directional noise, the paper's structural restriction (off in every release)
         rescale: bool = False  # not in the paper: scale f(.) to the blended vector's norm before blending
         # faithful (the release's stage-2 loss) | denoise (unblended x0 loss, inference-consistent ranking; docs/hdrm.md)
@@ -131,13 +131,6 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        for key in ("alpha", "blend"):
-            if not 0.0 <= getattr(config, key) <= 1.0:
-                raise ConfigError(f"hdrm: {key} must be in [0, 1], got {getattr(config, key)}")
-        if config.dim < 2 or config.sampling_steps < 0:
-            raise ConfigError(
-                f"hdrm: need dim >= 2 and sampling_steps >= 0, got dim={config.dim}, sampling_steps={config.sampling_steps}"
-            )
         self.manifold = Lorentz(1.0 / config.curvature)
         self.diffusion = GaussianDiffusion(
             config.steps, config.schedule, config.noise_scale, config.noise_min, config.noise_max, config.beta0

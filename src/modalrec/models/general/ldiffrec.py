@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse.linalg as spla
@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import Check
+from modalrec.checks import Check, NonNegative, Positive, Rule
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, register
-from modalrec.models.general.diffrec import DiffusionObjective, check_diffusion_config, train_rows
-from modalrec.nn.diffusion import Denoiser, GaussianDiffusion, ImportanceSampler
+from modalrec.models.general.diffrec import SAMPLING_WITHIN_STEPS, DiffusionObjective, train_rows
+from modalrec.nn.diffusion import Activation, Denoiser, GaussianDiffusion, ImportanceSampler, Schedule
 
 DECODERS = ("linear", "per_cluster")
 
@@ -86,13 +86,13 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
 
     @dataclass
     class Config:
-        n_cate: int = 2  # C, item clusters
+        n_cate: Positive = 2  # C, item clusters
         cluster_feature: str = "item_emb"  # ctx feature clustered by k-means, or "svd" (train-matrix factors)
         cluster_seed: int = 0  # k-means seed
-        in_dims: list[int] = field(default_factory=lambda: [300])  # encoder sizes; the last is the latent size
+        in_dims: list[Positive] = field(default_factory=lambda: [300])  # encoder sizes; the last is the latent size
         # linear: one Linear(latent -> I) (the release) | per_cluster: one MLP per cluster mirroring its encoder
         decoder: Annotated[str, Check(choices=DECODERS)] = "linear"
-        ae_act: str = "tanh"  # autoencoder activation (after every encoder layer, the last included)
+        ae_act: Activation = "tanh"  # autoencoder activation (after every encoder layer, the last included)
         ae_dropout: float = 0.1  # dropout on the encoder input
         ae_lr: float = 1e-3  # autoencoder learning rate (ML-1M clean release; the denoiser uses train.lr)
         elbo_weight: float = 0.03  # lambda on the diffusion loss, decayed per epoch ...
@@ -100,22 +100,26 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
         elbo_anneal_epochs: int = 500  # ... over this many epochs (0: constant max(elbo_weight, elbo_weight_cap))
         kl_cap: float = 0.3  # KL weight min(kl_cap, updates / kl_anneal_steps) ...
         kl_anneal_steps: int = 200  # ... (0: constant kl_cap)
-        dims: list[int] = field(default_factory=lambda: [300])  # denoiser hidden sizes
+        dims: list[Positive] = field(default_factory=lambda: [300])  # denoiser hidden sizes
         time_dim: int = 10
-        act: str = "tanh"  # denoiser activation
+        act: Activation = "tanh"  # denoiser activation
         dropout: float = 0.5  # dropout on the noisy latent
         norm: bool = False
-        mean_type: str = "x0"
-        steps: int = 40  # T (ML-1M clean release; 100 on the noisy split)
-        schedule: str = "linear-var"
+        mean_type: Literal["x0", "eps"] = "x0"
+        steps: Positive = 40  # T (ML-1M clean release; 100 on the noisy split)
+        schedule: Schedule = "linear-var"
         noise_scale: float = 0.005
         noise_min: float = 0.005
         noise_max: float = 0.02
         beta0: float | None = None  # forced beta_0; None = none (L-DiffRec's beta_fixed=False, unlike DiffRec)
-        sampling_steps: int = 0
+        sampling_steps: NonNegative = 0
         sampling_noise: bool = False
         reweight: bool = True  # importance-sampled steps + SNR weights, and the loss form above
         eval_seed: int = 0
+        rules: ClassVar[tuple[Rule, ...]] = (
+            SAMPLING_WITHIN_STEPS,
+            Rule(("in_dims",), lambda c: len(c.in_dims) > 0, "in_dims needs at least one size (the last is the latent size)"),
+        )
 
     train_view: ClassVar[str] = "users"
     # the release: lr2 = 5e-4, batch 400, up to 1000 epochs validated every 5, stop 20 epochs after the best
@@ -129,12 +133,8 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        check_diffusion_config(self.name, config)
-        if not config.in_dims or config.n_cate < 1 or config.n_cate > self.n_items:
-            raise ConfigError(
-                f"ldiffrec: need non-empty in_dims and 1 <= n_cate <= n_items, got in_dims={config.in_dims}, "
-                f"n_cate={config.n_cate}"
-            )
+        if config.n_cate > self.n_items:
+            raise ConfigError(f"ldiffrec: model.n_cate ({config.n_cate}) must be <= the dataset's {self.n_items} items")
         self.train_matrix = ctx.train
         labels = self._clusters(ctx)
         groups = [np.flatnonzero(labels == c) for c in range(config.n_cate)]
@@ -144,8 +144,6 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
         self.group_sizes = [len(g) for g in groups]
         latent = self._latent_sizes(config.in_dims)
         self.latent_sizes = [dims[-1] for dims in latent]
-        if config.ae_act not in Denoiser.ACTIVATIONS:
-            raise ConfigError(f"ldiffrec: ae_act must be one of {', '.join(Denoiser.ACTIVATIONS)}, got {config.ae_act!r}")
         act = Denoiser.ACTIVATIONS[config.ae_act]
         self.encoders = nn.ModuleList(
             mlp([n, *dims[:-1], 2 * dims[-1]], act, last_act=True) for n, dims in zip(self.group_sizes, latent)

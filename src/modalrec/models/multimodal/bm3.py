@@ -32,22 +32,19 @@ fine-tunes them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import NonNegative, Positive
+from modalrec.checks import NonNegative, Positive, Share
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import bootstrap_alignment
 from modalrec.nn.graph import mean_propagate
 from modalrec.nn.losses import embedding_l2
-
-REG_FORMS = ("frobenius", "batch_l2")
 
 
 @register
@@ -61,19 +58,16 @@ class BM3(MultimodalRecommender):
     class Config(MultimodalConfig):
         dim: Positive = 64  # embedding size
         layers: NonNegative = 1  # LightGCN layers
-        dropout: float = 0.3  # dropout making the target views
+        dropout: Share = 0.3  # dropout making the target views
         cl_weight: float = 2.0  # weight of the alignment and masking terms
         reg: float = 0.1  # weight of the representation regulariser R
-        reg_form: str = "frobenius"  # R: "frobenius" (the authors' code) or "batch_l2" (squared, batch rows)
+        # R: "frobenius" (the authors' code) or "batch_l2" (squared, batch rows)
+        reg_form: Literal["frobenius", "batch_l2"] = "frobenius"
         residual: bool = True  # add the item ID embedding to its LightGCN representation (the authors' code)
         init_std: float | None = None  # None: Xavier (the authors' code); else normal(0, init_std)
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if not 0.0 <= config.dropout < 1.0 or config.layers < 0:
-            raise ConfigError(f"bm3: need 0 <= dropout < 1 and layers >= 0, got {config.dropout}, {config.layers}")
-        if config.reg_form not in REG_FORMS:
-            raise ConfigError(f"bm3: reg_form '{config.reg_form}' is not one of {', '.join(REG_FORMS)}")
         self.id_embeddings(config.dim, config.init_std)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], config.dim) for f in self.features)  # W_m
         self.predictor = nn.Linear(config.dim, config.dim)  # p(.)

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 from torch import nn
 
-from modalrec.checks import Positive
+from modalrec.checks import Check, Positive, Rule, multiple_of
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import distance_correlation
@@ -52,18 +51,16 @@ class DMRL(MultimodalRecommender):
     @dataclass
     class Config(MultimodalConfig):
         dim: Positive = 64  # total size; split into ``factors`` chunks
-        factors: int = 4  # K, disentangled factors
+        factors: Positive = 4  # K, disentangled factors
         dcor_weight: float = 0.01  # lambda_dc, weight of the distance-correlation penalty
-        dcor_rows: int = 256  # batch rows the penalty is computed on (its cost is O(rows^2) per factor pair)
+        # batch rows the penalty is computed on (its cost is O(rows^2) per factor pair)
+        dcor_rows: Annotated[int, Check(ge=2)] = 256
         reg: float = 1e-4  # L2 on the batch's ID embeddings
         init_std: float = 0.1
+        rules: ClassVar[tuple[Rule, ...]] = (multiple_of("dim", "factors"),)
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.factors < 1 or config.dim % config.factors:
-            raise ConfigError(f"dmrl: dim ({config.dim}) must be a positive multiple of factors ({config.factors})")
-        if config.dcor_rows < 2:
-            raise ConfigError(f"dmrl: dcor_rows must be >= 2, got {config.dcor_rows}")
         self.id_embeddings(config.dim, config.init_std)
         self.encoders = nn.ModuleList(nn.Sequential(nn.Linear(f.shape[1], config.dim), nn.Tanh()) for f in self.features)
 

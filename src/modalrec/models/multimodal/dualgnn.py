@@ -32,7 +32,6 @@ from torch import nn
 
 from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.graph import mean_propagate, normalise_adjacency, propagate, sparse_graph
@@ -51,14 +50,12 @@ class DualGNN(MultimodalRecommender):
     class Config(MultimodalConfig):
         dim: Positive = 64  # embedding size
         layers: NonNegative = 2  # propagation layers of each modality's user-item GCN
-        user_k: int = 10  # neighbours per user in the co-occurrence graph
+        user_k: Positive = 10  # neighbours per user in the co-occurrence graph
         reg: float = 1e-4  # L2 on the batch's embeddings
         init_std: float = 0.1
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.layers < 0 or config.user_k < 1:
-            raise ConfigError(f"dualgnn: need layers >= 0 and user_k >= 1, got {config.layers}, {config.user_k}")
         m = len(self.features)
         self.item_embedding = nn.Embedding(self.n_items, config.dim)
         self.preferences = TypedModuleList(nn.Embedding(self.n_users, config.dim) for _ in range(m))

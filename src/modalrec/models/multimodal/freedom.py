@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from modalrec.checks import Positive
+from modalrec.checks import Positive, Share
 from modalrec.data.context import DataContext
 from modalrec.data.views import train_pairs
 from modalrec.errors import ConfigError
@@ -67,15 +67,13 @@ class FREEDOM(MultimodalRecommender):
         modality_weights: dict[str, float] = field(default_factory=dict)  # w_m; empty = equal
         item_layers: int = 1  # L, convolutions on the item-item graph
         ui_layers: int = 2  # LightGCN layers on the user-item graph
-        prune: float = 0.8  # share of user-item edges dropped per epoch (the authors' "dropout")
+        prune: Share = 0.8  # share of user-item edges dropped per epoch (the authors' "dropout")
         feature_weight: float = 1e-4  # lambda, weight of the user-feature BPR terms (the authors' reg_weight)
         knn_self: bool = True  # the item is one of its own k neighbours (the authors' code)
         init_std: float | None = None  # None: Xavier (the authors' code); else normal(0, init_std)
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if not 0.0 <= config.prune < 1.0:
-            raise ConfigError(f"freedom: prune must be in [0, 1), got {config.prune}")
         self.id_embeddings(config.dim, config.init_std)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], config.dim) for f in self.features)  # W_m
         weights = modality_mixture(self.modalities, config.modality_weights, self.name)

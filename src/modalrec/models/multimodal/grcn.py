@@ -37,7 +37,6 @@ from torch import nn
 from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
 from modalrec.data.views import train_pairs
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.edges import EdgeCSR
@@ -54,15 +53,13 @@ class GRCN(MultimodalRecommender):
     @dataclass
     class Config(MultimodalConfig):
         dim: Positive = 64  # size of ID, preference and content vectors
-        routing: int = 3  # R, prototypical routing iterations
+        routing: Positive = 3  # R, prototypical routing iterations
         layers: NonNegative = 2  # L, ID propagation layers on the refined graph
         reg: float = 1e-4  # L2 on the batch's ID and preference embeddings
         init_std: float = 0.1
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.routing < 1 or config.layers < 0:
-            raise ConfigError(f"grcn: need routing >= 1 and layers >= 0, got {config.routing}, {config.layers}")
         self.user_embedding = nn.Embedding(self.n_users, config.dim)
         self.item_embedding = nn.Embedding(self.n_items, config.dim)
         self.preferences = TypedModuleList(nn.Embedding(self.n_users, config.dim) for _ in self.features)

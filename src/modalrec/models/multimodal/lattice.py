@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import Positive
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import (
     MultimodalConfig,
@@ -48,17 +47,15 @@ class LATTICE(RefreshedItemGraph, MultimodalRecommender):
     @dataclass
     class Config(MultimodalConfig):
         dim: Positive = 64  # embedding size of IDs and projected features
-        knn_k: int = 10  # neighbours per item in the content graphs (Eq. 2)
+        knn_k: Positive = 10  # neighbours per item in the content graphs (Eq. 2)
         skip: float = 0.9  # lambda, weight of the frozen raw-feature graph (Eq. 6)
-        item_layers: int = 1  # L, convolutions on the item graph (Eq. 8)
-        ui_layers: int = 2  # LightGCN layers of the CF backbone
+        item_layers: NonNegative = 1  # L, convolutions on the item graph (Eq. 8)
+        ui_layers: NonNegative = 2  # LightGCN layers of the CF backbone
         reg: float = 1e-4  # L2 on the batch's ego embeddings
         init_std: float = 0.1
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.dim < 1 or config.knn_k < 1 or config.item_layers < 0 or config.ui_layers < 0:
-            raise ConfigError(f"lattice: need dim, knn_k >= 1 and layers >= 0, got {config}")
         self.id_embeddings(config.dim, config.init_std)
         self.build_item_graph(config.knn_k, config.dim, config.skip)
         self.modality_logits = nn.Parameter(torch.zeros(len(self.modalities)))  # alpha_m before the softmax (Eq. 7)

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import Positive
+from modalrec.checks import Check, Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import info_nce
@@ -52,9 +51,9 @@ class LGMRec(MultimodalRecommender):
         dim: Positive = 64  # embedding size
         ui_layers: int = 2  # LightGCN layers of the collaborative embeddings
         modality_layers: int = 2  # LightGCN layers of the modality embeddings
-        hyperedges: int = 4  # A, hyperedges per modality
-        hyper_layers: int = 1  # hypergraph convolutions
-        tau: float = 0.2  # Gumbel-softmax temperature
+        hyperedges: Positive = 4  # A, hyperedges per modality
+        hyper_layers: Positive = 1  # hypergraph convolutions
+        tau: Annotated[float, Check(gt=0)] = 0.2  # Gumbel-softmax temperature
         alpha: float = 0.3  # weight of the global embeddings in the fusion
         cl_weight: float = 1e-4  # weight of the cross-modal hypergraph contrast
         temperature: float = 0.2  # InfoNCE temperature
@@ -63,8 +62,6 @@ class LGMRec(MultimodalRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.hyperedges < 1 or config.tau <= 0 or config.hyper_layers < 1:
-            raise ConfigError(f"lgmrec: need hyperedges >= 1, tau > 0 and hyper_layers >= 1, got {config}")
         d = config.dim
         self.id_embeddings(d)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], d) for f in self.features)  # W_m

@@ -38,22 +38,19 @@ frozen (the code fine-tunes them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import scipy.sparse as sp
 import torch
 from torch import nn
 
-from modalrec.checks import Positive
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.contrastive import info_nce
 from modalrec.nn.graph import mean_propagate, propagate, sparse_graph
 from modalrec.nn.losses import embedding_l2
-
-FUSIONS = ("code", "mean_specific")
 
 
 @register
@@ -66,12 +63,13 @@ class MGCN(MultimodalRecommender):
     @dataclass
     class Config(MultimodalConfig):
         dim: Positive = 64  # embedding size
-        knn_k: int = 10  # neighbours per item in the content graphs
-        ui_layers: int = 2  # LightGCN layers of the ID view
+        knn_k: Positive = 10  # neighbours per item in the content graphs
+        ui_layers: NonNegative = 2  # LightGCN layers of the ID view
         cl_weight: float = 0.01  # lambda_c, weight of the view-contrast term
         temperature: float = 0.2  # InfoNCE temperature
         reg: float = 1e-4  # L2 on the batch's final representations
-        fusion: str = "code"  # "code": (e_s + sum_m parts) / (|M| + 1); "mean_specific": e_s + mean_m parts (Eq. 13)
+        # "code": (e_s + sum_m parts) / (|M| + 1); "mean_specific": e_s + mean_m parts (Eq. 13)
+        fusion: Literal["code", "mean_specific"] = "code"
         knn_self: bool = True  # the item is one of its own k neighbours (the authors' code)
         contrast_unique: bool = False  # InfoNCE over unique batch rows instead of the rows as drawn
         init_std: float | None = None  # None: Xavier (the authors' code); else normal(0, init_std)
@@ -85,10 +83,6 @@ class MGCN(MultimodalRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.knn_k < 1 or config.ui_layers < 0:
-            raise ConfigError(f"mgcn: need knn_k >= 1 and ui_layers >= 0, got {config.knn_k}, {config.ui_layers}")
-        if config.fusion not in FUSIONS:
-            raise ConfigError(f"mgcn: fusion '{config.fusion}' is not one of {', '.join(FUSIONS)}")
         d = config.dim
         self.id_embeddings(d, config.init_std)
         self.projections = nn.ModuleList(nn.Linear(f.shape[1], d) for f in self.features)  # W_1, b_1

@@ -27,9 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import Positive
+from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import (
     MultimodalConfig,
@@ -50,10 +49,10 @@ class MICRO(RefreshedItemGraph, MultimodalRecommender):
     @dataclass
     class Config(MultimodalConfig):
         dim: Positive = 64  # embedding size
-        knn_k: int = 10  # neighbours per item in the content graphs
+        knn_k: Positive = 10  # neighbours per item in the content graphs
         skip: float = 0.9  # lambda, weight of the frozen raw-feature graph
-        item_layers: int = 1  # L, convolutions on each item graph
-        ui_layers: int = 2  # LightGCN layers of the CF backbone
+        item_layers: Positive = 1  # L, convolutions on each item graph
+        ui_layers: NonNegative = 2  # LightGCN layers of the CF backbone
         cl_weight: float = 0.03  # lambda_c, weight of the contrastive fusion loss
         temperature: float = 0.5  # InfoNCE temperature
         reg: float = 1e-4  # L2 on the batch's ego embeddings
@@ -61,8 +60,6 @@ class MICRO(RefreshedItemGraph, MultimodalRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.knn_k < 1 or config.item_layers < 1 or config.ui_layers < 0:
-            raise ConfigError(f"micro: need knn_k >= 1, item_layers >= 1, ui_layers >= 0, got {config}")
         self.id_embeddings(config.dim, config.init_std)
         self.build_item_graph(config.knn_k, config.dim, config.skip)
         self.attention = nn.Sequential(nn.Linear(config.dim, config.dim), nn.Tanh(), nn.Linear(config.dim, 1, bias=False))

@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import NonNegative, Positive
+from modalrec.checks import Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.graph import propagate
@@ -70,14 +69,12 @@ class MMGCN(MultimodalRecommender):
     @dataclass
     class Config(MultimodalConfig):
         dim: Positive = 64  # width of every layer
-        layers: NonNegative = 2  # GCN layers per modality
+        layers: Positive = 2  # GCN layers per modality
         reg: float = 1e-4  # L2 on the batch's ID and preference embeddings
         init_std: float = 0.1
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.dim < 1 or config.layers < 1:
-            raise ConfigError(f"mmgcn: need dim >= 1 and layers >= 1, got dim={config.dim}, layers={config.layers}")
         self.id_embedding = nn.Embedding(self.n_users + self.n_items, config.dim)
         nn.init.normal_(self.id_embedding.weight, std=config.init_std)
         self.gcns = TypedModuleList(

@@ -23,16 +23,15 @@ the appended [mask], so a history of up to ``max_len - 1`` items is read.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import NonNegative, Positive
+from modalrec.checks import Check, NonNegative, Positive, Rule, Share, Unit, multiple_of
 from modalrec.data.context import DataContext
 from modalrec.data.views import TARGET_PAD
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
 from modalrec.nn.transformer import BidirectionalTransformer
 
@@ -48,13 +47,15 @@ class BERT4Rec(EmbeddingScorer, SequentialRecommender):
     class Config:
         dim: Positive = 64  # d, embedding and hidden size (the paper: 64)
         layers: NonNegative = 2  # L, Transformer blocks (the paper: 2)
-        heads: int = 2  # h, attention heads (the paper: 2)
-        dropout: float = 0.1  # dropout on embeddings, attention weights and block outputs (the paper: 0.1)
-        max_len: int = 200  # N, longest sequence including the appended [mask] (the paper: 200 on ML-1M)
-        mask_prob: float = 0.2  # rho, share of items masked in a training sequence (the paper: 0.2 on ML-1M)
-        last_item_share: float = 0.0  # share of training sequences that mask only their last item
+        heads: Positive = 2  # h, attention heads (the paper: 2)
+        dropout: Share = 0.1  # dropout on embeddings, attention weights and block outputs (the paper: 0.1)
+        max_len: Annotated[int, Check(ge=2)] = 200  # N, longest sequence including the appended [mask] (the paper: 200 on ML-1M)
+        # rho, share of items masked in a training sequence (the paper: 0.2 on ML-1M)
+        mask_prob: Annotated[float, Check(gt=0, le=1)] = 0.2
+        last_item_share: Unit = 0.0  # share of training sequences that mask only their last item
         inner_dim: int | None = None  # feed-forward width; None = 4 * dim (the paper)
         init_std: float = 0.02  # std of the truncated-normal initialisation (BERT's)
+        rules: ClassVar[tuple[Rule, ...]] = (multiple_of("dim", "heads"),)
 
     train_view: ClassVar[str] = "sequences"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
@@ -68,18 +69,6 @@ class BERT4Rec(EmbeddingScorer, SequentialRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.dim < 1 or config.heads < 1 or config.dim % config.heads:
-            raise ConfigError(f"bert4rec: dim ({config.dim}) must be a positive multiple of heads ({config.heads})")
-        if config.max_len < 2 or config.layers < 0 or not 0.0 <= config.dropout < 1.0:
-            raise ConfigError(
-                f"bert4rec: need max_len >= 2 (a history and the [mask]), layers >= 0 and 0 <= dropout < 1, got "
-                f"max_len={config.max_len}, layers={config.layers}, dropout={config.dropout}"
-            )
-        if not 0.0 < config.mask_prob <= 1.0 or not 0.0 <= config.last_item_share <= 1.0:
-            raise ConfigError(
-                f"bert4rec: need 0 < mask_prob <= 1 and 0 <= last_item_share <= 1, got {config.mask_prob}, "
-                f"{config.last_item_share}"
-            )
         self.max_len = config.max_len - 1  # the history read; the [mask] takes the last position
         self.pad, self.mask_token = self.n_items, self.n_items + 1
         self.item_embedding = nn.Embedding(self.n_items + 2, config.dim, padding_idx=self.pad)  # items, pad, [mask]

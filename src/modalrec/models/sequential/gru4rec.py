@@ -22,13 +22,14 @@ from typing import Annotated, ClassVar
 import torch
 from torch import nn
 
-from modalrec.checks import Check, Positive
+from modalrec.checks import Check, Positive, Rule
 from modalrec.data.context import DataContext
 from modalrec.data.negatives import NegativeSampler
 from modalrec.models.base import SequentialRecommender, register
 from modalrec.models.sequential.objective import (
+    SAMPLED_NEEDS_NEGATIVES,
+    Loss,
     TiedItemScoring,
-    check_loss_name,
 )
 
 
@@ -47,8 +48,9 @@ class GRU4Rec(TiedItemScoring, SequentialRecommender):
         dropout: Annotated[float, Check(ge=0, lt=1)] = 0.3  # dropout on the input embeddings
         max_len: Positive = 50  # longest history read (older items are cut)
         # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
-        loss: str = "ce"
+        loss: Loss = "ce"
         negatives: int = 256  # loss "sampled": uniform negatives per batch
+        rules: ClassVar[tuple[Rule, ...]] = (SAMPLED_NEEDS_NEGATIVES,)
 
     train_view: ClassVar[str] = "sequences"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
@@ -62,7 +64,6 @@ class GRU4Rec(TiedItemScoring, SequentialRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        check_loss_name(self.name, config.loss, config.negatives)
         self.pad = self.n_items
         self.item_embedding = nn.Embedding(self.n_items + 1, config.dim, padding_idx=self.pad)
         nn.init.xavier_normal_(self.item_embedding.weight)

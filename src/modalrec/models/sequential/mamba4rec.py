@@ -23,13 +23,14 @@ from typing import Annotated, ClassVar
 import torch
 from torch import nn
 
-from modalrec.checks import Check, Positive
+from modalrec.checks import Check, Positive, Rule
 from modalrec.data.context import DataContext
 from modalrec.data.negatives import NegativeSampler
 from modalrec.models.base import SequentialRecommender, register
 from modalrec.models.sequential.objective import (
+    SAMPLED_NEEDS_NEGATIVES,
+    Loss,
     TiedItemScoring,
-    check_loss_name,
 )
 from modalrec.nn.mamba import MambaMixer
 from modalrec.nn.transformer import FeedForward
@@ -70,8 +71,9 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
         dropout: Annotated[float, Check(ge=0, lt=1)] = 0.2  # on embeddings, Mamba outputs and the feed-forward network
         max_len: Positive = 50  # longest history read (the most recent items)
         # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
-        loss: str = "ce"
+        loss: Loss = "ce"
         negatives: int = 256  # loss "sampled": uniform negatives per batch
+        rules: ClassVar[tuple[Rule, ...]] = (SAMPLED_NEEDS_NEGATIVES,)
         # recbole (every Linear/Embedding ~ N(0, 0.02)) | module_default
         init: Annotated[str, Check(choices=("recbole", "module_default"))] = "recbole"
         mamba_backend: str = "auto"  # auto | fused | ref | chunked | cuda
@@ -88,7 +90,6 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        check_loss_name(self.name, config.loss, config.negatives)
         self.pad = self.n_items
         self.item_embedding = nn.Embedding(self.n_items + 1, config.dim, padding_idx=self.pad)
         self.embedding_dropout = nn.Dropout(config.dropout)

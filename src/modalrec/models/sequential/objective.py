@@ -18,24 +18,24 @@ The one-negative losses may draw the target itself (probability 1/n_items); no r
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
+from modalrec.checks import Rule
 from modalrec.data.negatives import NegativeSampler
 from modalrec.data.views import TARGET_PAD
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer
 from modalrec.nn.losses import binary_ce_loss, bpr_loss, sampled_softmax_loss
 
-LOSSES = ("ce", "sampled", "bce", "bpr")
-
-
-def check_loss_name(model: str, loss: str, negatives: int = 1) -> None:
-    """Refuse an unknown loss name with the valid choices, and a sampled softmax without negatives."""
-    if loss not in LOSSES:
-        raise ConfigError(f"{model}: unknown loss '{loss}'; choose one of {', '.join(LOSSES)}")
-    if loss == "sampled" and negatives < 1:
-        raise ConfigError(f"{model}: loss 'sampled' needs model.negatives >= 1, got {negatives}")
+Loss = Literal["ce", "sampled", "bce", "bpr"]  # a model's ``loss`` field
+# the rule of every config with ``loss`` and ``negatives``: a sampled softmax needs negatives
+SAMPLED_NEEDS_NEGATIVES = Rule(
+    ("loss", "negatives"),
+    lambda c: c.loss != "sampled" or c.negatives >= 1,
+    "loss 'sampled' needs model.negatives >= 1, got {negatives}",
+)
 
 
 def gather_last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -28,27 +28,25 @@ Deviations / choices, each a flag:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import Check, NonNegative, Positive
+from modalrec.checks import Check, NonNegative, Positive, Rule, multiple_of
 from modalrec.data.context import DataContext
 from modalrec.data.negatives import NegativeSampler
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, SequentialRecommender, register
 from modalrec.models.sequential.objective import (
+    SAMPLED_NEEDS_NEGATIVES,
+    Loss,
     TiedItemScoring,
-    check_loss_name,
     next_item_loss,
 )
 from modalrec.nn.item_tower import ItemTower
-from modalrec.nn.towers import TOWERS, build_item_tower
+from modalrec.nn.towers import Tower, build_item_tower
 from modalrec.nn.transformer import CausalTransformer
-
-ITEM_ENCODERS = ("id", *TOWERS)
 
 
 @register
@@ -69,13 +67,15 @@ class SASRec(TiedItemScoring, SequentialRecommender):
         norm_first: bool = True  # pre-LN blocks as in the paper; False = post-LN (RecBole)
         inner_dim: int | None = None  # feed-forward width; None = dim (the paper's d x d layers)
         # ce (full softmax) | sampled (softmax over `negatives` shared uniform items) | bce (the SASRec paper's) | bpr
-        loss: str = "ce"
+        loss: Loss = "ce"
         negatives: int = 256  # loss "sampled": uniform negatives per batch
         init_std: float = 0.02  # std of the normal initialisation of the embedding tables
-        item_encoder: str = "id"  # id (embedding table) | text (MiniLM over item texts) | image (EfficientNet-Lite), end to end
+        # id (embedding table) | text (MiniLM over item texts) | image (EfficientNet-Lite), end to end
+        item_encoder: Literal["id", Tower] = "id"
         finetune_layers: NonNegative = 0  # item_encoder text/image: top encoder layers trained (0 = frozen encoder)
         encoder_lr: float | None = None  # item_encoder text/image: learning rate of those layers; None = train.lr
         encoder_max_length: int = 32  # item_encoder=text: tokens read per item text (cost grows with it)
+        rules: ClassVar[tuple[Rule, ...]] = (multiple_of("dim", "heads"), SAMPLED_NEEDS_NEGATIVES)
 
     train_view: ClassVar[str] = "sequences"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}
@@ -89,11 +89,6 @@ class SASRec(TiedItemScoring, SequentialRecommender):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        check_loss_name(self.name, config.loss, config.negatives)
-        if config.dim % config.heads:
-            raise ConfigError(f"sasrec: dim ({config.dim}) must be a positive multiple of heads ({config.heads})")
-        if config.item_encoder not in ITEM_ENCODERS:
-            raise ConfigError(f"{self.name}: model.item_encoder '{config.item_encoder}' is not one of {', '.join(ITEM_ENCODERS)}")
         self.pad = self.n_items
         ids = config.item_encoder == "id"  # with a content tower the items have no ID embedding (content only)
         if ids:

@@ -15,18 +15,17 @@ content as well as by ID. Everything else is :class:`~modalrec.models.sequential
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modalrec.checks import Rule
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import register
 from modalrec.models.sequential.sasrec import SASRec
-
-FUSIONS = ("add", "concat")
 
 
 @register
@@ -39,20 +38,22 @@ class SASRecFeatures(SASRec):
     @dataclass
     class Config(SASRec.Config):
         modalities: list[str] = field(default_factory=list)  # item features to use, in order; [] = all, sorted
-        fusion: str = "add"  # add | concat (see the module docstring)
+        fusion: Literal["add", "concat"] = "add"  # see the module docstring
+        rules: ClassVar[tuple[Rule, ...]] = (
+            *SASRec.Config.rules,
+            Rule(
+                ("item_encoder",),
+                lambda c: c.item_encoder == "id",
+                "sasrec_features fuses extracted features with ID embeddings; for an end-to-end encoder use model=sasrec "
+                "model.item_encoder=text (or image)",
+            ),
+        )
         feature_dropout: float = 0.1  # dropout on each projected feature
 
     search_space: ClassVar[dict] = {**SASRec.search_space, "model.feature_dropout": ("float", 0.0, 0.5)}
 
     def __init__(self, config: Config, ctx: DataContext):
-        if config.item_encoder != "id":
-            raise ConfigError(
-                "sasrec_features fuses extracted features with ID embeddings; for an end-to-end encoder use model=sasrec "
-                "model.item_encoder=text (or image)"
-            )
         super().__init__(config, ctx)
-        if config.fusion not in FUSIONS:
-            raise ConfigError(f"sasrec_features: fusion '{config.fusion}' is not one of {', '.join(FUSIONS)}")
         self.modalities = list(config.modalities) or sorted(ctx.features)
         missing = [m for m in self.modalities if m not in ctx.features]
         if not self.modalities or missing:

@@ -38,7 +38,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,8 @@ from modalrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "cuda", "ref", "chunked", "fused")
+Backend = Literal["auto", "cuda", "ref", "chunked", "fused"]  # a model config's ``mamba_backend``
+BACKENDS: tuple[str, ...] = get_args(Backend)
 ENV_BACKEND = "MODALREC_MAMBA_BACKEND"
 _CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _logged: set[str] = set()

@@ -37,11 +37,14 @@ Everything is computed from inner products, without [n, m, D] tensors.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from modalrec.errors import ConfigError
 
-STEIN_FORMS = ("findrec_code", "ksd", "paired_rbf")
+SteinForm = Literal["findrec_code", "ksd", "paired_rbf"]  # a model config's ``stein_form``
+STEIN_FORMS: tuple[str, ...] = get_args(SteinForm)
 
 
 def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

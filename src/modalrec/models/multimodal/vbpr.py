@@ -25,7 +25,7 @@ pass (cached until the model trains again). See docs/end_to_end.md for the cost.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,14 +33,11 @@ from torch import nn
 
 from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.item_tower import ItemTower
 from modalrec.nn.losses import bpr_loss, pairwise_scores
-from modalrec.nn.towers import TOWERS, build_item_tower
-
-ITEM_ENCODERS = ("features", *TOWERS)
+from modalrec.nn.towers import Tower, build_item_tower
 
 
 @register
@@ -53,20 +50,17 @@ class VBPR(MultimodalRecommender):
     @dataclass
     class Config(MultimodalConfig):
         dim: Positive = 64  # K, latent factors gamma (the content factors theta have the same size)
-        content_dim: int = 64  # K', size of the projected content E f_i
+        content_dim: Positive = 64  # K', size of the projected content E f_i
         reg: float = 1e-4  # L2 weight on the batch's gamma, theta and beta_i
         init_std: float = 0.1  # normal initialisation of the ID factors
-        item_encoder: str = "features"  # features (extracted, frozen) | text (MiniLM) | image (EfficientNet-Lite), end to end
+        # features (extracted, frozen) | text (MiniLM) | image (EfficientNet-Lite), end to end
+        item_encoder: Literal["features", Tower] = "features"
         finetune_layers: NonNegative = 0  # item_encoder text/image: top encoder layers trained (0 = frozen encoder)
         encoder_lr: float | None = None  # item_encoder text/image: learning rate of those layers; None = train.lr
         encoder_max_length: int = 32  # item_encoder=text: tokens read per item text
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        if config.dim < 1 or config.content_dim < 1:
-            raise ConfigError(f"vbpr: dim and content_dim must be >= 1, got {config.dim}, {config.content_dim}")
-        if config.item_encoder not in ITEM_ENCODERS:
-            raise ConfigError(f"vbpr: model.item_encoder '{config.item_encoder}' is not one of {', '.join(ITEM_ENCODERS)}")
         self.item_tower: ItemTower | None = None
         if config.item_encoder != "features":
             self.item_tower = build_item_tower(

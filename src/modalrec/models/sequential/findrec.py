@@ -46,14 +46,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import Check, NonNegative, Positive, check_fields
+from modalrec.checks import Check, NonNegative, Positive, Rule, check_fields, multiple_of
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import VALID
 from modalrec.errors import ConfigError
@@ -61,14 +61,15 @@ from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, 
 from modalrec.models.sequential.objective import supervised_pairs
 from modalrec.nn.dropout import Dropout
 from modalrec.nn.item_tower import ItemTower
-from modalrec.nn.mamba import MambaMixer
+from modalrec.nn.mamba import Backend, MambaMixer
 from modalrec.nn.routing import SharedExperts, SharedRouter, balance_loss
-from modalrec.nn.stein import STEIN_FORMS, median_bandwidth, mmd, paired_kernel_distance, stein_alignment
-from modalrec.nn.towers import TOWERS, build_item_tower
+from modalrec.nn.stein import SteinForm, median_bandwidth, mmd, paired_kernel_distance, stein_alignment
+from modalrec.nn.towers import Tower, build_item_tower
 from modalrec.nn.typed import TypedModuleList
 
 # The flags that ``mode`` sets when they are left at None.
-MODE_PRESETS: dict[str, dict[str, Any]] = {  # field values, by field: passed to dataclasses.replace
+Mode = Literal["faithful", "clean", "mmd"]  # the presets below, one per mode
+MODE_PRESETS: dict[Mode, dict[str, Any]] = {  # field values, by field: passed to dataclasses.replace
     "faithful": {
         "stein_form": "findrec_code",
         "sample_at_eval": True,
@@ -213,10 +214,6 @@ class SubspaceCrossAttention(nn.Module):
         self, n_modalities: int, dim: int, heads: int, dropout: float, causal: bool, double_scale: bool, window: int | None = None
     ):
         super().__init__()
-        if dim % heads:
-            raise ConfigError(f"findrec: modal_dim ({dim}) must be a multiple of heads ({heads})")
-        if window is not None and (window < 1 or not causal):
-            raise ConfigError(f"findrec: xattn_window must be >= 1 and needs causal attention (xattn_causal=true), got {window}")
         self.heads, self.head_dim, self.causal, self.dropout = heads, dim // heads, causal, dropout
         self.window = window
         self.input_scale = self.head_dim**-0.5 if double_scale else 1.0
@@ -328,25 +325,25 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
     @dataclass
     class Config:
         # faithful | clean | mmd: preset for every flag below left at None
-        mode: Annotated[str, Check(choices=tuple(MODE_PRESETS))] = "faithful"
+        mode: Mode = "faithful"
         modalities: list[str] = field(default_factory=list)  # item features to read, in order; [] = all, sorted
-        max_len: int = 50  # L, longest history read (the most recent items)
+        max_len: Positive = 50  # L, longest history read (the most recent items)
         dim: Positive = 128  # d, ID embedding / Mamba / output size
-        modal_dim: int = 256  # p, modal projection = bottleneck = attention size
-        heads: int = 8  # H subspaces (d_h = p / H)
-        experts: int = 4  # E shared experts
+        modal_dim: Positive = 256  # p, modal projection = bottleneck = attention size
+        heads: Positive = 8  # H subspaces (d_h = p / H)
+        experts: Positive = 4  # E shared experts
         router_hidden: int = 256  # router MLP width
         router_temperature: float = 0.1  # tau of softmax(logits / tau)
         dropout: float = 0.2  # Mamba residual, attention, experts, final fusion
         projection_dropout: float = 0.1  # inside the bottleneck encoders and score networks
         fusion_dropout: float = 0.1  # router and head fusion
-        mamba_layers: int = 2  # blocks of the ID stream
+        mamba_layers: Positive = 2  # blocks of the ID stream
         d_state: int = 16  # N, Mamba state size
         d_conv: int = 4  # Mamba causal conv width
         expand: int = 2  # Mamba inner width = expand * dim
         layer_scale_init: float = 0.1  # gamma at init
         norm_eps: float = 1e-5  # LayerNorm eps of the Mamba blocks
-        mamba_backend: str = "auto"  # auto | fused | ref | chunked | cuda (see modalrec.nn.mamba)
+        mamba_backend: Backend = "auto"  # see modalrec.nn.mamba
         loss_weight: float = 0.1  # lambda: CE + lambda (KL + beta align)
         stein_weight: float = 1.0  # beta
         bandwidth_factor: float = 1.0  # h = clamp(sqrt(median D^2 / 2) * factor, min, max) (A5)
@@ -354,45 +351,67 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         max_bandwidth: float = 10.0
         bandwidth_rows: int = 512  # rows used for the median and, with iicm_positions=all_valid, for the Stein term
         # A1: modal_pairs (z_m vs z_n) | modal_id (routed modal summary vs ID stream) | auto
-        align_pair: Annotated[str, Check(choices=("auto", "modal_pairs", "modal_id"))] = "auto"
+        align_pair: Literal["auto", "modal_pairs", "modal_id"] = "auto"
         # A2: findrec_code | ksd | paired_rbf | mmd (a two-sample discrepancy, no score nets)
-        stein_form: Annotated[str, Check(choices=(*STEIN_FORMS, "mmd"))] | None = None
+        stein_form: Literal[SteinForm, "mmd"] | None = None
         # what modal_pairs aligns: sample (z, as released) | mean (L2(mu), what scoring reads)
-        align_latent: Annotated[str, Check(choices=("sample", "mean"))] | None = None
-        mmd_scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # mmd: kernel bandwidths, x the median h
+        align_latent: Literal["sample", "mean"] | None = None
+        # mmd: kernel bandwidths, x the median h
+        mmd_scales: list[Annotated[float, Check(gt=0)]] = field(default_factory=lambda: [0.5, 1.0, 2.0])
         # v (mean incl. diagonal, as released) | u (off-diagonal)
-        stein_statistic: Annotated[str, Check(choices=("v", "u"))] = "v"
+        stein_statistic: Literal["v", "u"] = "v"
         score_reg: float = 0.0  # A3: weight of mean ||s(z)||^2 (bounds the score networks; 0 = released)
         align_floor: float | None = None  # A3: clamp the align term from below (faithful: none, as released; clean: 0)
         sample_at_eval: bool | None = None  # A6: reparameterise at evaluation too (seeded per pass)
         eval_seed: int = 0  # seed of the evaluation noise when sample_at_eval
         # A7: last | all_valid (KL masked mean; Stein on <= bandwidth_rows rows)
-        iicm_positions: Annotated[str, Check(choices=("last", "all_valid"))] | None = None
+        iicm_positions: Literal["last", "all_valid"] | None = None
         router_gumbel_hard: bool = False  # A8: straight-through one-hot routing (the released code's dead path)
         balance_coef: float = 0.0  # A8: weight of the sign-corrected load-balance loss
         # A9: linear | mamba (Linear(2d -> d) then a Mamba stack)
-        fusion: Annotated[str, Check(choices=("linear", "mamba"))] = "linear"
+        fusion: Literal["linear", "mamba"] = "linear"
         faithful_param_count: bool = False  # A9: also build the released code's unused modules (param parity)
         xattn_causal: bool | None = None  # A11: causal cross-modal attention
         xattn_double_scale: bool = True  # A12: extra d_h^-1/2 on the attention inputs
-        xattn_window: int | None = None  # causal cross-attention to the last W positions only: O(L W) instead of O(L^2)
+        xattn_window: Positive | None = None  # causal cross-attention to the last W positions only: O(L W) instead of O(L^2)
         # A13: faithful (every Linear/Embedding ~ N(0, 0.01), biases 0) | module_default
-        init: Annotated[str, Check(choices=("faithful", "module_default"))] = "faithful"
+        init: Literal["faithful", "module_default"] = "faithful"
         ce_include_pad: bool | None = None  # A16: the pad row of the tied table is a CE logit
         output_clamp: float | None = 10.0  # A18: clamp of the final representation
         logvar_clamp: float | None = None  # A19: clamp log var to [-c, c]
-        free_bits: float | None = None  # nats per latent dim the KL may use unpenalised (Kingma et al. 2016); 0 = off
-        kl_warmup_epochs: int = 0  # KL weight ramps linearly from 1/(n+1) to 1 over the first n epochs (0 = off)
+        # nats per latent dim the KL may use unpenalised (Kingma et al. 2016); 0 = off
+        free_bits: Annotated[float, Check(ge=0)] | None = None
+        kl_warmup_epochs: NonNegative = 0  # KL weight ramps linearly from 1/(n+1) to 1 over the first n epochs (0 = off)
         encode_per_item: bool | None = None  # run the bottleneck encoders once per distinct item of a batch (faster)
         logvar_init: float | None = None  # initial log-variance bias of the bottlenecks (None: the init's 0, sigma = 1)
         diagnostic_sample: int = 512  # items and validation users measured by diagnostics() after every epoch
         # ablation "ID stream only": no modal path and no IICM loss; Z = LN(fusion(E_id)), the fusion Linear(d -> d)
         id_only: bool = False
         # features (frozen, as in the paper) | text | image: that modality's stream from an item tower, end to end
-        item_encoder: Annotated[str, Check(choices=("features", *TOWERS))] = "features"
+        item_encoder: Literal["features", Tower] = "features"
         finetune_layers: NonNegative = 0  # item_encoder text/image: top encoder layers trained (0 = frozen encoder)
         encoder_lr: float | None = None  # item_encoder text/image: learning rate of those layers; None = train.lr
         encoder_max_length: Positive = 32  # item_encoder=text: tokens read per item text
+        rules: ClassVar[tuple[Rule, ...]] = (
+            multiple_of("modal_dim", "heads"),
+            Rule(("mmd_scales",), lambda c: len(c.mmd_scales) > 0, "mmd_scales needs at least one bandwidth"),
+            # a flag still None is decided by the mode; these hold again once it is (resolve_flags)
+            Rule(
+                ("xattn_window", "xattn_causal"),
+                lambda c: c.xattn_window is None or c.xattn_causal is not False,
+                "xattn_window ({xattn_window}) needs causal cross-attention (xattn_causal=true)",
+            ),
+            Rule(
+                ("score_reg", "stein_form"),
+                lambda c: not (c.stein_form == "mmd" and c.score_reg > 0),
+                "score_reg regularises score networks, which stein_form=mmd does not have; set score_reg=0",
+            ),
+            Rule(
+                ("item_encoder", "id_only"),
+                lambda c: not (c.id_only and c.item_encoder != "features"),
+                "item_encoder={item_encoder} feeds a modal stream; id_only=true has none",
+            ),
+        )
 
     train_view: ClassVar[str] = "sequences"
     # the released settings: AdamW(1e-3, wd 0.01), batch 128, last-position targets with prefix augmentation
@@ -424,8 +443,6 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         self.modalities: list[str] = []
         self.align_pair = "none"  # id_only: nothing is aligned
         self.item_tower: ItemTower | None = None
-        if cfg.id_only and cfg.item_encoder != "features":
-            raise ConfigError(f"findrec: model.item_encoder={cfg.item_encoder} feeds a modal stream; id_only=true has none")
         if not cfg.id_only:
             self._build_modal_path(cfg, ctx)
         fusion_in = d if cfg.id_only else 2 * d
@@ -872,19 +889,9 @@ def _retrieval(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_flags(config: FindRec.Config) -> FindRec.Config:
-    """A copy of ``config`` with every None flag set from its mode's preset, checked (choices and ranges are
-    declared with the fields and checked by :func:`modalrec.checks.check_fields`)."""
+    """A copy of ``config`` with every None flag set from its mode's preset. Ranges, choices and rules are
+    declared with the Config: checked here (the mode names the preset), and with the flags filled in by
+    :class:`~modalrec.models.base.Recommender` (:func:`modalrec.checks.check_fields`)."""
     check_fields(config, "model.")
     preset = MODE_PRESETS[config.mode]
-    cfg = dataclasses.replace(config, **{k: v for k, v in preset.items() if getattr(config, k) is None})
-    assert cfg.free_bits is not None  # every preset sets it
-    if cfg.stein_form == "mmd" and cfg.score_reg > 0:
-        raise ConfigError("findrec: score_reg regularises score networks, which stein_form=mmd does not have; set score_reg=0")
-    if cfg.free_bits < 0 or cfg.kl_warmup_epochs < 0 or not cfg.mmd_scales or min(cfg.mmd_scales) <= 0:
-        raise ConfigError(
-            f"findrec: free_bits and kl_warmup_epochs must be >= 0 and mmd_scales positive numbers, got "
-            f"{cfg.free_bits}, {cfg.kl_warmup_epochs}, {cfg.mmd_scales}"
-        )
-    if min(cfg.dim, cfg.modal_dim, cfg.heads, cfg.experts, cfg.mamba_layers, cfg.max_len) < 1:
-        raise ConfigError(f"findrec: dim, modal_dim, heads, experts, mamba_layers, max_len must be >= 1, got {cfg}")
-    return cfg
+    return dataclasses.replace(config, **{k: v for k, v in preset.items() if getattr(config, k) is None})

@@ -32,7 +32,7 @@ from modalrec.models.sequential.objective import (
     Loss,
     TiedItemScoring,
 )
-from modalrec.nn.mamba import MambaMixer
+from modalrec.nn.mamba import Backend, MambaMixer
 from modalrec.nn.transformer import FeedForward
 
 
@@ -76,7 +76,7 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
         rules: ClassVar[tuple[Rule, ...]] = (SAMPLED_NEEDS_NEGATIVES,)
         # recbole (every Linear/Embedding ~ N(0, 0.02)) | module_default
         init: Annotated[str, Check(choices=("recbole", "module_default"))] = "recbole"
-        mamba_backend: str = "auto"  # auto | fused | ref | chunked | cuda
+        mamba_backend: Backend = "auto"  # see modalrec.nn.mamba
 
     train_view: ClassVar[str] = "sequences"
     train_defaults: ClassVar[dict] = {"lr": 1e-3, "batch_size": 256, "epochs": 200, "patience": 10}

@@ -4,7 +4,9 @@ Run: python benchmarks/findrec_speed.py [--threads N] [--repeats R] [--batch B] 
 Everything is measured side by side in one process (best of R repeats, forward + backward): SASRec, FindRec
 faithful (released last-position objective) and FindRec mmd (all positions), with and without the levers
 (cheaper dropout masks, the bottleneck encoded once per distinct item, the O(L W) windowed cross-attention,
-bf16 autocast = train.amp=true).
+bf16 autocast = train.amp=true). ``--compile`` adds torch.compile (inductor, CPU) side by side with eager: the
+Mamba scan (the autograd reference loop compiled against the hand-written fused scan) and FindRec's dense blocks
+(cross-attention, router, experts, fusions, bottleneck encoders), with compile time and the numerical difference.
 Needs the ``bench`` extra (mambapy 1.2.0) for the first section; it is skipped without it.
 """
 
@@ -159,6 +161,85 @@ def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int]) -> None:
         print(f"  {name:62s} {times[last][name] / times[first][name]:5.2f}")
 
 
+COMPILED_BLOCKS = ("cross_attention", "router", "experts", "head_fusion", "final_fusion")
+
+
+def compiled_vs_eager(repeats: int, batch: int, length: int) -> None:
+    """torch.compile of the scan and of FindRec's blocks against eager, in this process (compile time reported apart)."""
+    from modalrec.nn.mamba import selective_scan_fused, selective_scan_ref
+
+    print(f"== torch.compile (inductor) vs eager, forward + backward, batch {batch}, L {length}")
+    g = torch.Generator().manual_seed(0)
+    inner, state = 256, 16  # FindRec's Mamba: d 128, expand 2, d_state 16
+    u = torch.randn(batch, length, inner, generator=g)
+    delta = torch.nn.functional.softplus(torch.randn(batch, length, inner, generator=g))
+    inputs = [u, delta, -torch.rand(inner, state, generator=g) * 4, *torch.randn(2, batch, length, state, generator=g)]
+    inputs.append(torch.randn(inner, generator=g))
+    inputs = [x.requires_grad_() for x in inputs]
+
+    def scan_step(scan: Callable[..., torch.Tensor]) -> Callable[[], list[torch.Tensor]]:
+        def step() -> list[torch.Tensor]:
+            for x in inputs:
+                x.grad = None
+            y = scan(*inputs)
+            y.square().sum().backward()
+            return [y.detach(), *(x.grad for x in inputs)]
+
+        return step
+
+    start = time.perf_counter()
+    compiled_scan = torch.compile(selective_scan_ref, dynamic=False)
+    got = scan_step(compiled_scan)()
+    compile_s = time.perf_counter() - start
+    want = scan_step(selective_scan_fused)()
+    rel = max(((a - b).norm() / b.norm()).item() for a, b in zip(got, want))
+    fused = best_time(scan_step(selective_scan_fused), repeats)
+    print(f"  scan: compile {compile_s:6.1f} s, output and gradients max relative L2 difference to fused {rel:.1e}")
+    for name, step in (
+        ("fused (eager, the default)", scan_step(selective_scan_fused)),
+        ("ref, compiled", scan_step(compiled_scan)),
+    ):
+        seconds = fused if name.startswith("fused") else best_time(step, repeats)
+        print(f"  scan {name:56s} {seconds * 1e3:9.1f} ms   {seconds / fused:5.2f}x fused")
+    print(f"  scan {'ref (eager)':56s} {best_time(scan_step(selective_scan_ref), repeats) / fused:14.2f}x fused")
+
+    n_items = 3000
+    ctx = context(n_items, 1024)
+    torch.manual_seed(0)
+    model = FindRec(FindRec.Config(mode="mmd", max_len=length), ctx)
+    b = train_batch(n_items, batch, length, True)
+    eager_modules = {name: getattr(model, name) for name in COMPILED_BLOCKS}
+    eager_encoders = [bottleneck.encoder for bottleneck in model.bottlenecks]
+
+    def use(compiled: bool) -> None:
+        for name, module in eager_modules.items():
+            setattr(model, name, torch.compile(module) if compiled else module)
+        for bottleneck, encoder in zip(model.bottlenecks, eager_encoders):
+            bottleneck.encoder = torch.compile(encoder) if compiled else encoder
+
+    def grads() -> list[torch.Tensor]:  # evaluation mode: no dropout draws, so both paths compute the same function
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        model.loss(b)["loss"].backward()
+        out = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        model.train()
+        return out
+
+    want = grads()
+    use(True)
+    start = time.perf_counter()
+    got = grads()
+    loss_step(model, b)()  # the training graph (dropout) compiles too
+    compile_s = time.perf_counter() - start
+    rel = max(((a - w).norm() / w.norm().clamp(min=1e-30)).item() for a, w in zip(got, want))
+    compiled = best_time(loss_step(model, b), repeats)
+    use(False)
+    eager = best_time(loss_step(model, b), repeats)
+    print(f"  findrec mmd all: compile {compile_s:6.1f} s, gradients max relative L2 difference to eager {rel:.1e}")
+    print(f"  findrec mmd all, eager {eager * 1e3:38.1f} ms   1.00x eager")
+    print(f"  findrec mmd all, blocks compiled {compiled * 1e3:28.1f} ms   {compiled / eager:5.2f}x eager")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=1)
@@ -166,12 +247,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="training batch of the FindRec vs SASRec section")
     parser.add_argument("--lengths", default="50,200", help="sequence lengths of the FindRec vs SASRec section")
     parser.add_argument("--skip-mixer", action="store_true", help="skip the Mamba mixer vs mambapy section")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile vs eager (scan and blocks, first length)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), best of {args.repeats}")
     if not args.skip_mixer:
         mixer_vs_mambapy(args.repeats)
-    findrec_vs_sasrec(args.repeats, args.batch, [int(n) for n in args.lengths.split(",")])
+    lengths = [int(n) for n in args.lengths.split(",")]
+    findrec_vs_sasrec(args.repeats, args.batch, lengths)
+    if args.compile:
+        compiled_vs_eager(args.repeats, args.batch, lengths[0])
 
 
 if __name__ == "__main__":

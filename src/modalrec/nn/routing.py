@@ -4,11 +4,17 @@ A :class:`SharedRouter` maps each input vector (e.g. one attention head's output
 a distribution over E experts, ``softmax(logits / tau)`` floored at ``gate_floor``; the same weights
 serve every head, so heads differ only by their inputs. :class:`SharedExperts` evaluates all experts
 densely on every input and mixes their (L2-normalised) outputs by the gates.
+
+Keeping every expert in use (a soft router at a low temperature starves the experts it stops choosing: the
+gradient reaching expert k and its logit is proportional to its gate): :func:`balance_loss` (the KL of the mean
+gate from uniform) and :func:`switch_balance_loss` (Switch Transformer's auxiliary loss).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +79,21 @@ def balance_loss(gates: torch.Tensor) -> torch.Tensor:
     """
     mean = gates.reshape(-1, gates.shape[-1]).mean(0).clamp(min=1e-12)
     return math.log(gates.shape[-1]) + (mean * mean.log()).sum()
+
+
+def switch_balance_loss(gates: torch.Tensor) -> torch.Tensor:
+    """Switch Transformer's auxiliary load-balancing loss (Fedus et al. 2022, eq. 4): ``E sum_e f_e P_e``, with
+    f_e the share of rows whose largest gate is e (no gradient) and P_e the mean gate of e. 1 when the rows
+    are spread evenly, E when one expert takes every row with gate 1; its gradient lowers the gates of the
+    experts that take more than their share of rows."""
+    flat = gates.reshape(-1, gates.shape[-1])
+    n_experts = flat.shape[-1]
+    load = F.one_hot(flat.argmax(-1), n_experts).to(flat.dtype).mean(0)
+    return n_experts * (load * flat.mean(0)).sum()
+
+
+BalanceForm = Literal["entropy", "switch"]  # a model config's ``balance_form``
+BALANCE_LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"entropy": balance_loss, "switch": switch_balance_loss}
 
 
 class SharedExperts(nn.Module):

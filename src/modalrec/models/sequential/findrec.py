@@ -62,7 +62,7 @@ from modalrec.models.sequential.objective import supervised_pairs
 from modalrec.nn.dropout import Dropout
 from modalrec.nn.item_tower import ItemTower
 from modalrec.nn.mamba import Backend, MambaMixer
-from modalrec.nn.routing import SharedExperts, SharedRouter, balance_loss
+from modalrec.nn.routing import BALANCE_LOSSES, BalanceForm, SharedExperts, SharedRouter
 from modalrec.nn.stein import SteinForm, median_bandwidth, mmd, paired_kernel_distance, stein_alignment
 from modalrec.nn.towers import Tower, build_item_tower
 from modalrec.nn.typed import TypedModuleList
@@ -367,7 +367,9 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         # A7: last | all_valid (KL masked mean; Stein on <= bandwidth_rows rows)
         iicm_positions: Literal["last", "all_valid"] | None = None
         router_gumbel_hard: bool = False  # A8: straight-through one-hot routing (the released code's dead path)
-        balance_coef: float = 0.0  # A8: weight of the sign-corrected load-balance loss
+        balance_coef: float = 0.0  # A8: weight of the load-balance loss (0 = none, as released)
+        # entropy: log E - H(mean gate) (the released term, sign-corrected) | switch: E sum_e f_e P_e (Fedus et al. 2022)
+        balance_form: BalanceForm = "entropy"
         # A9: linear | mamba (Linear(2d -> d) then a Mamba stack)
         fusion: Literal["linear", "mamba"] = "linear"
         faithful_param_count: bool = False  # A9: also build the released code's unused modules (param parity)
@@ -639,7 +641,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         if cfg.free_bits:  # each dimension's first free_bits nats are not penalised (no gradient below them)
             terms["kl_objective"] = kl_dims.clamp(min=cfg.free_bits).sum()
         if cfg.balance_coef > 0:
-            terms["balance"] = balance_loss(gates[valid.unsqueeze(1).expand(-1, gates.shape[1], -1)])
+            terms["balance"] = BALANCE_LOSSES[cfg.balance_form](gates[valid.unsqueeze(1).expand(-1, gates.shape[1], -1)])
         return modal, terms
 
     def _iicm_rows(self, valid: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -738,7 +740,10 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         ``valid_ce`` of the validation item, ``align`` (the training alignment term on their latents),
         ``modal_id_retrieval`` with one modality (a user's routed modal summary finds the same user's ID-stream
         state among the users, the pair that alignment aligns; chance 1 / n),
-        ``router_entropy`` (nats, mean over heads; log E is uniform), ``expert_<k>`` (mean gate) and
+        ``router_entropy`` (nats, mean over heads; log E is uniform), ``expert_<k>`` (mean gate), ``load_<k>``
+        (share of (user, head) rows whose largest gate is k), ``logit_gap_<k>`` (mean of expert k's router logit
+        minus the row's largest, before the temperature: an expert whose gap stays below ~ -tau * 10 gets gates
+        and gradients of ~e^-10) and
         ``weight_<stream>`` (mean share of the ID stream and each modality, see :meth:`routing_weights`).
         With ``id_only``, ``valid_ce`` only.
         """
@@ -800,8 +805,13 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
             weights = self.routing_weights(trace)
             gates = trace["gates"].clamp(min=1e-12)
             out["router_entropy"] = float(-(gates * gates.log()).sum(-1).mean())
+            logits = self.router.logits(trace["hf"]).flatten(0, -2)  # [rows, E]
+            load = torch.bincount(logits.argmax(-1), minlength=logits.shape[-1]) / len(logits)
+            gap = (logits - logits.max(-1, keepdim=True).values).mean(0)
             for k, value in enumerate(weights["experts"].mean((0, 1)).tolist()):
                 out[f"expert_{k}"] = value
+                out[f"load_{k}"] = float(load[k])
+                out[f"logit_gap_{k}"] = float(gap[k])
             for name, value in zip(["id", *self.modalities], weights["streams"].mean((0, 1)).tolist()):
                 out[f"weight_{name}"] = value
         return out

@@ -1,8 +1,9 @@
 """Typed run configuration: one dataclass per section, YAML on disk, ``key.sub=value`` overrides.
 
 Every key is declared once, here or in a model's ``Config`` dataclass (next to the model's code),
-with its default, a comment saying what it means and its range or choices where it has them
-(:class:`modalrec.checks.Check`, applied by :func:`coerce` whenever a value is set). A run's resolved config is written to its
+with its default, a comment saying what it means and its range (:class:`modalrec.checks.Check`), choices
+(a ``Literal[...]`` type) or rules between keys (``rules``) where it has them, applied by :func:`coerce` whenever a
+value is set and by :func:`modalrec.checks.check_fields` once all are. A run's resolved config is written to its
 run directory, so ``modalrec train --config runs/<run>/config.yaml`` re-runs it.
 
 Layout::
@@ -24,7 +25,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -47,7 +48,7 @@ class DatasetConfig:
     # share of items whose content is corrupted in every split (noisy multimodal inputs)
     feature_noise: Annotated[float, Check(ge=0, le=1)] = 0.0
     # gaussian (noise at the feature's scale) | shuffle (rows permuted among them)
-    feature_noise_kind: Annotated[str, Check(choices=("gaussian", "shuffle"))] = "gaussian"
+    feature_noise_kind: Literal["gaussian", "shuffle"] = "gaussian"
     feature_noise_seed: int = 0  # which items are corrupted, and the noise
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     split: SplitConfig = field(default_factory=lambda: SplitConfig(method="auto"))
@@ -59,9 +60,8 @@ class TrainConfig:
     batch_size: Positive = 2048  # training examples per step (triples, sequences or user rows, by the model's view)
     lr: Annotated[float, Check(gt=0)] = 1e-3  # learning rate
     weight_decay: Annotated[float, Check(ge=0)] = 0.0  # decoupled for adamw, L2 for adam/sgd
-    optimizer: Annotated[str, Check(choices=("adam", "adamw", "sgd", "adagrad"))] = "adam"  # adam | adamw | sgd | adagrad
-    # none | step | cosine | exponential
-    scheduler: Annotated[str, Check(choices=("none", "step", "cosine", "exponential"))] = "none"
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    scheduler: Literal["none", "step", "cosine", "exponential"] = "none"
     step_size: Positive = 10  # epochs between decays (scheduler=step)
     gamma: Annotated[float, Check(gt=0, le=1)] = 0.5  # decay factor (scheduler=step | exponential)
     clip_grad_norm: Annotated[float, Check(gt=0)] | None = None  # max gradient norm; None = no clipping
@@ -69,10 +69,10 @@ class TrainConfig:
     patience: Positive = 10  # stop after this many validations without improvement
     select: str = "ndcg@10"  # validation metric that selects the checkpoint (higher is better)
     # negative sampling of the triples view: uniform | popularity
-    negatives: Annotated[str, Check(choices=("uniform", "popularity"))] = "uniform"
+    negatives: Literal["uniform", "popularity"] = "uniform"
     num_negatives: Positive = 1  # negatives per positive (triples view)
     # sequences view: all (every position, causal) | last (prefix augmentation)
-    seq_target: Annotated[str, Check(choices=("all", "last"))] = "all"
+    seq_target: Literal["all", "last"] = "all"
     # sequences view: samples per epoch, a seeded random subset drawn afresh each epoch (None = all)
     epoch_samples: Positive | None = None
     seed: int = 2024  # seeds python, numpy and torch, and every sampler
@@ -84,7 +84,7 @@ class TrainConfig:
     # micro-batches per optimiser step (less memory, same update: batch_size stays the examples per step)
     grad_accum: Positive = 1
     # torchrun runs: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
-    dist_backend: Annotated[str, Check(choices=("auto", "nccl", "gloo"))] = "auto"
+    dist_backend: Literal["auto", "nccl", "gloo"] = "auto"
     dist_timeout: Positive = 1800  # torchrun runs: seconds a rank waits for the others (rank 0 validates alone meanwhile)
     ddp_find_unused: bool = False  # torchrun runs: the loss leaves some parameters without gradients (DDP must search)
 
@@ -96,7 +96,7 @@ class EvalConfig:
     user_chunk: Positive = 1024  # users scored at once
     item_chunk: Positive = 100_000  # items scored at once (bounds memory with user_chunk)
     # None = full ranking; uniform | popularity = sampled negatives (reported as such)
-    sampled: Annotated[str, Check(choices=("uniform", "popularity"))] | None = None
+    sampled: Literal["uniform", "popularity"] | None = None
     n_negatives: Positive = 100  # negatives per user when sampled
 
 
@@ -139,7 +139,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or a command-line string) to the declared type ``tp``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Literal:  # choices: the value as the literals' type, then one of them
+    if origin is Literal:  # choices: the value as the literals' type, then one of them
         return Check(choices=args)(coerce(value, type(args[0]), key), key)
     if origin is Annotated:
         value = coerce(value, args[0], key)

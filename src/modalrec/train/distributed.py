@@ -106,8 +106,6 @@ def setup(dist: Dist, device: torch.device, backend: str = "auto", timeout_s: in
     """
     if not dist.enabled:
         return device
-    if backend not in ("auto", "nccl", "gloo"):
-        raise ConfigError(f"train.dist_backend '{backend}' is not one of auto, nccl, gloo")
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from modalrec.checks import check_fields
 from modalrec.config import RunConfig
 from modalrec.console import progress, progress_log
 from modalrec.data.context import DataContext
@@ -48,8 +49,6 @@ def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optim
         "sgd": lambda: torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay),
         "adagrad": lambda: torch.optim.Adagrad(params, lr=t.lr, weight_decay=t.weight_decay),
     }
-    if t.optimizer not in choices:
-        raise ConfigError(f"train.optimizer '{t.optimizer}' is not one of {', '.join(choices)}")
     return choices[t.optimizer]()
 
 
@@ -61,8 +60,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig) -> torch.o
         "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, t.epochs)),
         "exponential": lambda: torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.gamma),
     }
-    if t.scheduler not in choices:
-        raise ConfigError(f"train.scheduler '{t.scheduler}' is not one of {', '.join(choices)}")
     return choices[t.scheduler]()
 
 
@@ -111,8 +108,7 @@ class Trainer:
         self.before_training = before_training  # once before a fresh run's first epoch (the model's stages)
         self.dist = dist  # in a torchrun job, rank 0 alone validates, checkpoints and tests (see train/distributed.py)
         self._step: torch.nn.Module | None = None  # model.loss as a module, inside DDP when distributed
-        if cfg.train.grad_accum < 1:
-            raise ConfigError(f"train.grad_accum must be at least 1, got {cfg.train.grad_accum}")
+        check_fields(cfg)  # the declared ranges, choices and rules, also for a config built in Python
         self.evaluator = Evaluator(
             ctx,
             ks=tuple(cfg.eval.ks),

@@ -51,7 +51,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -69,7 +69,6 @@ from modalrec.nn.losses import hyperbolic_margin_loss
 
 log = logging.getLogger(__name__)
 STAGE1_DIR = "stage1"
-MODES = ("faithful", "denoise")
 PROBE_USERS = 512  # users measured by diagnostics()
 
 
@@ -115,7 +114,7 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         restrict: bool = False  # directional noise, the paper's structural restriction (off in every release)
         rescale: bool = False  # not in the paper: scale f(.) to the blended vector's norm before blending
         # faithful (the release's stage-2 loss) | denoise (unblended x0 loss, inference-consistent ranking; docs/hdrm.md)
-        mode: Annotated[str, Check(choices=MODES)] = "faithful"
+        mode: Literal["faithful", "denoise"] = "faithful"
         # denoise mode: weight of the unblended x0 loss next to the (mean) margin loss
         x0_weight: Annotated[float, Check(ge=0)] = 1.0
         eval_seed: int = 0  # seeds the initial noise of inference

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse.linalg as spla
@@ -36,14 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import Check, NonNegative, Positive, Rule
+from modalrec.checks import NonNegative, Positive, Rule
 from modalrec.data.context import DataContext
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, GeneralRecommender, register
 from modalrec.models.general.diffrec import SAMPLING_WITHIN_STEPS, DiffusionObjective, train_rows
 from modalrec.nn.diffusion import Activation, Denoiser, GaussianDiffusion, ImportanceSampler, Schedule
-
-DECODERS = ("linear", "per_cluster")
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 100) -> np.ndarray:
@@ -91,7 +89,7 @@ class LDiffRec(DiffusionObjective, GeneralRecommender):
         cluster_seed: int = 0  # k-means seed
         in_dims: list[Positive] = field(default_factory=lambda: [300])  # encoder sizes; the last is the latent size
         # linear: one Linear(latent -> I) (the release) | per_cluster: one MLP per cluster mirroring its encoder
-        decoder: Annotated[str, Check(choices=DECODERS)] = "linear"
+        decoder: Literal["linear", "per_cluster"] = "linear"
         ae_act: Activation = "tanh"  # autoencoder activation (after every encoder layer, the last included)
         ae_dropout: float = 0.1  # dropout on the encoder input
         ae_lr: float = 1e-3  # autoencoder learning rate (ML-1M clean release; the denoiser uses train.lr)

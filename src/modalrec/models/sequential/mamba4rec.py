@@ -18,7 +18,7 @@ biases, as the released code's ``apply(_init_weights)`` does (this also replaces
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -75,7 +75,7 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
         negatives: int = 256  # loss "sampled": uniform negatives per batch
         rules: ClassVar[tuple[Rule, ...]] = (SAMPLED_NEEDS_NEGATIVES,)
         # recbole (every Linear/Embedding ~ N(0, 0.02)) | module_default
-        init: Annotated[str, Check(choices=("recbole", "module_default"))] = "recbole"
+        init: Literal["recbole", "module_default"] = "recbole"
         mamba_backend: Backend = "auto"  # see modalrec.nn.mamba
 
     train_view: ClassVar[str] = "sequences"

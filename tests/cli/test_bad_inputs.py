@@ -68,6 +68,72 @@ CASES = [
     ("serve-missing-run", "serve {missing}", "{missing}"),
     ("serve-threads-0", "serve {run} --threads 0", "--threads"),
     ("serve-missing-images", "serve {run} --images {tmp}/no-images", "no-images"),
+    # ranges, choices (Literal fields) and rules between keys declared with a Config (modalrec.checks), by family
+    ("ease-l2-0", "train model=ease dataset={data} run.dir={runs} model.l2=0", "'model.l2' must be > 0, got 0.0"),
+    (
+        "diffrec-sampling-past-steps",
+        "train model=diffrec dataset={data} run.dir={runs} model.sampling_steps=99",
+        "'model.sampling_steps', 'model.steps': sampling_steps (99) must be <= steps (40)",
+    ),
+    ("hdrm-alpha-2", "train model=hdrm dataset={data} run.dir={runs} model.alpha=2", "'model.alpha' must be >= 0 and <= 1"),
+    (
+        "ldiffrec-act-typo",
+        "train model=ldiffrec dataset={data} run.dir={runs} model.ae_act=gelu",
+        "'model.ae_act' must be one of tanh, relu, sigmoid, got 'gelu'",
+    ),
+    (
+        "sasrec-loss-typo",
+        "train model=sasrec dataset={data} run.dir={runs} model.loss=cee",
+        "'model.loss' must be one of ce, sampled, bce, bpr, got 'cee'. Did you mean 'ce'?",
+    ),
+    (
+        "sasrec-sampled-without-negatives",
+        "train model=sasrec dataset={data} run.dir={runs} model.loss=sampled model.negatives=0",
+        "'model.loss', 'model.negatives': loss 'sampled' needs model.negatives >= 1",
+    ),
+    (
+        "bert4rec-mask-prob-0",
+        "train model=bert4rec dataset={data} run.dir={runs} model.mask_prob=0",
+        "'model.mask_prob' must be > 0 and <= 1",
+    ),
+    (
+        "findrec-mode-typo",
+        "train model=findrec dataset={data} run.dir={runs} model.mode=mmx",
+        "'model.mode' must be one of faithful, clean, mmd, got 'mmx'",
+    ),
+    (
+        "findrec-heads-not-dividing",
+        "train model=findrec dataset={data} run.dir={runs} model.modal_dim=100 model.heads=3",
+        "'model.modal_dim', 'model.heads': modal_dim (100) must be a multiple of heads (3)",
+    ),
+    (
+        "findrec-window-not-causal",
+        "train model=findrec dataset={data} run.dir={runs} model.xattn_causal=false model.xattn_window=4",
+        "'model.xattn_window', 'model.xattn_causal'",
+    ),
+    ("bm3-dropout-1", "train model=bm3 dataset={data} run.dir={runs} model.dropout=1", "'model.dropout' must be >= 0 and < 1"),
+    (
+        "mgcn-fusion-typo",
+        "train model=mgcn dataset={data} run.dir={runs} model.fusion=sum",
+        "'model.fusion' must be one of code, mean_specific, got 'sum'",
+    ),
+    (
+        "dmrl-dim-not-dividing",
+        "train model=dmrl dataset={data} run.dir={runs} model.dim=63",
+        "'model.dim', 'model.factors': dim (63) must be a multiple of factors (4)",
+    ),
+    ("lgmrec-tau-nan", "train model=lgmrec dataset={data} run.dir={runs} model.tau=nan", "'model.tau' must be > 0, got nan"),
+    (
+        "vbpr-encoder-typo",
+        "train model=vbpr dataset={data} run.dir={runs} model.item_encoder=txt",
+        "'model.item_encoder' must be one of features, text, image, got 'txt'",
+    ),
+    ("scheduler-typo", TRAIN + " train.scheduler=cosin", "'train.scheduler' must be one of none, step, cosine, exponential"),
+    ("gamma-2", TRAIN + " train.gamma=2", "'train.gamma' must be > 0 and <= 1"),
+    ("dist-backend-typo", TRAIN + " train.dist_backend=mpi", "'train.dist_backend' must be one of auto, nccl, gloo"),
+    ("negatives-typo", TRAIN + " train.negatives=hard", "'train.negatives' must be one of uniform, popularity"),
+    ("eval-n-negatives-0", TRAIN + " eval.n_negatives=0", "'eval.n_negatives' must be >= 1"),
+    ("eval-user-chunk-0", TRAIN + " eval.user_chunk=0", "'eval.user_chunk' must be >= 1"),
 ]
 
 

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
 import pytest
 
-from modalrec.config import model_config, resolve
+from modalrec.checks import Positive, Rule, check_fields, choices, multiple_of
+from modalrec.config import coerce, model_config, resolve
 from modalrec.errors import ConfigError, UnknownNameError
+
+
+@dataclass
+class Config:
+    """A model config with a range, choices and a rule between keys."""
+
+    dim: Positive = 8
+    heads: int = 2
+    kind: Literal["x", "y"] = "x"
+    rules: ClassVar[tuple[Rule, ...]] = (multiple_of("dim", "heads"),)
 
 
 def test_overrides_are_typed_and_shorthands_work() -> None:
@@ -63,3 +77,29 @@ def test_bad_yaml_names_file_and_line(tmp_path) -> None:
     path.write_text("model: bpr\ntrain: {lr: [1,\n")
     with pytest.raises(ConfigError, match=r"bad.yaml, line \d+: invalid YAML"):
         resolve(config_file=path)
+
+
+def test_literal_fields_rules_and_ranges_are_checked_by_the_config_layer() -> None:
+    """Choices are a field's Literal type (nested literals flattened, None allowed where the type says so); a Rule
+    names every key it relates; check_fields applies all of them to a config built in Python too."""
+    Inner = Literal["a", "b"]
+    assert choices(Literal[Inner, "c"] | None) == ("a", "b", "c")
+    assert coerce("c", Literal[Inner, "c"], "k") == "c" and coerce("none", Literal["a"] | None, "k") is None
+    with pytest.raises(ConfigError, match=r"^'model.k' must be one of a, b, c, got 'bb'. Did you mean 'b'\?$"):
+        coerce("bb", Literal[Inner, "c"] | None, "model.k")
+
+    check_fields(Config())
+    for bad, message in (
+        (Config(heads=3), r"^'model.dim', 'model.heads': dim \(8\) must be a multiple of heads \(3\)$"),
+        (Config(kind="z"), r"^'model.kind' must be one of x, y, got 'z'"),  # type: ignore[arg-type]
+        (Config(dim=0), r"^'model.dim' must be >= 1, got 0$"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            check_fields(bad, "model.")
+
+
+def test_rules_are_checked_at_resolve_before_a_model_exists() -> None:
+    with pytest.raises(ConfigError, match=r"'model.dim', 'model.heads': dim \(64\) must be a multiple of heads \(3\)"):
+        resolve(["model=sasrec", "model.dim=64", "model.heads=3"])
+    with pytest.raises(ConfigError, match=r"'train.optimizer' must be one of adam, adamw, sgd, adagrad, got 'adamm'"):
+        resolve(["model=bpr", "train.optimizer=adamm"])

@@ -108,7 +108,7 @@ def test_a_single_modality_can_be_chosen(name: str, contexts) -> None:
 
 def test_models_refuse_data_without_features_and_unknown_modalities(contexts) -> None:
     plain = DataContext.from_dataset(multimodal_dataset(feature_dims={}))
-    with pytest.raises(ConfigError, match="needs item content features"):
+    with pytest.raises(ConfigError, match="needs item features"):
         build("freedom", plain)
     with pytest.raises(ConfigError, match="audio"):
         build("lattice", contexts["real"], modalities=["audio"])

@@ -25,7 +25,7 @@ from torch import nn
 
 from modalrec.checks import check_fields
 from modalrec.data.context import DataContext
-from modalrec.errors import UnknownNameError
+from modalrec.errors import ConfigError, UnknownNameError
 
 Batch = dict[str, torch.Tensor]
 
@@ -48,6 +48,21 @@ def get_model_class(name: str) -> type[Recommender]:
     if key not in _REGISTRY:
         raise UnknownNameError("model", name, _REGISTRY)
     return _REGISTRY[key]
+
+
+def select_modalities(requested: list[str], ctx: DataContext, model: str) -> list[str]:
+    """The item feature names a model uses (``requested``, or every feature of the dataset), checked against it."""
+    available = sorted(ctx.features)
+    if not available:
+        raise ConfigError(
+            f"{model} needs item features but the dataset has none; use a multimodal dataset "
+            "(e.g. dataset=ml-1m-mm or dataset=amazon-scientific-mm) or add dataset.feature_files.<name>=<file.npy>"
+        )
+    chosen = list(requested) or available
+    missing = [m for m in chosen if m not in ctx.features]
+    if missing:
+        raise ConfigError(f"{model}: model.modalities names {missing}, but the dataset's features are {available}")
+    return chosen
 
 
 def registered_models() -> dict[str, type[Recommender]]:
@@ -218,6 +233,20 @@ class ModelMixin:
     if TYPE_CHECKING:
 
         def __getattr__(self, name: str) -> Any: ...
+
+
+class ItemTowerHost(ModelMixin):
+    """Mixin of models whose item content may come from a trainable item tower (``self.item_tower``, None without
+    one; ``config.encoder_lr``): the tower's encoder layers get their own learning rate and the run records where
+    the tower came from. List it first in the bases."""
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        if self.item_tower is None:
+            return super().parameter_groups()  # type: ignore[misc]
+        return self.item_tower.parameter_groups(self, self.config.encoder_lr)
+
+    def provenance(self) -> dict[str, Any]:
+        return {} if self.item_tower is None else {"item_encoder": self.item_tower.record(self.config.encoder_lr)}
 
 
 class EmbeddingScorer(ModelMixin):

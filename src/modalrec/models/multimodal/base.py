@@ -21,8 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, GeneralRecommender, ModelMixin, RepresentationScorer
+from modalrec.models.base import Batch, GeneralRecommender, ModelMixin, RepresentationScorer, select_modalities
 from modalrec.nn.graph import Normalisation, bipartite_adjacency, normalise_adjacency, sparse_graph
 from modalrec.nn.item_graph import LearnedItemGraph
 from modalrec.nn.knn import cached_cosine_knn
@@ -34,21 +33,6 @@ class MultimodalConfig:
     """Keys every multimodal model has (its own ``Config`` extends this)."""
 
     modalities: list[str] = field(default_factory=list)  # item features to use; empty = all the dataset has
-
-
-def select_modalities(requested: list[str], ctx: DataContext, model: str) -> list[str]:
-    """The feature names a model uses, checked against the dataset."""
-    available = sorted(ctx.features)
-    if not available:
-        raise ConfigError(
-            f"{model} needs item content features but the dataset has none; use a multimodal dataset "
-            "(e.g. dataset=ml-1m-mm or dataset=amazon-scientific-mm) or add dataset.feature_files.<name>=<file.npy>"
-        )
-    chosen = list(requested) or available
-    missing = [m for m in chosen if m not in ctx.features]
-    if missing:
-        raise ConfigError(f"{model}: model.modalities names {missing}, but the dataset's features are {available}")
-    return chosen
 
 
 class MultimodalRecommender(RepresentationScorer, GeneralRecommender):

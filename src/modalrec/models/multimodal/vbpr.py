@@ -25,7 +25,7 @@ pass (cached until the model trains again). See docs/end_to_end.md for the cost.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from torch import nn
 
 from modalrec.checks import NonNegative, Positive
 from modalrec.data.context import DataContext
-from modalrec.models.base import Batch, register
+from modalrec.models.base import Batch, ItemTowerHost, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
 from modalrec.nn.item_tower import ItemTower
 from modalrec.nn.losses import bpr_loss, pairwise_scores
@@ -41,7 +41,7 @@ from modalrec.nn.towers import Tower, build_item_tower
 
 
 @register
-class VBPR(MultimodalRecommender):
+class VBPR(ItemTowerHost, MultimodalRecommender):
     """BPR-MF with a projected-content factor and a content bias per item."""
 
     name: ClassVar[str] = "vbpr"
@@ -103,14 +103,6 @@ class VBPR(MultimodalRecommender):
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user_rows(), self.item_rows()
-
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        if self.item_tower is None:
-            return super().parameter_groups()
-        return self.item_tower.parameter_groups(self, self.config.encoder_lr)
-
-    def provenance(self) -> dict[str, Any]:
-        return {} if self.item_tower is None else {"item_encoder": self.item_tower.record(self.config.encoder_lr)}
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         # only the batch's rows: each distinct item of the triples is encoded once (the catalogue is not)

@@ -57,7 +57,7 @@ from modalrec.checks import Check, NonNegative, Positive, Rule, check_fields, mu
 from modalrec.data.context import DataContext
 from modalrec.data.dataset import VALID
 from modalrec.errors import ConfigError
-from modalrec.models.base import Batch, EmbeddingScorer, SequentialRecommender, register
+from modalrec.models.base import Batch, EmbeddingScorer, ItemTowerHost, SequentialRecommender, register, select_modalities
 from modalrec.models.sequential.objective import supervised_pairs
 from modalrec.nn.dropout import Dropout
 from modalrec.nn.item_tower import ItemTower
@@ -316,7 +316,7 @@ class SubspaceCrossAttention(nn.Module):
 
 
 @register
-class FindRec(EmbeddingScorer, SequentialRecommender):
+class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
     """FindRec (see the module docstring); reads every item feature of the dataset (or ``modalities``)."""
 
     name: ClassVar[str] = "findrec"
@@ -463,13 +463,7 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
 
     def _build_modal_path(self, cfg: FindRec.Config, ctx: DataContext) -> None:
         """Frozen item content, projections, bottlenecks, score networks, attention, router and experts (1.2-1.8)."""
-        self.modalities = list(cfg.modalities) or sorted(ctx.features)
-        missing = [m for m in self.modalities if m not in ctx.features]
-        if not self.modalities or missing:
-            raise ConfigError(
-                f"findrec needs item features; {'missing ' + str(missing) if missing else 'the dataset has none'}. "
-                f"Available: {sorted(ctx.features) or 'none'} (attach features to the dataset, or set model.modalities)"
-            )
+        self.modalities = select_modalities(cfg.modalities, ctx, self.name)
         n_mod = len(self.modalities)
         self.align_pair = ("modal_pairs" if n_mod > 1 else "modal_id") if cfg.align_pair == "auto" else cfg.align_pair
         if self.align_pair == "modal_pairs" and n_mod < 2:
@@ -660,14 +654,6 @@ class FindRec(EmbeddingScorer, SequentialRecommender):
         else:
             content = getattr(self, f"feature_{modality}")[items]
         return l2(self.projections[self.modalities.index(modality)](content))
-
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        if self.item_tower is None:
-            return super().parameter_groups()
-        return self.item_tower.parameter_groups(self, self.config.encoder_lr)
-
-    def provenance(self) -> dict[str, Any]:
-        return {} if self.item_tower is None else {"item_encoder": self.item_tower.record(self.config.encoder_lr)}
 
     def _alignment(self, points: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The Stein term (or the MMD) averaged over point-set pairs (1.6, 4-6), plus the score regulariser (A3)."""

@@ -28,7 +28,7 @@ Deviations / choices, each a flag:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from torch import nn
 from modalrec.checks import Check, NonNegative, Positive, Rule, multiple_of
 from modalrec.data.context import DataContext
 from modalrec.data.negatives import NegativeSampler
-from modalrec.models.base import Batch, SequentialRecommender, register
+from modalrec.models.base import Batch, ItemTowerHost, ScoringCache, SequentialRecommender, register
 from modalrec.models.sequential.objective import (
     SAMPLED_NEEDS_NEGATIVES,
     Loss,
@@ -50,7 +50,7 @@ from modalrec.nn.transformer import CausalTransformer
 
 
 @register
-class SASRec(TiedItemScoring, SequentialRecommender):
+class SASRec(ItemTowerHost, ScoringCache, TiedItemScoring, SequentialRecommender):
     """Causal Transformer over item sequences with tied item embeddings."""
 
     name: ClassVar[str] = "sasrec"
@@ -112,7 +112,6 @@ class SASRec(TiedItemScoring, SequentialRecommender):
         )
         self.negatives = NegativeSampler.seeded_from_torch(self.n_items)
         self.item_tower: ItemTower | None = None
-        self._scoring_table: torch.Tensor | None = None
         if not ids:
             self.item_tower = build_item_tower(
                 self.name, config.item_encoder, ctx, config.dim, config.finetune_layers, config.encoder_max_length
@@ -141,27 +140,13 @@ class SASRec(TiedItemScoring, SequentialRecommender):
         """V [n_items, d]: the ID embeddings, or the content tower's output (once per scoring pass)."""
         if self.item_tower is None:
             return super().item_table()
-        return self._scoring_table if self._scoring_table is not None else self.item_tower()
+        return self.cached_state()
+
+    def scoring_state(self) -> torch.Tensor | None:
+        return self.item_tower() if self.item_tower is not None else None
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self.clear_scoring_cache()  # parameters are about to change
         table = self.item_table()  # once per step: with a content tower it is the costly part
         hidden = self.hidden_states(batch["seq"], batch["lengths"], table)
         return next_item_loss(hidden, batch, table, self.config.loss, self.negatives, self.config.negatives)
-
-    def prepare_scoring(self) -> None:
-        super().prepare_scoring()
-        self._scoring_table = self.item_tower() if self.item_tower is not None else None
-
-    def train(self, mode: bool = True) -> Any:
-        self._scoring_table = None
-        return super().train(mode)
-
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        if self.item_tower is None:
-            return super().parameter_groups()
-        return self.item_tower.parameter_groups(self, self.config.encoder_lr)
-
-    def provenance(self) -> dict[str, Any]:
-        if self.item_tower is None:
-            return {}
-        return {"item_encoder": self.item_tower.record(self.config.encoder_lr)}

@@ -23,8 +23,7 @@ from torch import nn
 
 from modalrec.checks import Rule
 from modalrec.data.context import DataContext
-from modalrec.errors import ConfigError
-from modalrec.models.base import register
+from modalrec.models.base import register, select_modalities
 from modalrec.models.sequential.sasrec import SASRec
 
 
@@ -54,13 +53,7 @@ class SASRecFeatures(SASRec):
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
-        self.modalities = list(config.modalities) or sorted(ctx.features)
-        missing = [m for m in self.modalities if m not in ctx.features]
-        if not self.modalities or missing:
-            raise ConfigError(
-                f"sasrec_features needs item features; {'missing ' + str(missing) if missing else 'the dataset has none'}. "
-                f"Available: {sorted(ctx.features) or 'none'}"
-            )
+        self.modalities = select_modalities(config.modalities, ctx, self.name)
         for m in self.modalities:
             self.register_buffer(f"feature_{m}", ctx.features[m] * ctx.feature_masks[m].unsqueeze(-1).float(), persistent=False)
         self.projections = nn.ModuleList(nn.Linear(ctx.features[m].shape[1], config.dim) for m in self.modalities)

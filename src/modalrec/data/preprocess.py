@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from modalrec.checks import NonNegative, Positive, check_fields
 from modalrec.data.dataset import Dataset
 from modalrec.errors import ConfigError
 
@@ -139,10 +140,10 @@ class PreprocessConfig:
 
     rating_threshold: float | None = None  # keep rating >= this (None: keep all; needs ratings)
     dedupe: bool = True  # one interaction per (user, item), the latest
-    user_core: int = 0  # k-core: every user keeps >= this many interactions (0: off)
-    item_core: int = 0  # k-core: every item keeps >= this many interactions (0: off)
-    min_seq_len: int = 0  # drop users with fewer interactions than this (0: off)
-    max_seq_len: int | None = None  # keep only each user's most recent this-many interactions (None: all)
+    user_core: NonNegative = 0  # k-core: every user keeps >= this many interactions (0: off)
+    item_core: NonNegative = 0  # k-core: every item keeps >= this many interactions (0: off)
+    min_seq_len: NonNegative = 0  # drop users with fewer interactions than this (0: off)
+    max_seq_len: Positive | None = None  # keep only each user's most recent this-many interactions (None: all)
 
 
 def preprocess(ds: Dataset, cfg: PreprocessConfig, resplit: bool = False) -> Dataset:
@@ -156,10 +157,8 @@ def preprocess(ds: Dataset, cfg: PreprocessConfig, resplit: bool = False) -> Dat
     threshold when ``item_core`` is set (a separate user filter afterwards could break the item
     core); without an item core it is a plain :func:`filter_min_length`.
     """
-    user_k = max(check_count("user_core", cfg.user_core, 0), check_count("min_seq_len", cfg.min_seq_len, 0))
-    item_k = check_count("item_core", cfg.item_core, 0)
-    if cfg.max_seq_len is not None:
-        check_count("max_seq_len", cfg.max_seq_len, 1)
+    check_fields(cfg, "preprocess.")
+    user_k, item_k = max(cfg.user_core, cfg.min_seq_len), cfg.item_core
     if cfg.rating_threshold is not None:
         ds = binarize(ds, cfg.rating_threshold)
     if cfg.dedupe:

@@ -57,47 +57,51 @@ de-duplicated data has none; a ``given`` split may (the source's choice), and th
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 
+from modalrec.checks import Positive, Rule, Share, check_fields
 from modalrec.data.dataset import SPLIT_NAMES, TEST, TRAIN, VALID, Dataset
-from modalrec.data.preprocess import check_count, positions_in_group, time_order
+from modalrec.data.preprocess import positions_in_group, time_order
 from modalrec.errors import ConfigError
 
-SPLIT_METHODS = ("loo", "temporal", "random", "global_temporal", "given")
-COLD_START_POLICIES = ("drop", "keep")
+SplitMethod = Literal["loo", "temporal", "random", "global_temporal", "given"]
+SPLIT_METHODS: tuple[str, ...] = get_args(SplitMethod)
 
 
 @dataclass
 class SplitConfig:
     """How :func:`split` labels interactions (see the module docstring for each policy)."""
 
-    method: str = "loo"  # one of SPLIT_METHODS
+    # auto (the run config's default): the model family's protocol, named by the experiment before splitting
+    method: Literal[SplitMethod, "auto"] = "loo"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / valid / test shares (ratio methods only)
     seed: int = 0  # the only randomness is the "random" method's draw
-    cold_start: str = "drop"  # "drop" or "keep" valid/test interactions whose user or item is not in train
-    min_train: int = 1  # a user is held out only if this many interactions stay in train (else all train)
-    cold_items: float = 0.0  # share of items held out of training entirely (0 = none; see the module docstring)
+    cold_start: Literal["drop", "keep"] = "drop"  # drop or keep valid/test interactions whose user or item is not in train
+    min_train: Positive = 1  # a user is held out only if this many interactions stay in train (else all train)
+    cold_items: Share = 0.0  # share of items held out of training entirely (0 = none; see the module docstring)
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            ("ratios",),
+            lambda c: len(c.ratios) == 3 and all(math.isfinite(r) and r >= 0 for r in c.ratios),
+            "ratios must be three non-negative numbers (train, valid, test), got {ratios}",
+        ),
+        Rule(
+            ("ratios",),
+            lambda c: c.ratios[0] > 0 and abs(sum(c.ratios) - 1.0) <= 1e-6,
+            "ratios must sum to 1 with a positive train share, got {ratios}",
+        ),
+    )
 
     def check(self) -> None:
-        """Refuse values that would give a silently wrong split."""
-        if self.method not in SPLIT_METHODS:
-            raise ConfigError(f"split.method '{self.method}' is unknown; valid methods: {', '.join(SPLIT_METHODS)}")
-        if self.cold_start not in COLD_START_POLICIES:
-            raise ConfigError(
-                f"split.cold_start '{self.cold_start}' is unknown; valid policies: {', '.join(COLD_START_POLICIES)}"
-            )
-        check_count("split.min_train", self.min_train, 1)
-        if not (isinstance(self.cold_items, (int, float)) and 0.0 <= self.cold_items < 1.0):
-            raise ConfigError(f"split.cold_items must be a share in [0, 1), got {self.cold_items!r}")
-        ratios = tuple(self.ratios)
-        if len(ratios) != 3 or not all(np.isfinite(r) and r >= 0 for r in ratios):
-            raise ConfigError(f"split.ratios must be three non-negative numbers (train, valid, test), got {self.ratios!r}")
-        if ratios[0] <= 0 or abs(sum(ratios) - 1.0) > 1e-6:
-            raise ConfigError(f"split.ratios must sum to 1 with a positive train share, got {self.ratios!r}")
+        """Refuse values that would give a silently wrong split (the ranges, choices and rules above)."""
+        check_fields(self, "split.")
+        if self.method == "auto":
+            raise ConfigError(f"split.method=auto names no split; resolve it first (one of {', '.join(SPLIT_METHODS)})")
 
 
 def split(ds: Dataset, cfg: SplitConfig) -> Dataset:

@@ -27,7 +27,7 @@ from modalrec.data.features.corrupt import corrupt_features
 from modalrec.data.preprocess import preprocess
 from modalrec.data.registry import load_source
 from modalrec.data.sources.feature_files import attach_feature_files
-from modalrec.data.split import SplitConfig, split
+from modalrec.data.split import SplitConfig, SplitMethod, split
 from modalrec.devices import resolve_device
 from modalrec.errors import CheckpointError, ConfigError, ModalRecError
 from modalrec.fileio import to_jsonable
@@ -47,6 +47,7 @@ def resolved_split(cfg: SplitConfig, ds: Dataset, family: str) -> SplitConfig:
     no timestamps)."""
     if cfg.method != "auto":
         return cfg
+    method: SplitMethod
     if ds.split is not None:
         method = "given"
     elif family == "sequential":

@@ -306,17 +306,19 @@ def resolve(overrides: list[str] | None = None, config_file: str | Path | None =
     user["train"] = _merge(dict(model_cls.train_defaults), train_user)
     apply_values(cfg, user)
 
-    model_cfg = model_cls.Config()
-    apply_values(model_cfg, model_values, prefix="model.")
     check_fields(cfg)  # the rules between fields, once every value is set
-    check_fields(model_cfg, "model.")
-    cfg.model = {"name": model_cls.name, **dataclasses.asdict(model_cfg)}
+    cfg.model = {"name": model_cls.name, **dataclasses.asdict(_model_config(model_cls, model_values))}
     return cfg
 
 
 def model_config(cfg: RunConfig) -> Any:
     """The model's typed ``Config`` instance built from ``cfg.model``."""
-    model_cls = get_model_class(cfg.model_name)
+    return _model_config(get_model_class(cfg.model_name), {k: v for k, v in cfg.model.items() if k != "name"})
+
+
+def _model_config(model_cls: Any, values: dict[str, Any]) -> Any:
+    """``model_cls.Config`` with ``values`` (``model.<key>``) set and checked, rules included."""
     model_cfg = model_cls.Config()
-    apply_values(model_cfg, {k: v for k, v in cfg.model.items() if k != "name"}, prefix="model.")
+    apply_values(model_cfg, values, prefix="model.")
+    check_fields(model_cfg, "model.")
     return model_cfg

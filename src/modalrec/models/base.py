@@ -242,7 +242,7 @@ class ItemTowerHost(ModelMixin):
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         if self.item_tower is None:
-            return super().parameter_groups()  # type: ignore[misc]
+            return super().parameter_groups()  # type: ignore[misc]  # the host model's, next in the MRO
         return self.item_tower.parameter_groups(self, self.config.encoder_lr)
 
     def provenance(self) -> dict[str, Any]:

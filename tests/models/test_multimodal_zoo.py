@@ -26,7 +26,7 @@ ZOO = {
     "bm3": (10, 0.01, {"cl_weight": 5.0}),
     "grcn": (6, 0.01, {}),
     "dualgnn": (8, 0.01, {}),
-    "slmrec": (6, 0.01, {}),
+    "slmrec": (6, 0.01, {"ssl_weight": 1.0}),  # the ID-content contrast carries the content here
     "mgcn": (6, 0.01, {}),
     "lgmrec": (6, 0.01, {}),
     "micro": (6, 0.01, {}),
@@ -156,10 +156,61 @@ def _dense_grcn(model) -> tuple[torch.Tensor, torch.Tensor]:
     return final[:nu], final[nu:]
 
 
+def _dense_grcn_attention(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRCN's ``refine=attention`` forward (the authors' code) on dense matrices: attention-weighted
+    content parts, edge weights attention x source confidence, max over modalities, summed ID layers."""
+    import torch.nn.functional as F
+
+    nu, ni = model.n_users, model.n_items
+    edges = torch.zeros(nu, ni, dtype=torch.bool)
+    edges[model.graph.rows, model.graph.cols] = True
+    to_user, to_item, parts_u, parts_i = [], [], [], []
+    for m, f in enumerate(model.features):
+        c = F.normalize(F.leaky_relu(model.content[m](f)), dim=1)
+        p = F.normalize(model.preferences[m].weight, dim=1)  # routing=0
+        fit = (p @ c.T).masked_fill(~edges, -torch.inf)
+        a_user, a_item = torch.softmax(fit, 1).nan_to_num(0.0), torch.softmax(fit, 0).nan_to_num(0.0)
+        parts_u.append(p + a_user @ c)
+        parts_i.append(c + a_item.T @ p)
+        beta = model.confidence[:, m]
+        to_user.append(a_user * beta[nu:][None, :])
+        to_item.append(a_item * beta[:nu][:, None])
+    w_u, w_i = torch.stack(to_user).amax(0).clamp_min(0), torch.stack(to_item).amax(0).clamp_min(0)
+    xs = [(F.normalize(model.user_embedding.weight, dim=1), F.normalize(model.item_embedding.weight, dim=1))]
+    for _ in range(model.config.layers):
+        xs.append((w_u @ xs[-1][1], w_i.T @ xs[-1][0]))
+    users = torch.cat([torch.stack([u for u, _ in xs]).sum(0), *parts_u], 1)
+    items = torch.cat([torch.stack([i for _, i in xs]).sum(0), *parts_i], 1)
+    return users, items
+
+
+@pytest.mark.parametrize("layers", [0, 2])
+def test_grcn_attention_refinement_equals_a_dense_brute_force(layers: int, contexts) -> None:
+    torch.manual_seed(3)
+    model = build("grcn", contexts["real"], routing=0, layers=layers)
+    probe_u, probe_i = torch.randn(model.n_users, 192), torch.randn(model.n_items, 192)
+    results = []
+    for forward in (model.representations, lambda: _dense_grcn_attention(model)):
+        model.zero_grad()
+        users, items = forward()
+        ((users * probe_u).sum() + (items * probe_i).sum()).backward()
+        results.append(
+            (users.detach(), items.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+        )
+    (u_csr, i_csr, g_csr), (u_dense, i_dense, g_dense) = results
+    assert g_csr.keys() == g_dense.keys() and ("confidence" in g_dense) == (layers > 0)
+    torch.testing.assert_close(u_csr, u_dense, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(i_csr, i_dense, rtol=1e-5, atol=1e-5)
+    for key in g_dense:
+        torch.testing.assert_close(g_csr[key], g_dense[key], rtol=1e-4, atol=1e-5, msg=f"gradient of {key}")
+
+
 @pytest.mark.parametrize("routing, layers", [(3, 2), (1, 0), (2, 3)])
 def test_grcn_sparse_path_equals_a_dense_brute_force(routing: int, layers: int, contexts) -> None:
     torch.manual_seed(3)
-    model = build("grcn", contexts["real"], routing=routing, layers=layers)
+    model = build(
+        "grcn", contexts["real"], routing=routing, layers=layers, refine="affinity", readout="mean", normalize_ids=False
+    )
     assert model.graph.n_edges == contexts["real"].train.nnz
     probe_u, probe_i = torch.randn(model.n_users, 192), torch.randn(model.n_items, 192)
     results = []

@@ -233,3 +233,247 @@ def test_freedom_item_graph_counts_the_item_among_its_k_neighbours(
 def test_freedom_defaults_are_the_authors() -> None:
     cfg = get_model_class("freedom").Config()
     assert (cfg.knn_self, cfg.init_std) == (True, None)
+
+
+# ------------------------------------------------------------------------------------------- SLMRec
+def slmrec_model(**overrides):
+    # layers 0: every source's view is its own table; the text projection zeroed to map every item to
+    # its bias b, so the text view of every item is b
+    model = build("slmrec", circle_context(), dim=2, layers=0, **overrides)
+    set_embeddings_slmrec(model, [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    with torch.no_grad():
+        model.projections[0].weight.zero_()
+        model.projections[0].bias.copy_(torch.tensor([0.0, 2.0]))
+    return model
+
+
+def set_embeddings_slmrec(model, users: list[list[float]], items: list[list[float]]) -> None:
+    with torch.no_grad():
+        for table in model.user_embeddings:
+            table.weight.copy_(torch.tensor(users))
+        model.item_embedding.weight.copy_(torch.tensor(items))
+
+
+def test_slmrec_defaults_are_the_authors() -> None:
+    cfg = get_model_class("slmrec").Config()
+    assert (cfg.layers, cfg.objective, cfg.fusion, cfg.shared_users, cfg.normalize_features, cfg.ssl_task) == (
+        3,
+        "infonce",
+        "linear",
+        True,
+        True,
+        "fac",
+    )
+    assert (cfg.reg, cfg.init_std, cfg.temperature, cfg.ssl_temperature, cfg.ssl_weight) == (0.0, None, 0.2, 0.2, 0.1)
+    assert resolve(["model=slmrec"]).train.weight_decay == 1e-4  # the code's Adam weight decay, its only L2
+    model = build("slmrec", circle_context())
+    assert len(model.user_embeddings) == 1  # one user table under every source
+    assert model.user_fusion.in_features == model.item_fusion.in_features == 2 * 64  # ID + text -> d
+
+
+def test_slmrec_main_task_is_the_in_batch_softmax_over_cosines() -> None:
+    model = slmrec_model(fusion="concat", ssl_weight=0.0)
+    batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([0, 2]), "neg": torch.tensor([3, 3])}
+    # concat: u = [e_u; e_u] (shared users), i = [e_i; (0, 2)]. u0 = (1,0,1,0), u1 = (0,1,0,1);
+    # i0 = (1,0,0,2), i2 = (1,1,0,2). Cosines: u0.i0 = 1/(sqrt2 sqrt5), u0.i2 = 1/(sqrt2 sqrt6),
+    # u1.i0 = 2/(sqrt2 sqrt5), u1.i2 = 3/(sqrt2 sqrt6); logits = cosine / 0.2, target the diagonal
+    s = np.array([[1 / math.sqrt(10), 1 / math.sqrt(12)], [2 / math.sqrt(10), 3 / math.sqrt(12)]]) / 0.2
+    expected = np.mean([np.log(np.exp(s[r]).sum()) - s[r, r] for r in range(2)])
+    assert model.loss(batch)["main"].item() == pytest.approx(expected, rel=1e-5)
+    bpr = slmrec_model(fusion="concat", ssl_weight=0.0, objective="bpr")
+    # BPR: -log sigmoid(<u, i+> - <u, i->), i3 = (0,0,0,2): <u0,i0> - <u0,i3> = 1, <u1,i2> - <u1,i3> = 1 + 2 - 2 = 1
+    assert bpr.loss(batch)["main"].item() == pytest.approx(-math.log(1 / (1 + math.exp(-1))), rel=1e-5)
+
+
+def test_slmrec_fac_contrasts_the_id_chain_with_the_modality_view_by_raw_dot_products() -> None:
+    model = slmrec_model(ssl_weight=1.0, ssl_temperature=0.5)
+    with torch.no_grad():  # one modality: one step, d/2 = 1 wide; g reads the ID view's first coordinate,
+        model.chain[0].weight.copy_(torch.tensor([[1.0, 0.0]]))  # h the text view's second; the text view is
+        model.chain[0].bias.zero_()  # the (unit) CIRCLE features themselves
+        model.views[0].weight.copy_(torch.tensor([[0.0, 1.0]]))
+        model.views[0].bias.zero_()
+        model.projections[0].weight.copy_(torch.eye(2))
+        model.projections[0].bias.zero_()
+    batch = {"users": torch.tensor([0, 1, 1]), "pos": torch.tensor([0, 1, 0]), "neg": torch.tensor([3, 3, 3])}
+    # items 0, 1, 0 as drawn: x = (1, 0, 1), h = (0, 0.8, 0); logits x_a h_b / 0.5 = rows (0, 1.6, 0), (0, 0, 0),
+    # (0, 1.6, 0); each row's target is its own column: mean of lse - 0, log 3 - 0, lse - 0
+    lse = math.log(2 + math.exp(1.6))
+    assert model.loss(batch)["ssl"].item() == pytest.approx((2 * lse + math.log(3)) / 3, rel=1e-6)
+
+
+def test_slmrec_refuses_unknown_choices() -> None:
+    with pytest.raises(ConfigError, match="'model.objective' must be one of infonce, bpr"):
+        build("slmrec", circle_context(), objective="softmax")
+    with pytest.raises(ConfigError, match="'model.ssl_task' must be one of fac, content_fd, content_fm, content_fac"):
+        build("slmrec", circle_context(), ssl_task="rotate")
+
+
+# ------------------------------------------------------------------------------------------- LGMRec
+def test_lgmrec_defaults_are_the_authors() -> None:
+    cfg = get_model_class("lgmrec").Config()
+    assert (cfg.hyperedge_input, cfg.modality_readout, cfg.reg_form, cfg.projection_bias) == ("raw", "last", "final_norm", False)
+    assert (cfg.reg, cfg.keep_rate, cfg.cl_weight, cfg.alpha, cfg.hyperedges, cfg.init_std) == (1e-6, 0.5, 1e-4, 0.3, 4, None)
+    model = build("lgmrec", circle_context())
+    assert model.hyperedge_keys[0].shape == (2, 4)  # V^m reads the raw 2-d features
+    with pytest.raises(ConfigError, match="'model.reg_form' must be one of final_norm, id_l2"):
+        build("lgmrec", circle_context(), reg_form="l1")
+
+
+def test_lgmrec_user_hyperedge_dependencies_are_the_softmax_of_their_items_summed_logits() -> None:
+    model = build("lgmrec", circle_context(), dim=2, hyperedges=2, tau=0.5).eval()
+    with torch.no_grad():
+        model.hyperedge_keys[0].copy_(torch.eye(2))  # item logits = its raw features
+    h_users, h_items = model._dependencies(0, torch.zeros(4, 2))
+    # u0 has items 0, 1: logits (1, 0) + (0.6, 0.8) = (1.6, 0.8); u1 items 2, 3: (0, 1) + (-1, 0) = (-1, 1)
+    expected_users = torch.softmax(torch.tensor([[1.6, 0.8], [-1.0, 1.0]]) / 0.5, dim=1)
+    torch.testing.assert_close(h_users, expected_users)
+    torch.testing.assert_close(h_items, torch.softmax(torch.tensor(CIRCLE) / 0.5, dim=1))
+    projected = build("lgmrec", circle_context(), dim=2, hyperedges=2, tau=0.5, hyperedge_input="projected").eval()
+    items = torch.tensor(CIRCLE)
+    with torch.no_grad():
+        projected.hyperedge_keys[0].copy_(torch.eye(2))
+    h_users, _ = projected._dependencies(0, items)
+    soft = torch.softmax(items / 0.5, dim=1)  # earlier form: users average their items' dependencies
+    torch.testing.assert_close(h_users, torch.stack([soft[:2].mean(0), soft[2:].mean(0)]))
+
+
+@pytest.mark.parametrize(
+    "readout, item0",
+    [
+        ("last", [1 / math.sqrt(2), 1 / math.sqrt(2)]),  # normalize(A x)_0 = normalize(u / sqrt2)
+        (
+            "mean",
+            [v / math.hypot(1 + 0.5 / math.sqrt(2), 0.5 / math.sqrt(2)) for v in (1 + 0.5 / math.sqrt(2), 0.5 / math.sqrt(2))],
+        ),
+    ],
+)
+def test_lgmrec_modality_embedding_keeps_the_last_propagation_layer(readout: str, item0: list[float]) -> None:
+    # one user with items 0 = (1, 0) and 1 = (0, 1); W = I; the user's row is the mean of its items, (1/2, 1/2).
+    # A: user-item edges 1 / sqrt(2 * 1); A x: user (1/sqrt2, 1/sqrt2), every item u / sqrt2 = (1/(2 sqrt2), 1/(2 sqrt2))
+    ctx = tiny_context(["0", "0"], ["0", "1"], {"text": CIRCLE[[0, 2]]})
+    model = build("lgmrec", ctx, dim=2, modality_layers=1, ui_layers=0, alpha=0.0, modality_readout=readout).eval()
+    set_embeddings(model, [[0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]])
+    with torch.no_grad():
+        model.projections[0].weight.copy_(torch.eye(2))
+    local, _, _ = model.embeddings()  # the ID part is 0, so E_local = normalize(E^text)
+    np.testing.assert_allclose(local[1].detach().numpy(), item0, rtol=1e-6)
+
+
+def test_lgmrec_regulariser_is_the_unsquared_norms_of_the_final_batch_rows() -> None:
+    model = build("lgmrec", circle_context(), reg=0.5, cl_weight=0.0)
+    batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([0, 2]), "neg": torch.tensor([3, 1])}
+    torch.manual_seed(0)  # the same Gumbel and dropout draws for the loss and the check
+    out = model.loss(batch)
+    torch.manual_seed(0)
+    local, global_, _ = model.embeddings()
+    users, items = (local + 0.3 * torch.nn.functional.normalize(global_, dim=1)).split([model.n_users, model.n_items])
+    rows = (users[batch["users"]], items[batch["pos"]], items[batch["neg"]])
+    # ||U_b||_F + ||I+_b||_F + ||I-_b||_F over the batch size, not squared
+    assert out["reg"].item() == pytest.approx(0.5 * sum(r.norm().item() for r in rows) / 2, rel=1e-5)
+
+
+def test_lgmrec_contrast_sums_over_the_batch_against_every_row_of_the_other_modality() -> None:
+    model = build("lgmrec", circle_context(("image", "text")), tau=0.5)
+    a, b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    anchors = torch.tensor([0, 0, 2])
+    cos = torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T / 0.5
+    # anchor 0: cosines to b = (1, 0, -1); anchor 2: (1/sqrt2, 1/sqrt2, -1/sqrt2); positives on the same row index
+    expected = 2 * (cos[0].logsumexp(0) - cos[0, 0]) + (cos[2].logsumexp(0) - cos[2, 2])
+    assert model.contrast(a, b, anchors).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ DualGNN
+def test_dualgnn_defaults_are_the_authors() -> None:
+    cfg = get_model_class("dualgnn").Config()
+    assert (cfg.readout, cfg.feature_mlp, cfg.normalize_inputs, cfg.item_id, cfg.user_k, cfg.init_std) == (
+        "sum",
+        True,
+        True,
+        False,
+        40,
+        None,
+    )
+    model = build("dualgnn", circle_context(), dim=3)
+    first, _, second = model.projections[0]  # d_f -> 4d -> d with LeakyReLU between
+    assert (first.in_features, first.out_features, second.out_features) == (2, 12, 3)
+    assert not hasattr(model, "item_embedding")
+    with pytest.raises(ConfigError, match="'model.readout' must be one of sum, mean"):
+        build("dualgnn", circle_context(), readout="max")
+
+
+@pytest.mark.parametrize("readout", ["sum", "mean"])
+def test_dualgnn_propagates_normalised_rows_and_sums_the_layers_and_modalities(readout: str) -> None:
+    # one user, one item: A = [[0, 1], [1, 0]]; one user neighbour cannot exist, so u = u_fused
+    ctx = tiny_context(["0"], ["0"], {"image": CIRCLE[:1], "text": CIRCLE[:1]})
+    model = build("dualgnn", ctx, dim=2, layers=1, feature_mlp=False, readout=readout)
+    with torch.no_grad():
+        for pref, proj, scale in zip(model.preferences, model.projections, (3.0, 5.0)):
+            pref.weight.copy_(torch.tensor([[0.0, scale]]))  # normalised to (0, 1)
+            proj.weight.copy_(scale * torch.eye(2))  # item feature (1, 0) -> (scale, 0), normalised to (1, 0)
+            proj.bias.zero_()
+    users, items = model.representations()
+    # per modality x = [(0,1); (1,0)], A x = [(1,0); (0,1)]: sum x + A x = (1,1) for both rows, mean (1/2, 1/2)
+    per = 1.0 if readout == "sum" else 0.5
+    assert users.tolist() == [[per, per]]  # softmax of equal fusion weights: the mean over modalities
+    assert items.tolist() == [[2 * per, 2 * per]]  # the sum over the two modalities, no ID embedding
+
+
+# --------------------------------------------------------------------------------------------- GRCN
+def test_grcn_defaults_are_the_authors_but_the_routing() -> None:
+    cfg = get_model_class("grcn").Config()
+    assert (cfg.refine, cfg.readout, cfg.normalize_ids, cfg.init_std) == ("attention", "sum", True, None)
+    assert cfg.routing == 3  # the paper's; the code's routing never changes the preferences (routing=0)
+    model = build("grcn", circle_context(("image", "text")))
+    assert model.confidence.shape == (2 + 4, 2)  # one learned confidence per node and modality
+    with pytest.raises(ConfigError, match="'model.refine' must be one of attention, affinity"):
+        build("grcn", circle_context(), refine="hard")
+
+
+def test_grcn_routing_0_keeps_the_normalised_preferences() -> None:
+    model = build("grcn", circle_context(), dim=2, routing=0)
+    _, p, _ = model.refine_modality(0)
+    torch.testing.assert_close(p, torch.nn.functional.normalize(model.preferences[0].weight, dim=1))
+
+
+# -------------------------------------------------------------------------------------------- MICRO
+def test_grace_loss_has_intra_and_inter_view_negatives() -> None:
+    from modalrec.nn.contrastive import grace_loss
+
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    b = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    # cosines: a0.b = (1, 1/sqrt2), a1.b = (0, 1/sqrt2), a0.a1 = 0; t = 0.5
+    # row 0: -log e^2 / (e^2 + e^(sqrt2) + e^0); row 1: -log e^(sqrt2) / (e^0 + e^(sqrt2) + e^0)
+    r = math.sqrt(2)
+    row0 = math.log(math.exp(2) + math.exp(r) + 1) - 2
+    row1 = math.log(2 + math.exp(r)) - r
+    assert grace_loss(a, b, 0.5).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    assert grace_loss(a, b, 0.5, chunk=1).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+
+
+def test_micro_defaults_are_the_authors() -> None:
+    cfg = get_model_class("micro").Config()
+    assert (cfg.contrast, cfg.reg_form, cfg.reg, cfg.init_std, cfg.cl_weight, cfg.temperature) == (
+        "all_items",
+        "final",
+        1e-5,
+        None,
+        0.03,
+        0.5,
+    )
+    with pytest.raises(ConfigError, match="'model.contrast' must be one of all_items, batch"):
+        build("micro", circle_context(), contrast="pairs")
+
+
+def test_micro_contrast_runs_over_every_item_and_l2_over_the_final_rows() -> None:
+    from modalrec.nn.contrastive import grace_loss
+
+    model = build("micro", circle_context(("image", "text")), knn_k=2, cl_weight=1.0, reg=0.5)
+    batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([0, 2]), "neg": torch.tensor([3, 1])}
+    model.before_epoch(0)
+    out = model.loss(batch)
+    views, fused = model.item_views()
+    expected = sum(grace_loss(v, fused, 0.5) for v in views)  # all 4 items, not the batch's 2
+    assert out["contrast"].item() == pytest.approx(expected.item(), rel=1e-5)
+    users, items = model.representations()
+    rows = [users[batch["users"]], items[batch["pos"]], items[batch["neg"]]]
+    assert out["reg"].item() == pytest.approx(0.5 * sum(r.pow(2).sum().item() for r in rows) / (2 * 2), rel=1e-5)

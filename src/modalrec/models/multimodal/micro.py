@@ -9,19 +9,27 @@ graph) + feature enhancement / contrastive; end-to-end. MICRO extends LATTICE.
    modality convolves the item ID embeddings on its own graph: h^m = (A^m)^L e_item.
 2. Contrastive modality fusion (Sec. 4.2): attention fuses the modality views,
        beta_m = softmax_m(q^T tanh(W h^m + b)),   h = sum_m beta_m h^m,
-   and InfoNCE pulls every modality view of an item towards its fused view (other batch items
-   are negatives): L_c = sum_m InfoNCE(h^m, h).
+   and InfoNCE pulls every modality view of an item towards its fused view (the other items of
+   both views are negatives): L_c = sum_m InfoNCE(h^m, h).
 3. As LATTICE (Eq. 10): final item = e_i + h_i / ||h_i|| with e from LightGCN; y_ui = <u, i>;
    L = BPR + lambda_c L_c + L2.
 
-Deviation: as in :mod:`modalrec.models.multimodal.lattice`, the learned graphs' kNN structure is
-refreshed every epoch and their edge weights are differentiated in every batch.
+Defaults follow the authors' code (CRIPAC-DIG/MICRO @ 80f6cc6, ``codes/Models.py`` and ``main.py``): Xavier
+initialisation; the contrast over **all** items with the other items of both views as negatives (GRACE,
+:func:`modalrec.nn.contrastive.grace_loss`, ``contrast=all_items``), averaged over items and summed over
+modalities; L2 1e-5 on the batch's final rows u, i+, i- (``reg_form=final``).
+
+Deviations: as in :mod:`modalrec.models.multimodal.lattice`, the learned graphs' kNN structure is
+refreshed every epoch and their edge weights are differentiated in every batch (the code: a gradient
+only in an epoch's first batch); raw features are frozen (trainable there). Earlier ModalRec form
+(selectable; the committed mm-amazon-scientific results used it): ``contrast=batch`` (InfoNCE against
+the fused view over the batch's items) ``reg_form=ego reg=1e-4 init_std=0.1``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +43,10 @@ from modalrec.models.multimodal.base import (
     MultimodalRecommender,
     RefreshedItemGraph,
 )
-from modalrec.nn.contrastive import info_nce
+from modalrec.nn.contrastive import grace_loss, info_nce
 from modalrec.nn.graph import mean_propagate
+from modalrec.nn.losses import embedding_l2
+from modalrec.nn.typed import tensor_sum
 
 
 @register
@@ -55,8 +65,12 @@ class MICRO(RefreshedItemGraph, MultimodalRecommender):
         ui_layers: NonNegative = 2  # LightGCN layers of the CF backbone
         cl_weight: float = 0.03  # lambda_c, weight of the contrastive fusion loss
         temperature: float = 0.5  # InfoNCE temperature
-        reg: float = 1e-4  # L2 on the batch's ego embeddings
-        init_std: float = 0.1
+        contrast: Literal["all_items", "batch"] = (
+            "all_items"  # all_items: GRACE over every item (the code) | batch: InfoNCE over the batch
+        )
+        reg_form: Literal["final", "ego"] = "final"  # L2 on the batch's final rows (the code) | ego: on their ID rows
+        reg: float = 1e-5  # weight of that L2
+        init_std: float | None = None  # None: Xavier (the code); else normal(0, init_std)
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
@@ -90,7 +104,14 @@ class MICRO(RefreshedItemGraph, MultimodalRecommender):
         views, fused = self.item_views()
         users, items = self._final(fused)
         ranking = self.bpr_terms(users, items, batch)
-        i = torch.unique(batch["pos"])
-        contrast = c.cl_weight * sum(info_nce(v[i], fused[i], c.temperature) for v in views)
-        prior = c.reg * self.l2_terms(batch, self.user_embedding, self.item_embedding)
+        if c.contrast == "all_items":
+            contrast = c.cl_weight * tensor_sum(grace_loss(v, fused, c.temperature) for v in views)
+        else:
+            i = torch.unique(batch["pos"])
+            contrast = c.cl_weight * tensor_sum(info_nce(v[i], fused[i], c.temperature) for v in views)
+        if c.reg_form == "final":
+            rows = (users[batch["users"]], items[batch["pos"]], items[batch["neg"]])
+            prior = c.reg * embedding_l2(len(batch["users"]), *rows)
+        else:
+            prior = c.reg * self.l2_terms(batch, self.user_embedding, self.item_embedding)
         return {"loss": ranking + contrast + prior, "bpr": ranking, "contrast": contrast, "reg": prior}

@@ -238,6 +238,16 @@ def compiled_vs_eager(repeats: int, batch: int, length: int) -> None:
     print(f"  findrec mmd all: compile {compile_s:6.1f} s, gradients max relative L2 difference to eager {rel:.1e}")
     print(f"  findrec mmd all, eager {eager * 1e3:38.1f} ms   1.00x eager")
     print(f"  findrec mmd all, blocks compiled {compiled * 1e3:28.1f} ms   {compiled / eager:5.2f}x eager")
+    # where the eager step goes: two of its parts alone (forward + backward on inputs of their real shapes)
+    ids = torch.randn(batch, length, model.config.dim, requires_grad=True)
+    hf = torch.randn(batch, model.config.heads, length, 2 * model.config.modal_dim // model.config.heads, requires_grad=True)
+    parts = {
+        "ID Mamba stream (2 blocks)": lambda: model.id_stream(ids).sum().backward(),
+        "router + experts": lambda: model.experts(hf, model.router(hf)).sum().backward(),
+    }
+    for name, part in parts.items():
+        seconds = best_time(part, repeats)
+        print(f"  part of the eager step: {name:37s} {seconds * 1e3:9.1f} ms   {seconds / eager:5.2f} of the step")
 
 
 def main() -> None:

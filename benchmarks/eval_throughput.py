@@ -1,6 +1,6 @@
 """Full-ranking evaluation throughput and peak memory against the bare floor.
 
-    python benchmarks/eval_throughput.py [--sizes ml1m,100k,1m] [--repeats 2] [--seconds 0] [--out FILE]
+    python benchmarks/eval_throughput.py [--sizes ml1m,100k,1m] [--repeats 2] [--seconds 0] [--threads 2] [--out FILE]
 
 A dot-product model with random d=64 embeddings is ranked on synthetic catalogues: ML-1M-like
 (6,040 users x 3,706 items, ~160 seen items per user drawn with a popularity skew) and 100k / 1M
@@ -9,7 +9,9 @@ valid. For each size the Evaluator (masking, exact ties, hits, metrics) is timed
 the same process: ``U @ I.T`` chunked the same way over users and items plus ``torch.topk`` (merging
 per-chunk top-k with another topk), no masking, no tie handling, no metrics. The two alternate, at
 least ``--repeats`` times and until each has run ``--seconds`` (so a fast size gets many tries at a
-quiet moment of a shared machine); the best time of each is kept.
+quiet moment of a shared machine); the best time of each is kept. ``--threads`` sets torch's intra-op
+threads of both; the report names them and OMP_WAIT_POLICY (libgomp's idle workers spin by default,
+which costs a single-threaded step between two torch ops its core when the cores are oversubscribed).
 
 Memory: tracemalloc does not see torch's allocations and torch keeps no CPU allocator statistics, so
 each (size, item_chunk) runs in its own subprocess that, once the model, context and embeddings are
@@ -132,9 +134,9 @@ def peak_mb(exact: bool) -> float:
     return _status_mb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(size: str, item_chunk: int, repeats: int, min_seconds: float) -> dict[str, float]:
+def measure(size: str, item_chunk: int, repeats: int, min_seconds: float, threads: int) -> dict[str, float]:
     """One size and chunk in this process: evaluator peak memory, evaluator and floor throughput."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     n_users, n_items, n_seen, skewed = SIZES[size]
     ctx = synthetic_context(n_users, n_items, n_seen, skewed)
     generator = torch.Generator().manual_seed(0)
@@ -172,15 +174,15 @@ def measure(size: str, item_chunk: int, repeats: int, min_seconds: float) -> dic
     }
 
 
-def run_child(size: str, item_chunk: int, repeats: int, min_seconds: float) -> dict[str, float]:
+def run_child(size: str, item_chunk: int, repeats: int, min_seconds: float, threads: int) -> dict[str, float]:
     """``measure`` in a fresh interpreter, so its peak RSS is its own."""
     command = [sys.executable, __file__, "--child", size, str(item_chunk)]
-    command += ["--repeats", str(repeats), "--seconds", str(min_seconds)]
+    command += ["--repeats", str(repeats), "--seconds", str(min_seconds), "--threads", str(threads)]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report(rows: list[dict[str, float]]) -> str:
+def report(rows: list[dict[str, float]], threads: int) -> str:
     header = (
         f"{'items':>9} {'users':>6} {'seen/u':>6} {'item_chunk':>10} {'eval u/s':>10} {'floor u/s':>10} "
         f"{'ratio':>6} {'peak MiB':>9} {'repeats':>7}"
@@ -196,7 +198,8 @@ def report(rows: list[dict[str, float]]) -> str:
         )
     lines += [
         "",
-        f"user_chunk={USER_CHUNK}, d={DIM}, k=10,{K}, torch threads=2; eval and floor alternate, best of repeats each;",
+        f"user_chunk={USER_CHUNK}, d={DIM}, k=10,{K}, torch threads={threads}, OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; eval and floor alternate, best of repeats each;",
         "ratio = eval / floor throughput. Timings are wall clock on a shared 2-core machine (other jobs running).",
         "peak MiB: VmHWM - VmRSS around evaluate(), peak mark reset after setup, one subprocess per row",
         "(* = reset refused: ru_maxrss growth, a lower bound). Score tile: user_chunk x item_chunk x 4 bytes.",
@@ -208,19 +211,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated subset of {list(SIZES)}")
     parser.add_argument("--repeats", type=int, default=2, help="at least this many timed passes of each")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads of both")
     parser.add_argument("--seconds", type=float, default=0.0, help="and go on until each has run this long")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here (command on line 1)")
     parser.add_argument("--child", nargs=2, metavar=("SIZE", "ITEM_CHUNK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child[0], int(args.child[1]), args.repeats, args.seconds)))
+        print(json.dumps(measure(args.child[0], int(args.child[1]), args.repeats, args.seconds, args.threads)))
         return
     rows = []
     for size in args.sizes.split(","):
         for item_chunk in ITEM_CHUNKS[size]:
-            rows.append(run_child(size, item_chunk, args.repeats, args.seconds))
-            print(report(rows[-1:]).splitlines()[1], flush=True)
-    text = report(rows)
+            rows.append(run_child(size, item_chunk, args.repeats, args.seconds, args.threads))
+            print(report(rows[-1:], args.threads).splitlines()[1], flush=True)
+    text = report(rows, args.threads)
     print("\n" + text)
     if args.out:
         command = "$ python benchmarks/eval_throughput.py " + " ".join(sys.argv[1:])

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modalrec.checks import NonNegative, Positive
+from modalrec.checks import NonNegative, Positive, Share
 from modalrec.data.context import DataContext
 from modalrec.models.base import Batch, register
 from modalrec.models.multimodal.base import MultimodalConfig, MultimodalRecommender
@@ -73,7 +73,7 @@ class SLMRec(MultimodalRecommender):
         )
         ssl_weight: float = 0.1  # ssl_alpha
         ssl_temperature: float = 0.2  # ssl_temp
-        dropout: float = 0.2  # feature dropout of content_fd
+        dropout: Share = 0.2  # feature dropout of content_fd
         reg: float = 0.0  # L2 on the batch's ID rows (the code has none: weight decay instead)
         init_std: float | None = None  # None: Xavier (the code); else normal(0, init_std)
 
@@ -98,10 +98,11 @@ class SLMRec(MultimodalRecommender):
             self.views = nn.ModuleList(nn.Linear(d, w) for w in widths)  # h_k, from modality k's view
         else:  # the shared content head g of the content_* tasks
             self.head = nn.Sequential(nn.Linear(m * d, d), nn.LeakyReLU(), nn.Linear(d, d))
-        if config.init_std is None:  # the code's Xavier weights (biases keep PyTorch's default)
-            for layer in self.modules():
-                if isinstance(layer, nn.Linear) and layer not in set(getattr(self, "head", ())):
-                    nn.init.xavier_uniform_(layer.weight)
+        if config.init_std is None:  # the code's Xavier weights (biases keep PyTorch's default); not the content head
+            heads = [*getattr(self, "chain", ()), *getattr(self, "views", ())]
+            fusions = [self.user_fusion, self.item_fusion] if config.fusion == "linear" else []
+            for layer in (*self.projections, *fusions, *heads):
+                nn.init.xavier_uniform_(layer.weight)
         self.register_user_item_graph(ctx)
 
     def item_sources(self) -> list[torch.Tensor]:

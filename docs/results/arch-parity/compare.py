@@ -1,13 +1,16 @@
 """Before/after table of the #18 parity runs (docs/results/arch-parity): every test metric of every run, compared exactly.
 
-Usage: python compare.py <folder holding before-cf, before-mm, after-cf, after-mm>"""
+Usage: python compare.py <folder> [suite ...]
+The folder holds before-<suite> and after-<suite> for each suite (default: cf mm, the session-3 check)."""
+
 import json
 import sys
 from pathlib import Path
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+suites = sys.argv[2:] or ["cf", "mm"]
 rows, same, total = [], 0, 0
-for suite in ("cf", "mm"):
+for suite in suites:
     for run in sorted((root / f"before-{suite}" / "runs").glob("*")):
         b = json.loads((run / "results.json").read_text()) if (run / "results.json").exists() else None
         a_path = root / f"after-{suite}" / "runs" / run.name / "results.json"
@@ -15,8 +18,8 @@ for suite in ("cf", "mm"):
         if b is None or a is None:
             rows.append(f"| {run.name} | missing ({'before' if b is None else 'after'}) | | | |")
             continue
-        for metric in ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "recall@50", "ndcg@50"):
-            if metric not in b["test"]:
+        for metric in sorted(b["test"]):
+            if metric not in a["test"] or not isinstance(b["test"][metric], float):
                 continue
             vb, va = b["test"][metric], a["test"][metric]
             total += 1

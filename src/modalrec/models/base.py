@@ -17,6 +17,7 @@ with ``n_items``) and ``batch["lengths"]`` [B].
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -247,6 +248,12 @@ class ItemTowerHost(ModelMixin):
 
     def provenance(self) -> dict[str, Any]:
         return {} if self.item_tower is None else {"item_encoder": self.item_tower.record(self.config.encoder_lr)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Runs saved before the image tower (session 3) kept the tower as ``text_tower.*``: same layers, older name."""
+        old = "text_tower."
+        renamed = {("item_tower." + k.removeprefix(old) if k.startswith(old) else k): v for k, v in state_dict.items()}
+        return super().load_state_dict(renamed, strict, assign)  # type: ignore[misc]  # the host model's, next in the MRO
 
 
 class EmbeddingScorer(ModelMixin):

@@ -33,7 +33,7 @@ from modalrec.errors import CheckpointError, ConfigError, ModalRecError
 from modalrec.fileio import to_jsonable
 from modalrec.models.base import Recommender, get_model_class
 from modalrec.train import distributed
-from modalrec.train.checkpoint import identity, seed_everything
+from modalrec.train.checkpoint import identity, restore_model, seed_everything
 from modalrec.train.rundir import FAILED, FINISHED, INTERRUPTED, RUNNING, RunDir, default_run_name
 from modalrec.train.trainer import Trainer, ValidationCallback
 
@@ -293,7 +293,7 @@ def open_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     model = build_model(cfg, ctx, resolve_device(device))
     payload = run_dir.load_checkpoint(run_dir.best, run_identity(cfg, ds))
     if model.trainable:
-        model.load_state_dict(payload["model_state"])
+        restore_model(model, payload, run_dir.best)
     else:
         model.fit(ctx)  # closed-form models are re-fitted (deterministic) instead of storing e.g. a dense item-item matrix
     model.eval()

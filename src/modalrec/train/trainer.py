@@ -25,7 +25,7 @@ from modalrec.eval.ranking import Evaluator
 from modalrec.eval.results import EvalResult
 from modalrec.models.base import Recommender
 from modalrec.train import distributed
-from modalrec.train.checkpoint import TrainState, epoch_seed, rng_state, seed_everything, set_rng_state
+from modalrec.train.checkpoint import TrainState, epoch_seed, restore_model, rng_state, seed_everything, set_rng_state
 from modalrec.train.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class Trainer:
     def resume(self) -> None:
         """Continue from checkpoints/last.pt: model, optimiser, scheduler, RNG and early-stopping state."""
         payload = self.run_dir.load_checkpoint(self.run_dir.last, self.identity)
-        self.model.load_state_dict(payload["model_state"])
+        restore_model(self.model, payload, self.run_dir.last)
         if self.optimizer is not None and payload.get("optimizer"):
             self.optimizer.load_state_dict(payload["optimizer"])
         if self.scheduler is not None and payload.get("scheduler"):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -183,8 +183,8 @@ class ServingEngine:
         """Precompute what the item-based session fallback reads (unit item vectors, or each item's
         co-occurrence neighbours); the server does it at start, a CLI call only if it needs it."""
         if self.session_strategy == ITEM_COSINE and self._unit_vectors is None:
-            assert self.item_vectors is not None  # ITEM_COSINE is chosen only for models with item vectors
-            self._unit_vectors = torch.nn.functional.normalize(self.item_vectors, dim=1)
+            vectors = cast(torch.Tensor, self.item_vectors)  # ITEM_COSINE is chosen only for models with item vectors
+            self._unit_vectors = torch.nn.functional.normalize(vectors, dim=1)
         elif self.session_strategy == CO_OCCURRENCE and self._neighbours is None:  # item-kNN: most co-occurring items by cosine
             index, weight = cosine_topk(self.ctx.train, min(SESSION_NEIGHBOURS, max(self.n_items - 1, 1)))
             rows = np.repeat(np.arange(self.n_items), index.shape[1])
@@ -261,10 +261,10 @@ class ServingEngine:
             self.prepare_sessions()
             unit, neighbours = self._unit_vectors, self._neighbours  # set by prepare_sessions for this strategy
             if self.session_strategy == ITEM_COSINE:  # mean cosine to the session's items
-                assert unit is not None
+                unit = cast(torch.Tensor, unit)
                 scores = (unit @ unit[torch.from_numpy(items)].mean(0)).unsqueeze(0)
             else:  # mean co-occurrence cosine to the session's items (over each item's nearest neighbours)
-                assert neighbours is not None
+                neighbours = cast(sp.csr_matrix, neighbours)
                 scores = torch.from_numpy(np.asarray(neighbours[items].sum(axis=0)) / len(items))
             return self._rank_scores(scores.float(), k, hide, candidates, self.session_strategy)
 

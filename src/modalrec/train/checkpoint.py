@@ -24,7 +24,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import torch
@@ -80,8 +80,7 @@ class TrainState:
 def rng_state() -> dict[str, Any]:
     """Every generator's state, as tensors and numbers (loadable with ``weights_only=True``)."""
     version, mt, gauss = random.getstate()
-    legacy = np.random.get_state(legacy=True)
-    assert isinstance(legacy, tuple)  # legacy=True: MT19937's (kind, keys, pos, has_gauss, cached) tuple
+    legacy = cast(tuple[Any, ...], np.random.get_state(legacy=True))  # MT19937's (kind, keys, pos, has_gauss, cached)
     kind, keys, pos, has_gauss, cached = legacy
     state: dict[str, Any] = {
         "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},

@@ -268,7 +268,8 @@ class Trainer:
         mean loss weighted by ``n * world_size / N``, so the (DDP-averaged) gradient is the gradient of
         the mean over the whole batch for losses that are means over examples."""
         model, t, dist, optimizer = self.model, self.cfg.train, self.dist, self.optimizer
-        assert optimizer is not None, "train_epoch runs only for trainable models (they have an optimiser)"
+        if optimizer is None:
+            raise RuntimeError("train_epoch runs only for trainable models (they have an optimiser)")
         step_module = self.step_module
         model.train()
         model.before_epoch(epoch)

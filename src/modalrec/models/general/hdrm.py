@@ -51,7 +51,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -234,8 +234,8 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
         c, m = self.config, self.manifold
         z_u, z_p, z_n = self.z_users[batch["users"]], self.z_items[batch["pos"]], self.z_items[batch["neg"]]
         t = torch.randint(0, c.steps, (len(z_u),), device=z_u.device)  # one t per pair, user and item share it
-        assert self.f_user is not None  # built in faithful mode, the only mode reaching here
-        f_u = self.f_user(self.diffusion.q_sample(z_u, t, directional=c.restrict), t, cond=z_p)
+        f_user = cast(Denoiser, self.f_user)  # built in faithful mode, the only mode reaching here
+        f_u = f_user(self.diffusion.q_sample(z_u, t, directional=c.restrict), t, cond=z_p)
         f_p = self.f_item(self.diffusion.q_sample(z_p, t, directional=c.restrict), t, cond=z_u)
         hat_u, hat_p = self.blend(z_u, f_u), self.blend(z_p, f_p)
         rank = hyperbolic_margin_loss(m, m.expmap0(hat_u), m.expmap0(hat_p), m.expmap0(z_n), c.margin)

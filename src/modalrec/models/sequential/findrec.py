@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 import numpy as np
 import torch
@@ -528,8 +528,7 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
                 self.item_embedding.weight[self.pad].zero_()
         if self.config.logvar_init is not None and not self.config.id_only:
             for bottleneck in self.bottlenecks:
-                head = bottleneck.encoder[-1]  # Linear(p -> 2p): [mu, log var]
-                assert isinstance(head, nn.Linear)
+                head = cast(nn.Linear, bottleneck.encoder[-1])  # Linear(p -> 2p): [mu, log var]
                 nn.init.constant_(head.bias[self.config.modal_dim :], self.config.logvar_init)
 
     # ------------------------------------------------------------------ forward
@@ -698,8 +697,7 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
           modalities by ``|W_e[:, m] h_m|``, their share of the experts' pre-activation (mean over heads).
         """
         gates, hf = trace["gates"], trace["hf"]
-        fuse = self.final_fusion[0]  # Linear(2d -> d) in both fusion variants
-        assert isinstance(fuse, nn.Linear)
+        fuse = cast(nn.Linear, self.final_fusion[0])  # Linear(2d -> d) in both fusion variants
         d = self.config.dim
         id_part = trace["e_query"] @ fuse.weight[:, :d].T
         modal_part = trace["modal"] @ fuse.weight[:, d:].T

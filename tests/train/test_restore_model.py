@@ -37,6 +37,14 @@ def test_a_mismatch_names_the_parameters(edit, named: str, tmp_path: Path) -> No
     assert "best.pt" in str(err.value) and "Host" in str(err.value)
 
 
+def test_renamed_keys_are_judged_after_the_models_own_renaming(tmp_path: Path) -> None:
+    """A session-3 tower run that also lacks another parameter names only that one, not its renamed tower keys."""
+    state = {k.replace("item_tower.", "text_tower."): v for k, v in Host().state_dict().items() if k != "head.bias"}
+    with pytest.raises(CheckpointError, match=r"\(missing head\.bias\)") as err:
+        restore_model(Host(), {"model_state": state}, tmp_path / "best.pt")
+    assert "tower" not in str(err.value)
+
+
 def test_a_text_tower_saved_under_its_older_name_loads_into_the_item_tower(tmp_path: Path) -> None:
     saved = Host()
     old = {k.replace("item_tower.", "text_tower."): v for k, v in saved.state_dict().items()}

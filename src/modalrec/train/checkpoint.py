@@ -221,21 +221,19 @@ def load_checkpoint(path: Path, expected: dict[str, Any]) -> dict[str, Any]:
 
 def restore_model(model: torch.nn.Module, payload: dict[str, Any], path: Path) -> None:
     """Load a checkpoint's parameters into ``model``; parameters this version of the model no longer has (or has
-    with another shape) give one message naming them instead of torch's error."""
+    with another shape) give one message naming them instead of torch's error. Key names are judged after the
+    model's own ``load_state_dict`` (which may rename keys of older versions)."""
     state = payload["model_state"]
     try:
-        model.load_state_dict(state)
-    except RuntimeError:
+        result = model.load_state_dict(state, strict=False)
+        problems = [("missing", sorted(result.missing_keys)), ("not in this version", sorted(result.unexpected_keys))]
+    except RuntimeError:  # torch checks shapes even when not strict
         own = model.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
         reshaped = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-        parts = [
-            f"{label} {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-            for label, keys in (("missing", missing), ("not in this version", unexpected), ("other shape", reshaped))
-            if keys
-        ]
+        problems = [("other shape", reshaped or ["(parameters torch could not load)"])]
+    parts = [f"{label} {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}" for label, keys in problems if keys]
+    if parts:
         raise CheckpointError(
             f"checkpoint {path} does not fit this version of model {type(model).__name__} ({'; '.join(parts)}): "
             "train the run again, or use the ModalRec version that wrote it"
-        ) from None
+        )

@@ -146,6 +146,16 @@ def report_command(
         str | None,
         typer.Option(help="History-length edges, e.g. 20,50,200: also buckets.md, the headline metric per bucket of users."),
     ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="A model label: test every row against it instead of the best (e.g. the full model).")
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(
+            help="A config key varied across the runs, e.g. dataset.feature_noise: also sweep.md and a plot of the metrics "
+            "against it (with --baseline: each model's change tested against the baseline's)."
+        ),
+    ] = None,
 ) -> None:
     """Rebuild tables (Markdown, CSV), plots and the HTML report from finished run directories."""
     from modalrec.experiments.report import build_report
@@ -156,8 +166,18 @@ def report_command(
     except ValueError:
         raise ModalRecError(f"--buckets must be comma-separated history lengths, e.g. 20,50,200; got '{buckets}'") from None
     report = build_report(
-        list(runs), out, split=split, metrics=metrics.split(",") if metrics else None, alpha=alpha, title=title, buckets=edges
+        list(runs),
+        out,
+        split=split,
+        metrics=metrics.split(",") if metrics else None,
+        alpha=alpha,
+        title=title,
+        buckets=edges,
+        baseline=baseline,
+        sweep=sweep,
     )
     _print_report(report)
     if report.buckets is not None:
         console.print(f"by history length: {report.buckets}")
+    if report.sweep is not None:
+        console.print(f"sweep: {report.sweep}, {report.sweep_plot}")

@@ -2,8 +2,9 @@
 
 Per dataset: validation curves per epoch, metric vs cut-off K, accuracy vs training time, the
 per-user metric distributions of the split, and (for models that record them) the per-epoch training
-loss terms and model diagnostics. Figures are built with ``matplotlib.figure.Figure``
-(no pyplot state), so drawing is safe inside a long-lived process.
+loss terms and model diagnostics. Across datasets: metrics against a swept config value (``--sweep``).
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so drawing is safe inside a
+long-lived process.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from modalrec.errors import ModalRecError
 from modalrec.experiments.collect import RunRecord
+from modalrec.experiments.sweep import Sweep
 from modalrec.experiments.tables import _seed_averaged
 
 
@@ -188,5 +190,35 @@ def diagnostic_curves(groups: dict[str, list[RunRecord]], path: Path, title: str
     for ax in axes[len(keys) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def sweep_curves(sweep: Sweep, path: Path, title: str) -> Path:
+    """One panel per metric: each model's mean over seeds (bars: sample std) against the swept config value."""
+    n = len(sweep.metrics)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig = _figure(4.2 * cols, 3.4 * rows)
+    colours = _colours(list(sweep.runs))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, metric in zip(axes, sweep.metrics):
+        for line in sweep.runs:
+            points = [(v, p) for v in sweep.values if (p := sweep.mean_std(line, v, metric)) is not None]
+            x = [v for v, _ in points]
+            ax.errorbar(
+                x,
+                [p[0] for _, p in points],
+                yerr=[p[1] for _, p in points],
+                color=colours[line],
+                marker="o",
+                capsize=3,
+                label=line,
+            )
+        ax.set(xlabel=sweep.key, ylabel=f"{sweep.split} {metric}")
+        ax.grid(alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=8, loc="best")
     fig.suptitle(title)
     return _save(fig, path)

@@ -6,6 +6,7 @@
     out/results.csv     the same numbers in long format, with raw and Holm-corrected p-values
     out/plots/<dataset>-{valid_curves,metric_vs_k,accuracy_vs_time,per_user}.png
     out/plots/<dataset>-diagnostics.png   per-epoch loss terms and model diagnostics (when runs recorded them)
+    out/buckets.md, out/sweep.md, out/plots/sweep-<key>.png   with --buckets / --sweep
     out/report.html     everything above in one self-contained page (images embedded), plus the runs
 
 Only files already in the run directories are read; ``modalrec report`` rebuilds a report at any time.
@@ -23,6 +24,8 @@ from modalrec.errors import ModalRecError
 from modalrec.experiments import buckets as bucket_tables
 from modalrec.experiments import plots
 from modalrec.experiments.collect import RunRecord, by_dataset, load_runs
+from modalrec.experiments.sweep import build_sweep
+from modalrec.experiments.sweep import to_markdown as sweep_markdown
 from modalrec.experiments.tables import (
     Comparison,
     build_comparison,
@@ -56,6 +59,8 @@ class Report:
     plots: dict[str, dict[str, Path]] = field(default_factory=dict)  # dataset -> kind -> png
     tables: list[Comparison] = field(default_factory=list)
     buckets: Path | None = None  # buckets.md (metrics by user history length), when asked for
+    sweep: Path | None = None  # sweep.md (metrics against a swept config value), when asked for
+    sweep_plot: Path | None = None
 
 
 def build_report(
@@ -66,9 +71,14 @@ def build_report(
     alpha: float = 0.05,
     title: str = "ModalRec comparison",
     buckets: list[int] | None = None,
+    baseline: str | None = None,
+    sweep: str | None = None,
 ) -> Report:
     """Tables, plots and the HTML page for the runs under ``paths`` (or already loaded records); with
-    ``buckets`` (history-length edges) also ``buckets.md``, the headline metric by history length."""
+    ``buckets`` (history-length edges) also ``buckets.md``, the headline metric by history length; with
+    ``baseline`` (a model label) the tests compare every row with it instead of the best; with ``sweep`` (a
+    dotted config key, e.g. dataset.feature_noise) also ``sweep.md`` and ``plots/sweep-<key>.png``, the
+    metrics against that key's values across the runs."""
     if split not in ("valid", "test"):
         raise ModalRecError(f"split must be valid or test, got '{split}'")
     if not 0 < alpha < 1:
@@ -81,7 +91,11 @@ def build_report(
     out = Path(out)
     metrics = [m.lower() for m in metrics] if metrics else default_metrics(records, split)
     grouped = by_dataset(records)
-    tables = [build_comparison(dataset, groups, split, metrics, alpha) for dataset, groups in grouped.items()]
+    if baseline is not None and baseline not in {r.label for r in records}:
+        labels = ", ".join(dict.fromkeys(r.label for r in records))
+        raise ModalRecError(f"--baseline {baseline} is not a model of these runs; choose one of {labels}")
+    swept = build_sweep(records, sweep, split, metrics, baseline) if sweep else None  # checked before writing
+    tables = [build_comparison(dataset, groups, split, metrics, alpha, baseline) for dataset, groups in grouped.items()]
     md, csv_path = write_tables(tables, out)
     report = Report(out, md, csv_path, out / "report.html", tables=tables)
     families = list(dict.fromkeys(m.split("@")[0] for m in metrics if "@" in m))[:3]
@@ -123,6 +137,12 @@ def build_report(
             )
         report.buckets = out / "buckets.md"
         write_text_atomic(report.buckets, "\n".join(sections))
+    if swept is not None:
+        report.sweep = out / "sweep.md"
+        write_text_atomic(report.sweep, sweep_markdown(swept, alpha))
+        report.sweep_plot = plots.sweep_curves(
+            swept, out / "plots" / f"sweep-{_file_name(swept.key)}.png", f"{split} metrics vs {swept.key}"
+        )
     write_text_atomic(report.html, _html(report, records, title, split))
     return report
 
@@ -184,6 +204,8 @@ def _html(report: Report, records: list[RunRecord], title: str, split: str) -> s
     for t in report.tables:
         figures = "".join(_img(path, f"{t.dataset}: {PLOT_TITLES[kind]}") for kind, path in report.plots[t.dataset].items())
         sections.append(f"<section><h2>{html.escape(t.title())}</h2>{_html_table(t)}<div class='plots'>{figures}</div></section>")
+    if report.sweep_plot is not None:
+        sections.append(f"<section><h2>Sweep</h2>{_img(report.sweep_plot, report.sweep_plot.stem)}</section>")
     run_rows = "".join(
         f"<tr><td>{html.escape(r.dataset)}</td><td>{html.escape(r.label)}</td><td>{r.seed}</td>"
         f"<td>{r.results.get('best_epoch', '')}</td><td>{r.results.get('epochs_run', '')}</td>"
@@ -203,7 +225,7 @@ def _html(report: Report, records: list[RunRecord], title: str, split: str) -> s
         "<!doctype html><html lang='en'><head><meta "
         f"charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>"
         f"<h1>{html.escape(title)}</h1><p>{html.escape(_protocol(records, split))}</p>"
-        f"<p>{html.escape(legend(alpha, min_seeds))}</p>"
+        f"<p>{html.escape(legend(alpha, min_seeds, report.tables[0].baseline))}</p>"
         f"{''.join(sections)}<h2>Runs</h2><table><thead><tr><th>dataset</th><th>model</th><th>seed</th><th>best epoch</th>"
         f"<th>epochs</th><th>train s</th><th>run directory</th></tr></thead><tbody>{run_rows}</tbody></table>"
         f"<p><small>Built {time.strftime('%Y-%m-%d %H:%M:%S')} by modalrec report from {len(records)} "

@@ -94,7 +94,7 @@ class Comparison:
     metrics: list[str]
     alpha: float
     cells: dict[str, dict[str, Cell | None]] = field(default_factory=dict)  # label -> metric -> cell
-    reference: dict[str, str] = field(default_factory=dict)  # metric -> label of the best (tests compare with it)
+    reference: dict[str, str] = field(default_factory=dict)  # metric -> label the tests compare with (best or baseline)
     seconds: dict[str, tuple[float, float]] = field(default_factory=dict)  # label -> train seconds mean, std
     n_parameters: dict[str, int] = field(default_factory=dict)
     n_seeds: dict[str, int] = field(default_factory=dict)
@@ -106,6 +106,7 @@ class Comparison:
     searches: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # label -> the finished search's outcome
     references: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # label -> {value, metric, source}
     min_seeds: int = MIN_SEEDS
+    baseline: str | None = None  # the label the tests compare with where it has a value (else the best)
 
     @property
     def labels(self) -> list[str]:
@@ -176,10 +177,16 @@ def _seed_averaged(runs: list[RunRecord], split: str, metric: str) -> tuple[np.n
 
 
 def build_comparison(
-    dataset: str, groups: dict[str, list[RunRecord]], split: str, metrics: list[str], alpha: float
+    dataset: str,
+    groups: dict[str, list[RunRecord]],
+    split: str,
+    metrics: list[str],
+    alpha: float,
+    baseline: str | None = None,
 ) -> Comparison:
-    """Mean/std over seeds per label and metric, the best per metric, paired tests against it."""
-    table = Comparison(dataset, split, list(metrics), alpha)
+    """Mean/std over seeds per label and metric, the best per metric, paired tests against it (against
+    ``baseline`` instead where that label has a value, e.g. the full model of an ablation table)."""
+    table = Comparison(dataset, split, list(metrics), alpha, baseline=baseline)
     selects = list(dict.fromkeys(r.select for runs in groups.values() for r in runs))
     table.select = " / ".join(selects)
     table.min_seeds = max(
@@ -210,7 +217,7 @@ def build_comparison(
             continue
         for cell in present.values():
             cell.best = cell.mean == top and len(table.cells) > 1
-        reference = next(label for label, c in present.items() if c.mean == top)
+        reference = baseline if baseline in present else next(label for label, c in present.items() if c.mean == top)
         table.reference[metric] = reference
         samples = {}
         for label in present:
@@ -236,10 +243,11 @@ def _fmt(cell: Cell | None, alpha: float, bold: tuple[str, str]) -> str:
     return text + cell.marks(alpha)
 
 
-def legend(alpha: float, min_seeds: int = MIN_SEEDS) -> str:
+def legend(alpha: float, min_seeds: int = MIN_SEEDS, baseline: str | None = None) -> str:
+    other = "the best" if baseline is None else f"{baseline} (the best where {baseline} has no value)"
     return (
         f"Mean over seeds (± sample std when there are several). Best per column in bold. "
-        f"{T_MARK}: differs from the best with a paired t-test over users, {W_MARK}: with a Wilcoxon signed-rank test "
+        f"{T_MARK}: differs from {other} with a paired t-test over users, {W_MARK}: with a Wilcoxon signed-rank test "
         f"(Holm-corrected over the column's comparisons, p < {alpha}; per-user values averaged over seeds). "
         f"{CAP_MARK} (k/n) after a model: k of its n seeds hit the epoch cap while still improving (best validation at "
         f"the last epoch), so the row is a lower bound. Seeds below the protocol's {min_seeds} are marked. "
@@ -327,7 +335,8 @@ def to_markdown(tables: list[Comparison]) -> str:
         parts.append("\n".join(lines + ([""] + below if below else [])))
     alpha = tables[0].alpha if tables else 0.05
     min_seeds = tables[0].min_seeds if tables else MIN_SEEDS
-    return "\n\n".join(parts) + f"\n\n{legend(alpha, min_seeds)}\n"
+    baseline = tables[0].baseline if tables else None
+    return "\n\n".join(parts) + f"\n\n{legend(alpha, min_seeds, baseline)}\n"
 
 
 CSV_COLUMNS = (

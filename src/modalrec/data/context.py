@@ -94,6 +94,13 @@ class DataContext:
             item_images=_item_images(ds),
         )
 
+    @property
+    def warm_items(self) -> np.ndarray | None:
+        """The sorted indices of the items that exist at training time, i.e. all but the held-out cold items; None
+        without a cold-item split (every item). Training negatives and training softmaxes range over these only:
+        a cold item never reaches training, not even as a negative."""
+        return None if self.cold_items is None else np.flatnonzero(~self.cold_items)
+
     def history(self, users: np.ndarray, phase: int) -> list[np.ndarray]:
         """Each user's time-ordered items seen before ``phase`` (VALID: train; TEST: train + valid)."""
         parts = [TRAIN] if phase == VALID else [TRAIN, VALID]

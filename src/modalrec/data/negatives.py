@@ -4,6 +4,9 @@ losses (on-device draws from a private generator, no exclusion).
 
 Items are drawn uniformly or in proportion to train popularity (items nobody trained on are never drawn). An
 excluded item is rejected by a binary search in sorted keys, and only the rejected candidates are drawn again.
+``items`` restricts the draws to part of the catalogue: training samplers get the items that exist at training time
+(:attr:`DataContext.warm_items <modalrec.data.context.DataContext.warm_items>`), so an item held out by a cold-item
+split is never a training negative (in a real cold start it does not exist yet).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ MAX_REJECTION_ROUNDS = 1000  # rounds the triples view redraws rejected negative
 
 
 class NegativeSampler:
-    """Draws items uniformly or by ``popularity`` (counts per item; ``None`` = uniform).
+    """Draws items uniformly or by ``popularity`` (counts per item; ``None`` = uniform), among ``items`` (sorted
+    indices; ``None`` = the whole catalogue).
 
     ``positives`` (a users x items CSR, e.g. the train matrix) is what :meth:`sample` never returns: its
     ``(user, item)`` pairs become one global key ``user * n_items + item``, sorted across the whole matrix
@@ -32,14 +36,24 @@ class NegativeSampler:
         popularity: np.ndarray | None = None,
         positives: sp.csr_matrix | None = None,
         seed: int = 0,
+        items: np.ndarray | None = None,
     ):
         self.n_items = n_items
         self.weights = None if popularity is None else np.asarray(popularity, dtype=np.float64)
+        self.items = None if items is None else np.asarray(items, dtype=np.int64)
+        if self.items is not None and self.weights is not None:  # popularity mass only on the allowed items
+            allowed = np.zeros(n_items, dtype=bool)
+            allowed[self.items] = True
+            self.weights = np.where(allowed, self.weights, 0.0)
         # popularity: draw u ~ U[0, total) and take the item whose cumulative-popularity bin holds it
         self.cdf = None if self.weights is None else np.cumsum(self.weights)
         if self.cdf is not None and not self.cdf[-1] > 0:
             raise ConfigError("popularity-sampled negatives need train interactions; the train split is empty")
-        self.support = np.arange(n_items) if self.weights is None else np.flatnonzero(self.weights > 0)  # drawable items
+        if self.weights is not None:
+            self.support = np.flatnonzero(self.weights > 0)  # drawable items
+        else:
+            self.support = np.arange(n_items) if self.items is None else self.items
+        self._support_tensor: torch.Tensor | None = None
         self.keys = np.empty(0, dtype=np.int64)
         if positives is not None:
             users = np.repeat(np.arange(positives.shape[0], dtype=np.int64), np.diff(positives.indptr))
@@ -49,16 +63,22 @@ class NegativeSampler:
 
     @classmethod
     def for_training(
-        cls, n_items: int, popularity: np.ndarray | None, train: sp.csr_matrix, distribution: str
+        cls,
+        n_items: int,
+        popularity: np.ndarray | None,
+        train: sp.csr_matrix,
+        distribution: str,
+        items: np.ndarray | None = None,
     ) -> NegativeSampler:
-        """The triples view's sampler: never a train positive; refuses users for whom no negative exists."""
+        """The triples view's sampler: never a train positive, only ``items`` (None: any); refuses users for whom
+        no negative exists."""
         if distribution not in ("uniform", "popularity"):
             raise ConfigError(f"negatives must be 'uniform' or 'popularity', got {distribution!r}")
-        sampler = cls(n_items, popularity if distribution == "popularity" else None, positives=train)
+        sampler = cls(n_items, popularity if distribution == "popularity" else None, positives=train, items=items)
         degree = np.diff(train.indptr)
         weights, cdf = sampler.weights, sampler.cdf
-        if weights is None or cdf is None:
-            sampleable = degree < n_items
+        if weights is None or cdf is None:  # train positives lie among ``items`` (the training catalogue)
+            sampleable = degree < len(sampler.support)
         else:  # a user whose positives hold all the popularity mass has nothing left to draw
             users = np.repeat(np.arange(train.shape[0]), degree)
             positive_mass = np.bincount(users, weights=weights[train.indices], minlength=train.shape[0])
@@ -73,15 +93,18 @@ class NegativeSampler:
         return sampler
 
     @classmethod
-    def seeded_from_torch(cls, n_items: int) -> NegativeSampler:
-        """Uniform on-device draws from a private generator seeded once from the global torch RNG: the run's
-        seed fixes the negatives, while drawing them leaves the global stream (dropout, shuffling) alone."""
-        return cls(n_items, seed=int(torch.randint(0, 2**62, ()).item()))
+    def seeded_from_torch(cls, n_items: int, items: np.ndarray | None = None) -> NegativeSampler:
+        """Uniform on-device draws (among ``items``; None: all) from a private generator seeded once from the global
+        torch RNG: the run's seed fixes the negatives, while drawing them leaves the global stream (dropout,
+        shuffling) alone."""
+        return cls(n_items, seed=int(torch.randint(0, 2**62, ()).item()), items=items)
 
     # ------------------------------------------------------------------ candidates
     def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """``size`` independent items (int64) from the distribution, nothing excluded."""
         if self.cdf is None:
+            if self.items is not None:
+                return self.items[rng.integers(0, len(self.items), size=size, dtype=np.int64)]
             return rng.integers(0, self.n_items, size=size, dtype=np.int64)
         return np.minimum(np.searchsorted(self.cdf, rng.random(size) * self.cdf[-1], side="right"), self.n_items - 1)
 
@@ -91,7 +114,11 @@ class NegativeSampler:
             raise ValueError("on-device negatives are uniform; popularity draws are numpy's (sample, sample_distinct)")
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device).manual_seed(self.seed)
-        return torch.randint(0, self.n_items, shape, generator=self._generator, device=device)
+        if self.items is None:
+            return torch.randint(0, self.n_items, shape, generator=self._generator, device=device)
+        if self._support_tensor is None or self._support_tensor.device != device:
+            self._support_tensor = torch.from_numpy(self.items).to(device)
+        return self._support_tensor[torch.randint(0, len(self.items), shape, generator=self._generator, device=device)]
 
     # ------------------------------------------------------------------ excluding positives
     def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -114,7 +141,11 @@ class NegativeSampler:
         """Up to ``n`` distinct items for one user, none in the sorted array ``excluded`` (fewer when fewer
         can be drawn): rejection while the user excludes a small part of the catalogue, then an exact draw
         without replacement among what is left."""
-        available = len(self.support) - (len(excluded) if self.weights is None else int((self.weights[excluded] > 0).sum()))
+        if self.weights is not None:
+            excluded_drawable = int((self.weights[excluded] > 0).sum())
+        else:
+            excluded_drawable = len(excluded) if self.items is None else int(_in_sorted(excluded, self.items).sum())
+        available = len(self.support) - excluded_drawable
         want = min(n, available)
         picked = np.empty(0, dtype=np.int64)
         for _ in range(8):

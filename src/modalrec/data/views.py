@@ -5,7 +5,7 @@ One entry point, :func:`make_train_batches`, builds one epoch of one *view* of t
 ``triples``
     (user, positive, negative) for pairwise losses (BPR and friends): one triple per distinct train
     (user, item) pair, shuffled, negatives drawn uniformly or by train popularity and never one of
-    the user's train positives.
+    the user's train positives nor an item held out by a cold-item split.
 ``sequences``
     Time-ordered train histories for next-item models (SASRec, FindRec, ...), right-padded with
     ``n_items``; either every position predicts the next item (``target="all"``) or every prefix
@@ -98,7 +98,7 @@ class TripleBatches(TrainBatches):
     def __init__(self, ctx: DataContext, batch_size: int, seed: int, negatives: str = "uniform", num_negatives: int = 1):
         super().__init__(ctx, batch_size, seed)
         self.num_negatives = check_count("num_negatives", num_negatives, 1)
-        self.sampler = NegativeSampler.for_training(ctx.n_items, ctx.item_popularity, ctx.train, negatives)
+        self.sampler = NegativeSampler.for_training(ctx.n_items, ctx.item_popularity, ctx.train, negatives, ctx.warm_items)
         self.users, self.items = train_pairs(ctx)
 
     @property

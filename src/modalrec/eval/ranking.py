@@ -16,8 +16,9 @@ Warm / cold targets: when the split held items out of training (``ctx.cold_items
 users' warm targets only and ``cold/<name>@k`` over their cold targets only (each averaged over the users that
 have such a target; ``warm/users`` and ``cold/users`` count them). The ranked list is the same mixed list over
 the whole catalogue: a cold item ranked above a warm target costs the warm metric a place, as it would a user.
-That mixed list asks whether a model *recommends* cold items; a model trained only on warm positives rarely
-does, whatever its content. ``cold-only/<name>@k`` asks whether it can *rank* them (the strict cold-start
+That mixed list asks whether a model *recommends* cold items. A model that cannot represent cold items (ID-only:
+:meth:`~modalrec.models.base.Recommender.unscored_items`) never recommends them, in either list, so its ``cold/``
+and ``cold-only/`` metrics are 0 by construction. ``cold-only/<name>@k`` asks whether it can *rank* them (the strict cold-start
 protocol, e.g. DropoutNet, CLCRec): the same users' cold targets ranked among the unseen cold items only.
 
 Sampled evaluation (``sampled="uniform" | "popularity"``) is offered for comparison with papers that
@@ -154,7 +155,10 @@ class Evaluator:
         users = np.flatnonzero(n_relevant_all > 0)
         max_k = self.ks[-1]
         hits_parts, topk_parts, cold_parts = [], [], []
+        unscored = _unscored(model)
         warm_blocked = None if self.ctx.cold_items is None or self.sampled else ~np.asarray(self.ctx.cold_items, dtype=bool)
+        if warm_blocked is not None and unscored is not None:
+            warm_blocked = warm_blocked | unscored
         rng = np.random.default_rng(self.seed)
         weights = self.popularity if self.sampled == "popularity" else None
         sampler = None if self.sampled is None else NegativeSampler(self.ctx.n_items, weights)
@@ -164,7 +168,7 @@ class Evaluator:
                 query = model.encode(model.eval_batch(chunk, self.ctx, phase))
                 if sampler is None:
                     seen = self._rows(self._seen, self.ctx.seen, phase)
-                    items, _ = self._rank(model, query, chunk, max_k, seen)
+                    items, _ = self._rank(model, query, chunk, max_k, seen, blocked=unscored)
                     chunk_hits = self._hits(items, targets.padded(chunk, self.ctx.n_items))
                     if warm_blocked is not None:  # the cold-only list: warm items blocked for every user
                         cold_items, _ = self._rank(model, query, chunk, max_k, seen, blocked=warm_blocked)
@@ -211,7 +215,7 @@ class Evaluator:
             for start in range(0, len(users), self.user_chunk):
                 chunk = users[start : start + self.user_chunk]
                 query = model.encode(model.eval_batch(chunk, self.ctx, phase))
-                items, scores = self._rank(model, query, chunk, k, seen)
+                items, scores = self._rank(model, query, chunk, k, seen, blocked=_unscored(model))
                 items_parts.append(items)
                 scores_parts.append(scores)
         if not items_parts:
@@ -282,6 +286,9 @@ class Evaluator:
             candidate_scores[inside] = scores[index].cpu()
             del scores
         self._check_nan(model, candidate_scores, NO_SCORES, NO_ROWS, users, 0, self.ctx.n_items)
+        unscored = _unscored(model)
+        if unscored is not None:  # items the model cannot represent are never recommended
+            candidate_scores[(candidates >= 0) & torch.from_numpy(unscored)[candidates.clamp(min=0)]] = -torch.inf
         keys = order_keys(candidate_scores, candidates.clamp(min=0)).masked_fill(candidates < 0, torch.iinfo(torch.int64).min)
         order = torch.topk(keys, min(k, width), dim=1).indices
         ranked_scores = candidate_scores.gather(1, order)
@@ -363,6 +370,11 @@ class Evaluator:
     def _check_phase(phase: int) -> None:
         if phase not in (VALID, TEST):
             raise ConfigError(f"evaluation phase must be VALID ({VALID}) or TEST ({TEST}), got {phase!r}")
+
+
+def _unscored(model: Recommender) -> np.ndarray | None:
+    """The items ``model`` cannot represent (:meth:`Recommender.unscored_items`; a duck-typed scorer has none)."""
+    return model.unscored_items() if isinstance(model, Recommender) else None
 
 
 def _model_name(model: Recommender) -> str:

@@ -12,6 +12,12 @@ code) and a :class:`~modalrec.data.context.DataContext`. It declares
 
 General models read ``batch["users"]``; sequential models read ``batch["seq"]`` [B, L] (right-padded
 with ``n_items``) and ``batch["lengths"]`` [B].
+
+Cold items (a ``dataset.split.cold_items`` split) do not exist at training time: no training batch holds one,
+training negatives are drawn among :attr:`DataContext.warm_items <modalrec.data.context.DataContext.warm_items>`,
+and a training softmax over the catalogue masks them (:meth:`Recommender.cold_mask`). At evaluation and serving a
+model whose item representation comes from content (``scores_cold_items``) scores them from it; a model that has
+no representation of them (ID-only) never recommends them (:meth:`Recommender.unscored_items`).
 """
 
 from __future__ import annotations
@@ -112,6 +118,8 @@ class Recommender(nn.Module):
         self.config = config
         self.n_users = ctx.n_users
         self.n_items = ctx.n_items
+        self.cold_items: np.ndarray | None = ctx.cold_items  # bool [n_items]: held out of training by the split
+        self._cold_tensor: torch.Tensor | None = None
 
     # -------------------------------------------------------------- training
     @property
@@ -162,6 +170,37 @@ class Recommender(nn.Module):
         """A model-specific optimiser built from the train config (e.g. Riemannian SGD for manifold
         parameters); None lets the trainer build ``train.optimizer`` over all parameters."""
         return None
+
+    # -------------------------------------------------------------- cold items
+    @property
+    def scores_cold_items(self) -> bool:
+        """Whether the item representation comes (at least partly) from item content, so that an item never seen in
+        training (a cold item) gets a score from what is known of it. False (the default): an ID-only model has
+        nothing but an untrained embedding row for such an item."""
+        return False
+
+    def unscored_items(self) -> np.ndarray | None:
+        """bool [n_items]: the items this model cannot represent, which evaluation and serving never recommend (as
+        if their score were -inf): the held-out cold items when the model does not score cold items; None: none."""
+        return None if self.cold_items is None or self.scores_cold_items else self.cold_items
+
+    def cold_mask(self, device: torch.device) -> torch.Tensor | None:
+        """bool [n_items] on ``device``, True at the held-out cold items (None without them): the columns a training
+        softmax over the catalogue sets to -inf, so a cold item is never a negative and gets no gradient."""
+        if self.cold_items is None:
+            return None
+        if self._cold_tensor is None or self._cold_tensor.device != device:
+            self._cold_tensor = torch.from_numpy(self.cold_items).to(device)
+        return self._cold_tensor
+
+    def zero_cold_rows(self, *tables: torch.Tensor) -> None:
+        """Zero the cold items' rows of ID tables [n_items(+1), d] (at construction, in place): a model that adds an
+        ID part to content then scores a cold item by its content alone, and the rows stay zero, as no training
+        signal reaches them."""
+        if self.cold_items is not None:
+            with torch.no_grad():
+                for table in tables:
+                    table[: self.n_items][torch.from_numpy(self.cold_items)] = 0.0
 
     # -------------------------------------------------------------- scoring
     def prepare_scoring(self) -> None:

@@ -178,6 +178,7 @@ class ServingEngine:
         self._unit_vectors: torch.Tensor | None = None
         self._neighbours: sp.csr_matrix | None = None
         self.ann = _AnnIndex(self.item_vectors, ann_ef_search, self.model) if ann else None
+        self.unscored = self.model.unscored_items()  # items the model cannot represent (cold items of an ID-only run)
 
     def prepare_sessions(self) -> None:
         """Precompute what the item-based session fallback reads (unit item vectors, or each item's
@@ -319,12 +320,19 @@ class ServingEngine:
             return query @ self.item_vectors[start:stop].T
         return self.model.score_items(query, slice(start, stop))
 
+    def _blocked(self, candidates: CandidateFilter) -> np.ndarray | None:
+        """Items a model-made list may not hold: those the request blocks and those the model cannot represent."""
+        blocked = candidates.blocked(self.n_items)
+        if self.unscored is None:
+            return blocked
+        return self.unscored if blocked is None else blocked | self.unscored
+
     def _rank(
         self, query: Any, n_rows: int, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: Strategy
     ) -> list[Ranked]:
         """Top-k of encoded queries: approximate through the index when there is one and no allow
         list, else exact, by the evaluator's kernel (:func:`modalrec.eval.topk.masked_topk`)."""
-        blocked = candidates.blocked(self.n_items)
+        blocked = self._blocked(candidates)
         if self.ann is not None and candidates.allow is None:
             excluded = None if hide is None else [hide.indices[hide.indptr[r] : hide.indptr[r + 1]] for r in range(n_rows)]
             return self.ann.search(query.float().cpu().numpy(), k, excluded, blocked, strategy)
@@ -337,9 +345,8 @@ class ServingEngine:
         self, scores: torch.Tensor, k: int, hide: sp.csr_matrix | None, candidates: CandidateFilter, strategy: Strategy
     ) -> Ranked:
         """Top-k of one row of precomputed scores [1, n_items] (fallbacks)."""
-        items, best = masked_topk(
-            lambda start, stop: scores[:, start:stop], 1, self.n_items, k, self.item_chunk, hide, candidates.blocked(self.n_items)
-        )
+        blocked = candidates.blocked(self.n_items) if strategy == POPULARITY else self._blocked(candidates)
+        items, best = masked_topk(lambda start, stop: scores[:, start:stop], 1, self.n_items, k, self.item_chunk, hide, blocked)
         return _finite(best[0], items[0], strategy)
 
 

@@ -10,6 +10,11 @@ scoring pass and drops the cache whenever the model trains again.
 Any number (>= 1) of modalities is supported: the model reads ``config.modalities`` or, when that is
 empty, every feature of the dataset in name order. Items without a modality (``feature_masks``
 false) keep their filled feature row but get no content kNN edges.
+
+Cold items (a cold-item split): every model here puts content into its item representation, so it scores them
+(``scores_cold_items``); training never draws them as negatives (the triples view). Only VBPR is adapted further
+(its cold ID factors are zero, so a cold item is scored by content alone); the graph models build their content
+kNN graphs over the whole catalogue, cold items included, and keep random ID rows for them.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ class MultimodalRecommender(RepresentationScorer, GeneralRecommender):
             # data, rebuilt from ctx on construction, so not saved in checkpoints
             self.register_buffer(f"_feature_{i}", ctx.features[m].float(), persistent=False)
             self.register_buffer(f"_feature_mask_{i}", ctx.feature_masks[m].bool(), persistent=False)
+
+    @property
+    def scores_cold_items(self) -> bool:
+        return True  # item content is part of every item representation here
 
     # ------------------------------------------------------------------ data
     @property

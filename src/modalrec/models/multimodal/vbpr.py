@@ -20,6 +20,9 @@ pooled output of MiniLM over the item's text or of EfficientNet-Lite over its im
 whose top ``finetune_layers`` layers train with BPR at ``encoder_lr`` (0 = frozen). A training step encodes only
 the items of its triples (positives and negatives, each once); scoring encodes the catalogue once per evaluation
 pass (cached until the model trains again). See docs/end_to_end.md for the cost.
+
+Cold items (a cold-item split; not in the paper): their gamma_i and beta_i are zero and no triple holds them, so
+they are scored by their content terms alone, the model's answer to a new item (the paper's motivation, Sec. 1).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class VBPR(ItemTowerHost, MultimodalRecommender):
         for table in (self.gamma_user, self.gamma_item, self.theta_user):
             nn.init.normal_(table.weight, std=config.init_std)
         nn.init.zeros_(self.beta_item.weight)
+        self.zero_cold_rows(self.gamma_item.weight)  # a cold item: x_ui = theta_u^T (E f_i) + beta'^T f_i
 
     def content(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """f_i of ``items`` (None = all): the concatenated, per-modality L2-normalised features [n, sum d_m], or

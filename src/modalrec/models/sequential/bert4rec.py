@@ -138,7 +138,8 @@ class BERT4Rec(EmbeddingScorer, SequentialRecommender):
         masked = self.cloze_mask(lengths, full.shape[1])
         hidden = self.hidden_states(full.masked_fill(masked, self.mask_token), lengths)
         logits = self.project(hidden[masked]) @ self.item_table().T + self.output_bias  # eq. 7 at masked positions
-        cloze = F.cross_entropy(logits, full[masked])
+        cold = self.cold_mask(logits.device)  # held-out cold items are no softmax candidates
+        cloze = F.cross_entropy(logits if cold is None else logits.masked_fill(cold, -torch.inf), full[masked])
         return {"loss": cloze, "cloze": cloze}
 
     # -------------------------------------------------------------- scoring: the appended [mask]

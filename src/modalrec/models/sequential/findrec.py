@@ -858,7 +858,7 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         last_only = "target" in batch  # the last-position objective needs Z at the last item only
         states, terms = self.forward_states(batch["seq"], batch["lengths"], last_only=last_only)
         states, targets = (states[:, 0], batch["target"]) if last_only else supervised_pairs(states, batch)
-        ce = F.cross_entropy(states @ self.output_table().T, targets)
+        ce = F.cross_entropy(self._without_cold(states @ self.output_table().T), targets)
         total = ce
         if not self.config.id_only:
             kl = self._kl_scale * terms.get("kl_objective", terms["kl"])
@@ -867,6 +867,13 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
                 total + self.config.balance_coef * terms.get("balance", 0.0) + self.config.score_reg * terms.get("score_reg", 0.0)
             )
         return {"loss": total, "ce": ce, **terms}
+
+    def _without_cold(self, logits: torch.Tensor) -> torch.Tensor:
+        """CE logits [N, n_items (+ pad)] with the held-out cold items at -inf: never a training negative."""
+        cold = self.cold_mask(logits.device)
+        if cold is None:
+            return logits
+        return logits.masked_fill(F.pad(cold, (0, logits.shape[-1] - self.n_items), value=False), -torch.inf)
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         states, _ = self.forward_states(batch["seq"], batch["lengths"], last_only=True)

@@ -72,7 +72,7 @@ class GRU4Rec(TiedItemScoring, SequentialRecommender):
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.gru = nn.GRU(config.dim, config.hidden, config.layers, batch_first=True, bias=False)
         self.projection = nn.Linear(config.hidden, config.dim)
-        self.negatives = NegativeSampler.seeded_from_torch(self.n_items)
+        self.negatives = NegativeSampler.seeded_from_torch(self.n_items, ctx.warm_items)
 
     def hidden_states(self, seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L, dim]: the projected GRU state after items 0..t. A left-to-right GRU never reads

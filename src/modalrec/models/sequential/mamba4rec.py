@@ -108,7 +108,7 @@ class Mamba4Rec(TiedItemScoring, SequentialRecommender):
                 for _ in range(config.layers)
             )
         )
-        self.negatives = NegativeSampler.seeded_from_torch(self.n_items)
+        self.negatives = NegativeSampler.seeded_from_torch(self.n_items, ctx.warm_items)
         if config.init == "recbole":
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.Embedding)):

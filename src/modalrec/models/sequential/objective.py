@@ -13,7 +13,8 @@ Both reduce to pairs (hidden state h, target item t), scored against the tied it
 - ``"bce"``: SASRec's paper loss, binary cross-entropy with one uniform negative per pair;
 - ``"bpr"``: the pairwise version with one uniform negative per pair.
 
-The one-negative losses may draw the target itself (probability 1/n_items); no resampling.
+The one-negative losses may draw the target itself (probability 1/n_items); no resampling. With a cold-item split
+no loss reads a cold item: ``ce`` masks their logits (``cold``), the samplers draw among the warm items.
 """
 
 from __future__ import annotations
@@ -56,13 +57,21 @@ def supervised_pairs(hidden: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, 
 
 
 def next_item_loss(
-    hidden: torch.Tensor, batch: Batch, item_table: torch.Tensor, loss: str, sampler: NegativeSampler, negatives: int = 1
+    hidden: torch.Tensor,
+    batch: Batch,
+    item_table: torch.Tensor,
+    loss: str,
+    sampler: NegativeSampler,
+    negatives: int = 1,
+    cold: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The named loss terms for predicting each target from its state, scored against ``item_table`` [n_items, d];
-    ``negatives``: the shared negatives of ``loss="sampled"``."""
+    ``negatives``: the shared negatives of ``loss="sampled"``; ``cold`` (bool [n_items]): items left out of the
+    ``ce`` softmax (the held-out cold items; the sampler already draws around them)."""
     states, targets = supervised_pairs(hidden, batch)
     if loss == "ce":
-        ce = F.cross_entropy(states @ item_table.T, targets)
+        logits = states @ item_table.T
+        ce = F.cross_entropy(logits if cold is None else logits.masked_fill(cold, -torch.inf), targets)
         return {"loss": ce, "ce": ce}
     if loss == "sampled":
         sampled = sampled_softmax_loss(
@@ -80,7 +89,7 @@ class TiedItemScoring(EmbeddingScorer):
     """Loss and scoring of a sequence encoder read against its own (tied) item embeddings.
 
     The model defines ``item_embedding`` (``n_items + 1`` rows, padding last), ``negatives``
-    (:meth:`NegativeSampler.seeded_from_torch`), ``config.loss``, ``config.negatives`` and
+    (:meth:`NegativeSampler.seeded_from_torch` over ``ctx.warm_items``), ``config.loss``, ``config.negatives`` and
     ``hidden_states(seq, lengths) -> [B, L, d]``; the state at each position scores the next item, the state at
     ``lengths - 1`` is the query.
     """
@@ -91,7 +100,15 @@ class TiedItemScoring(EmbeddingScorer):
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         hidden = self.hidden_states(batch["seq"], batch["lengths"])
-        return next_item_loss(hidden, batch, self.item_table(), self.config.loss, self.negatives, self.config.negatives)
+        return next_item_loss(
+            hidden,
+            batch,
+            self.item_table(),
+            self.config.loss,
+            self.negatives,
+            self.config.negatives,
+            self.cold_mask(hidden.device),
+        )
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         return gather_last(self.hidden_states(batch["seq"], batch["lengths"]), batch["lengths"])

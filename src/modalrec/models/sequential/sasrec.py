@@ -20,7 +20,9 @@ Deviations / choices, each a flag:
   (:mod:`modalrec.nn.towers`; MoRec, SIGIR 2023), the encoder's top ``finetune_layers`` layers trained with the
   recommender at ``encoder_lr`` (0 = frozen encoder, only the projection trains), the lower layers' outputs
   cached by content hash. Such items are scored by content alone, so items never seen in training (a
-  cold-item split) get meaningful scores.
+  cold-item split) get meaningful scores. With a cold-item split, cold items are out of every training loss
+  (``ce`` masks them, negatives are drawn among warm items); the ID table cannot represent them, so with
+  ``item_encoder=id`` they are never recommended.
 - Sequences are right-padded (the paper left-pads); positions count from the first item, so padding
   never shifts the positions of real items. Padding is masked as keys and zeroed after every block.
 """
@@ -110,7 +112,7 @@ class SASRec(ItemTowerHost, ScoringCache, TiedItemScoring, SequentialRecommender
             config.inner_dim,
             attention_dropout=config.attention_dropout,
         )
-        self.negatives = NegativeSampler.seeded_from_torch(self.n_items)
+        self.negatives = NegativeSampler.seeded_from_torch(self.n_items, ctx.warm_items)
         self.item_tower: ItemTower | None = None
         if not ids:
             self.item_tower = build_item_tower(
@@ -149,4 +151,10 @@ class SASRec(ItemTowerHost, ScoringCache, TiedItemScoring, SequentialRecommender
         self.clear_scoring_cache()  # parameters are about to change
         table = self.item_table()  # once per step: with a content tower it is the costly part
         hidden = self.hidden_states(batch["seq"], batch["lengths"], table)
-        return next_item_loss(hidden, batch, table, self.config.loss, self.negatives, self.config.negatives)
+        return next_item_loss(
+            hidden, batch, table, self.config.loss, self.negatives, self.config.negatives, self.cold_mask(hidden.device)
+        )
+
+    @property
+    def scores_cold_items(self) -> bool:
+        return self.item_tower is not None  # content-only items: a cold item is scored from its text or image

@@ -10,6 +10,9 @@ vector, by ``fusion``:
 
 The same fused vectors are the input items and the (tied) output table, so items are scored by
 content as well as by ID. Everything else is :class:`~modalrec.models.sequential.sasrec.SASRec`.
+
+Cold items (a cold-item split): their ID rows are zero and no training loss reads them, so their vector is their
+content part alone (``fusion="add"``: sum_m c_m) and they are scored from it.
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ class SASRecFeatures(SASRec):
         self.projections = nn.ModuleList(nn.Linear(ctx.features[m].shape[1], config.dim) for m in self.modalities)
         self.feature_dropout = nn.Dropout(config.feature_dropout)
         self.fuse = nn.Linear((1 + len(self.modalities)) * config.dim, config.dim) if config.fusion == "concat" else None
+        self.zero_cold_rows(self.item_embedding.weight)
+
+    @property
+    def scores_cold_items(self) -> bool:
+        return True  # the content part represents a cold item
 
     def item_table(self) -> torch.Tensor:
         """V [n_items, d]: fused ID + content vectors, the input and output item table."""

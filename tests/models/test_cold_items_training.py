@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from modalrec.data.context import DataContext
-from modalrec.data.dataset import TEST
+from modalrec.data.dataset import TEST, Dataset
 from modalrec.data.negatives import NegativeSampler
 from modalrec.data.split import SplitConfig, split
 from modalrec.data.synthetic import make_synthetic
@@ -22,13 +22,19 @@ from modalrec.models.multimodal.vbpr import VBPR
 from modalrec.models.sequential.objective import next_item_loss
 from modalrec.models.sequential.sasrec import SASRec
 from modalrec.models.sequential.sasrec_features import SASRecFeatures
+from modalrec.serve.engine import CandidateFilter, ServingEngine
+from modalrec.train.experiment import LoadedRun
 
 
-def _ctx(share: float = 0.2, n_users: int = 300, seed: int = 1) -> DataContext:
+def _split(share: float = 0.2, n_users: int = 300, seed: int = 1) -> Dataset:
     ds = make_synthetic(n_users=n_users, n_items=100, feature_dims={"text": 16}, feature_noise=0.3, seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return DataContext.from_dataset(split(ds, SplitConfig(method="loo", cold_items=share, seed=0)))
+        return split(ds, SplitConfig(method="loo", cold_items=share, seed=0))
+
+
+def _ctx(share: float = 0.2, n_users: int = 300, seed: int = 1) -> DataContext:
+    return DataContext.from_dataset(_split(share, n_users, seed))
 
 
 def _cold(ctx: DataContext) -> np.ndarray:
@@ -177,3 +183,25 @@ def test_id_only_models_never_recommend_cold_items() -> None:
     assert not np.isin(items.numpy(), cold).any()
     sampled = Evaluator(ctx, ks=(10,), metrics=("recall",), beyond=(), sampled="uniform", n_negatives=50).evaluate(model, TEST)
     assert not np.isin(sampled.topk, cold).any()
+
+
+@pytest.mark.parametrize("name", ["sasrec", "vbpr"])
+def test_serving_recommends_cold_items_only_from_a_model_that_represents_them(name: str) -> None:
+    ds = _split()
+    ctx = DataContext.from_dataset(ds)
+    cold = _cold(ctx)
+    torch.manual_seed(0)
+    if name == "vbpr":
+        model: Recommender = VBPR(VBPR.Config(dim=16, content_dim=16), ctx)
+        _train(model, ctx, "triples", epochs=5, lr=1e-2)
+    else:
+        model = SASRec(SASRec.Config(dim=16, max_len=20, layers=1), ctx)
+        _train(model, ctx, "sequences", epochs=2, lr=1e-2, max_len=20)
+    engine = ServingEngine(LoadedRun(run_dir=None, cfg=None, dataset=ds, ctx=ctx, model=model))  # type: ignore[arg-type]
+    lists = engine.recommend_users(np.arange(ctx.n_users), 20, True, CandidateFilter())
+    served = np.concatenate([r.items for r in lists])
+    if name == "sasrec":
+        sessions = [engine.recommend_session(np.array([0, 1, 2]), 50, True, CandidateFilter())]
+        assert not np.isin(served, cold).any() and not np.isin(sessions[0].items, cold).any()
+    else:
+        assert np.isin(served, cold).mean() > 0.05  # content scores them: they appear among the lists

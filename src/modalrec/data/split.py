@@ -45,8 +45,9 @@ train-labelled interactions are removed and their valid/test ones are kept whate
 cold item never appears in training (train matrix, training sequences, item graphs built from train) and is
 only ever a valid/test target or a later history item at evaluation. The chosen item indices are recorded in
 ``meta["split"]["cold_items"]`` (and how many train interactions were removed), which the evaluator reads to
-report ``warm/...`` and ``cold/...`` metrics beside the overall ones. ID-only models still score cold items
-(from embeddings that were never a positive, only ever a negative); content models score them from content.
+report ``warm/...`` and ``cold/...`` metrics beside the overall ones. Training never reads a cold item, not even as a
+negative (:attr:`DataContext.warm_items <modalrec.data.context.DataContext.warm_items>`); content models score
+them from content, ID-only models never recommend them (:meth:`modalrec.models.base.Recommender.unscored_items`).
 
 Seen targets: full ranking masks a user's train items (and valid items when testing), so a valid target that
 is also a train pair, or a test target that is also a train or valid pair, can never be hit. The protocol has no

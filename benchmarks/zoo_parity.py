@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -51,6 +52,10 @@ MODELS: dict[str, tuple[str, dict, dict]] = {
     # the YAML of LGMRec spells its grid values '1e-04' (a string to PyYAML): pinned here as numbers
     "lgmrec": ("LGMRec", {"reg_weight": 1e-6, "cl_weight": 1e-4}, {"reg": 1e-6}),
     "dualgnn": ("DualGNN", {"reg_weight": 1e-4}, {}),
+    # not in MMRec: the authors' code is run (--micro); ModalRec's defaults are its argparse defaults
+    "micro": ("MICRO", {}, {}),
+    # not in MMRec: the authors' TF code is run (--dmrl); their embedding size, ours otherwise at its defaults
+    "dmrl": ("DMRL", {}, {"dim": 128}),
 }
 # ModalRec overrides that reproduce the code before the parity fixes (variant "flags-old") as far as flags can
 FLAGS_OLD = {
@@ -64,13 +69,19 @@ FLAGS_OLD = {
     "freedom": {"knn_self": False, "init_std": 0.1},
 }
 # ModalRec overrides of variant "code": the reference's effective behaviour where ModalRec's default keeps the paper's
-CODE_FLAGS = {"grcn": {"routing": 0}}  # the reference's routing never updates the preferences
+_UI, _GRAD = {"ui_graph": "row_self"}, {"graph_grad": "first_batch"}  # LATTICE's and MICRO's code
+CODE_FLAGS = {
+    "grcn": {"routing": 0},  # the reference's routing never updates the preferences
+    "lattice": {**_UI, **_GRAD},
+    "micro": {**_UI, **_GRAD},
+    "mmgcn": {"layers": 3},  # MMRec's port builds three GCN layers whatever n_layers says
+}
+# one difference of "code" at a time: variant -> model -> overrides
+PART_FLAGS = {"code-ui": {"lattice": _UI, "micro": _UI}, "code-grad": {"lattice": _GRAD, "micro": _GRAD}}
 
 
-def export(out: Path, name: str) -> None:
-    """ModalRec's amazon-scientific-mm random 8:1:1 split (seed 0) as an MMRec folder ``out/name``."""
-    import numpy as np
-
+def _split():
+    """ModalRec's amazon-scientific-mm with its per-user random 8:1:1 split (seed 0)."""
     from modalrec.config import resolve
     from modalrec.train.experiment import prepare_data
 
@@ -84,6 +95,14 @@ def export(out: Path, name: str) -> None:
         ),
         "general",
     )
+    return ds
+
+
+def export(out: Path, name: str) -> None:
+    """ModalRec's amazon-scientific-mm random 8:1:1 split (seed 0) as an MMRec folder ``out/name``."""
+    import numpy as np
+
+    ds = _split()
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.inter", "w") as f:
@@ -100,6 +119,117 @@ def export(out: Path, name: str) -> None:
         "user_graph_dict_file: 'user_graph_dict.npy'\nfield_separator: \"\\t\"\n"
     )
     print(f"{folder}: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions, features {sorted(ds.features)}")
+
+
+def export_micro(out: Path, name: str) -> None:
+    """The same split in MICRO's format: ``out/name/5-core/{train,val,test}.json`` ({user: [items]}) + text features."""
+    import numpy as np
+
+    ds = _split()
+    folder = out / name / "5-core"
+    folder.mkdir(parents=True, exist_ok=True)
+    for label, file in enumerate(("train", "val", "test")):
+        rows: dict[str, list[int]] = {}
+        for u, i, s in zip(ds.user, ds.item, ds.split):
+            if int(s) == label:
+                rows.setdefault(str(int(u)), []).append(int(i))
+        (folder / f"{file}.json").write_text(json.dumps(rows))
+    np.save(out / name / "text_feat.npy", np.asarray(ds.features["text"].values, dtype=np.float32))
+    print(f"{out / name}: {ds.n_users} users, {ds.n_items} items, {ds.n_interactions} interactions")
+
+
+def micro_one(codes: Path, seed: int, protocol: dict, python: str) -> dict:
+    """One run of the authors' MICRO (``codes/main.py`` of a patched scratch copy), read back from its log lines."""
+    cmd = [python, "main.py", "--dataset", "sci", "--seed", str(seed), "--lr", str(protocol["lr"])]
+    cmd += ["--batch_size", "2048", "--epoch", str(protocol["epoch_cap"]), "--verbose", "1"]
+    cmd += ["--early_stopping_patience", "10", "--debug"]  # their counter stops after 11 misses = our patience 11
+    log = subprocess.run(cmd, cwd=codes, check=True, capture_output=True, text=True).stdout
+    valid = [float(v) for v in re.findall(r"recall=\[[0-9.]+, ([0-9.]+)\]", log)]
+    tests = [float(v) for v in re.findall(r"Test_Recall@20: ([0-9.]+)", log)]
+    best = max(range(len(valid)), key=lambda e: (valid[e], -e))  # the first epoch with the best valid recall
+    return {"valid": valid[best], "test": tests[-1], "best_epoch": best + 1, "epochs": len(valid)}
+
+
+def dmrl_one(code: Path, data: Path, seed: int, protocol: dict) -> dict:
+    """One run of the authors' DMRL (a patched scratch copy of ``DMRL.py`` with its sampler and evaluator) in this
+    process, under an interpreter with TensorFlow. Their ``optimize`` selects on test and has no validation, so this
+    loop replaces it: an epoch is one pass over the train pairs (their ``EVALUATION_EVERY_N_BATCHES`` batches),
+    validation Recall@20 with their ``RecallEvaluator`` (train masked) after each, test (train + valid masked) at
+    every new best, stop after 11 validations without improvement. Their hyper-parameters otherwise: 128-d, 4
+    factors, 4 negatives, ``decay_r`` 1e-2, ``decay_c`` 1, hidden 2 x 128 for text."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf.layers needs Keras 2 (the tf_keras package)
+    sys.path.insert(0, str(code))
+    import random
+
+    import DMRL as ref  # the patched scratch copy (never part of this project)
+    import numpy as np
+    import scipy.sparse as sp
+    import toolz
+    from evaluator20 import RecallEvaluator
+    from sampler import WarpSampler
+
+    tf = ref.tf
+    RecallEvaluator.get_auc = lambda self, scores, positives: 0.0  # an AUC per user they compute and never use here
+    ref.args = argparse.Namespace(n_factors=4, num_neg=4)  # the module reads these two from its global args
+    rows = np.loadtxt(data / f"{data.name}.inter", dtype=np.int64, skiprows=1, ndmin=2)
+    text = np.load(data / "text_feat.npy")
+    n_users, n_items = int(rows[:, 0].max()) + 1, len(text)
+
+    def matrix(labels: tuple[int, ...]) -> sp.dok_matrix:
+        keep = np.isin(rows[:, 2], labels)
+        m = sp.csr_matrix((np.ones(keep.sum(), np.float32), (rows[keep, 0], rows[keep, 1])), shape=(n_users, n_items))
+        return m.todok()
+
+    train, valid, test, seen = matrix((0,)), matrix((1,)), matrix((2,)), matrix((0, 1))
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.set_random_seed(seed)
+    batch = 2048
+    model = ref.DMRL(
+        n_users,
+        n_items,
+        embed_dim=128,
+        batch_size=batch,
+        imagefeatures=None,
+        textualfeatures=text,
+        master_learning_rate=protocol["lr"],
+        hidden_layer_dim_a=256,
+        hidden_layer_dim_b=128,
+        decay_r=1e-2,
+        decay_c=1.0,
+        dropout_rate_a=0.2,
+        dropout_rate_b=0.2,
+    )
+    sampler = WarpSampler(train, batch_size=batch, n_negative=4, n_workers=1, check_negative=True)
+    config = tf.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+    sess = tf.Session(config=config)
+    sess.run(tf.global_variables_initializer())
+
+    def recall(known: sp.dok_matrix, target: sp.dok_matrix) -> float:
+        evaluator = RecallEvaluator(model, known, target)
+        users = np.asarray(sorted(set(target.nonzero()[0])), dtype=np.int32)
+        values: list[float] = []
+        for chunk in toolz.partition_all(100, users):
+            values.extend(evaluator.eval(sess, chunk)[0])
+        return float(np.mean(values))
+
+    best, best_epoch, test_at_best, misses, epoch = -1.0, 0, 0.0, 0, 0
+    try:
+        for epoch in range(1, protocol["epoch_cap"] + 1):
+            for _ in range(train.nnz // batch + 1):
+                pairs, neg = sampler.next_batch()
+                sess.run(model.optimize, {model.user_positive_items_pairs: pairs, model.negative_samples: neg})
+            value = recall(train, valid)
+            if value > best:
+                best, best_epoch, misses = value, epoch, 0
+                test_at_best = recall(seen, test)
+            else:
+                misses += 1
+                if misses > 10:
+                    break
+    finally:
+        sampler.close()
+    return {"valid": best, "test": test_at_best, "best_epoch": best_epoch, "epochs": epoch}
 
 
 def reference_one(src: Path, model: str, dataset: str, seed: int, overrides: dict) -> dict:
@@ -147,7 +277,18 @@ def reference_one(src: Path, model: str, dataset: str, seed: int, overrides: dic
     }
 
 
-def modalrec_one(model: str, seed: int, overrides: dict, protocol: dict, pythonpath: str | None) -> dict:
+# variant "trainmask": the test ranking masks the train items only (MMRec's evaluator: its test loader's history is
+# the train split), not train + valid (ModalRec's, and the protocol MICRO's and DMRL's runs here were given);
+# training and validation are untouched, so with the same seed it differs from "modalrec" in the test number only
+TRAIN_MASK = (
+    "import sys; from modalrec.data.context import DataContext; DataContext.seen = lambda self, phase: self.train; "
+    "sys.argv[0] = 'modalrec'; from modalrec.cli import main; main()"
+)
+
+
+def modalrec_one(
+    model: str, seed: int, overrides: dict, protocol: dict, pythonpath: str | None, train_mask: bool = False
+) -> dict:
     """One ``modalrec train`` run (optionally of another source tree, e.g. the code before a fix)."""
     with tempfile.TemporaryDirectory() as runs:
         args = [
@@ -169,7 +310,7 @@ def modalrec_one(model: str, seed: int, overrides: dict, protocol: dict, pythonp
         args += [f"{k}={v}" if k.startswith("train.") else f"model.{k}={v}" for k, v in overrides.items()]
         env = dict(os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {}))
         subprocess.run(
-            [sys.executable, "-m", "modalrec", "train", *args, "--quiet"],
+            [sys.executable, *(["-c", TRAIN_MASK] if train_mask else ["-m", "modalrec"]), "train", *args, "--quiet"],
             check=True,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -196,7 +337,14 @@ def run(a: argparse.Namespace) -> None:
                 if (model, variant, seed) in done:
                     continue
                 start = time.time()
-                if variant == "ref":
+                if variant == "ref" and model == "dmrl":
+                    cmd = [a.ref_python or sys.executable, __file__, "dmrl-one", a.dmrl, a.dmrl_data, str(seed)]
+                    cmd.append(json.dumps(protocol))
+                    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                    res = json.loads(proc.stdout.strip().splitlines()[-1])
+                elif variant == "ref" and model == "micro":
+                    res = micro_one(Path(a.micro), seed, protocol, a.ref_python or sys.executable)
+                elif variant == "ref":
                     over = {
                         **ref_over,
                         "learning_rate": a.lr,
@@ -221,6 +369,7 @@ def run(a: argparse.Namespace) -> None:
                         **ours_over,
                         **(FLAGS_OLD.get(model, {}) if variant == "flags-old" else {}),
                         **(CODE_FLAGS.get(model, {}) if variant == "code" else {}),
+                        **PART_FLAGS.get(variant, {}).get(model, {}),
                     }
                     res = modalrec_one(
                         model,
@@ -228,6 +377,7 @@ def run(a: argparse.Namespace) -> None:
                         over,
                         protocol,
                         a.before_src if variant == "before" else None,
+                        train_mask=variant == "trainmask",
                     )
                 row = {
                     "model": model,
@@ -268,13 +418,29 @@ def main() -> None:
                 sys.stdout = stdout
         print(json.dumps(res))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "dmrl-one":  # internal: one run of the authors' DMRL, JSON last
+        code, data, seed, protocol = sys.argv[2:6]
+        with open(os.devnull, "w") as quiet:
+            stdout, sys.stdout = sys.stdout, quiet
+            try:
+                res = dmrl_one(Path(code), Path(data), int(seed), json.loads(protocol))
+            finally:
+                sys.stdout = stdout
+        print(json.dumps(res))
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("export")
     e.add_argument("data", type=Path)
     e.add_argument("name")
+    em = sub.add_parser("export-micro")
+    em.add_argument("data", type=Path)
+    em.add_argument("name")
     r = sub.add_parser("run")
-    r.add_argument("--mmrec", required=True, help="the MMRec checkout (its src/ is run)")
+    r.add_argument("--mmrec", help="the MMRec checkout (its src/ is run)")
+    r.add_argument("--dmrl", help="a patched liufancs/DMRL copy (DMRL.py, sampler.py, evaluator20.py; TF: --ref-python)")
+    r.add_argument("--dmrl-data", default="/tmp/mmrec/data/sci", help="the split as written by `export` (MMRec format)")
+    r.add_argument("--micro", help="the codes/ folder of a patched CRIPAC-DIG/MICRO copy (its main.py is run)")
     r.add_argument("--dataset", default="sci")
     r.add_argument(
         "--ref-python",
@@ -284,7 +450,7 @@ def main() -> None:
     r.add_argument(
         "--variants",
         default="ref,modalrec",
-        help="ref | modalrec | before (--before-src) | flags-old | code",
+        help="ref | modalrec | before (--before-src) | flags-old | code | code-ui | code-grad | trainmask",
     )
     r.add_argument(
         "--before-src",
@@ -299,6 +465,8 @@ def main() -> None:
     a = p.parse_args()
     if a.cmd == "export":
         export(a.data, a.name)
+    elif a.cmd == "export-micro":
+        export_micro(a.data, a.name)
     elif a.cmd == "run":
         run(a)
     else:

@@ -477,3 +477,46 @@ def test_micro_contrast_runs_over_every_item_and_l2_over_the_final_rows() -> Non
     users, items = model.representations()
     rows = [users[batch["users"]], items[batch["pos"]], items[batch["neg"]]]
     assert out["reg"].item() == pytest.approx(0.5 * sum(r.pow(2).sum().item() for r in rows) / (2 * 2), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------ LATTICE / MICRO
+@pytest.mark.parametrize("name", ["lattice", "micro"])
+def test_row_self_user_item_graph_is_the_codes_mean_over_neighbours_and_self(name: str) -> None:
+    # 2 users, 3 items: u0-i0, u0-i1, u1-i2; nodes u0, u1, i0, i1, i2
+    model = build(name, bm3_context(), dim=2, knn_k=1, ui_graph="row_self")
+    # D^-1 (A + I): u0 sees itself, i0, i1 (1/3 each); u1 itself and i2 (1/2); i0 itself and u0 (1/2), ...
+    expected = torch.tensor(
+        [
+            [1 / 3, 0, 1 / 3, 1 / 3, 0],
+            [0, 1 / 2, 0, 0, 1 / 2],
+            [1 / 2, 0, 1 / 2, 0, 0],
+            [1 / 2, 0, 0, 1 / 2, 0],
+            [0, 1 / 2, 0, 0, 1 / 2],
+        ]
+    )
+    assert torch.allclose(model.adjacency.to_dense(), expected)
+    assert torch.allclose(model.adjacency_t.to_dense(), expected.T)
+    # the default stays LightGCN's D^-1/2 A D^-1/2, no self loops: u0-i0 weighs 1/sqrt(2 * 1)
+    default = build(name, bm3_context(), dim=2, knn_k=1).adjacency.to_dense()
+    assert default[0, 0].item() == 0 and default[0, 2].item() == pytest.approx(1 / math.sqrt(2))
+
+
+@pytest.mark.parametrize("name", ["lattice", "micro"])
+def test_first_batch_graph_gradient_reuses_the_weights_detached_until_the_next_refresh(name: str) -> None:
+    model = build(name, circle_context(), knn_k=2, graph_grad="first_batch")
+    graph, features = model.item_graph, model.features
+    model.before_epoch(0)
+    first = graph.modality_graph(0, features)[2]
+    assert first.requires_grad  # the epoch's first batch: the projections get a gradient
+    with torch.no_grad():
+        graph.projections[0].weight.mul_(-1.0)  # an optimiser step changes the projections...
+    again = graph.modality_graph(0, features)[2]
+    assert not again.requires_grad and torch.equal(again, first.detach())  # ...later batches reuse the old weights
+    with torch.no_grad():  # scoring computes them afresh
+        assert not torch.equal(graph.modality_graph(0, features)[2], first.detach())
+    model.before_epoch(1)
+    assert graph.modality_graph(0, features)[2].requires_grad  # a new epoch: gradient once more
+    every = build(name, circle_context(), knn_k=2)  # the default: a gradient in every batch
+    every.before_epoch(0)
+    every.item_graph.modality_graph(0, every.features)
+    assert every.item_graph.modality_graph(0, every.features)[2].requires_grad

@@ -7,7 +7,9 @@ combined with weights, A = sum_m alpha_m A^m (Eq. 7; LATTICE learns softmax-norm
 
 Graphs are edge lists (rows, cols, weights) so the learned weights stay differentiable; the kNN
 *structure* of the learned graphs is recomputed by :meth:`LearnedItemGraph.refresh` (no gradient
-flows through a top-k choice), the edge weights on it every forward pass.
+flows through a top-k choice), the edge weights on it every forward pass. With ``grad_first_batch``
+(the authors' LATTICE and MICRO code) the weights are computed with gradient once after each refresh
+and reused detached until the next one, so the projections learn only in an epoch's first batch.
 """
 
 from __future__ import annotations
@@ -26,11 +28,21 @@ Edges = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 class LearnedItemGraph(nn.Module):
     """Per-modality item graphs mixing a frozen content kNN graph with a learned one."""
 
-    def __init__(self, frozen: list[sp.csr_matrix], feature_dims: list[int], dim: int, k: int, skip: float):
+    def __init__(
+        self,
+        frozen: list[sp.csr_matrix],
+        feature_dims: list[int],
+        dim: int,
+        k: int,
+        skip: float,
+        grad_first_batch: bool = False,
+    ):
         super().__init__()
         if not 0.0 <= skip <= 1.0:
             raise ValueError(f"the frozen-graph weight lambda must be in [0, 1], got {skip}")
         self.k, self.skip, self.n_items = k, skip, frozen[0].shape[0]
+        self.grad_first_batch = grad_first_batch
+        self._reused: dict[int, torch.Tensor] = {}  # modality -> detached learned weights since the last refresh
         self.projections = nn.ModuleList(nn.Linear(d, dim) for d in feature_dims)  # W_m, b_m (Eq. 4)
         for m, graph in enumerate(frozen):
             for name, tensor in zip(("rows", "cols", "values"), edges_of(graph)):
@@ -40,6 +52,7 @@ class LearnedItemGraph(nn.Module):
 
     def refresh(self, features: list[torch.Tensor]) -> None:
         """Recompute the kNN structure of every learned graph from the current projections."""
+        self._reused.clear()
         with torch.no_grad():
             for m, (proj, f) in enumerate(zip(self.projections, features)):
                 knn = cosine_knn(proj(f).cpu(), self.k)
@@ -53,9 +66,14 @@ class LearnedItemGraph(nn.Module):
         if rows.numel() == 0:
             self.refresh(features)
             rows, cols = getattr(self, f"learned_rows_{m}"), getattr(self, f"learned_cols_{m}")
-        h = F.normalize(self.projections[m](features[m]), dim=1)
-        similarity = (h[rows] * h[cols]).sum(-1).clamp_min(0)  # Eq. 5 on the kNN edges, negatives clipped
-        learned = symmetric_edge_norm(rows, cols, similarity, self.n_items)
+        if m in self._reused and torch.is_grad_enabled():
+            learned = self._reused[m]
+        else:
+            h = F.normalize(self.projections[m](features[m]), dim=1)
+            similarity = (h[rows] * h[cols]).sum(-1).clamp_min(0)  # Eq. 5 on the kNN edges, negatives clipped
+            learned = symmetric_edge_norm(rows, cols, similarity, self.n_items)
+            if self.grad_first_batch and torch.is_grad_enabled():
+                self._reused[m] = learned.detach()
         frozen = [getattr(self, f"frozen_{name}_{m}") for name in ("rows", "cols", "values")]
         return (
             torch.cat([frozen[0], rows]),

@@ -69,11 +69,14 @@ class MultimodalRecommender(RepresentationScorer, GeneralRecommender):
     def feature_masks(self) -> list[torch.Tensor]:
         return [getattr(self, f"_feature_mask_{i}") for i in range(len(self.modalities))]
 
-    def register_user_item_graph(self, ctx: DataContext, norm: Normalisation = "sym", name: str = "adjacency") -> None:
+    def register_user_item_graph(
+        self, ctx: DataContext, norm: Normalisation = "sym", name: str = "adjacency", self_loops: bool = False
+    ) -> None:
         """Buffers ``name`` and ``name + "_t"``: the normalised train user-item graph (nodes: users then
-        items) and its transpose; ``"sym"`` D^-1/2 A D^-1/2 (LightGCN), ``"row"`` D^-1 A (neighbour mean).
+        items) and its transpose; ``"sym"`` D^-1/2 A D^-1/2 (LightGCN), ``"row"`` D^-1 A (neighbour mean);
+        ``self_loops`` normalises A + I instead (LATTICE's and MICRO's code: ``row`` with self loops).
         Not persistent: rebuilt from the train split on construction."""
-        adj = bipartite_adjacency(ctx.train, self.n_users, self.n_items, self_loops=False, norm=norm)
+        adj = bipartite_adjacency(ctx.train, self.n_users, self.n_items, self_loops=self_loops, norm=norm)
         for buffer, tensor in zip((name, f"{name}_t"), sparse_graph(adj)):
             self.register_buffer(buffer, tensor, persistent=False)
 
@@ -123,9 +126,9 @@ class RefreshedItemGraph(ModelMixin):
 
     item_graph: LearnedItemGraph
 
-    def build_item_graph(self, k: int, dim: int, skip: float) -> None:
+    def build_item_graph(self, k: int, dim: int, skip: float, grad_first_batch: bool = False) -> None:
         frozen = [self.content_knn(m, k, weighted=True) for m in range(len(self.modalities))]
-        self.item_graph = LearnedItemGraph(frozen, [f.shape[1] for f in self.features], dim, k, skip)
+        self.item_graph = LearnedItemGraph(frozen, [f.shape[1] for f in self.features], dim, k, skip, grad_first_batch)
 
     def before_epoch(self, epoch: int) -> None:
         self.item_graph.refresh(self.features)

@@ -14,13 +14,15 @@ ACM MM 2021. Survey family: feature interaction / bridge (item-item graph); end-
 Deviations: the authors' code rebuilds the learned graph (with gradient) on the first batch of each
 epoch and reuses it detached afterwards; here the kNN structure is refreshed before every epoch and
 before scoring, and the edge weights on it are recomputed with gradient in every batch (same graph
-family, gradient in every step, O(n k) memory instead of a dense n x n similarity).
+family, gradient in every step, O(n k) memory instead of a dense n x n similarity); the user-item graph is
+LightGCN's D^-1/2 A D^-1/2 (the code's: D^-1 (A + I)). Both of the code's forms are selectable,
+``graph_grad=first_batch`` and ``ui_graph=row_self`` (measured side by side in docs/multimodal.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -53,13 +55,18 @@ class LATTICE(RefreshedItemGraph, MultimodalRecommender):
         ui_layers: NonNegative = 2  # LightGCN layers of the CF backbone
         reg: float = 1e-4  # L2 on the batch's ego embeddings
         init_std: float = 0.1
+        # user-item graph: sym D^-1/2 A D^-1/2 (LightGCN) | row_self D^-1 (A + I) (the authors' code)
+        ui_graph: Literal["sym", "row_self"] = "sym"
+        # learned graphs' edge weights: differentiated in every batch | first_batch (the code: once per epoch)
+        graph_grad: Literal["every_batch", "first_batch"] = "every_batch"
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         self.id_embeddings(config.dim, config.init_std)
-        self.build_item_graph(config.knn_k, config.dim, config.skip)
+        self.build_item_graph(config.knn_k, config.dim, config.skip, grad_first_batch=config.graph_grad == "first_batch")
         self.modality_logits = nn.Parameter(torch.zeros(len(self.modalities)))  # alpha_m before the softmax (Eq. 7)
-        self.register_user_item_graph(ctx)
+        row_self = config.ui_graph == "row_self"
+        self.register_user_item_graph(ctx, norm="row" if row_self else "sym", self_loops=row_self)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config

@@ -21,7 +21,9 @@ modalities; L2 1e-5 on the batch's final rows u, i+, i- (``reg_form=final``).
 
 Deviations: as in :mod:`modalrec.models.multimodal.lattice`, the learned graphs' kNN structure is
 refreshed every epoch and their edge weights are differentiated in every batch (the code: a gradient
-only in an epoch's first batch); raw features are frozen (trainable there). Earlier ModalRec form
+only in an epoch's first batch; ``graph_grad=first_batch`` selects that); the user-item graph is LightGCN's
+D^-1/2 A D^-1/2 (the code's D^-1 (A + I): ``ui_graph=row_self``); raw features are frozen (trainable
+there). Earlier ModalRec form
 (selectable; the committed mm-amazon-scientific results used it): ``contrast=batch`` (InfoNCE against
 the fused view over the batch's items) ``reg_form=ego reg=1e-4 init_std=0.1``.
 """
@@ -71,13 +73,18 @@ class MICRO(RefreshedItemGraph, MultimodalRecommender):
         reg_form: Literal["final", "ego"] = "final"  # L2 on the batch's final rows (the code) | ego: on their ID rows
         reg: float = 1e-5  # weight of that L2
         init_std: float | None = None  # None: Xavier (the code); else normal(0, init_std)
+        # user-item graph: sym D^-1/2 A D^-1/2 (LightGCN) | row_self D^-1 (A + I) (the authors' code)
+        ui_graph: Literal["sym", "row_self"] = "sym"
+        # learned graphs' edge weights: differentiated in every batch | first_batch (the code: once per epoch)
+        graph_grad: Literal["every_batch", "first_batch"] = "every_batch"
 
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         self.id_embeddings(config.dim, config.init_std)
-        self.build_item_graph(config.knn_k, config.dim, config.skip)
+        self.build_item_graph(config.knn_k, config.dim, config.skip, grad_first_batch=config.graph_grad == "first_batch")
         self.attention = nn.Sequential(nn.Linear(config.dim, config.dim), nn.Tanh(), nn.Linear(config.dim, 1, bias=False))
-        self.register_user_item_graph(ctx)
+        row_self = config.ui_graph == "row_self"
+        self.register_user_item_graph(ctx, norm="row" if row_self else "sym", self_loops=row_self)
 
     def item_views(self) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(h^m per modality, fused h) (Secs. 4.1-4.2)."""

@@ -450,7 +450,8 @@ def main() -> None:
     r.add_argument(
         "--variants",
         default="ref,modalrec",
-        help="ref | modalrec | before (--before-src) | flags-old | code | code-ui | code-grad | trainmask",
+        help="ref | modalrec | current (modalrec, rerun on this tree) | before (--before-src) | flags-old | code | "
+        "code-ui | code-grad | trainmask",
     )
     r.add_argument(
         "--before-src",

@@ -12,6 +12,9 @@ least ``--repeats`` times and until each has run ``--seconds`` (so a fast size g
 quiet moment of a shared machine); the best time of each is kept. ``--threads`` sets torch's intra-op
 threads of both; the report names them and OMP_WAIT_POLICY (libgomp's idle workers spin by default,
 which costs a single-threaded step between two torch ops its core when the cores are oversubscribed).
+Besides wall clock, each pass's process CPU time is taken: with ``--threads 1`` it is the work itself,
+unaffected by the other jobs of a shared machine taking the core away (the ``cpu ratio`` column; with
+more threads it also counts spinning idle workers).
 
 Memory: tracemalloc does not see torch's allocations and torch keeps no CPU allocator statistics, so
 each (size, item_chunk) runs in its own subprocess that, once the model, context and embeddings are
@@ -151,14 +154,16 @@ def measure(size: str, item_chunk: int, repeats: int, min_seconds: float, thread
     result = evaluator.evaluate(model, TEST)  # the peak is measured on this first pass alone
     peak_after = peak_mb(exact)
     eval_users = user_table[torch.from_numpy(result.users)]
-    seconds, floor_seconds = [], []
+    seconds, floor_seconds, cpu, floor_cpu = [], [], [], []
     while len(seconds) < repeats or min(sum(seconds), sum(floor_seconds)) < min_seconds:  # interleaved: same load
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         evaluator.evaluate(model, TEST)
         seconds.append(time.perf_counter() - start)
-        start = time.perf_counter()
+        cpu.append(time.process_time() - start_cpu)
+        start, start_cpu = time.perf_counter(), time.process_time()
         floor_topk(eval_users, item_table, K, USER_CHUNK, item_chunk)
         floor_seconds.append(time.perf_counter() - start)
+        floor_cpu.append(time.process_time() - start_cpu)
     n_eval = len(result.users)
     return {
         "users": n_eval,
@@ -167,6 +172,7 @@ def measure(size: str, item_chunk: int, repeats: int, min_seconds: float, thread
         "item_chunk": item_chunk,
         "eval_users_per_s": n_eval / min(seconds),
         "floor_users_per_s": n_eval / min(floor_seconds),
+        "cpu_ratio": min(floor_cpu) / min(cpu),
         "eval_peak_growth_mb": peak_after - resident_before,
         "peak_exact": exact,
         "recall@20": result.summary[f"recall@{K}"],
@@ -185,14 +191,14 @@ def run_child(size: str, item_chunk: int, repeats: int, min_seconds: float, thre
 def report(rows: list[dict[str, float]], threads: int) -> str:
     header = (
         f"{'items':>9} {'users':>6} {'seen/u':>6} {'item_chunk':>10} {'eval u/s':>10} {'floor u/s':>10} "
-        f"{'ratio':>6} {'peak MiB':>9} {'repeats':>7}"
+        f"{'ratio':>6} {'cpu ratio':>9} {'peak MiB':>9} {'repeats':>7}"
     )
     lines = [header]
     for r in rows:
         lines.append(
             f"{r['items']:>9,} {r['users']:>6,} {r['seen_per_user']:>6.1f} {r['item_chunk']:>10,} "
             f"{r['eval_users_per_s']:>10,.0f} {r['floor_users_per_s']:>10,.0f} "
-            f"{r['eval_users_per_s'] / r['floor_users_per_s']:>6.2f} {r['eval_peak_growth_mb']:>8.0f}"
+            f"{r['eval_users_per_s'] / r['floor_users_per_s']:>6.2f} {r['cpu_ratio']:>9.2f} {r['eval_peak_growth_mb']:>8.0f}"
             + ("" if r["peak_exact"] else "*")
             + f" {r['repeats']:>7}"
         )
@@ -200,7 +206,8 @@ def report(rows: list[dict[str, float]], threads: int) -> str:
         "",
         f"user_chunk={USER_CHUNK}, d={DIM}, k=10,{K}, torch threads={threads}, OMP_WAIT_POLICY="
         f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; eval and floor alternate, best of repeats each;",
-        "ratio = eval / floor throughput. Timings are wall clock on a shared 2-core machine (other jobs running).",
+        "ratio = eval / floor throughput, wall clock on a shared 2-core machine (other jobs running);",
+        "cpu ratio = the same from the best process CPU time of each (the work alone when threads=1).",
         "peak MiB: VmHWM - VmRSS around evaluate(), peak mark reset after setup, one subprocess per row",
         "(* = reset refused: ru_maxrss growth, a lower bound). Score tile: user_chunk x item_chunk x 4 bytes.",
     ]

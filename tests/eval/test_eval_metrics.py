@@ -100,14 +100,26 @@ def test_cutoff_caps_ideal_dcg_and_map_denominator() -> None:
 
 def test_hand_computed_list_metrics() -> None:
     popularity = np.array([10, 0, 4, 6])
-    equal = np.array([[0, 1], [2, 3]])
-    assert M.coverage(equal, 4, popularity) == 1.0
-    assert M.gini(equal, 4, popularity) == pytest.approx(0.0)
-    assert M.avg_popularity(equal, 4, popularity) == pytest.approx(5.0)
-    concentrated = np.array([[2, -1], [2, -1], [2, -1]])
-    assert M.coverage(concentrated, 4, popularity) == 0.25
-    assert M.gini(concentrated, 4, popularity) == pytest.approx(3 / 4)  # (n - 1) / n: one item takes all
-    assert M.avg_popularity(concentrated, 4, popularity) == pytest.approx(4.0)
+    equal = M.recommendation_counts(np.array([[0, 1], [2, 3]]), 4)
+    assert M.coverage(equal, popularity) == 1.0
+    assert M.gini(equal, popularity) == pytest.approx(0.0)
+    assert M.avg_popularity(equal, popularity) == pytest.approx(5.0)
+    concentrated = M.recommendation_counts(np.array([[2, -1], [2, -1], [2, -1]]), 4)
+    assert concentrated.tolist() == [0, 0, 3, 0]
+    assert M.coverage(concentrated, popularity) == 0.25
+    assert M.gini(concentrated, popularity) == pytest.approx(3 / 4)  # (n - 1) / n: one item takes all
+    assert M.avg_popularity(concentrated, popularity) == pytest.approx(4.0)
+
+
+def test_every_cutoff_at_once_equals_one_cutoff_at_a_time() -> None:
+    rng = np.random.default_rng(3)
+    hits = rng.random((50, 12)) < 0.2
+    n_rel = rng.integers(1, 8, 50)
+    together = M.user_metrics(hits, n_rel, list(M.USER_METRICS), [1, 4, 12])
+    for k in (1, 4, 12):
+        alone = M.user_metrics(hits[:, :k], n_rel, list(M.USER_METRICS), [k])
+        for key, values in alone.items():
+            np.testing.assert_allclose(together[key], values, rtol=1e-12, atol=1e-15)
 
 
 def test_unknown_metric_lists_known_names() -> None:

@@ -391,3 +391,14 @@ def test_masked_topk_orders_tied_rows_among_distinct_ones(item_chunk: int) -> No
         assert items[row, : len(expected)].tolist() == expected
         assert (items[row, len(expected) :] == -1).all()
     assert items[3].tolist() == list(range(k))
+
+
+def test_topk_of_users_in_any_order_matches_a_full_sort() -> None:
+    # consecutive users share the seen matrix's arrays (Evaluator chunks); any other order indexes them
+    ctx = make_context()
+    model = DotModel(ctx, levels=3)  # coarse scores: many ties
+    seen = dense(ctx.seen(TEST)) != 0
+    scores = model_scores(model)
+    for users in ([3, 4, 5, 6], [6, 4, 5, 3], [2, 4, 3, 5], [2, 2, 9], list(range(ctx.n_users))):
+        items, _ = Evaluator(ctx, user_chunk=4).topk(model, users, 10, TEST)
+        assert items.tolist() == naive_topk(scores[users], seen[users], 10)

@@ -80,6 +80,11 @@ def test_default_seeds_are_three(tmp_path: Path, synthetic_dir: Path) -> None:
     assert Suite.load(_suite(tmp_path, synthetic_dir, ["pop"])).seeds == [1, 2, 3]
 
 
+def test_a_model_may_run_fewer_seeds_than_the_suite(tmp_path: Path, synthetic_dir: Path) -> None:
+    suite = Suite.load(_suite(tmp_path, synthetic_dir, ["pop", {"name": "bpr", "seeds": [2]}], seeds=[1, 2, 3]))
+    assert [(run.model.label, run.seed) for run in suite.plan()] == [("pop", 1), ("pop", 2), ("pop", 3), ("bpr", 2)]
+
+
 # ---------------------------------------------------------------------- tuning budgets, references
 def test_declared_budgets_keys_and_sampler_seed_are_recorded(tmp_path: Path, synthetic_dir: Path) -> None:
     models = ["pop", "bpr", "ease", {"name": "itemknn", "tuning": {"trials": 6, "metric": "ndcg@10", "source": "suite x"}}]
@@ -117,6 +122,8 @@ def test_declared_budgets_keys_and_sampler_seed_are_recorded(tmp_path: Path, syn
         ),
         (["pop"], {"search": {"trials": 2, "budget": {"nope": 3}}}, "not a model label"),
         (["pop"], {"search": {"trials": 2, "budget": {"pop": 0}}}, "trial counts >= 1"),
+        ([{"name": "pop", "seeds": []}], {}, "non-empty list of integers"),
+        ([{"name": "pop", "seeds": [1, 1]}], {}, "lists a seed twice"),
     ],
 )
 def test_bad_protocol_entries_are_refused(tmp_path: Path, synthetic_dir: Path, models: list, extra: dict, message: str) -> None:

@@ -2,11 +2,12 @@
 
 Two kinds, one registry of names:
 
-- *per-user* (accuracy) metrics read a hit matrix ``hits`` [U, k] (bool, column ``j`` is rank ``j + 1``
-  of each user's list) and the number of relevant items ``n_relevant`` [U]; they return one float per
-  user, so significance tests can pair users across models.
-- *list* (beyond-accuracy) metrics read all evaluated users' top-k item lists ``topk`` [U, k] (item
-  indices, ``-1`` where a list is shorter than k) and describe the recommendations as a whole.
+- *per-user* (accuracy) metrics read the hits of the lists cut at k (:class:`Hits`: the (row, rank) pairs of
+  the hit matrix [U, k], column ``j`` is rank ``j + 1``) and the number of relevant items ``n_relevant`` [U];
+  they return one float per user, so significance tests can pair users across models.
+- *list* (beyond-accuracy) metrics describe all evaluated users' top-k item lists ``topk`` [U, k] (item
+  indices, ``-1`` where a list is shorter than k) as a whole; each reads the lists' recommendation
+  counts per item (:func:`recommendation_counts`).
 
 Definitions (binary relevance, ranks from 1):
 recall@k = hits / |rel|; precision@k = hits / k; hit@k = 1 if any hit; mrr@k = 1 / rank of the first
@@ -20,14 +21,15 @@ Users with no relevant item score 0 on every per-user metric (the evaluator neve
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
 
 from modalrec.errors import UnknownNameError
 
-UserMetric = Callable[[np.ndarray, np.ndarray], np.ndarray]
-ListMetric = Callable[[np.ndarray, int, np.ndarray], float]
+UserMetric = Callable[["Hits", np.ndarray], np.ndarray]
+ListMetric = Callable[[np.ndarray, np.ndarray], float]
 
 
 def _ranks(k: int) -> np.ndarray:
@@ -42,72 +44,108 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- per-user
-def recall(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Hits:
+    """The hits of ``n_users`` ranked lists cut at ``k``: (list row, 0-based rank) of every hit, row-major.
+
+    Hits are sparse (at most |rel| per list), so sums over them are bincounts over the hits rather than passes
+    over the dense [U, k] matrix, and one set of pairs serves every cutoff (:meth:`upto`).
+    """
+
+    rows: np.ndarray
+    ranks: np.ndarray
+    n_users: int
+    k: int
+
+    @classmethod
+    def from_matrix(cls, hits: np.ndarray) -> Hits:
+        rows, ranks = np.nonzero(hits)
+        return cls(rows, ranks, hits.shape[0], hits.shape[1])
+
+    def upto(self, k: int) -> Hits:
+        """The same lists cut at ``k`` <= this cut."""
+        keep = self.ranks < k
+        return Hits(self.rows[keep], self.ranks[keep], self.n_users, k)
+
+    def per_user(self, weights: np.ndarray | None = None) -> np.ndarray:
+        """Per list, the number of hits (or the sum of ``weights`` over them)."""
+        return np.bincount(self.rows, weights=weights, minlength=self.n_users).astype(np.float64, copy=False)
+
+    def first_of_row(self) -> np.ndarray:
+        """Positions (into rows / ranks) of each hit list's first hit."""
+        return np.flatnonzero(np.diff(self.rows, prepend=-1) != 0)
+
+
+def recall(hits: Hits, n_relevant: np.ndarray) -> np.ndarray:
     """Share of a user's relevant items found in the top k."""
-    return _safe_divide(hits.sum(axis=1, dtype=np.float64), n_relevant)
+    return _safe_divide(hits.per_user(), n_relevant)
 
 
-def precision(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+def precision(hits: Hits, n_relevant: np.ndarray) -> np.ndarray:
     """Share of the k recommended positions that are relevant."""
-    return hits.sum(axis=1, dtype=np.float64) / max(hits.shape[1], 1)
+    return hits.per_user() / max(hits.k, 1)
 
 
-def hit(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+def hit(hits: Hits, n_relevant: np.ndarray) -> np.ndarray:
     """1 when at least one relevant item is in the top k."""
-    return np.asarray(hits.any(axis=1), dtype=np.float64)
+    return np.minimum(hits.per_user(), 1.0)
 
 
-def mrr(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+def mrr(hits: Hits, n_relevant: np.ndarray) -> np.ndarray:
     """Reciprocal rank of the first relevant item in the top k (0 when none)."""
-    first = hits.argmax(axis=1)
-    return np.where(hits.any(axis=1), 1.0 / (first + 1.0), 0.0)
+    out = np.zeros(hits.n_users)
+    first = hits.first_of_row()
+    out[hits.rows[first]] = 1.0 / (hits.ranks[first] + 1.0)
+    return out
 
 
-def ndcg(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+def ndcg(hits: Hits, n_relevant: np.ndarray) -> np.ndarray:
     """DCG with binary gains and a log2(rank + 1) discount, over the ideal DCG of min(|rel|, k) hits."""
-    k = hits.shape[1]
-    discount = 1.0 / np.log2(_ranks(k) + 1.0)
-    dcg = hits @ discount
+    discount = 1.0 / np.log2(_ranks(hits.k) + 1.0)
+    dcg = hits.per_user(discount[hits.ranks])
     ideal_prefix = np.concatenate([[0.0], np.cumsum(discount)])
-    idcg = ideal_prefix[np.minimum(np.asarray(n_relevant, dtype=np.int64), k)]
+    idcg = ideal_prefix[np.minimum(np.asarray(n_relevant, dtype=np.int64), hits.k)]
     return _safe_divide(dcg, idcg)
 
 
-def average_precision(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+def average_precision(hits: Hits, n_relevant: np.ndarray) -> np.ndarray:
     """Sum of precision@i over the ranks i that hit, divided by min(|rel|, k)."""
-    k = hits.shape[1]
-    precision_at_rank = np.cumsum(hits, axis=1, dtype=np.float64) / _ranks(k)
-    summed = (precision_at_rank * hits).sum(axis=1)
-    return _safe_divide(summed, np.minimum(np.asarray(n_relevant, dtype=np.int64), k))
+    first = hits.first_of_row()
+    hits_so_far = np.arange(len(hits.rows)) - np.repeat(first, np.diff(first, append=len(hits.rows))) + 1.0
+    summed = hits.per_user(hits_so_far / (hits.ranks + 1.0))
+    return _safe_divide(summed, np.minimum(np.asarray(n_relevant, dtype=np.int64), hits.k))
 
 
 # ---------------------------------------------------------------------------------------- list-wide
-def _recommended(topk: np.ndarray) -> np.ndarray:
-    """The recommended item indices of all lists, flattened, without the -1 padding."""
+# Each reads ``counts`` [n_items]: how often each item is recommended over all top-k lists (one bincount per k
+# serves every list metric).
+def recommendation_counts(topk: np.ndarray, n_items: int) -> np.ndarray:
+    """How often each catalogue item appears in the lists ``topk`` [U, k] (-1 padding ignored)."""
     flat = np.asarray(topk).ravel()
-    return flat[flat >= 0]
+    return np.bincount(flat[flat >= 0], minlength=n_items)
 
 
-def coverage(topk: np.ndarray, n_items: int, popularity: np.ndarray) -> float:
-    """Distinct recommended items over the catalogue size (a bincount: linear, where np.unique sorts)."""
-    return float(np.count_nonzero(np.bincount(_recommended(topk), minlength=n_items)) / max(n_items, 1))
+def coverage(counts: np.ndarray, popularity: np.ndarray) -> float:
+    """Distinct recommended items over the catalogue size."""
+    return float(np.count_nonzero(counts) / max(len(counts), 1))
 
 
-def avg_popularity(topk: np.ndarray, n_items: int, popularity: np.ndarray) -> float:
+def avg_popularity(counts: np.ndarray, popularity: np.ndarray) -> float:
     """Mean train popularity (interaction count) of the recommended items."""
-    items = _recommended(topk)
-    return float(np.asarray(popularity, dtype=np.float64)[items].mean()) if items.size else 0.0
+    total = counts.sum()
+    return float(counts @ np.asarray(popularity, dtype=np.float64) / total) if total else 0.0
 
 
-def gini(topk: np.ndarray, n_items: int, popularity: np.ndarray) -> float:
+def gini(counts: np.ndarray, popularity: np.ndarray) -> float:
     """Gini index of the recommendation counts over all catalogue items: 0 when every item is
     recommended equally often, towards 1 when a few items take all slots."""
-    counts = np.sort(np.bincount(_recommended(topk), minlength=n_items).astype(np.float64))
-    total = counts.sum()
+    n_items = len(counts)
+    ordered = np.sort(counts).astype(np.float64)
+    total = ordered.sum()
     if total == 0 or n_items == 0:
         return 0.0
     weights = 2.0 * np.arange(1, n_items + 1) - n_items - 1
-    return float((weights @ counts) / (n_items * total))
+    return float((weights @ ordered) / (n_items * total))
 
 
 USER_METRICS: dict[str, UserMetric] = {
@@ -149,27 +187,30 @@ def split_metric_names(names: Iterable[str]) -> tuple[list[str], list[str]]:
 
 
 def user_metrics(hits: np.ndarray, n_relevant: np.ndarray, names: Iterable[str], ks: Iterable[int]) -> dict[str, np.ndarray]:
-    """Per-user values ``"name@k" -> [U]`` for each metric and cutoff (``hits`` has >= max(ks) columns)."""
-    hits = np.asarray(hits, dtype=bool)
+    """Per-user values ``"name@k" -> [U]`` for each metric and cutoff (``hits`` [U, >= max(ks)] bool)."""
+    ks = list(ks)
+    names = list(names)
+    fns = [(name, USER_METRICS.get(name) or _unknown(name)) for name in names]
+    every = Hits.from_matrix(np.asarray(hits, dtype=bool)[:, : max(ks, default=0)])
     n_relevant = np.asarray(n_relevant)
     out: dict[str, np.ndarray] = {}
-    for name in names:
-        fn = USER_METRICS.get(name) or _unknown(name)
-        for k in ks:
-            out[f"{name}@{k}"] = fn(hits[:, :k], n_relevant)
-    return out
+    for k in ks if fns else ():
+        at_k = every.upto(k)
+        out.update({f"{name}@{k}": fn(at_k, n_relevant) for name, fn in fns})
+    return {f"{name}@{k}": out[f"{name}@{k}"] for name in names for k in ks}
 
 
 def list_metrics(
     topk: np.ndarray, names: Iterable[str], ks: Iterable[int], n_items: int, popularity: np.ndarray
 ) -> dict[str, float]:
     """Beyond-accuracy values ``"name@k" -> float`` over the top-k lists of all evaluated users."""
+    names = list(names)
+    fns = [(name, LIST_METRICS.get(name) or _unknown(name)) for name in names]
     out: dict[str, float] = {}
-    for name in names:
-        fn = LIST_METRICS.get(name) or _unknown(name)
-        for k in ks:
-            out[f"{name}@{k}"] = fn(np.asarray(topk)[:, :k], n_items, popularity)
-    return out
+    for k in ks if fns else ():
+        counts = recommendation_counts(np.asarray(topk)[:, :k], n_items)
+        out.update({f"{name}@{k}": fn(counts, popularity) for name, fn in fns})
+    return {f"{name}@{k}": out[f"{name}@{k}"] for name in names for k in ks}
 
 
 def _unknown(name: str) -> NoReturn:

@@ -45,12 +45,13 @@ from modalrec.data.negatives import NegativeSampler
 from modalrec.errors import ConfigError, ModalRecError, UnknownNameError
 from modalrec.eval.metrics import list_metrics, split_metric_names, user_metrics
 from modalrec.eval.results import EvalResult
-from modalrec.eval.topk import NO_ROWS, NO_SCORES, masked_topk, order_keys
+from modalrec.eval.topk import masked_topk, order_keys
 from modalrec.models.base import Recommender
 
 DEFAULT_METRICS = ("recall", "ndcg", "hit", "mrr", "precision", "map")
 BEYOND_ACCURACY = ("coverage", "avg_popularity", "gini")
 SAMPLING_STRATEGIES = ("uniform", "popularity")
+_BROADCAST_TARGETS = 4  # up to this many targets per user, hits by a [B, k, T] comparison instead of a search
 
 
 class ScoringError(ModalRecError):
@@ -68,6 +69,17 @@ class _Rows:
 
     def counts(self) -> np.ndarray:
         return np.diff(self.matrix.indptr)
+
+    def select(self, users: np.ndarray) -> sp.csr_matrix:
+        """The users' rows as a CSR; a run of consecutive users (the evaluator's chunks) shares this matrix's
+        arrays instead of copying them."""
+        if len(users) == 0 or not (np.diff(users) == 1).all():
+            return self.matrix[users]
+        first, last = int(users[0]), int(users[-1]) + 1
+        entries = slice(self.matrix.indptr[first], self.matrix.indptr[last])
+        indptr = self.matrix.indptr[first : last + 1] - self.matrix.indptr[first]
+        rows = (self.matrix.data[entries], self.matrix.indices[entries], indptr)
+        return sp.csr_matrix(rows, shape=(len(users), self.matrix.shape[1]), copy=False)
 
     def padded(self, users: np.ndarray, pad: int) -> np.ndarray:
         """The users' rows as a [B, max_len] array right-padded with ``pad`` (rows stay sorted when
@@ -154,7 +166,7 @@ class Evaluator:
         n_relevant_all = targets.counts()
         users = np.flatnonzero(n_relevant_all > 0)
         max_k = self.ks[-1]
-        hits_parts, topk_parts, cold_parts = [], [], []
+        hits_parts, topk_parts, cold_parts = [], [], []  # hits: sampled ranking only (full ranking: once, below)
         unscored = _unscored(model)
         warm_blocked = None if self.ctx.cold_items is None or self.sampled else ~np.asarray(self.ctx.cold_items, dtype=bool)
         if warm_blocked is not None and unscored is not None:
@@ -169,16 +181,19 @@ class Evaluator:
                 if sampler is None:
                     seen = self._rows(self._seen, self.ctx.seen, phase)
                     items, _ = self._rank(model, query, chunk, max_k, seen, blocked=unscored)
-                    chunk_hits = self._hits(items, targets.padded(chunk, self.ctx.n_items))
                     if warm_blocked is not None:  # the cold-only list: warm items blocked for every user
-                        cold_items, _ = self._rank(model, query, chunk, max_k, seen, blocked=warm_blocked)
-                        cold_parts.append(self._hits(cold_items, targets.padded(chunk, self.ctx.n_items)).numpy())
+                        cold_parts.append(self._rank(model, query, chunk, max_k, seen, blocked=warm_blocked)[0].numpy())
                 else:
                     items, chunk_hits = self._rank_sampled(model, query, chunk, max_k, phase, sampler, rng)
-                hits_parts.append(chunk_hits.numpy())
+                    hits_parts.append(chunk_hits.numpy())
                 topk_parts.append(items.numpy())
-        hits = np.concatenate(hits_parts) if hits_parts else np.zeros((0, max_k), dtype=bool)
         topk = np.concatenate(topk_parts) if topk_parts else np.zeros((0, max_k), dtype=np.int64)
+        if sampler is None:  # one search over every user's targets: per chunk it cost more than the lookup
+            sorted_targets = targets.padded(users, self.ctx.n_items)
+            hits = self._hits(topk, sorted_targets)
+            cold_parts = [self._hits(np.concatenate(cold_parts), sorted_targets)] if cold_parts else []
+        else:
+            hits = np.concatenate(hits_parts) if hits_parts else np.zeros((0, max_k), dtype=bool)
         per_user = user_metrics(hits, n_relevant_all[users], self.user_metric_names, self.ks)
         summary: dict[str, Any] = {key: float(values.mean()) if len(values) else 0.0 for key, values in per_user.items()}
         if self.ctx.cold_items is not None:
@@ -233,22 +248,26 @@ class Evaluator:
             self.ctx.n_items,
             k,
             self.item_chunk,
-            hide=None if seen is None else seen.matrix[users],
+            hide=None if seen is None else seen.select(users),
             blocked=blocked,
-            check_nan=lambda scores, hidden, rows, start, stop: self._check_nan(model, scores, hidden, rows, users, start, stop),
+            check_nan=lambda scores, start, stop: self._check_nan(model, scores, users, start, stop),
         )
         return torch.from_numpy(items), torch.from_numpy(scores)
 
     @staticmethod
-    def _hits(items: torch.Tensor, sorted_targets: np.ndarray) -> torch.Tensor:
-        """hits[b, j] = items[b, j] is among user b's targets, by one binary search: row b's values are
-        shifted by b * (max value + 1), which keeps the flattened target rows sorted."""
-        items_np = items.numpy()
-        shift = (np.arange(len(items_np)) * (int(max(sorted_targets.max(initial=0), items_np.max(initial=0))) + 1))[:, None]
+    def _hits(items: np.ndarray, sorted_targets: np.ndarray) -> np.ndarray:
+        """hits[b, j] = items[b, j] is among user b's targets (``sorted_targets`` [B, T], rows sorted and padded
+        with a value above every item). With few targets per user (leave-one-out: T = 1) one broadcast
+        comparison; else one binary search: row b's values are shifted by b * (max value + 1), which keeps the
+        flattened target rows sorted."""
+        if sorted_targets.shape[1] <= _BROADCAST_TARGETS:
+            found = (items[:, :, None] == sorted_targets[:, None, :]).any(axis=2)
+            return found & (items >= 0)
+        shift = (np.arange(len(items)) * (int(max(sorted_targets.max(initial=0), items.max(initial=0))) + 1))[:, None]
         haystack = (sorted_targets + shift).ravel()
-        needles = items_np + shift
+        needles = items + shift
         position = np.minimum(np.searchsorted(haystack, needles), len(haystack) - 1)
-        return torch.from_numpy((haystack[position] == needles) & (items_np >= 0))
+        return (haystack[position] == needles) & (items >= 0)
 
     # ------------------------------------------------------------------ sampled ranking
     def _rank_sampled(
@@ -285,7 +304,7 @@ class Evaluator:
             index = (row_of[inside].to(scores.device), (candidates[inside] - start).to(scores.device))
             candidate_scores[inside] = scores[index].cpu()
             del scores
-        self._check_nan(model, candidate_scores, NO_SCORES, NO_ROWS, users, 0, self.ctx.n_items)
+        self._check_nan(model, candidate_scores, users, 0, self.ctx.n_items)
         unscored = _unscored(model)
         if unscored is not None:  # items the model cannot represent are never recommended
             candidate_scores[(candidates >= 0) & torch.from_numpy(unscored)[candidates.clamp(min=0)]] = -torch.inf
@@ -336,24 +355,14 @@ class Evaluator:
         return scores
 
     @staticmethod
-    def _check_nan(
-        model: Recommender,
-        scores: torch.Tensor,
-        hidden: np.ndarray,
-        hidden_rows: np.ndarray,
-        users: np.ndarray,
-        start: int,
-        stop: int,
-    ) -> None:
-        """Stop with the model, the number of NaN scores and the users they belong to, if there are any
-        in ``scores`` or in the masked-out ``hidden`` scores (of chunk rows ``hidden_rows``)."""
-        hidden_nan = np.isnan(hidden)
-        count = int(torch.isnan(scores).sum()) + int(hidden_nan.sum())
+    def _check_nan(model: Recommender, scores: torch.Tensor, users: np.ndarray, start: int, stop: int) -> None:
+        """Stop with the model, the number of NaN scores and the users they belong to, if ``scores`` (unmasked:
+        a NaN on a seen item is still a broken model) hold any."""
+        nan = torch.isnan(scores)
+        count = int(nan.sum())
         if count == 0:
             return
-        nan_rows = torch.isnan(scores).any(dim=1).cpu().numpy()
-        nan_rows[hidden_rows[hidden_nan]] = True
-        bad_users = users[nan_rows][:5].tolist()
+        bad_users = users[nan.any(dim=1).cpu().numpy()][:5].tolist()
         raise ScoringError(
             f"model '{_model_name(model)}' returned {count} NaN scores among {len(users)} users x items "
             f"[{start}, {stop}) (first users: {bad_users}); the model has diverged or reads NaN inputs — "

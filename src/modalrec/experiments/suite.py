@@ -15,6 +15,7 @@ A suite file::
       - {name: sasrec, label: sasrec-bpr, overrides: {model.loss: bpr}}
       - {name: ease, reference: {value: 0.18, metric: recall@20, source: "paper X, Table 2"}}   # reference column
       - {name: hgcf, tuning: {trials: 6, metric: ndcg@10, source: "suite cf-small"}}  # a fixed point tuned elsewhere
+      - {name: bert4rec, seeds: [1]}           # fewer seeds than the suite's (a budget cut): the table marks "1 (< 3)"
     search:                                    # optional: tune before the seeded runs, on validation only
       trials: 12                               # the same budget for every tuned model
       budget: {ease: 20}                       # per-label trial budgets replacing 'trials'
@@ -134,19 +135,21 @@ class DeclaredTuning:
 @dataclass
 class Entry:
     """A model or dataset of the suite: its registered name, its label in tables, its overrides; a model may
-    also carry a reference value and the declared provenance of a fixed point."""
+    also carry a reference value, the declared provenance of a fixed point and its own seeds (a subset of a
+    budget that could not run them all; None = the suite's)."""
 
     name: str
     label: str
     overrides: list[str] = field(default_factory=list)
     reference: Reference | None = None
     tuning: DeclaredTuning | None = None
+    seeds: list[int] | None = None
 
     @classmethod
     def parse(cls, value: Any, kind: str, where: str) -> Entry:
         if isinstance(value, str):
             return cls(value, _slug(Path(value).name) if kind == "dataset" else value)
-        allowed = {"name", "label", "overrides"} | ({"reference", "tuning"} if kind == "model" else set())
+        allowed = {"name", "label", "overrides"} | ({"reference", "tuning", "seeds"} if kind == "model" else set())
         if isinstance(value, dict) and "name" in value:
             unknown = set(value) - allowed
             if unknown:
@@ -160,8 +163,18 @@ class Entry:
                 as_override_list(value.get("overrides"), inner),
                 Reference.parse(value["reference"], inner) if value.get("reference") is not None else None,
                 DeclaredTuning.parse(value["tuning"], inner) if value.get("tuning") is not None else None,
+                parse_seeds(value["seeds"], inner) if "seeds" in value else None,
             )
         raise ConfigError(f"{where}: a {kind} is a name or {{{', '.join(sorted(allowed))}}}, got {value!r}")
+
+
+def parse_seeds(value: Any, where: str) -> list[int]:
+    """A non-empty list of distinct integer seeds."""
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        raise ConfigError(f"{where}: 'seeds' must be a non-empty list of integers, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: 'seeds' lists a seed twice: {value!r}")
+    return [int(s) for s in value]
 
 
 @dataclass
@@ -213,9 +226,7 @@ class Suite:
             if not isinstance(raw.get(key), list) or not raw[key]:
                 raise ConfigError(f"{where}: '{key}' must be a non-empty list")
         name = _slug(str(raw.get("name") or path.stem))
-        seeds = raw.get("seeds", list(DEFAULT_SEEDS))
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-            raise ConfigError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+        seeds = parse_seeds(raw.get("seeds", list(DEFAULT_SEEDS)), where)
         datasets = [Entry.parse(v, "dataset", where) for v in raw["datasets"]]
         models = [Entry.parse(v, "model", where) for v in raw["models"]]
         for kind, entries in (("dataset", datasets), ("model", models)):
@@ -228,7 +239,7 @@ class Suite:
             out=Path(out) if out is not None else Path(raw.get("out") or Path("runs") / "suites" / name),
             datasets=datasets,
             models=models,
-            seeds=[int(s) for s in seeds],
+            seeds=seeds,
             common=as_override_list(raw.get("common"), f"{where} (common)"),
             metrics=[str(m).lower() for m in raw.get("metrics") or []],
             source=path,
@@ -319,8 +330,8 @@ class Suite:
 
     # ------------------------------------------------------------------ planning
     def plan(self) -> list[PlannedRun]:
-        """Every run, dataset-major then model then seed (the order they run in)."""
-        return [PlannedRun(d, m, s, self.out) for d in self.datasets for m in self.models for s in self.seeds]
+        """Every run, dataset-major then model then seed (the order they run in); a model's own seeds replace the suite's."""
+        return [PlannedRun(d, m, s, self.out) for d in self.datasets for m in self.models for s in (m.seeds or self.seeds)]
 
     def base_overrides(self, dataset: Entry, model: Entry) -> list[str]:
         """A (dataset, model) cell's overrides before seeds and tuned values; later ones win."""

@@ -75,6 +75,15 @@ CODE_FLAGS = {
     "lattice": {**_UI, **_GRAD},
     "micro": {**_UI, **_GRAD},
     "mmgcn": {"layers": 3},  # MMRec's port builds three GCN layers whatever n_layers says
+    # DMRL's code at its values: its summed loss weights decay_r 1e-2, decay_c 1 are ours / batch (2,048)
+    "dmrl": {
+        "form": "code",
+        "init_std": "null",
+        "reg": 1e-2 / 2048,
+        "dcor_weight": 1 / 2048,
+        "dcor_rows": 2048,
+        "train.num_negatives": 4,
+    },
 }
 # one difference of "code" at a time: variant -> model -> overrides
 PART_FLAGS = {"code-ui": {"lattice": _UI, "micro": _UI}, "code-grad": {"lattice": _GRAD, "micro": _GRAD}}

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from modalrec.config import resolve
 from modalrec.data.context import DataContext
@@ -520,3 +521,52 @@ def test_first_batch_graph_gradient_reuses_the_weights_detached_until_the_next_r
     every.before_epoch(0)
     every.item_graph.modality_graph(0, every.features)
     assert every.item_graph.modality_graph(0, every.features)[2].requires_grad
+
+
+# ---------------------------------------------------------------------------------------------- DMRL
+def dmrl_code(**overrides):
+    torch.manual_seed(0)
+    return build("dmrl", circle_context(("image", "text")), dim=4, factors=2, form="code", hidden=3, init_std=None, **overrides)
+
+
+def test_dmrl_code_form_scores_by_the_mlp_attention_over_softplus_source_scores() -> None:
+    model = dmrl_code()
+    users, items = model._factors(model.user_embedding.weight), model.item_sources(slice(None))  # [2,2,2], [4,3,2,2]
+    expected = torch.zeros(2, 4)
+    for u in range(2):
+        for i in range(4):
+            for k in range(2):
+                x = torch.cat([users[u, k], *items[i, :, k]])  # [u_k; id_k; image_k; text_k]
+                h = torch.tanh(model.source_hidden.weight @ (x / x.norm()) + model.source_hidden.bias)
+                a = torch.softmax(model.source_out.weight @ h, dim=0)
+                expected[u, i] += (a * F.softplus(items[i, :, k] @ users[u, k])).sum()
+    assert torch.allclose(model.preference(users, items), expected, atol=1e-6)
+    # the training path (matched rows) gives the same numbers
+    pair = model._pair_preference(users[[0, 1, 1]], items[[3, 0, 2]])
+    assert torch.allclose(pair, expected[[0, 1, 1], [3, 0, 2]], atol=1e-6)
+
+
+def test_dmrl_code_form_trains_the_id_tables_only_on_the_hardest_negative() -> None:
+    model = dmrl_code(dcor_weight=0.0, reg=0.0)
+    batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([0, 2]), "neg": torch.tensor([[3, 1, 2], [1, 3, 0]])}
+    out = model.loss(batch)
+    users, items = model._factors(model.user_embedding.weight), model.item_sources(slice(None))
+    scores = model.preference(users, items)
+    hardest = torch.stack([scores[0, [3, 1, 2]].max(), scores[1, [1, 3, 0]].max()])
+    expected = -F.logsigmoid(torch.stack([scores[0, 0], scores[1, 2]]) - hardest).mean()
+    assert out["bpr"].item() == pytest.approx(expected.item(), rel=1e-6)
+    out["loss"].backward()
+    trained = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert trained == {"user_embedding.weight", "item_embedding.weight"}  # projections and attention stay at init
+
+
+def test_dmrl_code_form_distance_correlation_over_consecutive_factors() -> None:
+    from modalrec.nn.contrastive import distance_correlation
+
+    model = build("dmrl", circle_context(), dim=6, factors=3, form="code")
+    x = torch.randn(8, 3, 2, generator=torch.Generator().manual_seed(0))
+    pairs = distance_correlation(x[:, 0], x[:, 1]) + distance_correlation(x[:, 1], x[:, 2])  # not (0, 2)
+    assert model.disentanglement(x).item() == pytest.approx(pairs.item() / 6, rel=1e-6)  # K(K+1)/2 = 6
+    paper = build("dmrl", circle_context(), dim=6, factors=3)
+    every = pairs + distance_correlation(x[:, 0], x[:, 2])
+    assert paper.disentanglement(x).item() == pytest.approx(every.item() / 3, rel=1e-6)

@@ -1,4 +1,5 @@
-"""Mean (sd) over seeds of the run_seeds.sh runs: python summary_seeds.py [run dir] (default runs/e2e-seeds)."""
+"""Mean (sd) over seeds of the run_seeds.sh runs: python summary_seeds.py [run dir] (default runs/e2e-seeds);
+python summary_seeds.py NEW --before OLD: each row's warm / cold / cold-only metrics of OLD and NEW side by side."""
 
 import json
 import re
@@ -49,5 +50,25 @@ def main(root: Path) -> None:
     print(f"\ntest users with a warm / cold target (seed 0 split): {users}")
 
 
+BEFORE_AFTER = ("ndcg@10", "warm/ndcg@10", "warm/recall@10", "cold/ndcg@10", "cold/recall@10", "cold-only/recall@10")
+
+
+def before_after(new: Path, old: Path) -> None:
+    """Per row: the metrics of the runs in ``old`` (seeds present in both) and in ``new``, mean (sd) over seeds."""
+    print("| model | code | seeds | " + " | ".join(f"test {m}" for m in BEFORE_AFTER) + " |")
+    print("| --- " * (len(BEFORE_AFTER) + 3) + "|")
+    for name, label in ROWS:
+        done = sorted(p.name for p in new.glob(f"{name}-s*") if (p / "results.json").exists())
+        if not done:
+            continue
+        for code, root in (("before", old), ("after", new)):
+            results = [json.loads((root / run / "results.json").read_text())["test"] for run in done]
+            cells = [cell([r[m] for r in results]) for m in BEFORE_AFTER]
+            print(f"| {label} | {code} | {len(done)} | " + " | ".join(cells) + " |")
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/e2e-seeds"))
+    if len(sys.argv) == 4 and sys.argv[2] == "--before":
+        before_after(Path(sys.argv[1]), Path(sys.argv[3]))
+    else:
+        main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/e2e-seeds"))

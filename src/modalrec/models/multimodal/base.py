@@ -14,7 +14,8 @@ false) keep their filled feature row but get no content kNN edges.
 Cold items (a cold-item split): every model here puts content into its item representation, so it scores them
 (``scores_cold_items``); training never draws them as negatives (the triples view). Only VBPR is adapted further
 (its cold ID factors are zero, so a cold item is scored by content alone); the graph models build their content
-kNN graphs over the whole catalogue, cold items included, and keep random ID rows for them.
+graphs over the whole catalogue, cold items included, keep random ID rows for them and some (FREEDOM, LATTICE,
+BM3, LGMRec, MGCN, MICRO) still pass gradient to those rows in training (docs/end_to_end.md).
 """
 
 from __future__ import annotations

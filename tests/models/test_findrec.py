@@ -15,7 +15,7 @@ from modalrec.data.split import SplitConfig, split
 from modalrec.data.synthetic import make_synthetic
 from modalrec.data.views import make_train_batches
 from modalrec.errors import ConfigError
-from modalrec.eval.metrics import hit, mrr, ndcg
+from modalrec.eval.metrics import Hits, hit, mrr, ndcg
 from modalrec.models.sequential.findrec import FindRec, GaussianBottleneck, gaussian_kl
 from modalrec.nn.routing import SharedExperts, SharedRouter
 
@@ -289,7 +289,7 @@ def test_protocol_core_filter_leave_one_out_prefixes_and_metrics() -> None:
     seq, lengths = ctx.padded_history(np.array([0]), 1, 4)  # VALID: train history, last 4 kept
     expected = ctx.histories[0].indices[ctx.histories[0].indptr[0] : ctx.histories[0].indptr[1]][-4:]
     assert lengths.item() == 4 and seq[0].tolist() == expected.tolist()
-    hits = np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=bool)  # ranks 3, 1, none
+    hits = Hits.from_matrix(np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=bool))  # ranks 3, 1, none
     one = np.ones(3)
     np.testing.assert_allclose(hit(hits, one), [1, 1, 0])
     np.testing.assert_allclose(ndcg(hits, one), [1 / np.log2(4), 1.0, 0.0])

@@ -3,7 +3,8 @@
 Run: python benchmarks/findrec_router_probe.py RUN_DIR [RUN_DIR ...]
 For each run (its selected checkpoint, evaluation mode): per expert the mean gate, the top-1 load, the router
 logit's mean and spread, the mean gap to the row's largest logit, the final router layer's weight-row norm, the
-share of the expert's ReLU units that are active and its weight norm, and the mean cosine between expert outputs.
+share of the expert's ReLU units that are active and its weight norm, the mean cosine between expert outputs, and
+each attention head's top-1 loads (does a head route by input, or send every position to one expert?).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def probe(path: str) -> None:
     print(f"  router entropy {entropy:.3f} nats (uniform {np.log(n_experts):.3f}); mean cosine between expert outputs:")
     for k in range(n_experts):
         print("   " + " ".join(f"{v:6.3f}" for v in cosine[k].tolist()))
+    print("  top-1 load per head (rows: heads; a head whose row is one 1.000 sends every position to one expert):")
+    for h in range(trace["gates"].shape[1]):
+        head_load = torch.bincount(trace["gates"][:, h][valid].argmax(-1), minlength=n_experts) / int(valid.sum())
+        print(f"  {h:6d} " + " ".join(f"{v:6.3f}" for v in head_load.tolist()))
 
 
 def main() -> None:

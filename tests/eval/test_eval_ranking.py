@@ -402,3 +402,40 @@ def test_topk_of_users_in_any_order_matches_a_full_sort() -> None:
     for users in ([3, 4, 5, 6], [6, 4, 5, 3], [2, 4, 3, 5], [2, 2, 9], list(range(ctx.n_users))):
         items, _ = Evaluator(ctx, user_chunk=4).topk(model, users, 10, TEST)
         assert items.tolist() == naive_topk(scores[users], seen[users], 10)
+
+
+@pytest.mark.parametrize("hidden_per_row", [1, 40])  # a sparse mask (positions read back) and a dense one (a tile pass)
+@pytest.mark.parametrize("item_chunk", [500, 128])
+@pytest.mark.parametrize("where", ["none", "hidden", "visible", "blocked"])
+def test_masked_topk_finds_nan_wherever_the_mask_leaves_it(hidden_per_row: int, item_chunk: int, where: str) -> None:
+    """check_nan sees every NaN of a chunk except those on blocked items (never scored for anyone), including
+    NaN on masked (seen) items, with the chunk's scores as the model gave them."""
+    import scipy.sparse as sp
+
+    from modalrec.eval.topk import DENSE_MASK, masked_topk
+
+    rng = np.random.default_rng(9)
+    n_rows, n_items = 4, 500
+    scores = torch.from_numpy(rng.normal(size=(n_rows, n_items)).astype(np.float32))
+    columns = np.stack([rng.choice(np.arange(10, n_items), hidden_per_row, replace=False) for _ in range(n_rows)])
+    hide = sp.csr_matrix(
+        (np.ones(columns.size), (np.repeat(np.arange(n_rows), hidden_per_row), columns.ravel())), (n_rows, n_items)
+    )
+    assert (hidden_per_row * n_rows * DENSE_MASK > n_rows * min(item_chunk, n_items)) == (hidden_per_row == 40)
+    blocked = np.zeros(n_items, dtype=bool)
+    blocked[3] = True
+    position = {"hidden": (2, int(columns[2, 0])), "visible": (1, 7), "blocked": (0, 3)}.get(where)
+    if position is not None:
+        scores[position] = torch.nan
+    seen_nan: list[int] = []
+    masked_topk(
+        lambda a, b: scores[:, a:b].clone(),
+        n_rows,
+        n_items,
+        5,
+        item_chunk,
+        hide,
+        blocked,
+        check_nan=lambda chunk, a, b: seen_nan.append(int(torch.isnan(chunk).sum())),
+    )
+    assert seen_nan == ([1] if where in ("hidden", "visible") else [])  # once, with the NaN still in the chunk

@@ -17,7 +17,7 @@ import numpy as np
 from modalrec.errors import ModalRecError
 from modalrec.experiments.collect import RunRecord
 from modalrec.experiments.sweep import Sweep
-from modalrec.experiments.tables import _seed_averaged
+from modalrec.experiments.tables import seed_averaged
 
 
 def _figure(width: float = 6.4, height: float = 4.2) -> Any:
@@ -120,7 +120,7 @@ def per_user_distribution(groups: dict[str, list[RunRecord]], metric: str, split
     ax = fig.add_subplot()
     data, names = [], []
     for label, runs in groups.items():
-        averaged = _seed_averaged(runs, split, metric)
+        averaged = seed_averaged(runs, split, metric)
         if averaged is None:
             continue
         values = averaged[1]

@@ -20,7 +20,7 @@ import numpy as np
 from modalrec.errors import ModalRecError
 from modalrec.experiments.collect import RunRecord
 from modalrec.experiments.significance import PairedTest, align, compare_to_reference, seed_stats
-from modalrec.experiments.tables import T_MARK, W_MARK, _seed_averaged
+from modalrec.experiments.tables import T_MARK, W_MARK, seed_averaged
 
 
 @dataclass
@@ -102,7 +102,7 @@ def _change(
     """(users, per-user metric at ``value`` minus at ``start``, seeds averaged), or None without both or per-user files."""
     if start not in runs or value not in runs:
         return None
-    first, last = _seed_averaged(runs[start], split, metric), _seed_averaged(runs[value], split, metric)
+    first, last = seed_averaged(runs[start], split, metric), seed_averaged(runs[value], split, metric)
     if first is None or last is None:
         return None
     return first[0], align(first[0], first[1], last[0], last[1])[1] - first[1]

@@ -162,7 +162,7 @@ def default_metrics(records: list[RunRecord], split: str = "test") -> list[str]:
     return metrics
 
 
-def _seed_averaged(runs: list[RunRecord], split: str, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+def seed_averaged(runs: list[RunRecord], split: str, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(users, per-user metric averaged over the seeds), or None when the runs have no per-user values."""
     users, per_user = runs[0].per_user(split)
     if metric not in per_user:
@@ -221,7 +221,7 @@ def build_comparison(
         table.reference[metric] = reference
         samples = {}
         for label in present:
-            averaged = _seed_averaged(groups[label], split, metric)
+            averaged = seed_averaged(groups[label], split, metric)
             if averaged is None:
                 break
             samples[label] = averaged

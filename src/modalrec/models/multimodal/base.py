@@ -127,9 +127,16 @@ class RefreshedItemGraph(ModelMixin):
 
     item_graph: LearnedItemGraph
 
-    def build_item_graph(self, k: int, dim: int, skip: float, grad_first_batch: bool = False) -> None:
+    def build_graphs(self, ctx: DataContext, k: int, dim: int, skip: float, ui_graph: str, graph_grad: str) -> None:
+        """The learned item graph and the user-item graph, each in the paper's form or the authors' code's:
+        ``graph_grad="first_batch"`` (edge weights differentiated once per refresh) and ``ui_graph="row_self"``
+        (D^-1 (A + I) instead of LightGCN's D^-1/2 A D^-1/2)."""
         frozen = [self.content_knn(m, k, weighted=True) for m in range(len(self.modalities))]
-        self.item_graph = LearnedItemGraph(frozen, [f.shape[1] for f in self.features], dim, k, skip, grad_first_batch)
+        self.item_graph = LearnedItemGraph(
+            frozen, [f.shape[1] for f in self.features], dim, k, skip, grad_first_batch=graph_grad == "first_batch"
+        )
+        row_self = ui_graph == "row_self"
+        self.register_user_item_graph(ctx, norm="row" if row_self else "sym", self_loops=row_self)
 
     def before_epoch(self, epoch: int) -> None:
         self.item_graph.refresh(self.features)

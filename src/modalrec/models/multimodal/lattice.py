@@ -63,10 +63,8 @@ class LATTICE(RefreshedItemGraph, MultimodalRecommender):
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         self.id_embeddings(config.dim, config.init_std)
-        self.build_item_graph(config.knn_k, config.dim, config.skip, grad_first_batch=config.graph_grad == "first_batch")
+        self.build_graphs(ctx, config.knn_k, config.dim, config.skip, config.ui_graph, config.graph_grad)
         self.modality_logits = nn.Parameter(torch.zeros(len(self.modalities)))  # alpha_m before the softmax (Eq. 7)
-        row_self = config.ui_graph == "row_self"
-        self.register_user_item_graph(ctx, norm="row" if row_self else "sym", self_loops=row_self)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config

@@ -81,10 +81,8 @@ class MICRO(RefreshedItemGraph, MultimodalRecommender):
     def __init__(self, config: Config, ctx: DataContext):
         super().__init__(config, ctx)
         self.id_embeddings(config.dim, config.init_std)
-        self.build_item_graph(config.knn_k, config.dim, config.skip, grad_first_batch=config.graph_grad == "first_batch")
+        self.build_graphs(ctx, config.knn_k, config.dim, config.skip, config.ui_graph, config.graph_grad)
         self.attention = nn.Sequential(nn.Linear(config.dim, config.dim), nn.Tanh(), nn.Linear(config.dim, 1, bias=False))
-        row_self = config.ui_graph == "row_self"
-        self.register_user_item_graph(ctx, norm="row" if row_self else "sym", self_loops=row_self)
 
     def item_views(self) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(h^m per modality, fused h) (Secs. 4.1-4.2)."""

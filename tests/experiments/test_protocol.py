@@ -186,6 +186,7 @@ def test_the_table_carries_the_protocol(make_run, tmp_path: Path) -> None:
     for seed in (1, 2, 3):
         _run(make_run, tmp_path, "good", seed, [0.1, 0.2, 0.3], cap=3, stopped=False, cpu=10.0 * seed)  # capped while improving
         _run(make_run, tmp_path, "knn", seed, [0.3], cap=None, stopped=False, loss=False, cpu=1.0)
+        _run(make_run, tmp_path, "fixed", seed, [0.2, 0.1], cap=5, stopped=True, cpu=2.0)
     for seed in (1, 2):
         _run(make_run, tmp_path, "thin", seed, [0.1, 0.3, 0.2], cap=3, stopped=True, cpu=None)  # an old run: no CPU seconds
     runs = {
@@ -210,6 +211,7 @@ def test_the_table_carries_the_protocol(make_run, tmp_path: Path) -> None:
             },
             "knn": {"tuning": {"trials": 6, "metric": "recall@20", "source": "suite cf-small", "params": []}, "reference": None},
             "thin": {"tuning": None, "reference": None},
+            "fixed": {"tuning": {"trials": 0, "metric": "recall@20", "source": "CPU budget", "params": []}, "reference": None},
         },
         "searches": {
             "syn__good": {"metric": "ndcg@10", "best_value": 0.25, "best_params": {}, "complete": 17, "pruned": 3, "failed": 0}
@@ -218,7 +220,7 @@ def test_the_table_carries_the_protocol(make_run, tmp_path: Path) -> None:
     }
     (tmp_path / "out" / "suite.json").write_text(json.dumps(manifest))
     records = load_runs([tmp_path / "out"])
-    groups = {label: [r for r in records if r.label == label] for label in ("good", "knn", "thin")}
+    groups = {label: [r for r in records if r.label == label] for label in ("good", "knn", "thin", "fixed")}
     table = build_comparison("syn", groups, "test", ["ndcg@10"], 0.05)
     markdown = to_markdown([table])
     heading = markdown.splitlines()[0]
@@ -237,6 +239,9 @@ def test_the_table_carries_the_protocol(make_run, tmp_path: Path) -> None:
     )
     thin = rows["thin"].split(" | ")
     assert thin[2] == "2 (< 3)" and thin[4] == "-" and thin[6] == "none"  # below the seed protocol; CPU not recorded
+    # declared untuned (0 trials): said in the cell and the notes, and its metric is no "tuned on another metric"
+    assert rows["fixed"].split(" | ")[6] == "no tuning (fixed point: CPU budget)"
+    assert "- fixed: no tuning, a declared fixed point (CPU budget)" in markdown
     assert (
         "- good: 20 TPE trials (sampler seed 5, 5 random first, pruner median) over model.dim, model.reg, train.lr on valid ndcg@10; "
         "best valid ndcg@10 0.2500 (17 complete, 3 pruned, 0 failed)" in markdown

@@ -130,8 +130,11 @@ class Comparison:
         return text
 
     def tuning_text(self, label: str) -> str:
-        """The row's tuning cell: '20 trials × 4 keys (TPE seed 0)', a declared fixed point, or 'none'."""
+        """The row's tuning cell: '20 trials × 4 keys (TPE seed 0)', a declared fixed point (tuned elsewhere, or
+        declared untuned with 0 trials), or 'none' (nothing declared)."""
         tuning = self.tuning.get(label)
+        if tuning and tuning.get("trials") == 0:
+            return f"no tuning (fixed point: {tuning.get('source')})"
         if not tuning or not tuning.get("trials"):
             return "none"
         if tuning.get("source") == "this suite":
@@ -315,6 +318,8 @@ def notes(t: Comparison) -> list[str]:
                     f"{tuning.get('source')}"
                 )
             lines.append(line)
+        elif tuning and tuning.get("trials") == 0:
+            lines.append(f"- {label}: no tuning, a declared fixed point ({tuning.get('source')})")
     for label in t.labels:
         reference = t.references.get(label)
         if reference:

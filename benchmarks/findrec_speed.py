@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -104,6 +105,31 @@ def torch_dropout() -> Iterator[None]:
         Dropout.forward = fast
 
 
+@contextlib.contextmanager
+def session4_paths(model: torch.nn.Module) -> Iterator[None]:
+    """Run ``model`` (a FindRec) through the experts and normalisations of session 4: ReLU -> dropout ->
+    ``F.normalize`` -> gate product under autograd, and autograd's ``F.normalize`` for every row normalisation (the
+    'before' of the fused mixture and :func:`~modalrec.nn.unit.unit_norm`; the same function, see their tests)."""
+    import modalrec.models.sequential.findrec as findrec_module
+    import modalrec.nn.routing as routing_module
+
+    experts = getattr(model, "experts", None)
+    fast = findrec_module.unit_norm
+
+    def normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+        return torch.nn.functional.normalize(x, dim=-1, eps=eps)
+
+    findrec_module.unit_norm = routing_module.unit_norm = normalize
+    if experts is not None:
+        experts.fused = False
+    try:
+        yield
+    finally:
+        findrec_module.unit_norm = routing_module.unit_norm = fast
+        if experts is not None:
+            experts.fused = True
+
+
 def amp_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], amp: bool) -> Callable[[], None]:
     """One training step (forward + backward), under bf16 autocast when ``amp`` (what train.amp=true does)."""
 
@@ -116,30 +142,42 @@ def amp_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], amp: bool) 
     return step
 
 
-def variants(ctx: DataContext, length: int) -> dict[str, tuple[torch.nn.Module, bool, bool, bool]]:
-    """name -> (model, all-position targets, torch dropout (before), bf16 autocast)."""
+SESSION3 = "findrec mmd all (session 3 paths)"  # + torch dropout masks, each position encoded
+SESSION4 = "findrec mmd all (session 4 paths)"  # autograd experts mixture and F.normalize
+
+
+def variants(ctx: DataContext, length: int) -> dict[str, tuple[torch.nn.Module, bool, str, bool]]:
+    """name -> (model, all-position targets, the row whose old paths it runs (or ""), bf16 autocast)."""
     torch.manual_seed(0)
     sasrec = SASRec(SASRec.Config(dim=128, heads=2, max_len=length), ctx)
     faithful = FindRec(FindRec.Config(max_len=length), ctx)
     mmd = FindRec(FindRec.Config(mode="mmd", max_len=length), ctx)
     mmd_before = FindRec(FindRec.Config(mode="mmd", max_len=length, encode_per_item=False), ctx)
     mmd_window = FindRec(FindRec.Config(mode="mmd", max_len=length, xattn_window=50), ctx)
+    mmd_uniform = FindRec(FindRec.Config(mode="mmd", max_len=length, xattn_dropout_masks="uniform"), ctx)
     return {
-        "sasrec last": (sasrec, False, False, False),
-        "findrec faithful last": (faithful, False, False, False),
-        "findrec faithful last (torch dropout)": (faithful, False, True, False),
-        "sasrec all": (sasrec, True, False, False),
-        "findrec mmd all": (mmd, True, False, False),
-        "findrec mmd all (before: torch dropout, per-position encoder)": (mmd_before, True, True, False),
-        "findrec mmd all, xattn_window=50": (mmd_window, True, False, False),
-        "sasrec all, bf16": (sasrec, True, False, True),
-        "findrec mmd all, bf16": (mmd, True, False, True),
+        "sasrec last": (sasrec, False, "", False),
+        "findrec faithful last": (faithful, False, "", False),
+        "findrec faithful last (session 4 paths)": (faithful, False, SESSION4, False),
+        "sasrec all": (sasrec, True, "", False),
+        "findrec mmd all": (mmd, True, "", False),
+        SESSION4: (mmd, True, SESSION4, False),
+        SESSION3: (mmd_before, True, SESSION3, False),
+        "findrec mmd all, xattn_dropout_masks=uniform": (mmd_uniform, True, "", False),
+        "findrec mmd all, xattn_window=50": (mmd_window, True, "", False),
+        "sasrec all, bf16": (sasrec, True, "", True),
+        "findrec mmd all, bf16": (mmd, True, "", True),
     }
 
 
-def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int]) -> None:
-    """Every variant at every length, side by side; ratios to SASRec at the same objective and precision, and
-    time(L) / time(first L) per variant."""
+def base_row(name: str) -> str:
+    """The SASRec row a row is compared with: same objective and precision."""
+    return "sasrec " + ("last" if "last" in name else "all, bf16" if "bf16" in name else "all")
+
+
+def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int], rows: list[str]) -> None:
+    """Every variant (or those of ``rows`` and their SASRec bases) at every length, side by side; ratios to SASRec
+    at the same objective and precision, and time(L) / time(first L) per variant."""
     n_items = 3000
     ctx = context(n_items, 1024)
     times: dict[int, dict[str, float]] = {}
@@ -148,12 +186,19 @@ def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int]) -> None:
             f"== training step (forward + backward), d 128, p 256, 8 heads, 2 x 1024-d features, {n_items} items, batch {batch}, L {length}"
         )
         times[length] = {}
-        for name, (model, all_positions, old_dropout, amp) in variants(ctx, length).items():
+        wanted = {*rows, *map(base_row, rows)} if rows else None
+        for name, (model, all_positions, before, amp) in variants(ctx, length).items():
+            if wanted is not None and name not in wanted:
+                continue
             b = train_batch(n_items, batch, length, all_positions)
-            with torch_dropout() if old_dropout else contextlib.nullcontext():
+            with contextlib.ExitStack() as old:
+                if before:  # session 3 ran session 4's paths too, with torch's dropout
+                    old.enter_context(session4_paths(model))
+                if before == SESSION3:
+                    old.enter_context(torch_dropout())
                 times[length][name] = best_time(amp_step(model, b, amp), repeats)
         for name, seconds in times[length].items():
-            base = "sasrec " + ("last" if "last" in name else "all, bf16" if "bf16" in name else "all")
+            base = base_row(name)
             print(f"  {name:62s} {seconds * 1e3:9.1f} ms   {seconds / times[length][base]:5.2f}x {base}")
     first, last = lengths[0], lengths[-1]
     print(f"== time(L={last}) / time(L={first})")
@@ -250,6 +295,120 @@ def compiled_vs_eager(repeats: int, batch: int, length: int) -> None:
         print(f"  part of the eager step: {name:37s} {seconds * 1e3:9.1f} ms   {seconds / eager:5.2f} of the step")
 
 
+# the parts of a FindRec step, each a module (hooked) or a method (wrapped) of the model; an op belongs to the
+# innermost part it runs in, and its backward to the part of the forward op that created its autograd node
+PROFILED_MODULES = (
+    ("ID embedding + Mamba stream", ("item_embedding", "id_stream")),
+    ("modal projections (per distinct item)", ("projections",)),
+    ("bottleneck encoders (IICM)", ("bottlenecks",)),
+    ("cross-modal attention", ("cross_attention",)),
+    ("router", ("router",)),
+    ("experts + gate mixture", ("experts",)),
+    ("head fusion", ("head_fusion",)),
+    ("final fusion + norm", ("final_fusion", "final_norm")),
+)
+PROFILED_METHODS = (
+    ("CE over the item table + loss sum", "loss"),
+    ("forward glue (masks, gathers, concat, clamp)", "forward_states"),
+    ("modal glue (unique, sampling, KL, row picks)", "_modal_path"),
+    ("alignment (MMD, bandwidth)", "_alignment"),
+)
+
+
+def _label_modules(model: FindRec) -> list[Callable[[], None]]:
+    """Profiler ranges "PART::<name>" around each part of ``model``; returns the undo functions."""
+    from torch.profiler import record_function
+
+    undo: list[Callable[[], None]] = []
+    for label, names in PROFILED_MODULES:
+        for name in names:
+            module = getattr(model, name)
+            if name == "bottlenecks":  # mmd encodes per distinct item through .posterior: hook the encoders
+                module = torch.nn.ModuleList(bottleneck.encoder for bottleneck in module)
+            ranges: list[Any] = []
+
+            def enter(_m: torch.nn.Module, _i: Any, label: str = label, ranges: list[Any] = ranges) -> None:
+                ranges.append(record_function("PART::" + label))
+                ranges[-1].__enter__()
+
+            def leave(_m: torch.nn.Module, _i: Any, _o: Any, ranges: list[Any] = ranges) -> None:
+                ranges.pop().__exit__(None, None, None)
+
+            for sub in module if isinstance(module, torch.nn.ModuleList) else [module]:
+                handles = (sub.register_forward_pre_hook(enter), sub.register_forward_hook(leave))
+                undo.extend(h.remove for h in handles)
+    for label, method in PROFILED_METHODS:
+        original = getattr(model, method)
+
+        def wrapped(*args: Any, original: Callable[..., Any] = original, label: str = label, **kwargs: Any) -> Any:
+            with record_function("PART::" + label):
+                return original(*args, **kwargs)
+
+        setattr(model, method, wrapped)
+        undo.append(lambda method=method: delattr(model, method))
+    return undo
+
+
+def step_breakdown(model: FindRec, batch: dict[str, torch.Tensor], steps: int) -> tuple[dict[str, list[float]], float]:
+    """Seconds per step by part: {part: [forward, backward]}, and the profiled step time, over ``steps`` steps."""
+    from torch.autograd.profiler_util import EventList, FunctionEvent
+    from torch.profiler import ProfilerActivity, profile
+
+    undo = _label_modules(model)
+    try:
+        loss_step(model, batch)()  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                loss_step(model, batch)()
+    finally:
+        for fn in undo:
+            fn()
+    events: EventList = prof.events()
+
+    def owner(event: FunctionEvent) -> tuple[str | None, FunctionEvent | None]:
+        """(innermost PART label, the enclosing backward node call) of an event."""
+        part, node = None, None
+        while event is not None:
+            if part is None and event.name.startswith("PART::"):
+                part = event.name[len("PART::") :]
+            if event.name.startswith("autograd::engine::evaluate_function:"):
+                node = event
+            event = event.cpu_parent
+        return part, node
+
+    created: dict[int, str] = {}  # autograd node sequence number -> the part of the forward op that made it
+    owners = [owner(e) for e in events]
+    for e, (part, node) in zip(events, owners):
+        if node is None and e.sequence_nr >= 0 and not e.name.startswith("PART::"):
+            created.setdefault(e.sequence_nr, part or "outside the model")
+    out: dict[str, list[float]] = {}
+    total = 0.0
+    for e, (part, node) in zip(events, owners):
+        seconds = e.self_cpu_time_total / 1e6 / steps
+        total += seconds
+        if node is None:
+            out.setdefault(part or "outside the model", [0.0, 0.0])[0] += seconds
+        else:
+            grad_of = created.get(node.sequence_nr, "gradient accumulation / unattributed")
+            out.setdefault(grad_of, [0.0, 0.0])[1] += seconds
+    return out, total
+
+
+def profile_breakdown(batch: int, lengths: list[int], steps: int) -> None:
+    """Where a FindRec mmd all-positions step goes, by part (forward and its backward), at each length."""
+    n_items = 3000
+    ctx = context(n_items, 1024)
+    print(f"== where the findrec mmd all-positions step goes (torch.profiler, {steps} steps, self CPU time by part;")
+    print("   the backward of an op is charged to the part that ran the op; profiling adds per-op overhead)")
+    for length in lengths:
+        torch.manual_seed(0)
+        model = FindRec(FindRec.Config(mode="mmd", max_len=length), ctx)
+        parts, total = step_breakdown(model, train_batch(n_items, batch, length, True), steps)
+        print(f"  L {length}, batch {batch}: profiled step {total * 1e3:.1f} ms  (forward / backward / share of the step)")
+        for name, (fwd, bwd) in sorted(parts.items(), key=lambda kv: -sum(kv[1])):
+            print(f"    {name:48s} {fwd * 1e3:8.1f} {bwd * 1e3:8.1f} ms   {(fwd + bwd) / total:5.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=1)
@@ -258,13 +417,19 @@ def main() -> None:
     parser.add_argument("--lengths", default="50,200", help="sequence lengths of the FindRec vs SASRec section")
     parser.add_argument("--skip-mixer", action="store_true", help="skip the Mamba mixer vs mambapy section")
     parser.add_argument("--compile", action="store_true", help="add torch.compile vs eager (scan and blocks, first length)")
+    parser.add_argument("--profile", type=int, default=0, help="profile N mmd all-position steps per length, by part")
+    parser.add_argument("--skip-versus", action="store_true", help="skip the FindRec vs SASRec section")
+    parser.add_argument("--rows", default="", help="';'-separated rows of that section to run (and their SASRec bases)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), best of {args.repeats}")
     if not args.skip_mixer:
         mixer_vs_mambapy(args.repeats)
     lengths = [int(n) for n in args.lengths.split(",")]
-    findrec_vs_sasrec(args.repeats, args.batch, lengths)
+    if not args.skip_versus:
+        findrec_vs_sasrec(args.repeats, args.batch, lengths, [r for r in args.rows.split(";") if r])
+    if args.profile:
+        profile_breakdown(args.batch, lengths, args.profile)
     if args.compile:
         compiled_vs_eager(args.repeats, args.batch, lengths[0])
 

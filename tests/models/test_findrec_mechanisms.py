@@ -245,3 +245,102 @@ def test_a_load_balancing_loss_keeps_every_expert_in_use(ctx: DataContext) -> No
         assert all(history[-1][f"logit_gap_{k}"] <= 0 for k in range(4))
     assert min(loads["none"]) < 0.1
     assert all(0.15 <= load <= 0.35 for load in loads["switch"]), loads
+
+
+def cross_attention_inputs(batch: int = 6, length: int = 20) -> tuple[list[torch.Tensor], torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    latents = [torch.randn(batch, length, 32, generator=g, requires_grad=True) for _ in range(2)]
+    lengths = torch.tensor([20, 13, 1, 7, 20, 2])[:batch]
+    return latents, torch.arange(length) < lengths[:, None]
+
+
+def test_cross_attention_forward_is_each_modality_attended_and_each_head_normalised(ctx: DataContext) -> None:
+    """The mask built once and the H LayerNorms applied as one: the per-modality, per-head computation it
+    replaced (same dropout draws in training, same values and gradients)."""
+    attention = model(ctx, mode="mmd").cross_attention.train()
+    with torch.no_grad():  # LayerNorm parameters off their init, so each head's own affine map matters
+        for norm in attention.head_norms:
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    latents, valid = cross_attention_inputs()
+
+    def run(reference: bool) -> list[torch.Tensor]:
+        torch.manual_seed(5)
+        if reference:
+            heads = attention.split_heads(latents)
+            mixed = torch.cat([attention.attend(heads, valid, m) for m in range(2)], dim=-1)
+            out = torch.stack([norm(mixed[:, j]) for j, norm in enumerate(attention.head_norms)], dim=1)
+        else:
+            out = attention(latents, valid)
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1])).sum(), [*latents, *attention.parameters()])
+        return [out, *grads]
+
+    for got, want in zip(run(False), run(True)):
+        assert (got - want).norm().item() <= 1e-6 * want.norm().item()
+
+
+def test_uniform_attention_dropout_masks(ctx: DataContext) -> None:
+    """xattn_dropout_masks=uniform: torch's attention at evaluation (and at p = 0), seeded draws in training that
+    repeat, are not evaluation's, and average out to it (unbiased)."""
+    torch_masks = model(ctx, mode="mmd").cross_attention
+    uniform = model(ctx, mode="mmd", xattn_dropout_masks="uniform").cross_attention
+    assert uniform.dropout_masks == "uniform" and torch_masks.dropout_masks == "torch"
+    latents, valid = cross_attention_inputs()
+    with torch.no_grad():
+        want = torch_masks.eval()(latents, valid)
+        torch.testing.assert_close(uniform.eval()(latents, valid), want)
+        uniform.train()
+        torch.manual_seed(0)
+        one = uniform(latents, valid)
+        torch.manual_seed(0)
+        assert torch.equal(uniform(latents, valid), one) and not torch.allclose(one, want)
+        # unbiased: modality 0's attention term (its output less the residual query) averages to evaluation's
+        heads = uniform.split_heads(latents)  # fixed inputs (split_heads drops out too)
+        uniform.eval()
+        reference = uniform.attend(heads, valid, 0) - heads[0]
+        uniform.train()
+        mean = torch.stack([uniform.attend(heads, valid, 0) for _ in range(400)]).mean(0) - heads[0]
+        unscaled = mean * (1 - uniform.dropout)  # what masks without the 1 / (1 - p) rescaling would give
+    error = (mean - reference).norm().item() / reference.norm().item()
+    assert error < 0.05 < (unscaled - reference).norm().item() / reference.norm().item(), error
+    banded = model(ctx, mode="mmd", xattn_window=4, xattn_dropout_masks="uniform").cross_attention
+    torch.testing.assert_close(
+        banded.eval()(latents, valid), model(ctx, mode="mmd", xattn_window=4).cross_attention.eval()(latents, valid)
+    )
+
+
+def test_per_item_bottleneck_terms_equal_the_per_position_computation(ctx: DataContext) -> None:
+    """encode_per_item: sigma and the KL once per distinct item (the KL weighted by the item's share of the rows) and
+    the alignment's rows picked before normalising give the latents, KL, alignment and gradients that the per-position
+    computation gives (same noise draws; dropout off so that the reference can redraw them)."""
+    m = model(ctx, mode="mmd", dropout=0.0, projection_dropout=0.0, fusion_dropout=0.0, bandwidth_rows=16).train()
+    b = next(iter(make_train_batches("sequences", ctx, batch_size=12, seed=0, max_len=20, target="all")))
+    seq, lengths = b["seq"], b["lengths"]
+    seen: dict[str, list[torch.Tensor]] = {}
+    m.cross_attention.register_forward_hook(lambda mod, inputs, out: seen.update(latents=inputs[0]))
+    params = [p for p in m.parameters() if p.requires_grad]
+    torch.manual_seed(7)
+    _, terms = m.forward_states(seq, lengths)
+    got = [*seen["latents"], terms["kl"], terms["align"]]
+    got_grads = torch.autograd.grad(terms["kl"] + terms["align"], params, allow_unused=True)
+
+    rows = (torch.arange(seq.shape[1]) < lengths[:, None]).nonzero(as_tuple=True)
+    items, inverse = torch.unique(seq, return_inverse=True)
+    assert len(items) < len(rows[0])  # items repeat: per item is not per position
+    torch.manual_seed(7)
+    latents, means, kls = [], [], []
+    for name, bottleneck in zip(m.modalities, m.bottlenecks):
+        mu, logvar = (t[inverse] for t in bottleneck.posterior(m.project(name, items)))
+        latents.append(torch.nn.functional.normalize(mu + torch.randn_like(mu) * torch.exp(0.5 * logvar), dim=-1))
+        means.append(torch.nn.functional.normalize(mu, dim=-1)[rows])
+        kls.append(gaussian_kl_dims(mu[rows], logvar[rows]).mean(0))
+    keep = torch.linspace(0, len(rows[0]) - 1, 16).long()
+    kl, align = torch.stack(kls).mean(0).sum(), m._alignment([x[keep] for x in means])["align"]
+    want_grads = torch.autograd.grad(kl + align, params, allow_unused=True)
+    for a, w in zip(got, [*latents, kl, align]):
+        assert (a - w).norm().item() <= 1e-6 * w.norm().item()
+    assert sum(g is not None for g in want_grads) > 4
+    for a, w in zip(got_grads, want_grads):
+        assert (a is None) == (w is None)
+        if a is not None and w is not None:
+            assert (a - w).norm().item() <= 1e-5 * w.norm().item()

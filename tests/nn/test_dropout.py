@@ -34,3 +34,12 @@ def test_gradient_is_the_mask_and_seeded_draws_repeat() -> None:
     torch.testing.assert_close(x.grad, (y != 0).float() * 2.0)
     torch.manual_seed(1)
     assert torch.equal(drop(x), y)
+
+
+def test_mask_is_the_uniform_draw_compared_with_p() -> None:
+    """The mask is exactly ``(torch.rand(shape) >= p) / (1 - p)`` from the global generator (what FindRec's runs drew)."""
+    x = torch.randn(300, 17)
+    torch.manual_seed(4)
+    y = Dropout(0.3).train()(x)
+    torch.manual_seed(4)
+    assert torch.equal(y, x * ((torch.rand(x.shape) >= 0.3).float() * (1.0 / 0.7)))

@@ -17,9 +17,14 @@ class Dropout(nn.Dropout):
     """``nn.Dropout`` (same parameters, state dict and distribution) with a mask from ``torch.rand``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = self.scaled_mask(x)
+        return x if keep is None else x * keep
+
+    def scaled_mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The multiplier of ``x`` (0 or 1 / (1 - p) per element, drawn as ``forward`` draws it); None = identity."""
         if not self.training or self.p == 0.0:
-            return x
+            return None
         if self.p >= 1.0:
-            return x * 0.0
-        keep = torch.rand(x.shape, device=x.device) >= self.p
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+            return torch.zeros_like(x)
+        keep = torch.rand(x.shape, device=x.device).ge_(self.p)  # 1.0 / 0.0 in place: no bool tensor to convert
+        return keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))

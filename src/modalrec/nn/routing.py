@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from modalrec.errors import ConfigError
 from modalrec.nn.dropout import Dropout
 from modalrec.nn.typed import TypedModuleList
+from modalrec.nn.unit import unit_norm
 
 
 class SharedRouter(nn.Module):
@@ -60,7 +62,7 @@ class SharedRouter(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(F.normalize(x, dim=-1))
+        return self.net(unit_norm(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.logits(x)
@@ -96,25 +98,74 @@ BalanceForm = Literal["entropy", "switch"]  # a model config's ``balance_form``
 BALANCE_LOSSES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"entropy": balance_loss, "switch": switch_balance_loss}
 
 
+class _GatedUnitMixture(torch.autograd.Function):
+    """``sum_k g_k h_k / max(|h_k|, eps)`` for h = ReLU(a) * keep [..., E, d] (``keep`` the dropout's scaled mask),
+    with a hand-written backward that keeps only h.
+
+    The same function as ReLU -> dropout -> ``F.normalize`` -> gate product, with the normaliser folded into the
+    gates (``(g / |h|) h``): autograd of that chain keeps five [..., E, d] tensors and its backward makes ~10 passes
+    over them (the quotient rule of the normalisation alone is 5); here the backward is one batched product and
+    ~4 elementwise passes. With c = g / |h| and s_k = <dout, h_k>:
+    ``dg = s / |h|``, ``dh_k = c_k dout - (s_k c_k / |h_k|^2) h_k`` (no second term where |h_k| <= eps, the clamp),
+    ``da = dh * keep`` where h > 0 (ReLU and the mask: h > 0 exactly where both pass, and keep is then the scale).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, a: torch.Tensor, gates: torch.Tensor, keep: torch.Tensor | None, scale: float, eps: float
+    ) -> torch.Tensor:
+        h = F.relu(a)
+        if keep is not None:
+            h.mul_(keep)
+        norm = torch.linalg.vector_norm(h, dim=-1)
+        coef = gates / norm.clamp(min=eps)
+        ctx.save_for_backward(h, norm, coef)
+        ctx.eps, ctx.scale, ctx.dtypes = eps, None if keep is None else scale, (a.dtype, gates.dtype)
+        return (coef.unsqueeze(-2) @ h).squeeze(-2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        h, norm, coef = ctx.saved_tensors
+        s = (h @ grad.unsqueeze(-1)).squeeze(-1)  # [..., E]
+        clamped = norm.clamp(min=ctx.eps)
+        d_gates = s / clamped
+        radial = torch.where(norm > ctx.eps, s * coef / clamped.square(), 0.0)
+        d_h = coef.unsqueeze(-1) * grad.unsqueeze(-2)
+        d_h.addcmul_(radial.unsqueeze(-1), h, value=-1.0)
+        d_a = d_h.masked_fill_(h <= 0, 0.0)
+        if ctx.scale is not None:
+            d_a.mul_(ctx.scale)
+        return d_a.to(ctx.dtypes[0]), d_gates.to(ctx.dtypes[1]), None, None, None
+
+
 class SharedExperts(nn.Module):
     """E experts ``e_k(x) = L2(Drop(ReLU(W_k x + b_k)))`` shared by all heads; ``forward(x, gates) = sum_k g_k e_k(x)``.
 
-    All experts run as one matrix product (their weights stacked), and the gate mixture is one batched
-    product, instead of E separate layers and an [..., E, out] elementwise product.
+    All experts run as one matrix product (their weights stacked); the mixture runs fused (:class:`_GatedUnitMixture`,
+    the unit-norm outputs never built; same values, same dropout draws, up to float rounding) unless ``fused=False``.
     """
 
-    def __init__(self, dim: int, out_dim: int, n_experts: int, dropout: float = 0.2):
+    def __init__(self, dim: int, out_dim: int, n_experts: int, dropout: float = 0.2, fused: bool = True):
         super().__init__()
-        self.out_dim = out_dim
+        self.out_dim, self.fused = out_dim, fused
         self.experts = TypedModuleList(nn.Linear(dim, out_dim) for _ in range(n_experts))
         self.dropout = Dropout(dropout)
 
-    def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """[..., E, out_dim], each unit-norm (zero when the ReLU zeroes every unit)."""
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """W_k x + b_k of every expert: [..., E, out_dim]."""
         weight = torch.cat([expert.weight for expert in self.experts])  # [E out, dim]
         bias = torch.cat([expert.bias for expert in self.experts])
-        hidden = F.relu(F.linear(x, weight, bias)).unflatten(-1, (len(self.experts), self.out_dim))
-        return F.normalize(self.dropout(hidden), dim=-1)
+        return F.linear(x, weight, bias).unflatten(-1, (len(self.experts), self.out_dim))
+
+    def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., E, out_dim], each unit-norm (zero when the ReLU zeroes every unit)."""
+        return F.normalize(self.dropout(F.relu(self.pre_activations(x))), dim=-1)
 
     def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        return (gates.unsqueeze(-2) @ self.expert_outputs(x)).squeeze(-2)
+        if not self.fused:
+            return (gates.unsqueeze(-2) @ self.expert_outputs(x)).squeeze(-2)
+        a = self.pre_activations(x)
+        keep = self.dropout.scaled_mask(a)
+        scale = 1.0 / (1.0 - self.dropout.p) if self.dropout.p < 1.0 else 0.0
+        return cast(torch.Tensor, _GatedUnitMixture.apply(a, gates, keep, scale, 1e-12))

@@ -66,6 +66,7 @@ from modalrec.nn.routing import BALANCE_LOSSES, BalanceForm, SharedExperts, Shar
 from modalrec.nn.stein import SteinForm, median_bandwidth, mmd, paired_kernel_distance, stein_alignment
 from modalrec.nn.towers import Tower, build_item_tower
 from modalrec.nn.typed import TypedModuleList
+from modalrec.nn.unit import unit_norm
 
 # The flags that ``mode`` sets when they are left at None.
 Mode = Literal["faithful", "clean", "mmd"]  # the presets below, one per mode
@@ -117,7 +118,7 @@ MODE_PRESETS: dict[Mode, dict[str, Any]] = {  # field values, by field: passed t
 
 def l2(x: torch.Tensor) -> torch.Tensor:
     """Unit-norm rows (zero rows stay zero)."""
-    return F.normalize(x, dim=-1)
+    return unit_norm(x)
 
 
 def select_positions(x: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Tensor:
@@ -208,14 +209,26 @@ class SubspaceCrossAttention(nn.Module):
     Padded keys are masked; ``causal`` also masks keys after the query (A11). ``query_pos`` [B, Q]
     restricts the queries to those positions (keys and values stay every position): the last-position
     objective and scoring need only Q = 1, and every later block then runs on Q rows instead of L.
+    ``dropout_masks`` "torch": torch's fused attention draws the attention-dropout mask (``bernoulli_``);
+    "uniform": the weights are formed explicitly and dropped by :class:`~modalrec.nn.dropout.Dropout` (the same
+    distribution from ``torch.rand``, ~3x cheaper on CPU; other random draws, so not the same run under a seed).
     """
 
     def __init__(
-        self, n_modalities: int, dim: int, heads: int, dropout: float, causal: bool, double_scale: bool, window: int | None = None
+        self,
+        n_modalities: int,
+        dim: int,
+        heads: int,
+        dropout: float,
+        causal: bool,
+        double_scale: bool,
+        window: int | None = None,
+        dropout_masks: Literal["torch", "uniform"] = "torch",
     ):
         super().__init__()
         self.heads, self.head_dim, self.causal, self.dropout = heads, dim // heads, causal, dropout
-        self.window = window
+        self.window, self.dropout_masks = window, dropout_masks
+        self.weight_dropout = Dropout(dropout)  # the "uniform" masks
         self.input_scale = self.head_dim**-0.5 if double_scale else 1.0
         self.inputs = nn.ModuleList(
             nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim), Dropout(dropout)) for _ in range(n_modalities)
@@ -229,7 +242,7 @@ class SubspaceCrossAttention(nn.Module):
             for j in range(heads):  # nn.MultiheadAttention's own init
                 nn.init.xavier_uniform_(self.in_proj_weight.data[m, j])
                 nn.init.kaiming_uniform_(self.out_proj_weight.data[m, j], a=math.sqrt(5))
-        self.head_norms = nn.ModuleList(nn.LayerNorm(n_modalities * dh) for _ in range(heads))
+        self.head_norms = TypedModuleList(nn.LayerNorm(n_modalities * dh) for _ in range(heads))
 
     def split_heads(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """[M, B, H, L, d_h]: each modality's prepared latent split into its subspaces."""
@@ -259,9 +272,16 @@ class SubspaceCrossAttention(nn.Module):
         return torch.einsum("bhld,hed->bhle", x, self.in_proj_weight[m, :, part]) + self.in_proj_bias[m, :, None, part]
 
     def attend(
-        self, heads: torch.Tensor, valid: torch.Tensor, m: int, weights_only: bool = False, query_pos: torch.Tensor | None = None
+        self,
+        heads: torch.Tensor,
+        valid: torch.Tensor,
+        m: int,
+        weights_only: bool = False,
+        query_pos: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Modality m's residual attention output [B, H, Q, d_h] (or its weights [B, H, Q, keys])."""
+        """Modality m's residual attention output [B, H, Q, d_h] (or its weights [B, H, Q, keys]); ``mask``: the
+        :meth:`key_mask` of these queries when the caller has it (it is the same for every modality)."""
         n_mod, dh = heads.shape[0], self.head_dim
         context = torch.cat([heads[n] for n in range(n_mod) if n != m] or [heads[m]], dim=2)  # keys/values
         query = heads[m] if query_pos is None else select_positions(heads[m], query_pos, dim=2)
@@ -272,13 +292,23 @@ class SubspaceCrossAttention(nn.Module):
             out = self._banded(q, k, v, valid, self.window)
             out = torch.einsum("bhle,hde->bhld", out, self.out_proj_weight[m]) + self.out_proj_bias[m, :, None]
             return query + out
-        mask = self.key_mask(valid, max(1, n_mod - 1), query_pos)
+        if mask is None:
+            mask = self.key_mask(valid, max(1, n_mod - 1), query_pos)
         if weights_only:
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
-            return torch.softmax(scores.masked_fill(~mask, -math.inf), dim=-1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+            return self._weights(q, k, mask)
+        if self.dropout_masks == "uniform":
+            out = self.weight_dropout(self._weights(q, k, mask)) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         out = torch.einsum("bhle,hde->bhld", out, self.out_proj_weight[m]) + self.out_proj_bias[m, :, None]
         return query + out
+
+    def _weights(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d_h)) over the visible keys [B, H, Q, keys]; 0 in a row with none (as torch's SDPA)."""
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        weights = torch.softmax(scores.masked_fill_(~mask, -math.inf), dim=-1)
+        seen = mask.any(-1, keepdim=True)
+        return weights if bool(seen.all()) else weights.masked_fill(~seen, 0.0)
 
     def _banded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, w: int) -> torch.Tensor:
         """Causal attention of every position t to the keys in (t - W, t] only, in blocks: O(L W), not O(L^2).
@@ -303,16 +333,25 @@ class SubspaceCrossAttention(nn.Module):
         key_valid = F.pad(valid, (w, pad)).unfold(1, 2 * w, w)  # [B, blocks, 2W]: validity of blocks c - 1 and c
         mask = (band.unsqueeze(0) & key_valid.unsqueeze(2)).repeat(1, 1, 1, n_ctx).unsqueeze(1)  # [B, 1, blocks, W, C 2W]
         mask = mask | ~mask.any(-1, keepdim=True)  # padded queries with no key in their band: finite, never read
-        out = F.scaled_dot_product_attention(
-            qb, keys(k), keys(v), attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        if self.dropout_masks == "uniform":
+            out = self.weight_dropout(self._weights(qb, keys(k), mask)) @ keys(v)
+        else:
+            out = F.scaled_dot_product_attention(
+                qb, keys(k), keys(v), attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            )
         return out.flatten(2, 3)[:, :, :length]
 
     def forward(self, latents: list[torch.Tensor], valid: torch.Tensor, query_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Hf [B, H, Q, M d_h] from the modal latents [B, L, p] and the valid-position mask [B, L]."""
         heads = self.split_heads(latents)
-        mixed = torch.cat([self.attend(heads, valid, m, query_pos=query_pos) for m in range(heads.shape[0])], dim=-1)
-        return torch.stack([norm(mixed[:, j]) for j, norm in enumerate(self.head_norms)], dim=1)
+        n_mod = heads.shape[0]
+        banded = self.window is not None and query_pos is None and valid.shape[1] > self.window
+        mask = None if banded else self.key_mask(valid, max(1, n_mod - 1), query_pos)  # built once for all modalities
+        mixed = torch.cat([self.attend(heads, valid, m, query_pos=query_pos, mask=mask) for m in range(n_mod)], dim=-1)
+        # the H LayerNorms as one normalisation and a per-head affine map (the same function as calling each)
+        weight = torch.stack([norm.weight for norm in self.head_norms]).unsqueeze(1)  # [H, 1, M d_h]
+        bias = torch.stack([norm.bias for norm in self.head_norms]).unsqueeze(1)
+        return torch.addcmul(bias, F.layer_norm(mixed, mixed.shape[-1:], eps=self.head_norms[0].eps), weight)
 
 
 @register
@@ -376,6 +415,8 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         xattn_causal: bool | None = None  # A11: causal cross-modal attention
         xattn_double_scale: bool = True  # A12: extra d_h^-1/2 on the attention inputs
         xattn_window: Positive | None = None  # causal cross-attention to the last W positions only: O(L W) instead of O(L^2)
+        # torch (SDPA's bernoulli_ masks, as released) | uniform (explicit weights, torch.rand masks: ~3x cheaper on CPU)
+        xattn_dropout_masks: Literal["torch", "uniform"] = "torch"
         # A13: faithful (every Linear/Embedding ~ N(0, 0.01), biases 0) | module_default
         init: Literal["faithful", "module_default"] = "faithful"
         ce_include_pad: bool | None = None  # A16: the pad row of the tied table is a CE logit
@@ -493,7 +534,14 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         n_scores = 0 if cfg.stein_form == "mmd" else n_mod if self.align_pair == "modal_pairs" else 2
         self.score_nets = nn.ModuleList(score_network(align_dim, cfg.projection_dropout) for _ in range(n_scores))
         self.cross_attention = SubspaceCrossAttention(
-            n_mod, p, cfg.heads, cfg.dropout, bool(cfg.xattn_causal), cfg.xattn_double_scale, cfg.xattn_window
+            n_mod,
+            p,
+            cfg.heads,
+            cfg.dropout,
+            bool(cfg.xattn_causal),
+            cfg.xattn_double_scale,
+            cfg.xattn_window,
+            cfg.xattn_dropout_masks,
         )
         head_in = n_mod * p // cfg.heads
         self.router = SharedRouter(
@@ -604,19 +652,26 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The routed modal summary M [B, Q, d] (Q = L, or the positions of ``query_pos``) and the IICM terms."""
         cfg = self.config
-        latents, means, kls = [], [], []
+        latents, mus, kls = [], [], []
         rows = self._iicm_rows(valid, lengths)
+        align_rows = self._alignment_rows(rows)
         items, inverse = torch.unique(seq, return_inverse=True)  # project each distinct item once
+        if cfg.encode_per_item:  # how often each distinct item sits at a KL row
+            row_share = torch.bincount(inverse[rows], minlength=len(items)).to(e_id.dtype) / len(rows[0])
         for m, bottleneck in zip(self.modalities, self.bottlenecks):
             p_m = self.project(m, items)  # 1.5: P_m of the batch's distinct items [n, p]
-            if cfg.encode_per_item:  # q(z | item) once per distinct item; only eps is drawn per position
-                mu, logvar = (t[inverse] for t in bottleneck.posterior(p_m))
+            if cfg.encode_per_item:  # q(z | item), its sigma and its KL once per distinct item; eps per position
+                mu_items, logvar_items = bottleneck.posterior(p_m)
+                mu = mu_items[inverse]
+                noise = self._noise(mu)
+                z = l2(mu if noise is None else mu + noise * torch.exp(0.5 * logvar_items)[inverse])  # 1.6 (1-2)
+                kls.append(row_share @ gaussian_kl_dims(mu_items, logvar_items))  # 1.6 (7), A7: [p], mean over rows
             else:  # per position, as released (own dropout masks at every occurrence of an item)
                 mu, logvar = bottleneck.posterior(p_m[inverse])
-            z = bottleneck.sample(mu, logvar, self._noise(mu))  # 1.6 (1-2)
+                z = bottleneck.sample(mu, logvar, self._noise(mu))  # 1.6 (1-2)
+                kls.append(gaussian_kl_dims(mu[rows], logvar[rows]).mean(0))  # 1.6 (7), A7: [p], batch mean per dim
             latents.append(z)
-            means.append(l2(mu))
-            kls.append(gaussian_kl_dims(mu[rows], logvar[rows]).mean(0))  # 1.6 (7), A7: [p], batch mean per dim
+            mus.append(mu)
 
         hf = self.cross_attention(latents, valid, query_pos)  # 1.7: [B, H, Q, M d_h]
         gates = self.router(hf)  # 1.8: [B, H, Q, E]
@@ -626,9 +681,9 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
             trace.update(hf=hf, gates=gates)
 
         if self.align_pair == "modal_pairs":
-            points = [z[rows] for z in (means if cfg.align_latent == "mean" else latents)]
+            points = [l2(mu[align_rows]) for mu in mus] if cfg.align_latent == "mean" else [z[align_rows] for z in latents]
         else:  # A1: the routed modal summary against the ID stream
-            points = [modal[rows] if query_pos is None else modal[:, 0], e_id[rows]]
+            points = [modal[align_rows], e_id[align_rows]] if query_pos is None else [modal[:, 0], e_id[rows]]
         kl_dims = torch.stack(kls).mean(0)  # mean over modalities
         terms = {"kl": kl_dims.sum(), **self._alignment(points)}
         if cfg.free_bits:  # each dimension's first free_bits nats are not penalised (no gradient below them)
@@ -644,6 +699,15 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
             return batch, (lengths.to(valid.device) - 1).clamp(min=0)
         batch, position = valid.nonzero(as_tuple=True)
         return batch, position
+
+    def _alignment_rows(self, rows: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of ``rows`` that :meth:`_alignment` reads (its evenly spaced ``bandwidth_rows``), picked before
+        the latents are gathered and normalised, so that only those rows are."""
+        n = len(rows[0])
+        if n <= self.config.bandwidth_rows:
+            return rows
+        keep = torch.linspace(0, n - 1, self.config.bandwidth_rows, device=rows[0].device).long()
+        return rows[0][keep], rows[1][keep]
 
     def project(self, modality: str, items: torch.Tensor) -> torch.Tensor:
         """P_m = L2(Linear(F_m[items])) (Sec. 1.5): items [n] (the padding index gives a zero F_m) -> [n, p]."""

@@ -171,35 +171,66 @@ def variants(ctx: DataContext, length: int) -> dict[str, tuple[torch.nn.Module, 
 
 
 def base_row(name: str) -> str:
-    """The SASRec row a row is compared with: same objective and precision."""
-    return "sasrec " + ("last" if "last" in name else "all, bf16" if "bf16" in name else "all")
+    """The SASRec row a row is compared with: same objective, precision and allocator."""
+    base = "sasrec " + ("last" if "last" in name else "all, bf16" if "bf16" in name else "all")
+    return base + (", kept heap" if name.endswith(", kept heap") else "")
 
 
-def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int], rows: list[str]) -> None:
+def keep_freed_memory(keep: bool) -> bool:
+    """glibc's malloc: serve every allocation from the heap and keep what is freed (``mallopt(M_MMAP_MAX, 0)``,
+    ``M_TRIM_THRESHOLD`` at its maximum), or back to its defaults' values. By default a block over the mmap threshold
+    (at most 32 MB) is mapped fresh on every allocation and unmapped on free, so each [B, H, L, E, d] tensor of a
+    FindRec step at L = 200 (52 MB) is page-faulted in anew: ~22 ms to allocate and fill, against ~1.5 ms in place.
+    Process-wide; what ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295`` sets at
+    start-up. False where there is no glibc ``mallopt``."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    if keep:
+        return bool(mallopt(m_mmap_max, 0) and mallopt(m_trim_threshold, 2**31 - 1))
+    return bool(mallopt(m_mmap_max, 65536) and mallopt(m_trim_threshold, 128 * 1024))
+
+
+def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int], rows: list[str], heap: bool) -> None:
     """Every variant (or those of ``rows`` and their SASRec bases) at every length, side by side; ratios to SASRec
-    at the same objective and precision, and time(L) / time(first L) per variant."""
+    at the same objective and precision, and time(L) / time(first L) per variant. ``heap``: then the same rows
+    again with glibc keeping freed memory (:func:`keep_freed_memory`), every length, in this process."""
     n_items = 3000
     ctx = context(n_items, 1024)
-    times: dict[int, dict[str, float]] = {}
-    for length in lengths:
-        print(
-            f"== training step (forward + backward), d 128, p 256, 8 heads, 2 x 1024-d features, {n_items} items, batch {batch}, L {length}"
-        )
-        times[length] = {}
-        wanted = {*rows, *map(base_row, rows)} if rows else None
-        for name, (model, all_positions, before, amp) in variants(ctx, length).items():
-            if wanted is not None and name not in wanted:
-                continue
-            b = train_batch(n_items, batch, length, all_positions)
-            with contextlib.ExitStack() as old:
-                if before:  # session 3 ran session 4's paths too, with torch's dropout
-                    old.enter_context(session4_paths(model))
-                if before == SESSION3:
-                    old.enter_context(torch_dropout())
-                times[length][name] = best_time(amp_step(model, b, amp), repeats)
-        for name, seconds in times[length].items():
-            base = base_row(name)
-            print(f"  {name:62s} {seconds * 1e3:9.1f} ms   {seconds / times[length][base]:5.2f}x {base}")
+    times: dict[int, dict[str, float]] = {length: {} for length in lengths}
+    for suffix in ("", ", kept heap") if heap else ("",):
+        if suffix and not keep_freed_memory(True):
+            print("== no glibc mallopt here: the kept-heap rows are skipped")
+            break
+        for length in lengths:
+            print(
+                f"== training step (forward + backward), d 128, p 256, 8 heads, 2 x 1024-d features, {n_items} items, "
+                f"batch {batch}, L {length}{suffix}"
+            )
+            wanted = {*rows, *map(base_row, rows)} if rows else None
+            for name, (model, all_positions, before, amp) in variants(ctx, length).items():
+                if wanted is not None and name not in wanted:
+                    continue
+                b = train_batch(n_items, batch, length, all_positions)
+                with contextlib.ExitStack() as old:
+                    if before:  # session 3 ran session 4's paths too, with torch's dropout
+                        old.enter_context(session4_paths(model))
+                    if before == SESSION3:
+                        old.enter_context(torch_dropout())
+                    times[length][name + suffix] = best_time(amp_step(model, b, amp), repeats)
+            for name, seconds in times[length].items():
+                if name.endswith(suffix) and (suffix or not name.endswith(", kept heap")):
+                    base = base_row(name)
+                    print(f"  {name:62s} {seconds * 1e3:9.1f} ms   {seconds / times[length][base]:5.2f}x {base}")
+    if heap:
+        keep_freed_memory(False)
     first, last = lengths[0], lengths[-1]
     print(f"== time(L={last}) / time(L={first})")
     for name in times[first]:
@@ -420,6 +451,7 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, help="profile N mmd all-position steps per length, by part")
     parser.add_argument("--skip-versus", action="store_true", help="skip the FindRec vs SASRec section")
     parser.add_argument("--rows", default="", help="';'-separated rows of that section to run (and their SASRec bases)")
+    parser.add_argument("--heap", action="store_true", help="rerun those rows with glibc keeping freed memory")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), best of {args.repeats}")
@@ -427,7 +459,7 @@ def main() -> None:
         mixer_vs_mambapy(args.repeats)
     lengths = [int(n) for n in args.lengths.split(",")]
     if not args.skip_versus:
-        findrec_vs_sasrec(args.repeats, args.batch, lengths, [r for r in args.rows.split(";") if r])
+        findrec_vs_sasrec(args.repeats, args.batch, lengths, [r for r in args.rows.split(";") if r], args.heap)
     if args.profile:
         profile_breakdown(args.batch, lengths, args.profile)
     if args.compile:

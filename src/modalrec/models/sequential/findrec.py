@@ -283,7 +283,8 @@ class SubspaceCrossAttention(nn.Module):
         """Modality m's residual attention output [B, H, Q, d_h] (or its weights [B, H, Q, keys]); ``mask``: the
         :meth:`key_mask` of these queries when the caller has it (it is the same for every modality)."""
         n_mod, dh = heads.shape[0], self.head_dim
-        context = torch.cat([heads[n] for n in range(n_mod) if n != m] or [heads[m]], dim=2)  # keys/values
+        others = [heads[n] for n in range(n_mod) if n != m] or [heads[m]]
+        context = others[0] if len(others) == 1 else torch.cat(others, dim=2)  # keys/values
         query = heads[m] if query_pos is None else select_positions(heads[m], query_pos, dim=2)
         q = self._project(query, m, slice(0, dh))
         k = self._project(context, m, slice(dh, 2 * dh))

@@ -114,9 +114,7 @@ class _GatedUnitMixture(torch.autograd.Function):
     def forward(
         ctx: Any, a: torch.Tensor, gates: torch.Tensor, keep: torch.Tensor | None, scale: float, eps: float
     ) -> torch.Tensor:
-        h = F.relu(a)
-        if keep is not None:
-            h.mul_(keep)
+        h = F.relu(a) if keep is None else keep.mul_(a).clamp_min_(0.0)  # = ReLU(a) * keep (keep >= 0), in keep's memory
         norm = torch.linalg.vector_norm(h, dim=-1)
         coef = gates / norm.clamp(min=eps)
         ctx.save_for_backward(h, norm, coef)

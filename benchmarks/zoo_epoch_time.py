@@ -7,7 +7,7 @@ An epoch is timed over its first ``--steps`` minibatches and scaled to the epoch
 the measured steps so the extrapolation is visible. Model construction (graph building) and one
 full-ranking validation pass are timed in full.
 
-    python benchmarks/zoo_epoch_time.py --dataset ml-1m-mm --steps 10
+    python benchmarks/zoo_epoch_time.py --dataset ml-1m-mm --steps 10 [--batch-size 8192]
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--steps", type=int, default=10, help="minibatches timed per model")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size (default: the config's)")
     args = parser.parse_args()
     logging.getLogger("modalrec").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -62,6 +63,7 @@ def main() -> None:
         "train.progress=false",
         "eval.ks=[10,20,50]",
         "train.select=recall@20",
+        *([f"train.batch_size={args.batch_size}"] if args.batch_size else []),
     ]
     cfg = resolve(["model=lightgcn", *base])
     ds, _ = prepare_data(cfg, "general")

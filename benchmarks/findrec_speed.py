@@ -1,12 +1,15 @@
 """FindRec speed on CPU: the Mamba mixer against mambapy; FindRec vs SASRec at equal width and their scaling in L.
 
-Run: python benchmarks/findrec_speed.py [--threads N] [--repeats R] [--batch B] [--lengths 50,200]
+Run: python benchmarks/findrec_speed.py [--threads N] [--repeats R] [--batch B] [--lengths 50,200] [--rows "a;b"]
+     [--heap] [--profile N] [--compile] [--skip-mixer] [--skip-versus]
 Everything is measured side by side in one process (best of R repeats, forward + backward): SASRec, FindRec
 faithful (released last-position objective) and FindRec mmd (all positions), with and without the levers
 (cheaper dropout masks, the bottleneck encoded once per distinct item, the O(L W) windowed cross-attention,
 bf16 autocast = train.amp=true). ``--compile`` adds torch.compile (inductor, CPU) side by side with eager: the
 Mamba scan (the autograd reference loop compiled against the hand-written fused scan) and FindRec's dense blocks
 (cross-attention, router, experts, fusions, bottleneck encoders), with compile time and the numerical difference.
+``--profile N`` breaks N profiled mmd all-position steps per length down by part (forward and the backward it causes);
+``--heap`` reruns the rows with glibc keeping freed memory; ``--rows`` runs only the named rows (and their SASRec bases).
 Needs the ``bench`` extra (mambapy 1.2.0) for the first section; it is skipped without it.
 """
 

@@ -310,7 +310,7 @@ def test_uniform_attention_dropout_masks(ctx: DataContext) -> None:
 
 
 def test_per_item_bottleneck_terms_equal_the_per_position_computation(ctx: DataContext) -> None:
-    """encode_per_item: sigma and the KL once per distinct item (the KL weighted by the item's share of the rows) and
+    """encode_per_item: the KL once per distinct item (the KL weighted by the item's share of the rows) and
     the alignment's rows picked before normalising give the latents, KL, alignment and gradients that the per-position
     computation gives (same noise draws; dropout off so that the reference can redraw them)."""
     m = model(ctx, mode="mmd", dropout=0.0, projection_dropout=0.0, fusion_dropout=0.0, bandwidth_rows=16).train()

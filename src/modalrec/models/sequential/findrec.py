@@ -661,11 +661,10 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
             row_share = torch.bincount(inverse[rows], minlength=len(items)).to(e_id.dtype) / len(rows[0])
         for m, bottleneck in zip(self.modalities, self.bottlenecks):
             p_m = self.project(m, items)  # 1.5: P_m of the batch's distinct items [n, p]
-            if cfg.encode_per_item:  # q(z | item), its sigma and its KL once per distinct item; eps per position
+            if cfg.encode_per_item:  # q(z | item) and its KL once per distinct item; eps per position
                 mu_items, logvar_items = bottleneck.posterior(p_m)
                 mu = mu_items[inverse]
-                noise = self._noise(mu)
-                z = l2(mu if noise is None else mu + noise * torch.exp(0.5 * logvar_items)[inverse])  # 1.6 (1-2)
+                z = bottleneck.sample(mu, logvar_items[inverse], self._noise(mu))  # 1.6 (1-2)
                 kls.append(row_share @ gaussian_kl_dims(mu_items, logvar_items))  # 1.6 (7), A7: [p], mean over rows
             else:  # per position, as released (own dropout masks at every occurrence of an item)
                 mu, logvar = bottleneck.posterior(p_m[inverse])

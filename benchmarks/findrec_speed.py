@@ -27,6 +27,7 @@ from modalrec.data.context import DataContext
 from modalrec.data.split import SplitConfig, split
 from modalrec.data.synthetic import make_synthetic
 from modalrec.models.sequential.findrec import FindRec
+from modalrec.models.sequential.mamba4rec import Mamba4Rec
 from modalrec.models.sequential.sasrec import SASRec
 from modalrec.nn.dropout import Dropout
 from modalrec.nn.mamba import MambaMixer
@@ -158,6 +159,11 @@ def variants(ctx: DataContext, length: int) -> dict[str, tuple[torch.nn.Module, 
     mmd_before = FindRec(FindRec.Config(mode="mmd", max_len=length, encode_per_item=False), ctx)
     mmd_window = FindRec(FindRec.Config(mode="mmd", max_len=length, xattn_window=50), ctx)
     mmd_uniform = FindRec(FindRec.Config(mode="mmd", max_len=length, xattn_dropout_masks="uniform"), ctx)
+    mmd_top1 = FindRec(FindRec.Config(mode="mmd", max_len=length, expert_routing="top1"), ctx)
+    mmd_top1_uniform = FindRec(
+        FindRec.Config(mode="mmd", max_len=length, expert_routing="top1", xattn_dropout_masks="uniform"), ctx
+    )
+    mamba4rec = Mamba4Rec(Mamba4Rec.Config(dim=128, max_len=length), ctx)
     return {
         "sasrec last": (sasrec, False, "", False),
         "findrec faithful last": (faithful, False, "", False),
@@ -168,6 +174,9 @@ def variants(ctx: DataContext, length: int) -> dict[str, tuple[torch.nn.Module, 
         SESSION3: (mmd_before, True, SESSION3, False),
         "findrec mmd all, xattn_dropout_masks=uniform": (mmd_uniform, True, "", False),
         "findrec mmd all, xattn_window=50": (mmd_window, True, "", False),
+        "findrec mmd all, expert_routing=top1": (mmd_top1, True, "", False),
+        "findrec mmd all, expert_routing=top1, xattn_dropout_masks=uniform": (mmd_top1_uniform, True, "", False),
+        "mamba4rec all (d 128, 1 layer, d_state 32)": (mamba4rec, True, "", False),
         "sasrec all, bf16": (sasrec, True, "", True),
         "findrec mmd all, bf16": (mmd, True, "", True),
     }
@@ -231,13 +240,13 @@ def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int], rows: list[s
             for name, seconds in times[length].items():
                 if name.endswith(suffix) and (suffix or not name.endswith(", kept heap")):
                     base = base_row(name)
-                    print(f"  {name:62s} {seconds * 1e3:9.1f} ms   {seconds / times[length][base]:5.2f}x {base}")
+                    print(f"  {name:68s} {seconds * 1e3:9.1f} ms   {seconds / times[length][base]:5.2f}x {base}")
     if heap:
         keep_freed_memory(False)
     first, last = lengths[0], lengths[-1]
     print(f"== time(L={last}) / time(L={first})")
     for name in times[first]:
-        print(f"  {name:62s} {times[last][name] / times[first][name]:5.2f}")
+        print(f"  {name:68s} {times[last][name] / times[first][name]:5.2f}")
 
 
 COMPILED_BLOCKS = ("cross_attention", "router", "experts", "head_fusion", "final_fusion")

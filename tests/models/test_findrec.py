@@ -73,6 +73,27 @@ def test_faithful_model_routes_densely(ctx: DataContext) -> None:
     assert "balance" not in m.loss({**batch(ctx), "target": torch.zeros(5, dtype=torch.long)})
 
 
+def test_top1_expert_routing_evaluates_each_row_by_its_argmax_expert_and_trains_the_router(ctx: DataContext) -> None:
+    dense, sparse = model(ctx, mode="mmd"), model(ctx, mode="mmd", expert_routing="top1")
+    assert not dense.experts.top1_routing and sparse.experts.top1_routing
+    sparse.load_state_dict(dense.state_dict())  # the same parameters: only the routing differs
+    b = {**batch(ctx), "targets": torch.randint(0, ctx.n_items, (5, 12), generator=torch.Generator().manual_seed(1))}
+    captured: dict[str, torch.Tensor] = {}
+    sparse.experts.register_forward_hook(lambda mod, inp, out: captured.update(hf=inp[0], gates=inp[1], out=out))
+    sparse.eval()
+    with torch.no_grad():
+        sparse.forward_states(b["seq"], b["lengths"])
+    hf, gates = captured["hf"], captured["gates"]
+    every = sparse.experts.expert_outputs(hf)  # [B, H, L, E, d]
+    k = gates.argmax(-1, keepdim=True)
+    want = gates.gather(-1, k) * every.gather(-2, k.unsqueeze(-1).expand(*k.shape, every.shape[-1])).squeeze(-2)
+    torch.testing.assert_close(captured["out"], want, rtol=1e-5, atol=1e-6)
+    sparse.train()
+    sparse.loss(b)["loss"].backward()
+    router_grads = [p.grad for p in sparse.router.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in router_grads) and router_grads[-1].abs().sum() > 0
+
+
 def test_experts_are_unit_norm_and_mixtures_at_most_one() -> None:
     torch.manual_seed(0)
     experts = SharedExperts(8, 6, 3).eval()

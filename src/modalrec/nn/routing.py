@@ -142,11 +142,13 @@ class SharedExperts(nn.Module):
 
     All experts run as one matrix product (their weights stacked); the mixture runs fused (:class:`_GatedUnitMixture`,
     the unit-norm outputs never built; same values, same dropout draws, up to float rounding) unless ``fused=False``.
+    ``top1=True`` is sparse routing (a different model, an option): each row is evaluated by its largest-gate expert
+    only, ``g_k* e_k*(x)`` (:meth:`top1`).
     """
 
-    def __init__(self, dim: int, out_dim: int, n_experts: int, dropout: float = 0.2, fused: bool = True):
+    def __init__(self, dim: int, out_dim: int, n_experts: int, dropout: float = 0.2, fused: bool = True, top1: bool = False):
         super().__init__()
-        self.out_dim, self.fused = out_dim, fused
+        self.out_dim, self.fused, self.top1_routing = out_dim, fused, top1
         self.experts = TypedModuleList(nn.Linear(dim, out_dim) for _ in range(n_experts))
         self.dropout = Dropout(dropout)
 
@@ -161,9 +163,38 @@ class SharedExperts(nn.Module):
         return F.normalize(self.dropout(F.relu(self.pre_activations(x))), dim=-1)
 
     def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        if self.top1_routing:
+            return self.top1(x, gates)
         if not self.fused:
             return (gates.unsqueeze(-2) @ self.expert_outputs(x)).squeeze(-2)
-        a = self.pre_activations(x)
+        return self._mixture(self.pre_activations(x), gates)
+
+    def _mixture(self, a: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """``sum_k g_k L2(Drop(ReLU(a_k)))`` for pre-activations a [..., K, d] and gates [..., K], fused."""
         keep = self.dropout.scaled_mask(a)
         scale = 1.0 / (1.0 - self.dropout.p) if self.dropout.p < 1.0 else 0.0
         return cast(torch.Tensor, _GatedUnitMixture.apply(a, gates, keep, scale, 1e-12))
+
+    def top1(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """``g_k* e_k*(x)`` with k* = argmax_k g_k per row (Switch Transformer's top-1 routing, Fedus et al. 2022).
+
+        Each expert runs only on the rows it is chosen for (rows grouped by expert: 1/E of the dense work). The
+        gate value is kept as the output's scale, so the router still learns: ``d out / d g_k* = e_k*(x)``, and
+        through the softmax every logit j moves by ``g_k* (1[j = k*] - g_j) / tau`` times that, raising the
+        chosen expert's gate when its output helps the loss and lowering the others'; the argmax itself has no
+        gradient, and an expert gets no gradient from rows it is not chosen for.
+        """
+        n_experts = len(self.experts)
+        flat, flat_gates = x.reshape(-1, x.shape[-1]), gates.reshape(-1, n_experts)
+        choice = flat_gates.argmax(-1)
+        order = choice.argsort(stable=True)  # rows grouped by their expert
+        counts = torch.bincount(choice, minlength=n_experts).tolist()
+        parts = flat[order].split(counts)
+        a = torch.cat([F.linear(part, expert.weight, expert.bias) for part, expert in zip(parts, self.experts)])
+        chosen = flat_gates.gather(1, choice.unsqueeze(1))[order]  # [R, 1]
+        if self.fused:
+            grouped = self._mixture(a.unsqueeze(1), chosen)
+        else:
+            grouped = chosen * F.normalize(self.dropout(F.relu(a)), dim=-1)
+        out = grouped.new_empty(grouped.shape).index_copy(0, order, grouped)  # back to the rows' order
+        return out.view(*x.shape[:-1], self.out_dim)

@@ -19,6 +19,7 @@ Forward (Sec. 1.3), for a right-padded item sequence [B, L]:
    concatenates the modalities and layer-normalises -> Hf [B, H, L, M p / H].
 5. Routing (1.8): one router shared by all heads gives softmax(logits / tau) gates over E shared
    experts; per head ``o_j = sum_k g_k e_k(h_j)``; heads are fused: M = L2(Drop(LN(ReLU(W [o_1..o_H])))).
+   (``expert_routing="top1"``, not in the paper: ``o_j = g_k* e_k*(h_j)`` with k* the largest gate, a cheaper option.)
 6. Fusion and output (1.9): ``Z = clamp(LN(Drop(ReLU(LN(W [E_id; M])))), +-10)``; the user vector is Z
    at the last item; scores are inner products with the (tied) item embeddings.
 7. Loss: ``CE + lambda (KL + beta * align)`` (lambda = 0.1, beta = 1).
@@ -410,6 +411,9 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         balance_coef: float = 0.0  # A8: weight of the load-balance loss (0 = none, as released)
         # entropy: log E - H(mean gate) (the released term, sign-corrected) | switch: E sum_e f_e P_e (Fedus et al. 2022)
         balance_form: BalanceForm = "entropy"
+        # dense (every expert on every row, mixed by the gates, as released) | top1 (each row through its largest-gate
+        # expert only, scaled by that gate: Switch Transformer's sparse routing, 1/E of the experts' work; another model)
+        expert_routing: Literal["dense", "top1"] = "dense"
         # A9: linear | mamba (Linear(2d -> d) then a Mamba stack)
         fusion: Literal["linear", "mamba"] = "linear"
         faithful_param_count: bool = False  # A9: also build the released code's unused modules (param parity)
@@ -553,7 +557,7 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
             cfg.fusion_dropout,
             gumbel_hard=cfg.router_gumbel_hard,
         )
-        self.experts = SharedExperts(head_in, d, cfg.experts, cfg.dropout)
+        self.experts = SharedExperts(head_in, d, cfg.experts, cfg.dropout, top1=cfg.expert_routing == "top1")
         self.head_fusion = nn.Sequential(nn.Linear(cfg.heads * d, d), nn.ReLU(), nn.LayerNorm(d), Dropout(cfg.fusion_dropout))
 
     # ------------------------------------------------------------------ init (Sec. 1.10, A13)

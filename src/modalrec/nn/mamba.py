@@ -187,7 +187,7 @@ class _SelectiveScan(torch.autograd.Function):
         for t in range(u.shape[0] - 1, -1, -1):
             decay = torch.mul(delta[t].unsqueeze(1), log2_decay).exp2_()
             outer = torch.mul(dy[t].unsqueeze(1), Cm[t].unsqueeze(-1))
-            g = outer if g is None else outer.addcmul_(next_decay, g)
+            g = outer if g is None or next_decay is None else outer.addcmul_(next_decay, g)
             torch.sum(torch.mul(states[t], dy[t].unsqueeze(1), out=r), -1, out=dC[t])
             torch.sum(torch.mul(g, drive[t].unsqueeze(1), out=r), -1, out=dB[t])
             torch.bmm(Bm[t].unsqueeze(1), g, out=d_drive)

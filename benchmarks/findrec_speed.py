@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,7 +28,6 @@ from modalrec.data.context import DataContext
 from modalrec.data.split import SplitConfig, split
 from modalrec.data.synthetic import make_synthetic
 from modalrec.models.sequential.findrec import FindRec
-from modalrec.models.sequential.mamba4rec import Mamba4Rec
 from modalrec.models.sequential.sasrec import SASRec
 from modalrec.nn.dropout import Dropout
 from modalrec.nn.mamba import MambaMixer
@@ -150,35 +150,52 @@ SESSION3 = "findrec mmd all (session 3 paths)"  # + torch dropout masks, each po
 SESSION4 = "findrec mmd all (session 4 paths)"  # autograd experts mixture and F.normalize
 
 
-def variants(ctx: DataContext, length: int) -> dict[str, tuple[torch.nn.Module, bool, str, bool]]:
-    """name -> (model, all-position targets, the row whose old paths it runs (or ""), bf16 autocast)."""
-    torch.manual_seed(0)
-    sasrec = SASRec(SASRec.Config(dim=128, heads=2, max_len=length), ctx)
-    faithful = FindRec(FindRec.Config(max_len=length), ctx)
-    mmd = FindRec(FindRec.Config(mode="mmd", max_len=length), ctx)
-    mmd_before = FindRec(FindRec.Config(mode="mmd", max_len=length, encode_per_item=False), ctx)
-    mmd_window = FindRec(FindRec.Config(mode="mmd", max_len=length, xattn_window=50), ctx)
-    mmd_uniform = FindRec(FindRec.Config(mode="mmd", max_len=length, xattn_dropout_masks="uniform"), ctx)
-    mmd_top1 = FindRec(FindRec.Config(mode="mmd", max_len=length, expert_routing="top1"), ctx)
-    mmd_top1_uniform = FindRec(
-        FindRec.Config(mode="mmd", max_len=length, expert_routing="top1", xattn_dropout_masks="uniform"), ctx
-    )
-    mamba4rec = Mamba4Rec(Mamba4Rec.Config(dim=128, max_len=length), ctx)
+SPARSE = {"mode": "mmd", "expert_routing": "top1", "xattn_dropout_masks": "uniform"}  # the cheapest mmd options
+FINDRECS: dict[str, dict[str, Any]] = {  # FindRec config overrides of the rows below
+    "faithful": {},
+    "mmd": {"mode": "mmd"},
+    "mmd before": {"mode": "mmd", "encode_per_item": False},
+    "mmd window": {"mode": "mmd", "xattn_window": 50},
+    "mmd uniform": {"mode": "mmd", "xattn_dropout_masks": "uniform"},
+    "mmd top1": {"mode": "mmd", "expert_routing": "top1"},
+    "mmd sparse": SPARSE,
+}
+
+
+def variants(ctx: DataContext, length: int) -> dict[str, tuple[Callable[[], torch.nn.Module], bool, str, bool]]:
+    """name -> (the model, built on first use and shared by the rows that name it; all-position targets; the row whose
+    old paths it runs (or ""); bf16 autocast). Built lazily, so ``--rows`` runs against an older library too."""
+
+    @functools.cache
+    def build(kind: str) -> torch.nn.Module:
+        torch.manual_seed(0)
+        if kind == "sasrec":
+            return SASRec(SASRec.Config(dim=128, heads=2, max_len=length), ctx)
+        if kind == "mamba4rec":
+            from modalrec.models.sequential.mamba4rec import Mamba4Rec
+
+            return Mamba4Rec(Mamba4Rec.Config(dim=128, max_len=length), ctx)
+        return FindRec(FindRec.Config(max_len=length, **FINDRECS[kind]), ctx)
+
+    def model(kind: str) -> Callable[[], torch.nn.Module]:
+        return functools.partial(build, kind)
+
     return {
-        "sasrec last": (sasrec, False, "", False),
-        "findrec faithful last": (faithful, False, "", False),
-        "findrec faithful last (session 4 paths)": (faithful, False, SESSION4, False),
-        "sasrec all": (sasrec, True, "", False),
-        "findrec mmd all": (mmd, True, "", False),
-        SESSION4: (mmd, True, SESSION4, False),
-        SESSION3: (mmd_before, True, SESSION3, False),
-        "findrec mmd all, xattn_dropout_masks=uniform": (mmd_uniform, True, "", False),
-        "findrec mmd all, xattn_window=50": (mmd_window, True, "", False),
-        "findrec mmd all, expert_routing=top1": (mmd_top1, True, "", False),
-        "findrec mmd all, expert_routing=top1, xattn_dropout_masks=uniform": (mmd_top1_uniform, True, "", False),
-        "mamba4rec all (d 128, 1 layer, d_state 32)": (mamba4rec, True, "", False),
-        "sasrec all, bf16": (sasrec, True, "", True),
-        "findrec mmd all, bf16": (mmd, True, "", True),
+        "sasrec last": (model("sasrec"), False, "", False),
+        "findrec faithful last": (model("faithful"), False, "", False),
+        "findrec faithful last (session 4 paths)": (model("faithful"), False, SESSION4, False),
+        "sasrec all": (model("sasrec"), True, "", False),
+        "findrec mmd all": (model("mmd"), True, "", False),
+        SESSION4: (model("mmd"), True, SESSION4, False),
+        SESSION3: (model("mmd before"), True, SESSION3, False),
+        "findrec mmd all, xattn_dropout_masks=uniform": (model("mmd uniform"), True, "", False),
+        "findrec mmd all, xattn_window=50": (model("mmd window"), True, "", False),
+        "findrec mmd all, expert_routing=top1": (model("mmd top1"), True, "", False),
+        "findrec mmd all, expert_routing=top1, xattn_dropout_masks=uniform": (model("mmd sparse"), True, "", False),
+        "mamba4rec all (d 128, 1 layer, d_state 32)": (model("mamba4rec"), True, "", False),
+        "sasrec all, bf16": (model("sasrec"), True, "", True),
+        "findrec mmd all, bf16": (model("mmd"), True, "", True),
+        "findrec mmd all, expert_routing=top1, xattn_dropout_masks=uniform, bf16": (model("mmd sparse"), True, "", True),
     }
 
 
@@ -227,9 +244,10 @@ def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int], rows: list[s
                 f"batch {batch}, L {length}{suffix}"
             )
             wanted = {*rows, *map(base_row, rows)} if rows else None
-            for name, (model, all_positions, before, amp) in variants(ctx, length).items():
+            for name, (build, all_positions, before, amp) in variants(ctx, length).items():
                 if wanted is not None and name not in wanted:
                     continue
+                model = build()
                 b = train_batch(n_items, batch, length, all_positions)
                 with contextlib.ExitStack() as old:
                     if before:  # session 3 ran session 4's paths too, with torch's dropout
@@ -240,13 +258,13 @@ def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int], rows: list[s
             for name, seconds in times[length].items():
                 if name.endswith(suffix) and (suffix or not name.endswith(", kept heap")):
                     base = base_row(name)
-                    print(f"  {name:68s} {seconds * 1e3:9.1f} ms   {seconds / times[length][base]:5.2f}x {base}")
+                    print(f"  {name:72s} {seconds * 1e3:9.1f} ms   {seconds / times[length][base]:5.2f}x {base}")
     if heap:
         keep_freed_memory(False)
     first, last = lengths[0], lengths[-1]
     print(f"== time(L={last}) / time(L={first})")
     for name in times[first]:
-        print(f"  {name:68s} {times[last][name] / times[first][name]:5.2f}")
+        print(f"  {name:72s} {times[last][name] / times[first][name]:5.2f}")
 
 
 COMPILED_BLOCKS = ("cross_attention", "router", "experts", "head_fusion", "final_fusion")

@@ -1,14 +1,15 @@
 """FindRec speed on CPU: the Mamba mixer against mambapy; FindRec vs SASRec at equal width and their scaling in L.
 
 Run: python benchmarks/findrec_speed.py [--threads N] [--repeats R] [--batch B] [--lengths 50,200] [--rows "a;b"]
-     [--heap] [--profile N] [--compile] [--skip-mixer] [--skip-versus]
+     [--heap] [--profile N] [--profile-kinds mmd,"mmd sparse"] [--compile] [--skip-mixer] [--skip-versus]
 Everything is measured side by side in one process (best of R repeats, forward + backward): SASRec, FindRec
-faithful (released last-position objective) and FindRec mmd (all positions), with and without the levers
-(cheaper dropout masks, the bottleneck encoded once per distinct item, the O(L W) windowed cross-attention,
-bf16 autocast = train.amp=true). ``--compile`` adds torch.compile (inductor, CPU) side by side with eager: the
+faithful (released last-position objective), FindRec mmd (all positions) and Mamba4Rec at d 128, FindRec with and
+without the levers (cheaper dropout masks, the bottleneck encoded once per distinct item, the O(L W) windowed
+cross-attention, top-1 sparse experts, bf16 autocast = train.amp=true). ``--compile`` adds torch.compile (inductor, CPU) side by side with eager: the
 Mamba scan (the autograd reference loop compiled against the hand-written fused scan) and FindRec's dense blocks
 (cross-attention, router, experts, fusions, bottleneck encoders), with compile time and the numerical difference.
-``--profile N`` breaks N profiled mmd all-position steps per length down by part (forward and the backward it causes);
+``--profile N`` breaks N profiled all-position steps per length down by part (forward and the backward it causes), for
+the FindRec configs of ``--profile-kinds`` (default mmd; "mmd sparse" = top-1 experts + uniform attention-dropout masks);
 ``--heap`` reruns the rows with glibc keeping freed memory; ``--rows`` runs only the named rows (and their SASRec bases).
 Needs the ``bench`` extra (mambapy 1.2.0) for the first section; it is skipped without it.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -455,17 +457,19 @@ def step_breakdown(model: FindRec, batch: dict[str, torch.Tensor], steps: int) -
     return out, total
 
 
-def profile_breakdown(batch: int, lengths: list[int], steps: int) -> None:
-    """Where a FindRec mmd all-positions step goes, by part (forward and its backward), at each length."""
+def profile_breakdown(batch: int, lengths: list[int], steps: int, kinds: list[str]) -> None:
+    """Where a FindRec all-positions step goes, by part (forward and its backward), at each length, for each config
+    of ``kinds`` (keys of :data:`FINDRECS`)."""
     n_items = 3000
     ctx = context(n_items, 1024)
-    print(f"== where the findrec mmd all-positions step goes (torch.profiler, {steps} steps, self CPU time by part;")
+    print(f"== where the findrec all-positions step goes (torch.profiler, {steps} steps, self CPU time by part;")
     print("   the backward of an op is charged to the part that ran the op; profiling adds per-op overhead)")
-    for length in lengths:
+    for kind, length in itertools.product(kinds, lengths):
         torch.manual_seed(0)
-        model = FindRec(FindRec.Config(mode="mmd", max_len=length), ctx)
+        model = FindRec(FindRec.Config(max_len=length, **FINDRECS[kind]), ctx)
         parts, total = step_breakdown(model, train_batch(n_items, batch, length, True), steps)
-        print(f"  L {length}, batch {batch}: profiled step {total * 1e3:.1f} ms  (forward / backward / share of the step)")
+        settings = ", ".join(f"{k}={v}" for k, v in FINDRECS[kind].items())
+        print(f"  {settings}; L {length}, batch {batch}: profiled step {total * 1e3:.1f} ms  (forward / backward / share)")
         for name, (fwd, bwd) in sorted(parts.items(), key=lambda kv: -sum(kv[1])):
             print(f"    {name:48s} {fwd * 1e3:8.1f} {bwd * 1e3:8.1f} ms   {(fwd + bwd) / total:5.1%}")
 
@@ -478,7 +482,8 @@ def main() -> None:
     parser.add_argument("--lengths", default="50,200", help="sequence lengths of the FindRec vs SASRec section")
     parser.add_argument("--skip-mixer", action="store_true", help="skip the Mamba mixer vs mambapy section")
     parser.add_argument("--compile", action="store_true", help="add torch.compile vs eager (scan and blocks, first length)")
-    parser.add_argument("--profile", type=int, default=0, help="profile N mmd all-position steps per length, by part")
+    parser.add_argument("--profile", type=int, default=0, help="profile N all-position steps per length, by part")
+    parser.add_argument("--profile-kinds", default="mmd", help="','-separated FindRec configs to profile (FINDRECS keys)")
     parser.add_argument("--skip-versus", action="store_true", help="skip the FindRec vs SASRec section")
     parser.add_argument("--rows", default="", help="';'-separated rows of that section to run (and their SASRec bases)")
     parser.add_argument("--heap", action="store_true", help="rerun those rows with glibc keeping freed memory")
@@ -491,7 +496,7 @@ def main() -> None:
     if not args.skip_versus:
         findrec_vs_sasrec(args.repeats, args.batch, lengths, [r for r in args.rows.split(";") if r], args.heap)
     if args.profile:
-        profile_breakdown(args.batch, lengths, args.profile)
+        profile_breakdown(args.batch, lengths, args.profile, args.profile_kinds.split(","))
     if args.compile:
         compiled_vs_eager(args.repeats, args.batch, lengths[0])
 

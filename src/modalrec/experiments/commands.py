@@ -144,7 +144,10 @@ def report_command(
     title: Annotated[str, typer.Option(help="Title of the HTML page.")] = "ModalRec comparison",
     buckets: Annotated[
         str | None,
-        typer.Option(help="History-length edges, e.g. 20,50,200: also buckets.md, the headline metric per bucket of users."),
+        typer.Option(
+            help="History-length edges, e.g. 20,50,200: also buckets.md, the headline metric per bucket of users, "
+            "tested within each bucket (against --baseline when given)."
+        ),
     ] = None,
     baseline: Annotated[
         str | None, typer.Option(help="A model label: test every row against it instead of the best (e.g. the full model).")

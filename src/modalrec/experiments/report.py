@@ -75,8 +75,8 @@ def build_report(
     sweep: str | None = None,
 ) -> Report:
     """Tables, plots and the HTML page for the runs under ``paths`` (or already loaded records); with
-    ``buckets`` (history-length edges) also ``buckets.md``, the headline metric by history length; with
-    ``baseline`` (a model label) the tests compare every row with it instead of the best; with ``sweep`` (a
+    ``buckets`` (history-length edges) also ``buckets.md``, the headline metric by history length (tested per
+    bucket); with ``baseline`` (a model label) the tests compare every row with it instead of the best; with ``sweep`` (a
     dotted config key, e.g. dataset.feature_noise) also ``sweep.md`` and ``plots/sweep-<key>.png``, the
     metrics against that key's values across the runs."""
     if split not in ("valid", "test"):
@@ -131,9 +131,7 @@ def build_report(
             select = next(iter(groups.values()))[0].select
             headline = select if select in metrics else metrics[0]
             sections.append(
-                bucket_tables.to_markdown(
-                    dataset, bucket_tables.bucket_table(groups, split, headline, buckets), split, headline, buckets
-                )
+                bucket_tables.to_markdown(bucket_tables.bucket_table(dataset, groups, split, headline, buckets, alpha, baseline))
             )
         report.buckets = out / "buckets.md"
         write_text_atomic(report.buckets, "\n".join(sections))

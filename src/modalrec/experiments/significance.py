@@ -84,22 +84,28 @@ def holm(pvalues: list[float] | np.ndarray) -> np.ndarray:
     return out
 
 
-def compare_to_reference(samples: dict[str, np.ndarray], reference: str) -> dict[str, PairedTest]:
-    """Paired tests of every other entry against ``reference`` (aligned per-user arrays), Holm-corrected
-    over the family of comparisons."""
-    ref = samples[reference]
-    tests: dict[str, PairedTest] = {}
-    for label, values in samples.items():
-        if label == reference:
-            continue
-        t_stat, t_p = paired_t(values, ref)
-        w_stat, w_p = wilcoxon(values, ref)
-        tests[label] = PairedTest(len(values), float(np.mean(values - ref)) if len(values) else 0.0, t_stat, t_p, w_stat, w_p)
+def paired_test(values: np.ndarray, reference: np.ndarray) -> PairedTest:
+    """Paired t-test and Wilcoxon test of ``values`` against ``reference`` (aligned per-user arrays), uncorrected."""
+    t_stat, t_p = paired_t(values, reference)
+    w_stat, w_p = wilcoxon(values, reference)
+    mean_diff = float(np.mean(values - reference)) if len(values) else 0.0
+    return PairedTest(len(values), mean_diff, t_stat, t_p, w_stat, w_p)
+
+
+def correct_family(tests: dict[str, PairedTest]) -> dict[str, PairedTest]:
+    """Fill each test's Holm-corrected p-values, the tests forming one family; returns ``tests``."""
     labels = list(tests)
     for attr in ("t_p", "w_p"):
         for label, adjusted in zip(labels, holm([getattr(tests[lab], attr) for lab in labels])):
             setattr(tests[label], f"{attr}_holm", float(adjusted))
     return tests
+
+
+def compare_to_reference(samples: dict[str, np.ndarray], reference: str) -> dict[str, PairedTest]:
+    """Paired tests of every other entry against ``reference`` (aligned per-user arrays), Holm-corrected
+    over the family of comparisons."""
+    ref = samples[reference]
+    return correct_family({label: paired_test(values, ref) for label, values in samples.items() if label != reference})
 
 
 def seed_stats(values: list[float] | np.ndarray) -> tuple[float, float]:

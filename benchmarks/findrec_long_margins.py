@@ -1,0 +1,113 @@
+"""Does FindRec's margin over a baseline grow with the user's history length, and with the model's max length?
+
+Reads two finished suites of the same models on the same data and split, one at a long max length and one at a
+short one (issue #15, claim 2: suites/findrec-claims-long-ml100k.yaml at L 200 against the L 50 accuracy suite),
+and prints, per baseline and bucket of history length (items before the test item), FindRec's per-user margin
+(FindRec minus baseline, per-user values averaged over each row's seeds) at each max length, with paired tests:
+
+- margin at L long / L short: FindRec vs the baseline over the bucket's users (t-test and Wilcoxon);
+- change: the margin at L long vs at L short, paired over the bucket's users (does a longer input help FindRec
+  more than the baseline?);
+- Holm over the buckets of each (baseline, quantity, test) family;
+- trend: Spearman correlation of the per-user margin with the history length, at each max length (does the
+  margin grow with the history?).
+
+    python benchmarks/findrec_long_margins.py runs/suites/findrec-claims-long-ml100k \\
+        ../wt-w15/runs/suites/findrec-claims-accuracy-ml100k [--model findrec-mmd] [--metric ndcg@20] [--buckets 20,50,200]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from modalrec.experiments.buckets import bucket_labels, history_lengths
+from modalrec.experiments.collect import RunRecord, by_dataset, load_runs
+from modalrec.experiments.significance import PairedTest, align, correct_family, paired_test
+from modalrec.experiments.tables import seed_averaged
+
+
+def rows(suite: Path) -> tuple[str, dict[str, list[RunRecord]]]:
+    """The one dataset of a suite's finished runs and its rows (label -> runs over seeds)."""
+    grouped = by_dataset(load_runs([suite]))
+    if len(grouped) != 1:
+        raise SystemExit(f"{suite}: expected the runs of one dataset, found {', '.join(grouped)}")
+    return next(iter(grouped.items()))
+
+
+def margins(groups: dict[str, list[RunRecord]], model: str, baseline: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(users sorted, per-user model minus baseline), each row's per-user values averaged over its seeds."""
+    averaged = {label: seed_averaged(groups[label], "test", metric) for label in (model, baseline)}
+    if any(v is None for v in averaged.values()):
+        raise SystemExit(f"no per-user '{metric}' in the runs of {model} or {baseline}")
+    (users, ours), (other_users, theirs) = averaged[model], averaged[baseline]  # type: ignore[misc]
+    ours, theirs = align(users, ours, other_users, theirs)
+    return np.sort(users), ours - theirs
+
+
+def family(samples: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, PairedTest]:
+    """Paired tests of a per bucket against b per bucket, Holm over the buckets."""
+    return correct_family({name: paired_test(a, b) for name, (a, b) in samples.items() if len(a) >= 2})
+
+
+def fmt(test: PairedTest | None) -> str:
+    return "-" if test is None else f"{test.mean_diff:+.4f} (t {test.t_p_holm:.2g}, W {test.w_p_holm:.2g}; {test.n_users})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("long", type=Path, help="suite output directory at the long max length")
+    parser.add_argument("short", type=Path, help="suite output directory at the short max length")
+    parser.add_argument("--model", default="findrec-mmd")
+    parser.add_argument("--metric", default="ndcg@20")
+    parser.add_argument("--buckets", default="20,50,200")
+    args = parser.parse_args()
+    edges = [int(e) for e in args.buckets.split(",")]
+    names = bucket_labels(edges)
+    (dataset, long_rows), (short_dataset, short_rows) = rows(args.long), rows(args.short)
+    if dataset != short_dataset:
+        raise SystemExit(f"the suites are on different datasets: {dataset} vs {short_dataset}")
+    print(f"{dataset}, test {args.metric}: {args.model} minus each baseline, per bucket of history length")
+    print(f"long: {args.long} (max length {long_rows[args.model][0].config['model'].get('max_len')})")
+    print(f"short: {args.short} (max length {short_rows[args.model][0].config['model'].get('max_len')})")
+    for label in dict.fromkeys([*long_rows, *short_rows]):
+        where = [f"{'long' if r is long_rows else 'short'} {len(r[label])} seeds" for r in (long_rows, short_rows) if label in r]
+        print(f"  {label}: {', '.join(where)}")
+    print("cells: mean per-user difference (t-test p, Wilcoxon p, Holm over the buckets; users); all: one test, raw p")
+    lengths = history_lengths(long_rows[args.model][0], "test")
+    for baseline in [label for label in long_rows if label != args.model and label in short_rows]:
+        users, long_margin = margins(long_rows, args.model, baseline, args.metric)
+        short_users, short_margin = margins(short_rows, args.model, baseline, args.metric)
+        long_margin, short_margin = align(users, long_margin, short_users, short_margin)
+        history = lengths[users]
+        bucket = np.digitize(history, edges)
+        zero = np.zeros_like(long_margin)
+        tests = {
+            "margin, long": family({n: (long_margin[bucket == b], zero[bucket == b]) for b, n in enumerate(names)}),
+            "margin, short": family({n: (short_margin[bucket == b], zero[bucket == b]) for b, n in enumerate(names)}),
+            "change long - short": family(
+                {n: (long_margin[bucket == b], short_margin[bucket == b]) for b, n in enumerate(names)}
+            ),
+        }
+        print(f"\nvs {baseline}")
+        print(f"| quantity | {' | '.join(f'{n} ({(bucket == b).sum()})' for b, n in enumerate(names))} | all |")
+        print("|---|" + "---:|" * (len(names) + 1))
+        whole = {
+            "margin, long": paired_test(long_margin, zero),
+            "margin, short": paired_test(short_margin, zero),
+            "change long - short": paired_test(long_margin, short_margin),
+        }
+        for quantity, found in tests.items():
+            cells = [fmt(found.get(n)) for n in names]
+            w = whole[quantity]
+            print(f"| {quantity} | {' | '.join(cells)} | {w.mean_diff:+.4f} (t {w.t_p:.2g}, W {w.w_p:.2g}) |")
+        for tag, margin in (("long", long_margin), ("short", short_margin)):
+            rho, p = stats.spearmanr(history, margin)
+            print(f"trend, {tag}: Spearman rho(history length, per-user margin) = {rho:+.3f} (p {p:.2g}, {len(margin)} users)")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,8 @@
 
 Run: python benchmarks/findrec_speed.py [--threads N] [--repeats R] [--batch B] [--lengths 50,200] [--rows "a;b"]
      [--heap] [--profile N] [--profile-kinds mmd,"mmd sparse"] [--compile] [--skip-mixer] [--skip-versus]
-Everything is measured side by side in one process (best of R repeats, forward + backward): SASRec, FindRec
+Everything is measured side by side in one process (best of R repeats, forward + backward; the rows of a length
+are timed in turn, one step of each per round, so that the shared machine's load falls on all alike): SASRec, FindRec
 faithful (released last-position objective), FindRec mmd (all positions) and Mamba4Rec at d 128, FindRec with and
 without the levers (cheaper dropout masks, the bottleneck encoded once per distinct item, the O(L W) windowed
 cross-attention, top-1 sparse experts, bf16 autocast = train.amp=true). ``--compile`` adds torch.compile (inductor, CPU) side by side with eager: the
@@ -20,6 +21,7 @@ import argparse
 import contextlib
 import functools
 import itertools
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -201,6 +203,35 @@ def variants(ctx: DataContext, length: int) -> dict[str, tuple[Callable[[], torc
     }
 
 
+def row_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], before: str, amp: bool) -> Callable[[], None]:
+    """One training step of a row: ``model`` through the old paths of the row ``before`` names, if any."""
+    step = amp_step(model, batch, amp)
+
+    def run() -> None:
+        with contextlib.ExitStack() as old:
+            if before:  # session 3 ran session 4's paths too, with torch's dropout
+                old.enter_context(session4_paths(model))
+            if before == SESSION3:
+                old.enter_context(torch_dropout())
+            step()
+
+    return run
+
+
+def interleaved_best_times(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` wall times per step, the steps taken in turn (one of each per round, after a warm-up of
+    each), so that a change in the machine's load falls on every row alike and the ratios between rows hold."""
+    for step in steps.values():
+        step()
+    best = dict.fromkeys(steps, math.inf)
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
 def base_row(name: str) -> str:
     """The SASRec row a row is compared with: same objective, precision and allocator."""
     base = "sasrec " + ("last" if "last" in name else "all, bf16" if "bf16" in name else "all")
@@ -246,17 +277,12 @@ def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int], rows: list[s
                 f"batch {batch}, L {length}{suffix}"
             )
             wanted = {*rows, *map(base_row, rows)} if rows else None
-            for name, (build, all_positions, before, amp) in variants(ctx, length).items():
-                if wanted is not None and name not in wanted:
-                    continue
-                model = build()
-                b = train_batch(n_items, batch, length, all_positions)
-                with contextlib.ExitStack() as old:
-                    if before:  # session 3 ran session 4's paths too, with torch's dropout
-                        old.enter_context(session4_paths(model))
-                    if before == SESSION3:
-                        old.enter_context(torch_dropout())
-                    times[length][name + suffix] = best_time(amp_step(model, b, amp), repeats)
+            steps = {
+                name + suffix: row_step(build(), train_batch(n_items, batch, length, all_positions), before, amp)
+                for name, (build, all_positions, before, amp) in variants(ctx, length).items()
+                if wanted is None or name in wanted
+            }
+            times[length].update(interleaved_best_times(steps, repeats))
             for name, seconds in times[length].items():
                 if name.endswith(suffix) and (suffix or not name.endswith(", kept heap")):
                     base = base_row(name)

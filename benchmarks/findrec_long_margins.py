@@ -13,7 +13,8 @@ and prints, per baseline and bucket of history length (items before the test ite
   margin grow with the history?).
 
     python benchmarks/findrec_long_margins.py runs/suites/findrec-claims-long-ml100k \\
-        ../wt-w15/runs/suites/findrec-claims-accuracy-ml100k [--model findrec-mmd] [--metric ndcg@20] [--buckets 20,50,200]
+        ../wt-w15/runs/suites/findrec-claims-accuracy-ml100k [--model findrec-mmd] [--metric ndcg@20] [--buckets 20,50,200] \\
+        [--same-seeds]
 """
 
 from __future__ import annotations
@@ -64,17 +65,27 @@ def main() -> None:
     parser.add_argument("--model", default="findrec-mmd")
     parser.add_argument("--metric", default="ndcg@20")
     parser.add_argument("--buckets", default="20,50,200")
+    parser.add_argument("--same-seeds", action="store_true", help="use each row's seeds finished in both suites only")
     args = parser.parse_args()
     edges = [int(e) for e in args.buckets.split(",")]
     names = bucket_labels(edges)
     (dataset, long_rows), (short_dataset, short_rows) = rows(args.long), rows(args.short)
+    if args.same_seeds:  # each row at the seeds it finished at both lengths
+        for label in set(long_rows) & set(short_rows):
+            both = {r.seed for r in long_rows[label]} & {r.seed for r in short_rows[label]}
+            long_rows[label] = [r for r in long_rows[label] if r.seed in both]
+            short_rows[label] = [r for r in short_rows[label] if r.seed in both]
     if dataset != short_dataset:
         raise SystemExit(f"the suites are on different datasets: {dataset} vs {short_dataset}")
     print(f"{dataset}, test {args.metric}: {args.model} minus each baseline, per bucket of history length")
     print(f"long: {args.long} (max length {long_rows[args.model][0].config['model'].get('max_len')})")
     print(f"short: {args.short} (max length {short_rows[args.model][0].config['model'].get('max_len')})")
     for label in dict.fromkeys([*long_rows, *short_rows]):
-        where = [f"{'long' if r is long_rows else 'short'} {len(r[label])} seeds" for r in (long_rows, short_rows) if label in r]
+        where = [
+            f"{'long' if r is long_rows else 'short'} seeds {','.join(str(run.seed) for run in r[label])}"
+            for r in (long_rows, short_rows)
+            if label in r
+        ]
         print(f"  {label}: {', '.join(where)}")
     print("cells: mean per-user difference (t-test p, Wilcoxon p, Holm over the buckets; users); all: one test, raw p")
     lengths = history_lengths(long_rows[args.model][0], "test")

@@ -10,7 +10,8 @@ and prints, per baseline and bucket of history length (items before the test ite
   more than the baseline?);
 - Holm over the buckets of each (baseline, quantity, test) family;
 - trend: Spearman correlation of the per-user margin with the history length, at each max length (does the
-  margin grow with the history?).
+  margin grow with the history?);
+- first, each model present in both suites against itself: long vs short max length per bucket (paired over users).
 
     python benchmarks/findrec_long_margins.py runs/suites/findrec-claims-long-ml100k \\
         ../wt-w15/runs/suites/findrec-claims-accuracy-ml100k [--model findrec-mmd] [--metric ndcg@20] [--buckets 20,50,200] \\
@@ -89,6 +90,21 @@ def main() -> None:
         print(f"  {label}: {', '.join(where)}")
     print("cells: mean per-user difference (t-test p, Wilcoxon p, Holm over the buckets; users); all: one test, raw p")
     lengths = history_lengths(long_rows[args.model][0], "test")
+    print(f"\neach model at the long vs the short max length (long - short; mean {args.metric} per bucket, long / short)")
+    print(f"| model | {' | '.join(names)} | all |")
+    print("|---|" + "---:|" * (len(names) + 1))
+    for label in [label for label in long_rows if label in short_rows]:
+        users, long_values = seed_averaged(long_rows[label], "test", args.metric)  # type: ignore[misc]
+        short_users, short_values = seed_averaged(short_rows[label], "test", args.metric)  # type: ignore[misc]
+        long_values, short_values = align(users, long_values, short_users, short_values)
+        bucket = np.digitize(lengths[np.sort(users)], edges)
+        found = family({n: (long_values[bucket == b], short_values[bucket == b]) for b, n in enumerate(names)})
+        cells = [
+            f"{long_values[bucket == b].mean():.4f} / {short_values[bucket == b].mean():.4f}: {fmt(found.get(n))}"
+            for b, n in enumerate(names)
+        ]
+        w = paired_test(long_values, short_values)
+        print(f"| {label} | {' | '.join(cells)} | {w.mean_diff:+.4f} (t {w.t_p:.2g}, W {w.w_p:.2g}) |")
     for baseline in [label for label in long_rows if label != args.model and label in short_rows]:
         users, long_margin = margins(long_rows, args.model, baseline, args.metric)
         short_users, short_margin = margins(short_rows, args.model, baseline, args.metric)

@@ -105,35 +105,27 @@ def main() -> None:
         ]
         w = paired_test(long_values, short_values)
         print(f"| {label} | {' | '.join(cells)} | {w.mean_diff:+.4f} (t {w.t_p:.2g}, W {w.w_p:.2g}) |")
-    for baseline in [label for label in long_rows if label != args.model and label in short_rows]:
-        users, long_margin = margins(long_rows, args.model, baseline, args.metric)
-        short_users, short_margin = margins(short_rows, args.model, baseline, args.metric)
-        long_margin, short_margin = align(users, long_margin, short_users, short_margin)
+    for baseline in [label for label in dict.fromkeys([*long_rows, *short_rows]) if label != args.model]:
+        found_in = {tag: rows_ for tag, rows_ in (("long", long_rows), ("short", short_rows)) if baseline in rows_}
+        per_length = {tag: margins(rows_, args.model, baseline, args.metric) for tag, rows_ in found_in.items()}
+        users = next(iter(per_length.values()))[0]
+        margin = {tag: align(users, per_length[next(iter(per_length))][1], u, m)[1] for tag, (u, m) in per_length.items()}
         history = lengths[users]
         bucket = np.digitize(history, edges)
-        zero = np.zeros_like(long_margin)
-        tests = {
-            "margin, long": family({n: (long_margin[bucket == b], zero[bucket == b]) for b, n in enumerate(names)}),
-            "margin, short": family({n: (short_margin[bucket == b], zero[bucket == b]) for b, n in enumerate(names)}),
-            "change long - short": family(
-                {n: (long_margin[bucket == b], short_margin[bucket == b]) for b, n in enumerate(names)}
-            ),
-        }
-        print(f"\nvs {baseline}")
+        pairs = {f"margin, {tag}": (m, np.zeros_like(m)) for tag, m in margin.items()}
+        if len(margin) == 2:
+            pairs["change long - short"] = (margin["long"], margin["short"])
+        print(f"\nvs {baseline}" + ("" if len(margin) == 2 else f" (at the {next(iter(margin))} max length only)"))
         print(f"| quantity | {' | '.join(f'{n} ({(bucket == b).sum()})' for b, n in enumerate(names))} | all |")
         print("|---|" + "---:|" * (len(names) + 1))
-        whole = {
-            "margin, long": paired_test(long_margin, zero),
-            "margin, short": paired_test(short_margin, zero),
-            "change long - short": paired_test(long_margin, short_margin),
-        }
-        for quantity, found in tests.items():
+        for quantity, (a, r) in pairs.items():
+            found = family({n: (a[bucket == b], r[bucket == b]) for b, n in enumerate(names)})
+            w = paired_test(a, r)
             cells = [fmt(found.get(n)) for n in names]
-            w = whole[quantity]
             print(f"| {quantity} | {' | '.join(cells)} | {w.mean_diff:+.4f} (t {w.t_p:.2g}, W {w.w_p:.2g}) |")
-        for tag, margin in (("long", long_margin), ("short", short_margin)):
-            rho, p = stats.spearmanr(history, margin)
-            print(f"trend, {tag}: Spearman rho(history length, per-user margin) = {rho:+.3f} (p {p:.2g}, {len(margin)} users)")
+        for tag, m in margin.items():
+            rho, p = stats.spearmanr(history, m)
+            print(f"trend, {tag}: Spearman rho(history length, per-user margin) = {rho:+.3f} (p {p:.2g}, {len(m)} users)")
 
 
 if __name__ == "__main__":

@@ -160,7 +160,11 @@ class SharedExperts(nn.Module):
 
     def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """[..., E, out_dim], each unit-norm (zero when the ReLU zeroes every unit)."""
-        return F.normalize(self.dropout(F.relu(self.pre_activations(x))), dim=-1)
+        return self._units(self.pre_activations(x))
+
+    def _units(self, a: torch.Tensor) -> torch.Tensor:
+        """``L2(Drop(ReLU(a)))`` of pre-activations, unfused: an expert's output."""
+        return F.normalize(self.dropout(F.relu(a)), dim=-1)
 
     def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         if self.top1_routing:
@@ -195,6 +199,6 @@ class SharedExperts(nn.Module):
         if self.fused:
             grouped = self._mixture(a.unsqueeze(1), chosen)
         else:
-            grouped = chosen * F.normalize(self.dropout(F.relu(a)), dim=-1)
+            grouped = chosen * self._units(a)
         out = grouped.new_empty(grouped.shape).index_copy(0, order, grouped)  # back to the rows' order
         return out.view(*x.shape[:-1], self.out_dim)

@@ -163,6 +163,9 @@ FINDRECS: dict[str, dict[str, Any]] = {  # FindRec config overrides of the rows 
     "mmd uniform": {"mode": "mmd", "xattn_dropout_masks": "uniform"},
     "mmd top1": {"mode": "mmd", "expert_routing": "top1"},
     "mmd sparse": SPARSE,
+    "mmd top1 position": {"mode": "mmd", "expert_routing": "top1", "router_scope": "position"},
+    "mmd top1 position rows256": {"mode": "mmd", "expert_routing": "top1", "router_scope": "position", "bandwidth_rows": 256},
+    "mmd sparse position rows256": {**SPARSE, "router_scope": "position", "bandwidth_rows": 256},
 }
 
 
@@ -196,6 +199,19 @@ def variants(ctx: DataContext, length: int) -> dict[str, tuple[Callable[[], torc
         "findrec mmd all, xattn_window=50": (model("mmd window"), True, "", False),
         "findrec mmd all, expert_routing=top1": (model("mmd top1"), True, "", False),
         "findrec mmd all, expert_routing=top1, xattn_dropout_masks=uniform": (model("mmd sparse"), True, "", False),
+        "findrec mmd all, expert_routing=top1, router_scope=position": (model("mmd top1 position"), True, "", False),
+        "findrec mmd all, expert_routing=top1, router_scope=position, bandwidth_rows=256": (
+            model("mmd top1 position rows256"),
+            True,
+            "",
+            False,
+        ),
+        "findrec mmd all, expert_routing=top1, xattn_dropout_masks=uniform, router_scope=position, bandwidth_rows=256": (
+            model("mmd sparse position rows256"),
+            True,
+            "",
+            False,
+        ),
         "mamba4rec all (d 128, 1 layer, d_state 32)": (model("mamba4rec"), True, "", False),
         "sasrec all, bf16": (model("sasrec"), True, "", True),
         "findrec mmd all, bf16": (model("mmd"), True, "", True),
@@ -260,6 +276,11 @@ def keep_freed_memory(keep: bool) -> bool:
     return bool(mallopt(m_mmap_max, 65536) and mallopt(m_trim_threshold, 128 * 1024))
 
 
+def width(times: dict[int, dict[str, float]]) -> int:
+    """The name column's width: the longest row name, at least 72."""
+    return max(72, *(len(name) for rows in times.values() for name in rows))
+
+
 def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int], rows: list[str], heap: bool) -> None:
     """Every variant (or those of ``rows`` and their SASRec bases) at every length, side by side; ratios to SASRec
     at the same objective and precision, and time(L) / time(first L) per variant. ``heap``: then the same rows
@@ -286,13 +307,13 @@ def findrec_vs_sasrec(repeats: int, batch: int, lengths: list[int], rows: list[s
             for name, seconds in times[length].items():
                 if name.endswith(suffix) and (suffix or not name.endswith(", kept heap")):
                     base = base_row(name)
-                    print(f"  {name:72s} {seconds * 1e3:9.1f} ms   {seconds / times[length][base]:5.2f}x {base}")
+                    print(f"  {name:{width(times)}s} {seconds * 1e3:9.1f} ms   {seconds / times[length][base]:5.2f}x {base}")
     if heap:
         keep_freed_memory(False)
     first, last = lengths[0], lengths[-1]
     print(f"== time(L={last}) / time(L={first})")
     for name in times[first]:
-        print(f"  {name:72s} {times[last][name] / times[first][name]:5.2f}")
+        print(f"  {name:{width(times)}s} {times[last][name] / times[first][name]:5.2f}")
 
 
 COMPILED_BLOCKS = ("cross_attention", "router", "experts", "head_fusion", "final_fusion")

@@ -94,6 +94,49 @@ def test_top1_expert_routing_evaluates_each_row_by_its_argmax_expert_and_trains_
     assert all(g is not None and torch.isfinite(g).all() for g in router_grads) and router_grads[-1].abs().sum() > 0
 
 
+@pytest.mark.parametrize("routing", ["dense", "top1"])
+def test_position_router_scope_routes_each_position_once_for_all_its_heads(ctx: DataContext, routing: str) -> None:
+    """router_scope=position: one gate vector per position, the router reading every head's output concatenated,
+    and the same gates for all H heads; the router and every expert still train. Default (head): gates per head."""
+    per_head = model(ctx, mode="mmd", expert_routing=routing)
+    shared = model(ctx, mode="mmd", expert_routing=routing, router_scope="position")
+    heads, width = SMALL["heads"], 2 * SMALL["modal_dim"]  # M p: two modalities
+    assert cast_linear(shared.router.net[1]).in_features == width
+    assert cast_linear(per_head.router.net[1]).in_features == width // heads
+    b = {**batch(ctx), "targets": torch.randint(0, ctx.n_items, (5, 12), generator=torch.Generator().manual_seed(1))}
+    for m in (per_head, shared):
+        captured: dict[str, torch.Tensor] = {}
+        m.experts.register_forward_hook(lambda mod, inp, out, c=captured: c.update(hf=inp[0], gates=inp[1]))
+        m.eval()
+        with torch.no_grad():
+            m.forward_states(b["seq"], b["lengths"])
+            hf, gates = captured["hf"], captured["gates"]  # [B, H, L, M d_h], [B, H, L, E]
+            if m is shared:
+                assert torch.equal(gates, gates[:, :1].expand_as(gates))
+                concatenated = hf.transpose(1, 2).flatten(2)  # [B, L, H M d_h]: position t's heads side by side
+                torch.testing.assert_close(gates[:, 0], m.router(concatenated))
+            else:
+                assert not torch.allclose(gates[:, 0], gates[:, 1])
+                torch.testing.assert_close(gates, m.router(hf))
+    shared.train()
+    shared.loss(b)["loss"].backward()
+    grads = [p.grad for p in (*shared.router.parameters(), *shared.experts.parameters())]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    logit_weight = cast_linear(shared.router.net[-1]).weight.grad
+    assert logit_weight is not None and logit_weight.abs().sum() > 0  # the router learns through the shared gates
+    shared.eval()
+    with torch.no_grad():
+        d = shared.diagnostics(ctx)
+    assert 0.0 <= d["router_entropy"] <= np.log(SMALL["experts"]) + 1e-6
+    explained = shared.explain(shared.eval_batch(np.array([0, 1]), ctx, 2), torch.tensor([[1, 2], [3, 4]]))
+    assert explained is not None and all(item["head_experts"][0] == item["head_experts"][-1] for row in explained for item in row)
+
+
+def cast_linear(module: torch.nn.Module) -> torch.nn.Linear:
+    assert isinstance(module, torch.nn.Linear)
+    return module
+
+
 def test_experts_are_unit_norm_and_mixtures_at_most_one() -> None:
     torch.manual_seed(0)
     experts = SharedExperts(8, 6, 3).eval()

@@ -6,17 +6,21 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from modalrec.errors import ConfigError
 from modalrec.nn.stein import (
     ksd,
+    lower_median,
     median_bandwidth,
+    median_heuristic,
     mmd,
     paired_kernel_distance,
     rbf_grad_x,
     rbf_grad_y,
     rbf_kernel,
     rbf_trace_xy,
+    squared_distances,
     stein_alignment,
     stein_kernel,
     svgd_direction,
@@ -134,6 +138,60 @@ def test_mmd_matches_its_definition_both_statistics() -> None:
     torch.testing.assert_close(paired_kernel_distance(x, y[:5], h), 1 - k(x, y[:5]).diagonal().mean())
     with pytest.raises(ConfigError, match="'v' .* or 'u'"):
         mmd(x, y, h, "w")
+
+
+def kernel_definition_mmd(x: torch.Tensor, y: torch.Tensor, h: list[float], statistic: str) -> torch.Tensor:
+    """The MMD^2 written with the kernel matrices under autograd (what :func:`mmd` computed before its own backward)."""
+    k = lambda a, b: sum(rbf_kernel(a, b, s) for s in h) / len(h)  # noqa: E731
+    if statistic == "v":
+        return k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
+    off = lambda a: (k(a, a).sum() - k(a, a).diagonal().sum()) / (len(a) * (len(a) - 1))  # noqa: E731
+    return off(x) + off(y) - 2 * k(x, y).mean()
+
+
+@pytest.mark.parametrize("statistic", ["v", "u"])
+def test_mmd_values_and_gradients_equal_the_kernel_definition(statistic: str) -> None:
+    """The hand-written backward: float64 to rounding; float32 against the float64 truth as close as the autograd
+    definition in float32 is. Unit-norm rows at the median bandwidth (as FindRec aligns), n != m."""
+    x64, y64 = F.normalize(points(70, 16, 0), dim=1), F.normalize(points(50, 16, 1, shift=0.3), dim=1)
+    h = (median_bandwidth(x64, y64) * torch.tensor(SCALES, dtype=f64)).tolist()
+    results = {}
+    for name, dtype, fn in (
+        ("truth", f64, kernel_definition_mmd),
+        ("new64", f64, mmd),
+        ("old32", torch.float32, kernel_definition_mmd),
+        ("new32", torch.float32, mmd),
+    ):
+        x, y = x64.detach().to(dtype).requires_grad_(), y64.detach().to(dtype).requires_grad_()
+        value = fn(x, y, h, statistic)
+        value.backward()
+        results[name] = [value.detach().double(), x.grad.double(), y.grad.double()]
+    for got, want in zip(results["new64"], results["truth"]):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
+    for got, old, want in zip(results["new32"], results["old32"], results["truth"]):
+        assert (got - want).norm() <= 4 * (old - want).norm() + 1e-6 * want.norm()
+    # the caller's cross distances are those it would compute
+    x, y = x64.clone().requires_grad_(), y64.clone().requires_grad_()
+    shared = mmd(x, y, h, statistic, cross_distances=squared_distances(x64, y64))
+    torch.testing.assert_close(shared, results["new64"][0], rtol=0, atol=0)
+
+
+def test_mmd_gradcheck_and_median_heuristic() -> None:
+    x, y = points(6, 3, 0).requires_grad_(), points(4, 3, 1).requires_grad_()
+    for statistic in ("v", "u"):
+        assert torch.autograd.gradcheck(lambda a, b, s=statistic: mmd(a, b, [0.7, 1.5], s), (x, y))
+    d2 = squared_distances(x.detach(), y.detach())
+    assert torch.equal(median_heuristic(d2, 1.5, 0.1, 10.0), median_bandwidth(x, y, 1.5, 0.1, 10.0))
+    with pytest.raises(ConfigError, match="at least 2 points"):
+        mmd(x[:1], y, [1.0], "u")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("n", [1, 2, 7, 512 * 512])
+def test_lower_median_is_torch_median(dtype: torch.dtype, n: int) -> None:
+    values = torch.randint(0, 50, (n,), generator=torch.Generator().manual_seed(n)).to(dtype) / 7  # with ties
+    got = lower_median(values.view(-1, 1) if n % 2 else values)
+    assert got.dtype == dtype and torch.equal(got, values.median())
 
 
 def test_alignment_is_monotone_in_the_shift_between_two_gaussians() -> None:

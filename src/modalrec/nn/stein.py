@@ -37,9 +37,11 @@ Everything is computed from inner products, without [n, m, D] tensors.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, cast, get_args
 
+import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from modalrec.errors import ConfigError
 
@@ -61,8 +63,23 @@ def median_bandwidth(
     So that ``k = exp(-D^2 / median(D^2))`` at factor 1 (FindRec's convention; cross pairs incl. the
     diagonal; ``torch.median`` takes the lower of the two middle values).
     """
-    d2 = squared_distances(x[:max_rows].detach(), y[:max_rows].detach())
-    return (torch.sqrt(d2.median() / 2.0) * factor).clamp(min_h, max_h)
+    return median_heuristic(squared_distances(x[:max_rows].detach(), y[:max_rows].detach()), factor, min_h, max_h)
+
+
+@torch.no_grad()
+def median_heuristic(d2: torch.Tensor, factor: float = 1.0, min_h: float = 0.1, max_h: float = 10.0) -> torch.Tensor:
+    """:func:`median_bandwidth` from the squared distances ``d2`` themselves (a caller that has them)."""
+    return (torch.sqrt(lower_median(d2) / 2.0) * factor).clamp(min_h, max_h)
+
+
+def lower_median(values: torch.Tensor) -> torch.Tensor:
+    """``values.median()`` (the lower of the two middle values) of a tensor without NaNs; on CPU in float32/64 by
+    numpy's introselect, ~10x faster than torch's (0.16 vs 1.8 ms for 512 x 512 here) and the same element."""
+    if values.device.type != "cpu" or values.dtype not in (torch.float32, torch.float64) or values.numel() == 0:
+        return values.median()
+    flat = values.detach().reshape(-1).numpy()
+    k = (flat.size - 1) // 2
+    return torch.tensor(np.partition(flat, k)[k], dtype=values.dtype)
 
 
 def rbf_kernel(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor | float) -> torch.Tensor:
@@ -87,30 +104,74 @@ def rbf_trace_xy(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor | float) -> t
     return rbf_kernel(x, y, h) * (x.shape[-1] / h2 - squared_distances(x, y) / (h2 * h2))
 
 
-def mmd(x: torch.Tensor, y: torch.Tensor, bandwidths: torch.Tensor | list[float], statistic: str = "v") -> torch.Tensor:
+def mmd(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    bandwidths: torch.Tensor | list[float],
+    statistic: str = "v",
+    cross_distances: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Squared MMD of the samples x [n, D] and y [m, D] under the mean of RBF kernels of ``bandwidths``.
 
     ``statistic="v"``: the biased V-statistic, ``||mu_x - mu_y||^2`` of the empirical embeddings (>= 0, 0
     iff the two point sets are equal as distributions). ``"u"``: the unbiased estimate with the diagonals of
     the within-sample terms left out (Gretton et al. 2012, eq. 3); it can dip below 0 by O(1 / n).
+    ``cross_distances``: ``squared_distances(x, y)`` where the caller has them (e.g. for the median bandwidth), not
+    computed again. Differentiable in x and y (:class:`_RBFMMD`, a hand-written backward); the bandwidths are
+    constants.
     """
     if statistic not in ("v", "u"):
         raise ConfigError(f"unknown MMD statistic '{statistic}'; choose 'v' (V-statistic) or 'u' (unbiased)")
-    h = torch.as_tensor(bandwidths, dtype=x.dtype, device=x.device).reshape(-1, 1, 1)
+    if statistic == "u" and min(len(x), len(y)) < 2:
+        raise ConfigError("the unbiased MMD needs at least 2 points per sample")
+    h = torch.as_tensor(bandwidths, dtype=x.dtype, device=x.device).detach().reshape(-1, 1, 1)
+    if cross_distances is None:
+        cross_distances = squared_distances(x.detach(), y.detach())
+    return cast(torch.Tensor, _RBFMMD.apply(x, y, -(2.0 * h * h), statistic == "u", cross_distances.detach()))
 
-    def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-squared_distances(a, b).unsqueeze(0) / (2.0 * h * h)).mean(0)
 
-    def within(a: torch.Tensor) -> torch.Tensor:
-        k = kernel(a, a)
-        if statistic == "v":
-            return k.mean()
-        n = a.shape[0]
-        if n < 2:
-            raise ConfigError("the unbiased MMD needs at least 2 points per sample")
-        return (k.sum() - k.diagonal().sum()) / (n * (n - 1))
+class _RBFMMD(torch.autograd.Function):
+    """:func:`mmd` from the three Gram blocks, with a backward that keeps one [n, m] matrix per block.
 
-    return within(x) + within(y) - 2.0 * kernel(x, y).mean()
+    Each block (x x, y y, x y) contributes ``w sum_ij k(D_ij)`` (w = 1 / n^2, 1 / m^2 and -2 / (n m) for the V
+    statistic) with ``k(D) = mean_s exp(-D / (2 h_s^2))`` of the squared distance ``D_ij = |a_i|^2 + |b_j|^2 - 2 a_i.b_j``.
+    With ``A = w dk/dD`` (saved by the forward), ``dL/da_i = 2 (sum_j A_ij a_i - (A b)_i)``, and for a within-sample
+    block (A symmetric, a = b) twice that: four [n, m] x [m, D] products in all, where autograd of the kernel
+    expressions makes six and ~10 elementwise passes over [S, n, m].
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, y: torch.Tensor, neg_denominators: torch.Tensor, unbiased: bool, d2_xy: torch.Tensor
+    ) -> torch.Tensor:
+        n, m, scales = len(x), len(y), neg_denominators.shape[0]
+        value = x.new_zeros(())
+        slopes = []
+        for a, d2, weight, within in (
+            (x, None, 1.0 / (n * (n - 1) if unbiased else n * n), True),
+            (y, None, 1.0 / (m * (m - 1) if unbiased else m * m), True),
+            (x, d2_xy, -2.0 / (n * m), False),
+        ):
+            d2 = squared_distances(a, a) if d2 is None else d2
+            e = torch.exp(d2.unsqueeze(0) / neg_denominators)  # [S, rows, cols]: each bandwidth's kernel
+            if within and unbiased:
+                e.diagonal(dim1=1, dim2=2).zero_()
+            value += e.sum() * (weight / scales)
+            # dL/dD = w mean_s k_s(D) / (-2 h_s^2): the kernels weighted and summed over s in one product
+            slopes.append(((weight / scales) / neg_denominators.view(1, -1)).mm(e.flatten(1)).view(d2.shape))
+        ctx.save_for_backward(x, y, *slopes)
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, y, a_xx, a_yy, a_xy = ctx.saved_tensors
+        # dD_ij: +2 a_i - 2 b_j on the row point, +2 b_j - 2 a_i on the column point
+        d_x = torch.addmm((4.0 * a_xx.sum(1, keepdim=True) + 2.0 * a_xy.sum(1, keepdim=True)) * x, a_xx, x, alpha=-4.0)
+        d_x.addmm_(a_xy, y, alpha=-2.0)
+        d_y = torch.addmm((4.0 * a_yy.sum(1, keepdim=True) + 2.0 * a_xy.sum(0).unsqueeze(1)) * y, a_yy, y, alpha=-4.0)
+        d_y.addmm_(a_xy.T, x, alpha=-2.0)
+        return d_x.mul_(grad), d_y.mul_(grad), None, None, None
 
 
 def paired_kernel_distance(x: torch.Tensor, y: torch.Tensor, bandwidths: torch.Tensor | list[float]) -> torch.Tensor:

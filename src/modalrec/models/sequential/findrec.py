@@ -19,7 +19,8 @@ Forward (Sec. 1.3), for a right-padded item sequence [B, L]:
    concatenates the modalities and layer-normalises -> Hf [B, H, L, M p / H].
 5. Routing (1.8): one router shared by all heads gives softmax(logits / tau) gates over E shared
    experts; per head ``o_j = sum_k g_k e_k(h_j)``; heads are fused: M = L2(Drop(LN(ReLU(W [o_1..o_H])))).
-   (``expert_routing="top1"``, not in the paper: ``o_j = g_k* e_k*(h_j)`` with k* the largest gate, a cheaper option.)
+   (``expert_routing="top1"``, not in the paper: ``o_j = g_k* e_k*(h_j)`` with k* the largest gate, a cheaper option;
+   ``router_scope="position"``, neither: one gate vector per position from all heads' outputs, shared by the heads.)
 6. Fusion and output (1.9): ``Z = clamp(LN(Drop(ReLU(LN(W [E_id; M])))), +-10)``; the user vector is Z
    at the last item; scores are inner products with the (tied) item embeddings.
 7. Loss: ``CE + lambda (KL + beta * align)`` (lambda = 0.1, beta = 1).
@@ -64,7 +65,15 @@ from modalrec.nn.dropout import Dropout
 from modalrec.nn.item_tower import ItemTower
 from modalrec.nn.mamba import Backend, MambaMixer
 from modalrec.nn.routing import BALANCE_LOSSES, BalanceForm, SharedExperts, SharedRouter
-from modalrec.nn.stein import SteinForm, median_bandwidth, mmd, paired_kernel_distance, stein_alignment
+from modalrec.nn.stein import (
+    SteinForm,
+    median_bandwidth,
+    median_heuristic,
+    mmd,
+    paired_kernel_distance,
+    squared_distances,
+    stein_alignment,
+)
 from modalrec.nn.towers import Tower, build_item_tower
 from modalrec.nn.typed import TypedModuleList
 from modalrec.nn.unit import unit_norm
@@ -414,6 +423,9 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         # dense (every expert on every row, mixed by the gates, as released) | top1 (each row through its largest-gate
         # expert only, scaled by that gate: Switch Transformer's sparse routing, 1/E of the experts' work; another model)
         expert_routing: Literal["dense", "top1"] = "dense"
+        # head (each head's output routed on its own by the shared router, as released) | position (one routing per
+        # position, from every head's output concatenated, serving all H heads: 1/H of the router's rows; another model)
+        router_scope: Literal["head", "position"] = "head"
         # A9: linear | mamba (Linear(2d -> d) then a Mamba stack)
         fusion: Literal["linear", "mamba"] = "linear"
         faithful_param_count: bool = False  # A9: also build the released code's unused modules (param parity)
@@ -550,7 +562,7 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         )
         head_in = n_mod * p // cfg.heads
         self.router = SharedRouter(
-            head_in,
+            head_in if cfg.router_scope == "head" else n_mod * p,
             cfg.experts,
             cfg.router_hidden,
             cfg.router_temperature,
@@ -678,7 +690,7 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
             mus.append(mu)
 
         hf = self.cross_attention(latents, valid, query_pos)  # 1.7: [B, H, Q, M d_h]
-        gates = self.router(hf)  # 1.8: [B, H, Q, E]
+        gates = self.route(hf)  # 1.8: [B, H, Q, E]
         mixed = self.experts(hf, gates)  # per head o_j [B, H, Q, d]
         modal = l2(self.head_fusion(mixed.transpose(1, 2).flatten(2)))  # M [B, Q, d]
         if trace is not None:
@@ -695,6 +707,16 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         if cfg.balance_coef > 0:
             terms["balance"] = BALANCE_LOSSES[cfg.balance_form](gates[valid.unsqueeze(1).expand(-1, gates.shape[1], -1)])
         return modal, terms
+
+    def router_input(self, hf: torch.Tensor) -> torch.Tensor:
+        """What the router reads: Hf [B, H, Q, M d_h] itself (``router_scope=head``) or, per position, every head's
+        output concatenated [B, 1, Q, H M d_h] (``position``)."""
+        return hf if self.config.router_scope == "head" else hf.transpose(1, 2).flatten(2).unsqueeze(1)
+
+    def route(self, hf: torch.Tensor) -> torch.Tensor:
+        """The gates [B, H, Q, E] of Hf [B, H, Q, M d_h]: per head, or one per position shared by its H heads."""
+        gates = self.router(self.router_input(hf))
+        return gates if self.config.router_scope == "head" else gates.expand(-1, hf.shape[1], -1, -1)
 
     def _iicm_rows(self, valid: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, position) indices where the IICM terms are taken: each last item, or every valid position (A7)."""
@@ -732,16 +754,18 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         aligns = []
         for a in range(len(points)):
             for b in range(a + 1, len(points)):
-                h = median_bandwidth(
-                    points[a], points[b], cfg.bandwidth_factor, cfg.min_bandwidth, cfg.max_bandwidth, cfg.bandwidth_rows
-                )
-                if cfg.stein_form == "mmd":
+                if cfg.stein_form == "mmd":  # the median and the MMD's cross block read the same distances
+                    d2 = squared_distances(points[a].detach(), points[b].detach())
+                    h = median_heuristic(d2, cfg.bandwidth_factor, cfg.min_bandwidth, cfg.max_bandwidth)
                     bandwidths = h * torch.tensor(cfg.mmd_scales, device=h.device)
                     aligns.append(
-                        mmd(points[a], points[b], bandwidths, cfg.stein_statistic)
+                        mmd(points[a], points[b], bandwidths, cfg.stein_statistic, cross_distances=d2)
                         + paired_kernel_distance(points[a], points[b], bandwidths)
                     )
                 else:
+                    h = median_bandwidth(
+                        points[a], points[b], cfg.bandwidth_factor, cfg.min_bandwidth, cfg.max_bandwidth, cfg.bandwidth_rows
+                    )
                     aligns.append(
                         stein_alignment(points[a], points[b], scores[a], scores[b], h, cfg.stein_form, cfg.stein_statistic)
                     )
@@ -857,7 +881,7 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
             weights = self.routing_weights(trace)
             gates = trace["gates"].clamp(min=1e-12)
             out["router_entropy"] = float(-(gates * gates.log()).sum(-1).mean())
-            logits = self.router.logits(trace["hf"]).flatten(0, -2)  # [rows, E]
+            logits = self.router.logits(self.router_input(trace["hf"])).flatten(0, -2)  # [rows, E]
             load = torch.bincount(logits.argmax(-1), minlength=logits.shape[-1]) / len(logits)
             gap = (logits - logits.max(-1, keepdim=True).values).mean(0)
             for k, value in enumerate(weights["experts"].mean((0, 1)).tolist()):

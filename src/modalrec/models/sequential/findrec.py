@@ -254,13 +254,14 @@ class SubspaceCrossAttention(nn.Module):
                 nn.init.kaiming_uniform_(self.out_proj_weight.data[m, j], a=math.sqrt(5))
         self.head_norms = TypedModuleList(nn.LayerNorm(n_modalities * dh) for _ in range(heads))
 
-    def split_heads(self, latents: list[torch.Tensor]) -> torch.Tensor:
-        """[M, B, H, L, d_h]: each modality's prepared latent split into its subspaces."""
+    def split_heads(self, latents: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per modality [B, H, L, d_h]: its prepared latent split into its subspaces (a list, not a stacked tensor: each
+        modality is read on its own, and the backward of a slice of a stack fills a zero tensor of the whole)."""
         out = []
         for x, prepare in zip(latents, self.inputs):
             b, length, _ = x.shape
             out.append(l2(prepare(x)).view(b, length, self.heads, self.head_dim).transpose(1, 2) * self.input_scale)
-        return torch.stack(out)
+        return out
 
     def key_mask(self, valid: torch.Tensor, n_context: int, query_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Bool [B, 1, Q, n_context L]: key s (of each context modality) is visible to query t.
@@ -283,7 +284,7 @@ class SubspaceCrossAttention(nn.Module):
 
     def attend(
         self,
-        heads: torch.Tensor,
+        heads: list[torch.Tensor],
         valid: torch.Tensor,
         m: int,
         weights_only: bool = False,
@@ -292,13 +293,12 @@ class SubspaceCrossAttention(nn.Module):
     ) -> torch.Tensor:
         """Modality m's residual attention output [B, H, Q, d_h] (or its weights [B, H, Q, keys]); ``mask``: the
         :meth:`key_mask` of these queries when the caller has it (it is the same for every modality)."""
-        n_mod, dh = heads.shape[0], self.head_dim
+        n_mod, dh = len(heads), self.head_dim
         others = [heads[n] for n in range(n_mod) if n != m] or [heads[m]]
         context = others[0] if len(others) == 1 else torch.cat(others, dim=2)  # keys/values
         query = heads[m] if query_pos is None else select_positions(heads[m], query_pos, dim=2)
         q = self._project(query, m, slice(0, dh))
-        k = self._project(context, m, slice(dh, 2 * dh))
-        v = self._project(context, m, slice(2 * dh, 3 * dh))
+        k, v = self._project(context, m, slice(dh, 3 * dh)).split(dh, dim=-1)  # one product for both
         if self.window is not None and query_pos is None and not weights_only and valid.shape[1] > self.window:
             out = self._banded(q, k, v, valid, self.window)
             out = torch.einsum("bhle,hde->bhld", out, self.out_proj_weight[m]) + self.out_proj_bias[m, :, None]
@@ -355,7 +355,7 @@ class SubspaceCrossAttention(nn.Module):
     def forward(self, latents: list[torch.Tensor], valid: torch.Tensor, query_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Hf [B, H, Q, M d_h] from the modal latents [B, L, p] and the valid-position mask [B, L]."""
         heads = self.split_heads(latents)
-        n_mod = heads.shape[0]
+        n_mod = len(heads)
         banded = self.window is not None and query_pos is None and valid.shape[1] > self.window
         mask = None if banded else self.key_mask(valid, max(1, n_mod - 1), query_pos)  # built once for all modalities
         mixed = torch.cat([self.attend(heads, valid, m, query_pos=query_pos, mask=mask) for m in range(n_mod)], dim=-1)

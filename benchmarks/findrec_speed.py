@@ -155,6 +155,7 @@ SESSION4 = "findrec mmd all (session 4 paths)"  # autograd experts mixture and F
 
 
 SPARSE = {"mode": "mmd", "expert_routing": "top1", "xattn_dropout_masks": "uniform"}  # the cheapest mmd options
+FAST = "findrec mmd all, expert_routing=top1, xattn_dropout_masks=uniform, router_scope=position, bandwidth_rows=256"
 FINDRECS: dict[str, dict[str, Any]] = {  # FindRec config overrides of the rows below
     "faithful": {},
     "mmd": {"mode": "mmd"},
@@ -206,12 +207,7 @@ def variants(ctx: DataContext, length: int) -> dict[str, tuple[Callable[[], torc
             "",
             False,
         ),
-        "findrec mmd all, expert_routing=top1, xattn_dropout_masks=uniform, router_scope=position, bandwidth_rows=256": (
-            model("mmd sparse position rows256"),
-            True,
-            "",
-            False,
-        ),
+        FAST: (model("mmd sparse position rows256"), True, "", False),
         "mamba4rec all (d 128, 1 layer, d_state 32)": (model("mamba4rec"), True, "", False),
         "sasrec all, bf16": (model("sasrec"), True, "", True),
         "findrec mmd all, bf16": (model("mmd"), True, "", True),

@@ -11,6 +11,7 @@ import torch
 from modalrec.errors import ConfigError
 from modalrec.nn.mamba import (
     MambaMixer,
+    _SelectiveScan,
     resolve_backend,
     selective_scan_chunked,
     selective_scan_fused,
@@ -71,6 +72,19 @@ def test_gradcheck_on_tiny_shapes(scan) -> None:
     inputs = scan_inputs(2, 7, 3, 2, torch.float64, seed=2)
     inputs[1].data.mul_(0.3)  # moderate decays keep the finite differences well conditioned
     assert torch.autograd.gradcheck(scan, inputs, eps=1e-6, atol=1e-6)
+
+
+def test_fused_scan_recomputes_its_states_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused backward recomputes each chunk's states from the state entering it (the forward keeps no others):
+    with every state kept (a chunk of one step), chunks that do not divide L, one chunk and a chunk longer than L,
+    the output and every gradient are identical to the last bit (the same operations on the same numbers)."""
+    inputs = scan_inputs(3, 37, 6, 4, torch.float32, seed=3)
+    results = []
+    for chunk in (1, 3, 8, 37, 64):
+        monkeypatch.setattr(_SelectiveScan, "CHUNK", chunk)
+        results.append(value_and_grads(selective_scan_fused, inputs))
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
 
 
 def float64_mixer(backend: str, seed: int = 0) -> MambaMixer:

@@ -12,6 +12,7 @@ from modalrec.errors import ConfigError
 from modalrec.nn.mamba import (
     MambaMixer,
     _SelectiveScan,
+    causal_depthwise_conv,
     resolve_backend,
     selective_scan_chunked,
     selective_scan_fused,
@@ -85,6 +86,27 @@ def test_fused_scan_recomputes_its_states_bit_for_bit(monkeypatch: pytest.Monkey
         results.append(value_and_grads(selective_scan_fused, inputs))
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_causal_depthwise_conv_is_the_mixers_conv1d(bias: bool) -> None:
+    """The CPU path's shifted multiply-adds: the conv1d's values and gradients (input, weight, bias), float64."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3, bias=bias).double()
+    x = torch.randn(3, 9, 6, dtype=torch.float64)
+    g = torch.randn(3, 9, 6, dtype=torch.float64)
+    results = []
+    for own in (False, True):
+        conv.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = causal_depthwise_conv(xi, conv.weight, conv.bias) if own else conv(xi.transpose(1, 2))[..., :9].transpose(1, 2)
+        (y * g).sum().backward()
+        results.append([y.detach(), xi.grad, *(p.grad for p in conv.parameters())])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    assert torch.autograd.gradcheck(
+        lambda a, w: causal_depthwise_conv(a, w, None), (x[:, :5].requires_grad_(), conv.weight.detach().clone().requires_grad_())
+    )
 
 
 def float64_mixer(backend: str, seed: int = 0) -> MambaMixer:

@@ -109,6 +109,31 @@ def test_causal_depthwise_conv_is_the_mixers_conv1d(bias: bool) -> None:
     )
 
 
+def test_mixer_trains_under_bf16_autocast_like_the_convolution() -> None:
+    """train.amp=true: the CPU conv path computes in the input's precision, as autocast runs the Conv1d (bf16), so the
+    scan gets inputs of one dtype; output and gradients are finite and close to the convolution path's."""
+    torch.manual_seed(0)
+    mixer = MambaMixer(16, d_state=4, expand=2)
+    x = torch.randn(2, 12, 16)
+    results = []
+    for path in ("own", "conv"):
+        xi = x.clone().requires_grad_()
+        mixer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if path == "own":
+                y = mixer(xi)
+            else:  # the convolution path, as on CUDA
+                u, z = mixer.in_proj(xi).chunk(2, dim=-1)
+                u = torch.nn.functional.silu(mixer.conv1d(u.transpose(1, 2))[..., :12]).transpose(1, 2)
+                delta, A, Bm, Cm = mixer._ssm_inputs(u)
+                y = mixer.out_proj(selective_scan_fused(u, delta, A, Bm, Cm, mixer.D) * torch.nn.functional.silu(z))
+        y.float().sum().backward()
+        assert xi.grad is not None and torch.isfinite(xi.grad).all()
+        results.append((y.detach().float(), xi.grad))
+    for a, b in zip(*results):
+        assert (a - b).norm() <= 0.02 * b.norm()
+
+
 def float64_mixer(backend: str, seed: int = 0) -> MambaMixer:
     torch.manual_seed(seed)
     return MambaMixer(8, d_state=4, d_conv=3, expand=2, backend=backend, chunk=4).double()

@@ -249,9 +249,10 @@ def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     backward than the convolution (whose input and output are transposed copies); the same values up to float rounding.
     """
     kernel, length = weight.shape[-1], x.shape[1]
-    taps = weight[:, 0].t()  # [K, C]
+    taps = weight[:, 0].t().to(x.dtype)  # [K, C]; in x's precision, as autocast runs the convolution (bf16 in, bf16 out)
     padded = F.pad(x, (0, 0, kernel - 1, 0))  # K - 1 zero steps in front
-    out = padded[:, kernel - 1 :] * taps[-1] if bias is None else torch.addcmul(bias, padded[:, kernel - 1 :], taps[-1])
+    tail = padded[:, kernel - 1 :]
+    out = tail * taps[-1] if bias is None else torch.addcmul(bias.to(x.dtype), tail, taps[-1])
     for k in range(kernel - 1):
         out = out.addcmul(padded[:, k : k + length], taps[k])
     return out

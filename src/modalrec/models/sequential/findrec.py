@@ -23,7 +23,8 @@ Forward (Sec. 1.3), for a right-padded item sequence [B, L]:
    ``router_scope="position"``, neither: one gate vector per position from all heads' outputs, shared by the heads.)
 6. Fusion and output (1.9): ``Z = clamp(LN(Drop(ReLU(LN(W [E_id; M])))), +-10)``; the user vector is Z
    at the last item; scores are inner products with the (tied) item embeddings.
-7. Loss: ``CE + lambda (KL + beta * align)`` (lambda = 0.1, beta = 1).
+7. Loss: ``CE + lambda (KL + beta * align)`` (lambda = 0.1, beta = 1); with ``align_contrastive`` = gamma > 0 (not in
+   the paper) ``CE + lambda (KL + beta * align + gamma * InfoNCE)``, a cross-modal InfoNCE over the batch's items.
 
 Every reading the spec lists as ambiguous (A1-A19, Sec. 5) is a ``Config`` flag. ``mode="faithful"``
 reproduces the released code; ``mode="clean"`` switches to the principled variants (textbook KSD, mean
@@ -61,6 +62,7 @@ from modalrec.data.dataset import VALID
 from modalrec.errors import ConfigError
 from modalrec.models.base import Batch, EmbeddingScorer, ItemTowerHost, SequentialRecommender, register, select_modalities
 from modalrec.models.sequential.objective import supervised_pairs
+from modalrec.nn.contrastive import info_nce
 from modalrec.nn.dropout import Dropout
 from modalrec.nn.item_tower import ItemTower
 from modalrec.nn.mamba import Backend, MambaMixer
@@ -408,6 +410,11 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         align_latent: Literal["sample", "mean"] | None = None
         # mmd: kernel bandwidths, x the median h
         mmd_scales: list[Annotated[float, Check(gt=0)]] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+        # weight of a symmetric cross-modal InfoNCE over the distinct items of the alignment rows, added to the align term
+        # (modal_pairs only; 0 = off, every preset): >= 0 and log n when every item's latent is one shared point, where
+        # the MMD and the paired kernel distance are both 0 (their collapsed minimum; not in the paper)
+        align_contrastive: Annotated[float, Check(ge=0)] = 0.0
+        align_temperature: Annotated[float, Check(gt=0)] = 0.1  # t of that InfoNCE (cosine / t)
         # v (mean incl. diagonal, as released) | u (off-diagonal)
         stein_statistic: Literal["v", "u"] = "v"
         score_reg: float = 0.0  # A3: weight of mean ||s(z)||^2 (bounds the score networks; 0 = released)
@@ -526,6 +533,11 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         self.align_pair = ("modal_pairs" if n_mod > 1 else "modal_id") if cfg.align_pair == "auto" else cfg.align_pair
         if self.align_pair == "modal_pairs" and n_mod < 2:
             raise ConfigError("findrec: align_pair=modal_pairs needs >= 2 modalities; use auto or modal_id")
+        if cfg.align_contrastive > 0 and self.align_pair != "modal_pairs":
+            raise ConfigError(
+                f"findrec: model.align_contrastive contrasts items across modalities (align_pair=modal_pairs); "
+                f"this model aligns {self.align_pair} ({n_mod} modality): set model.align_contrastive=0"
+            )
         d, p = cfg.dim, cfg.modal_dim
         widths = {m: ctx.features[m].shape[1] for m in self.modalities}
         if cfg.item_encoder != "features":  # that modality's content comes from the tower, end to end
@@ -702,6 +714,8 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
             points = [modal[align_rows], e_id[align_rows]] if query_pos is None else [modal[:, 0], e_id[rows]]
         kl_dims = torch.stack(kls).mean(0)  # mean over modalities
         terms = {"kl": kl_dims.sum(), **self._alignment(points)}
+        if cfg.align_contrastive > 0:  # modal_pairs: row r of every modality's points is the item inverse[align_rows][r]
+            terms["align_contrastive"] = self._contrastive(points, inverse[align_rows])
         if cfg.free_bits:  # each dimension's first free_bits nats are not penalised (no gradient below them)
             terms["kl_objective"] = kl_dims.clamp(min=cfg.free_bits).sum()
         if cfg.balance_coef > 0:
@@ -777,6 +791,22 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
             terms["score_reg"] = torch.stack([s.pow(2).sum(-1).mean() for s in scores]).mean()
         return terms
 
+    def _contrastive(self, points: list[torch.Tensor], items: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE between every pair of modalities over the distinct ``items`` [n] of the rows of
+        ``points`` (each item once, at its first row: a repeated item would be its own negative), mean over pairs.
+        Unlike the MMD, its minimum keeps items apart: at one shared point it is log n."""
+        distinct, first_row = torch.unique(items, return_inverse=True)
+        rows = torch.arange(len(items), device=items.device)
+        first = torch.full((len(distinct),), len(items), device=items.device).scatter_reduce(0, first_row, rows, "amin")
+        t = self.config.align_temperature
+        return torch.stack(
+            [
+                info_nce(points[a][first], points[b][first], t, symmetric=True)
+                for a in range(len(points))
+                for b in range(a + 1, len(points))
+            ]
+        ).mean()
+
     # ------------------------------------------------------------------ diagnostics and explanations
     def routing_weights(self, trace: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """What the routing did at each traced query (see ``forward_states(trace=...)``).
@@ -812,8 +842,12 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         per latent dimension), ``z_item_retrieval`` (a sampled latent z, eps from a fixed seed, finds its own
         item's posterior mean among the sample: z carries item identity; chance 1 / n), and
         ``cross_modal_retrieval`` (an item's latent mean in one modality finds the same item's mean in
-        another, both ways; chance 1 / n). On up to as many users' validation histories (fixed):
-        ``valid_ce`` of the validation item, ``align`` (the training alignment term on their latents),
+        another, both ways; chance 1 / n), ``latent_cosine`` (mean cosine between distinct items' L2(mu), mean over
+        modalities: near 1 when the posterior means have collapsed to one shared point, what the retrievals then
+        miss for lack of spread) and ``kl_item_share`` (the share of the mean KL spent on the item-specific part of mu,
+        0.5 mean |mu - mean mu|^2; the rest is the shared offset 0.5 |mean mu|^2 and the variances). On up to as many
+        users' validation histories (fixed): ``valid_ce`` of the validation item, ``align`` (the training alignment
+        term on their latents), ``align_contrastive`` (with ``align_contrastive`` > 0, the InfoNCE on them),
         ``modal_id_retrieval`` with one modality (a user's routed modal summary finds the same user's ID-stream
         state among the users, the pair that alignment aligns; chance 1 / n),
         ``router_entropy`` (nats, mean over heads; log E is uniform), ``expert_<k>`` (mean gate), ``load_<k>``
@@ -838,17 +872,23 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         if len(candidates) >= 2:
             items = candidates[torch.linspace(0, len(candidates) - 1, min(n, len(candidates))).long().unique()].to(self.device)
             generator = torch.Generator(device=self.device).manual_seed(self.config.eval_seed)
-            kls, own, means = [], [], []
+            kls, own, means, cosines, item_shares = [], [], [], [], []
             for m, bottleneck in zip(self.modalities, self.bottlenecks):
                 p_m = self.project(m, items)
                 mu, logvar = bottleneck.posterior(p_m)
                 eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
                 sampled, mean = bottleneck.sample(mu, logvar, eps), l2(mu)
-                kls.append(gaussian_kl(mu, logvar).mean() / mu.shape[-1])
+                kl = gaussian_kl(mu, logvar).mean()
+                kls.append(kl / mu.shape[-1])
                 own.append(_retrieval(sampled, mean))
                 means.append(mean)
+                cosines.append(_mean_pairwise_cosine(mean))
+                # mean KL = 0.5 |mean mu|^2 (shared offset) + 0.5 mean |mu - mean mu|^2 (item-specific) + variance part
+                item_shares.append(0.5 * (mu - mu.mean(0)).pow(2).sum(-1).mean() / kl.clamp(min=1e-12))
             out["kl_per_dim"] = float(torch.stack(kls).mean())
             out["z_item_retrieval"] = float(torch.stack(own).mean())
+            out["latent_cosine"] = float(torch.stack(cosines).mean())
+            out["kl_item_share"] = float(torch.stack(item_shares).mean())
             if len(means) > 1:
                 pairs = [_retrieval(means[a], means[b]) for a in range(len(means)) for b in range(len(means)) if a != b]
                 out["cross_modal_retrieval"] = float(torch.stack(pairs).mean())
@@ -876,6 +916,8 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
             if self.config.id_only:
                 return out
             out["align"] = float(terms["align"])
+            if "align_contrastive" in terms:
+                out["align_contrastive"] = float(terms["align_contrastive"])
             if self.align_pair == "modal_id":  # what that alignment pairs: a user's routed modal summary and ID state
                 out["modal_id_retrieval"] = float(_retrieval(trace["modal"][:, 0], trace["e_query"][:, 0]))
             weights = self.routing_weights(trace)
@@ -954,7 +996,10 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
         total = ce
         if not self.config.id_only:
             kl = self._kl_scale * terms.get("kl_objective", terms["kl"])
-            total = total + self.config.loss_weight * (kl + self.config.stein_weight * terms["align"])
+            align = self.config.stein_weight * terms["align"] + self.config.align_contrastive * terms.get(
+                "align_contrastive", 0.0
+            )
+            total = total + self.config.loss_weight * (kl + align)
             total = (
                 total + self.config.balance_coef * terms.get("balance", 0.0) + self.config.score_reg * terms.get("score_reg", 0.0)
             )
@@ -973,6 +1018,13 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
 
     def item_vectors(self, items: slice) -> torch.Tensor:
         return self.item_embedding.weight[: self.n_items][items]  # the pad row is never ranked
+
+
+def _mean_pairwise_cosine(units: torch.Tensor) -> torch.Tensor:
+    """Mean cosine between distinct rows of unit-norm ``units`` [n, p] (n >= 2): 1 when every row is the same point."""
+    n = len(units)
+    total = units.sum(0)
+    return (total @ total - units.pow(2).sum()) / (n * (n - 1))
 
 
 def _retrieval(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

@@ -344,3 +344,65 @@ def test_per_item_bottleneck_terms_equal_the_per_position_computation(ctx: DataC
         assert (a is None) == (w is None)
         if a is not None and w is not None:
             assert (a - w).norm().item() <= 1e-5 * w.norm().item()
+
+
+def shared_offset(m: FindRec, scale: float = 0.1) -> FindRec:
+    """Give every modality's posterior mean one common offset (the bias of mu), larger than the items' spread:
+    latents start near one shared point, as FindRec-mmd's reached on ML-1M-MM."""
+    p = m.config.modal_dim
+    offset = scale * torch.randn(p, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for bottleneck in m.bottlenecks:
+            bottleneck.encoder[-1].bias[:p] = offset
+    return m
+
+
+def test_contrastive_alignment_is_opt_in_log_n_at_collapse_and_part_of_the_loss(ctx: DataContext) -> None:
+    b = next(iter(make_train_batches("sequences", ctx, batch_size=16, seed=0, max_len=20, target="all")))
+    torch.manual_seed(3)
+    assert "align_contrastive" not in model(ctx, mode="mmd").loss(b)  # off in every preset
+    m = model(ctx, mode="mmd", align_contrastive=0.5, bandwidth_rows=10_000)  # every valid position aligned
+    p = m.config.modal_dim
+    with torch.no_grad():  # total collapse: every item's mean is the same point in both modalities
+        for bottleneck in m.bottlenecks:
+            bottleneck.encoder[-1].weight[:p] = 0.0
+        shared_offset(m)
+    torch.manual_seed(3)
+    terms = m.loss(b)
+    n = len(torch.unique(b["seq"][b["seq"] != ctx.n_items]))
+    assert terms["align"].item() == pytest.approx(0.0, abs=1e-6)  # the MMD's collapsed minimum
+    assert terms["align_contrastive"].item() == pytest.approx(math.log(n), rel=1e-5)
+    expected = terms["ce"] + m.config.loss_weight * (
+        terms["kl_objective"] + m.config.stein_weight * terms["align"] + 0.5 * terms["align_contrastive"]
+    )
+    torch.testing.assert_close(terms["loss"], expected)
+    with torch.no_grad():
+        d = m.eval().diagnostics(ctx)
+    assert d["latent_cosine"] == pytest.approx(1.0, abs=1e-5) and d["kl_item_share"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="align_contrastive"):
+        model(ctx, mode="mmd", modalities=["text"], align_contrastive=1.0)
+    with pytest.raises(ConfigError, match="align_temperature"):
+        model(ctx, mode="mmd", align_temperature=0.0)
+
+
+def test_contrastive_alignment_spreads_latents_that_the_mmd_lets_collapse(ctx: DataContext) -> None:
+    """From latents near one shared point (mean cosine ~0.9): 3 epochs of mode=mmd move them closer together and
+    sampled z lose their item; with the cross-modal InfoNCE added they spread, z finds its item and text finds
+    the same item's image far more often."""
+    mmd_only = train(shared_offset(model(ctx, mode="mmd")), ctx, epochs=3)
+    contrastive = train(shared_offset(model(ctx, mode="mmd", align_contrastive=1.0)), ctx, epochs=3)
+    assert mmd_only[0]["latent_cosine"] > 0.8 and mmd_only[0] == {
+        k: v for k, v in contrastive[0].items() if k != "align_contrastive"
+    }
+    assert mmd_only[-1]["latent_cosine"] > mmd_only[0]["latent_cosine"]
+    assert mmd_only[-1]["z_item_retrieval"] < mmd_only[0]["z_item_retrieval"]
+    assert contrastive[-1]["latent_cosine"] < 0.5 * contrastive[0]["latent_cosine"]
+    assert contrastive[-1]["z_item_retrieval"] > 3 * mmd_only[-1]["z_item_retrieval"]
+    assert contrastive[-1]["cross_modal_retrieval"] > mmd_only[-1]["cross_modal_retrieval"] + 0.2
+    assert contrastive[-1]["align_contrastive"] < 0.5 * contrastive[0]["align_contrastive"]
+
+
+def test_latent_spread_diagnostics_are_in_range(ctx: DataContext) -> None:
+    with torch.no_grad():
+        d = model(ctx, mode="mmd").eval().diagnostics(ctx)
+    assert -1.0 <= d["latent_cosine"] < 0.9 and 0.0 <= d["kl_item_share"] <= 1.0

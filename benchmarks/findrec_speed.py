@@ -6,7 +6,7 @@ Everything is measured side by side in one process (best of R repeats, forward +
 are timed in turn, one step of each per round, so that the shared machine's load falls on all alike): SASRec, FindRec
 faithful (released last-position objective), FindRec mmd (all positions) and Mamba4Rec at d 128, FindRec with and
 without the levers (cheaper dropout masks, the bottleneck encoded once per distinct item, the O(L W) windowed
-cross-attention, top-1 sparse experts, bf16 autocast = train.amp=true). ``--compile`` adds torch.compile (inductor, CPU) side by side with eager: the
+cross-attention, top-1 sparse experts, routing per position, the alignment on 256 rows, bf16 autocast = train.amp=true). ``--compile`` adds torch.compile (inductor, CPU) side by side with eager: the
 Mamba scan (the autograd reference loop compiled against the hand-written fused scan) and FindRec's dense blocks
 (cross-attention, router, experts, fusions, bottleneck encoders), with compile time and the numerical difference.
 ``--profile N`` breaks N profiled all-position steps per length down by part (forward and the backward it causes), for

@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 
 from modalrec.models.sequential.findrec import FindRec
+from modalrec.nn.unit import mean_pairwise_cosine
 from modalrec.train.experiment import open_run
 
 
@@ -39,9 +39,7 @@ def probe(path: str) -> None:
             variances = (-0.5 * (1 + logvar - logvar.exp())).sum(-1).mean()
             sample = mu[:: max(1, len(mu) // 1024)]  # evenly spaced, at most ~1,024 items for the pairwise parts
             distances = torch.cdist(sample, sample).fill_diagonal_(float("inf"))
-            unit = F.normalize(mu, dim=-1)
-            n = len(unit)
-            cosine = ((unit.sum(0).pow(2).sum() - n) / (n * (n - 1))).item()  # mean over pairs i != j of u_i . u_j
+            n, cosine = len(mu), mean_pairwise_cosine(mu)
             print(
                 f"  {modality}: {n} items; KL per item {offset + spread + variances:.1f} nats = offset {offset:.1f}"
                 f" + item spread {spread:.1f} + variances {variances:.1f}"

@@ -38,3 +38,11 @@ def unit_norm(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     if not torch.is_grad_enabled() or not x.requires_grad:
         return torch.nn.functional.normalize(x, dim=-1, eps=eps)
     return cast(torch.Tensor, _UnitNorm.apply(x, eps))
+
+
+def mean_pairwise_cosine(x: torch.Tensor) -> float:
+    """Mean cosine similarity over all pairs of different rows of x [N, D] (rows normalised here, in float64): 1 when
+    every row points the same way, ~0 for independent directions; 0 for fewer than 2 rows. A collapse diagnostic."""
+    units = torch.nn.functional.normalize(x.detach().double(), dim=-1)
+    total = units.sum(0).pow(2).sum() - units.pow(2).sum()
+    return float(total / max(1, len(x) * (len(x) - 1)))

@@ -66,6 +66,7 @@ from modalrec.nn.diffusion import Activation, Denoiser, GaussianDiffusion, Sched
 from modalrec.nn.graph import to_torch_sparse
 from modalrec.nn.hyperbolic import Lorentz
 from modalrec.nn.losses import hyperbolic_margin_loss
+from modalrec.nn.unit import mean_pairwise_cosine
 
 log = logging.getLogger(__name__)
 STAGE1_DIR = "stage1"
@@ -340,10 +341,3 @@ class HDRM(ScoringCache, HyperbolicScorer, GeneralRecommender):
             "x0_error": float((self.f_item(z_t, t, cond=z_u).float() - z_p).pow(2).sum(-1).mean() / scale),
             "x0_error_noop": float((z_t - z_p).pow(2).sum(-1).mean() / scale),
         }
-
-
-def mean_pairwise_cosine(x: torch.Tensor) -> float:
-    """Mean cosine similarity over all pairs of different rows of x [N, D]."""
-    n = torch.nn.functional.normalize(x.double(), dim=-1)
-    total = n.sum(0).pow(2).sum() - n.pow(2).sum()
-    return float(total / max(1, len(x) * (len(x) - 1)))

@@ -78,7 +78,7 @@ from modalrec.nn.stein import (
 )
 from modalrec.nn.towers import Tower, build_item_tower
 from modalrec.nn.typed import TypedModuleList
-from modalrec.nn.unit import unit_norm
+from modalrec.nn.unit import mean_pairwise_cosine, unit_norm
 
 # The flags that ``mode`` sets when they are left at None.
 Mode = Literal["faithful", "clean", "mmd"]  # the presets below, one per mode
@@ -882,12 +882,12 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
                 kls.append(kl / mu.shape[-1])
                 own.append(_retrieval(sampled, mean))
                 means.append(mean)
-                cosines.append(_mean_pairwise_cosine(mean))
+                cosines.append(mean_pairwise_cosine(mu))
                 # mean KL = 0.5 |mean mu|^2 (shared offset) + 0.5 mean |mu - mean mu|^2 (item-specific) + variance part
                 item_shares.append(0.5 * (mu - mu.mean(0)).pow(2).sum(-1).mean() / kl.clamp(min=1e-12))
             out["kl_per_dim"] = float(torch.stack(kls).mean())
             out["z_item_retrieval"] = float(torch.stack(own).mean())
-            out["latent_cosine"] = float(torch.stack(cosines).mean())
+            out["latent_cosine"] = sum(cosines) / len(cosines)
             out["kl_item_share"] = float(torch.stack(item_shares).mean())
             if len(means) > 1:
                 pairs = [_retrieval(means[a], means[b]) for a in range(len(means)) for b in range(len(means)) if a != b]
@@ -1018,13 +1018,6 @@ class FindRec(ItemTowerHost, EmbeddingScorer, SequentialRecommender):
 
     def item_vectors(self, items: slice) -> torch.Tensor:
         return self.item_embedding.weight[: self.n_items][items]  # the pad row is never ranked
-
-
-def _mean_pairwise_cosine(units: torch.Tensor) -> torch.Tensor:
-    """Mean cosine between distinct rows of unit-norm ``units`` [n, p] (n >= 2): 1 when every row is the same point."""
-    n = len(units)
-    total = units.sum(0)
-    return (total @ total - units.pow(2).sum()) / (n * (n - 1))
 
 
 def _retrieval(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,41 @@ def test_benchmark_command_runs_reports_and_skips_on_rerun(tmp_path: Path, synth
     assert result.exit_code != 0 and "nosuchmodel" in str(result.exception)
 
 
+def _two_seed_suite(tmp_path: Path, data: Path) -> Path:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"name": "cli", "datasets": [str(data)], "seeds": [3, 5], "models": ["pop", "itemknn"]}))
+    return suite
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seeds", "two"], "--seeds takes comma-separated integers such as 1 or 2,3, got 'two'"),
+        (["--seeds", "1,,2"], "--seeds takes comma-separated integers"),
+        (["--seeds", "4"], "--seeds names 4, not seeds of suite cli (3, 5)"),
+        (["--datasets", "ml-1m"], "--datasets names ml-1m, not dataset labels of suite cli (synthetic)"),
+        (["--only", "bpr"], "--only names bpr, not model labels of suite cli (pop, itemknn)"),
+    ],
+)
+def test_benchmark_refuses_a_selection_outside_the_suite(
+    tmp_path: Path, synthetic_dir: Path, flags: list[str], message: str
+) -> None:
+    suite = _two_seed_suite(tmp_path, synthetic_dir)
+    out = tmp_path / "out"
+    for dry in ([], ["--dry-run"]):
+        result = CliRunner().invoke(app, ["benchmark", str(suite), "--out", str(out), "--quiet", *flags, *dry])
+        assert result.exit_code != 0 and message in str(result.exception)
+        assert not out.exists()
+
+
+def test_benchmark_dry_run_lists_only_the_selected_runs(tmp_path: Path, synthetic_dir: Path) -> None:
+    suite = _two_seed_suite(tmp_path, synthetic_dir)
+    dry = CliRunner().invoke(app, ["benchmark", str(suite), "--out", str(tmp_path / "out"), "--dry-run", "--seeds", "5"])
+    assert dry.exit_code == 0, dry.output
+    assert "synthetic__pop__seed5" in dry.output and "synthetic__itemknn__seed5" in dry.output
+    assert "seed3" not in dry.output
+
+
 def test_search_command_writes_the_best_point(tmp_path: Path, synthetic_dir: Path) -> None:
     pytest.importorskip("optuna")
     out = tmp_path / "study"

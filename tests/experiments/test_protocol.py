@@ -13,7 +13,7 @@ import yaml
 from modalrec.errors import ConfigError
 from modalrec.experiments.collect import load_runs
 from modalrec.experiments.report import build_report
-from modalrec.experiments.suite import Suite, run_suite, tuning_record, write_manifest
+from modalrec.experiments.suite import Selection, Suite, run_suite, tuning_record, write_manifest
 from modalrec.experiments.tables import CAP_MARK, build_comparison, to_csv, to_markdown
 from modalrec.train import experiment
 from modalrec.train.experiment import resolve
@@ -311,15 +311,44 @@ def test_a_grid_needs_choices_and_a_budget_of_its_size(tmp_path: Path, synthetic
         Suite.load(_suite(tmp_path, synthetic_dir, ["ease"], search=search)).validate()
 
 
-def test_only_runs_some_rows_and_the_manifest_keeps_the_whole_suite(tmp_path: Path, synthetic_dir: Path) -> None:
-    suite = Suite.load(
-        _suite(tmp_path, synthetic_dir, ["pop", "itemknn", {"name": "bpr", "overrides": {"train.epochs": 1}}], seeds=[1])
+def _two_dataset_suite(tmp_path: Path, data: Path) -> Suite:
+    datasets = [{"name": str(data), "label": "syn"}, {"name": str(data), "label": "syn2"}]
+    return Suite.load(_suite(tmp_path, data, ["pop", "itemknn"], datasets=datasets, seeds=[1, 2]))
+
+
+def test_a_selection_runs_its_cells_and_the_manifest_keeps_the_whole_suite(tmp_path: Path, synthetic_dir: Path) -> None:
+    suite = _two_dataset_suite(tmp_path, synthetic_dir)
+    first = run_suite(suite, progress=False, selection=Selection(labels=("pop",), seeds=(2,)))
+    assert [o.run.name for o in first] == ["syn__pop__seed2", "syn2__pop__seed2"]
+    second = run_suite(suite, progress=False, selection=Selection(datasets=("syn2",), seeds=(1,)))
+    assert [o.run.name for o in second] == ["syn2__pop__seed1", "syn2__itemknn__seed1"]
+    assert sorted(p.name for p in (suite.out / "runs").iterdir()) == sorted(
+        ["syn__pop__seed2", "syn2__pop__seed2", "syn2__pop__seed1", "syn2__itemknn__seed1"]
     )
-    with pytest.raises(ConfigError, match=r"--only names nope, not model labels of suite p \(pop, itemknn, bpr\)"):
-        run_suite(suite, progress=False, only=["nope"])
-    outcomes = run_suite(suite, progress=False, only=["pop", "itemknn"])
-    assert sorted(o.run.model.label for o in outcomes) == ["itemknn", "pop"]
-    assert not (suite.out / "runs" / "syn__bpr__seed1").exists()
     manifest = json.loads((suite.out / "suite.json").read_text())
-    assert set(manifest["runs"]) == {"syn__pop__seed1", "syn__itemknn__seed1", "syn__bpr__seed1"}
-    assert {r.label for r in load_runs([suite.out])} == {"pop", "itemknn"}
+    assert len(manifest["runs"]) == 8  # 2 datasets x 2 models x 2 seeds, whatever ran so far
+    assert {(r.dataset, r.label, r.seed) for r in load_runs([suite.out])} == {
+        ("syn", "pop", 2),
+        ("syn2", "pop", 2),
+        ("syn2", "pop", 1),
+        ("syn2", "itemknn", 1),
+    }
+
+
+@pytest.mark.parametrize(
+    ("selection", "message"),
+    [
+        (Selection(labels=("nope",)), r"--only names nope, not model labels of suite p \(pop, itemknn\)"),
+        (Selection(labels=("pop", "bpr", "ease")), r"--only names bpr, ease, not model labels"),
+        (Selection(datasets=("ml-1m",)), r"--datasets names ml-1m, not dataset labels of suite p \(syn, syn2\)"),
+        (Selection(seeds=(3,)), r"--seeds names 3, not seeds of suite p \(1, 2\)"),
+        (Selection(labels=("pop",), seeds=(0, 1)), r"--seeds names 0, not seeds"),
+    ],
+)
+def test_a_selection_outside_the_suite_is_refused_before_anything_runs(
+    tmp_path: Path, synthetic_dir: Path, selection: Selection, message: str
+) -> None:
+    suite = _two_dataset_suite(tmp_path, synthetic_dir)
+    with pytest.raises(ConfigError, match=message):
+        run_suite(suite, progress=False, selection=selection)
+    assert not suite.out.exists()

@@ -27,6 +27,14 @@ def _print_report(report: Report) -> None:
     console.print(f"tables: {report.markdown}, {report.csv}\nreport: {report.html}")
 
 
+def parse_seed_option(value: str) -> tuple[int, ...]:
+    """``--seeds 2,3`` as integers; anything else is a ConfigError naming the option and the value."""
+    try:
+        return tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers such as 1 or 2,3, got {value!r}") from None
+
+
 def benchmark_command(
     suite_file: Annotated[Path, typer.Argument(metavar="SUITE.yaml", help="A suite file (see suites/ and docs/experiments.md).")],
     out: Annotated[Path | None, typer.Option(help="Output directory (default: the suite's 'out').")] = None,
@@ -37,19 +45,29 @@ def benchmark_command(
     report: Annotated[bool, typer.Option(help="Build <out>/report (tables, plots, HTML) at the end.")] = True,
     quiet: Annotated[bool, typer.Option(help="Only warnings, one line per epoch and per run, and the final tables.")] = False,
     only: Annotated[str | None, typer.Option(help="Comma-separated model labels: run (and tune) only these rows now.")] = None,
+    datasets: Annotated[
+        str | None, typer.Option(help="Comma-separated dataset labels: run (and tune) only on these now.")
+    ] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 1 or 2,3: run only these seeds now.")] = None,
 ) -> None:
     """Run a benchmark suite (models x datasets x seeds); finished runs are skipped, interrupted ones resumed."""
     from modalrec.experiments.report import build_report
-    from modalrec.experiments.suite import Suite, run_suite
+    from modalrec.experiments.suite import Selection, Suite, run_suite
 
     setup_logging(not quiet)
     suite = Suite.load(suite_file, out)
+    selection = Selection(
+        labels=tuple(only.split(",")) if only else None,
+        datasets=tuple(datasets.split(",")) if datasets else None,
+        seeds=parse_seed_option(seeds) if seeds else None,
+    )
     if dry_run:
         suite.validate()
+        selection.check(suite)
         table = Table(title=f"suite {suite.name} -> {suite.out}")
         for column in ("run", "state"):
             table.add_column(column)
-        for run in suite.plan():
+        for run in filter(selection.keeps, suite.plan()):
             state = (
                 "done"
                 if (run.path / "results.json").exists()
@@ -60,13 +78,15 @@ def benchmark_command(
             table.add_row(run.name, state)
         for d in suite.datasets:
             for m in suite.tuned_models():
+                if not selection.tunes(d, m):
+                    continue
                 table.add_row(
                     f"search {d.label}__{m.label} ({suite.search_settings(m).trials} trials)",
                     "study exists" if (suite.search_dir(d, m) / "study.db").exists() else "new",
                 )
         console.print(table)
         return
-    outcomes = run_suite(suite, keep_going=not stop_on_error, progress=not quiet, only=only.split(",") if only else None)
+    outcomes = run_suite(suite, keep_going=not stop_on_error, progress=not quiet, selection=selection)
     table = Table(title=f"suite {suite.name}")
     for column in ("run", "status", "best epoch", "valid", "test", "note"):
         table.add_column(column)

@@ -533,30 +533,57 @@ def write_manifest(suite: Suite, plan: list[PlannedRun], searches: dict[str, Any
     write_text_atomic(suite.out / "suite.json", json.dumps(to_jsonable(payload), indent=2) + "\n")
 
 
-def check_only(suite: Suite, only: list[str] | None) -> set[str]:
-    """The model labels to run: ``only`` (each must be a label of the suite), or all of them."""
-    labels = [m.label for m in suite.models]
-    if only is None:
-        return set(labels)
-    unknown = [label for label in only if label not in labels]
-    if unknown:
-        raise ConfigError(f"--only names {', '.join(unknown)}, not model labels of suite {suite.name} ({', '.join(labels)})")
-    return set(only)
+@dataclass(frozen=True)
+class Selection:
+    """The part of a suite one invocation runs (``--only``, ``--datasets``, ``--seeds``); ``None`` keeps every value.
+
+    The manifest still describes the whole suite, so a suite filled in over several invocations (one seed
+    or one dataset at a time, as a budget allows) reports as one table.
+    """
+
+    labels: tuple[str, ...] | None = None
+    datasets: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+
+    def check(self, suite: Suite) -> None:
+        """Every named label, dataset and seed must be one of the suite's, else a ConfigError listing the valid ones."""
+        seeds = sorted({s for m in suite.models for s in (m.seeds or suite.seeds)})
+        checks: list[tuple[str, str, tuple[Any, ...] | None, list[Any]]] = [
+            ("--only", "model labels", self.labels, [m.label for m in suite.models]),
+            ("--datasets", "dataset labels", self.datasets, [d.label for d in suite.datasets]),
+            ("--seeds", "seeds", self.seeds, seeds),
+        ]
+        for flag, what, asked, valid in checks:
+            unknown = [str(v) for v in asked or () if v not in valid]
+            if unknown:
+                raise ConfigError(
+                    f"{flag} names {', '.join(unknown)}, not {what} of suite {suite.name} ({', '.join(map(str, valid))})"
+                )
+
+    def tunes(self, dataset: Entry, model: Entry) -> bool:
+        """Whether the (dataset, model) cell is in this selection (its search runs if the suite tunes the model)."""
+        return (self.labels is None or model.label in self.labels) and (self.datasets is None or dataset.label in self.datasets)
+
+    def keeps(self, run: PlannedRun) -> bool:
+        """Whether ``run`` is in this selection."""
+        return self.tunes(run.dataset, run.model) and (self.seeds is None or run.seed in self.seeds)
 
 
-def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True, only: list[str] | None = None) -> list[RunOutcome]:
+def run_suite(
+    suite: Suite, keep_going: bool = True, progress: bool = True, selection: Selection | None = None
+) -> list[RunOutcome]:
     """Validate, tune (if the suite asks), then run every cell; returns one outcome per planned run.
 
     With ``keep_going`` a run that fails with a user-facing error (e.g. a NaN loss) is recorded and the
     suite goes on; the failure is reported at the end and the run is retried on the next invocation.
-    ``only``: run (and tune) just these model labels now; the manifest still describes the whole suite, so
-    the report of a suite filled in over several invocations is one table.
+    ``selection``: run (and tune) just these model labels, datasets and seeds now (see :class:`Selection`).
     """
     suite.validate()
-    selected = check_only(suite, only)
+    selection = selection or Selection()
+    selection.check(suite)
     full_plan = suite.plan()
-    plan = [r for r in full_plan if r.model.label in selected]
-    tuned_models = [m for m in suite.tuned_models() if m.label in selected]
+    plan = [r for r in full_plan if selection.keeps(r)]
+    searches_now = [(d, m) for d in suite.datasets for m in suite.tuned_models() if selection.tunes(d, m)]
     suite.out.mkdir(parents=True, exist_ok=True)
     previous = suite.out / "suite.json"
     # the search outcomes of earlier invocations stay (a resumed study re-reports its own)
@@ -564,30 +591,29 @@ def run_suite(suite: Suite, keep_going: bool = True, progress: bool = True, only
     write_manifest(suite, full_plan, searches)
     tuned: dict[tuple[str, str], list[str]] = {}
     outcomes: list[RunOutcome] = []
-    steps = len(plan) + len(tuned_models) * len(suite.datasets)
+    steps = len(plan) + len(searches_now)
     with progress_bar(f"suite {suite.name}", steps, unit="steps", enabled=progress) as bar:
-        for d in suite.datasets:
-            for m in tuned_models:
-                progress_log.info("suite %s: search %s on %s", suite.name, m.label, d.label)
+        for d, m in searches_now:
+            progress_log.info("suite %s: search %s on %s", suite.name, m.label, d.label)
 
-                def on_trial(done: int, budget: int, m: Entry = m, d: Entry = d) -> None:
-                    bar.advance(0, f"search {m.label} on {d.label}: {done}/{budget} trials")
+            def on_trial(done: int, budget: int, m: Entry = m, d: Entry = d) -> None:
+                bar.advance(0, f"search {m.label} on {d.label}: {done}/{budget} trials")
 
-                result = _tune(suite, d, m, on_trial)
-                tuned[(d.label, m.label)] = result.overrides
-                searches[f"{d.label}__{m.label}"] = {
-                    "metric": result.metric,
-                    "best_value": result.best_value,
-                    "best_params": result.best_params,
-                    "complete": result.complete,
-                    "pruned": result.pruned,
-                    "failed": result.failed,
-                }
-                write_manifest(suite, full_plan, searches)
-                progress_log.info(
-                    "suite %s: searched %s on %s: valid %s=%.4f", suite.name, m.label, d.label, result.metric, result.best_value
-                )
-                bar.advance(1)
+            result = _tune(suite, d, m, on_trial)
+            tuned[(d.label, m.label)] = result.overrides
+            searches[f"{d.label}__{m.label}"] = {
+                "metric": result.metric,
+                "best_value": result.best_value,
+                "best_params": result.best_params,
+                "complete": result.complete,
+                "pruned": result.pruned,
+                "failed": result.failed,
+            }
+            write_manifest(suite, full_plan, searches)
+            progress_log.info(
+                "suite %s: searched %s on %s: valid %s=%.4f", suite.name, m.label, d.label, result.metric, result.best_value
+            )
+            bar.advance(1)
         for i, run in enumerate(plan, start=1):
             bar.advance(0, f"{run.model.label} on {run.dataset.label}, seed {run.seed}")
             try:

@@ -352,3 +352,11 @@ def test_a_selection_outside_the_suite_is_refused_before_anything_runs(
     with pytest.raises(ConfigError, match=message):
         run_suite(suite, progress=False, selection=selection)
     assert not suite.out.exists()
+
+
+def test_a_selection_of_no_run_is_refused(tmp_path: Path, synthetic_dir: Path) -> None:
+    suite = Suite.load(_suite(tmp_path, synthetic_dir, ["pop", {"name": "itemknn", "seeds": [1]}], seeds=[1, 2]))
+    with pytest.raises(ConfigError, match=r"select no run of suite p: a model entry's own 'seeds' exclude the seeds asked"):
+        run_suite(suite, progress=False, selection=Selection(labels=("itemknn",), seeds=(2,)))
+    assert not suite.out.exists()
+    assert [o.run.name for o in run_suite(suite, progress=False, selection=Selection(seeds=(2,)))] == ["syn__pop__seed2"]

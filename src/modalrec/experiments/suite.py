@@ -546,7 +546,8 @@ class Selection:
     seeds: tuple[int, ...] | None = None
 
     def check(self, suite: Suite) -> None:
-        """Every named label, dataset and seed must be one of the suite's, else a ConfigError listing the valid ones."""
+        """Every named label, dataset and seed must be one of the suite's (else a ConfigError listing the valid ones), and
+        together they must select at least one run."""
         seeds = sorted({s for m in suite.models for s in (m.seeds or suite.seeds)})
         checks: list[tuple[str, str, tuple[Any, ...] | None, list[Any]]] = [
             ("--only", "model labels", self.labels, [m.label for m in suite.models]),
@@ -559,6 +560,11 @@ class Selection:
                 raise ConfigError(
                     f"{flag} names {', '.join(unknown)}, not {what} of suite {suite.name} ({', '.join(map(str, valid))})"
                 )
+        if not any(self.keeps(run) for run in suite.plan()):
+            raise ConfigError(
+                f"--only/--datasets/--seeds select no run of suite {suite.name}: "
+                "a model entry's own 'seeds' exclude the seeds asked"
+            )
 
     def tunes(self, dataset: Entry, model: Entry) -> bool:
         """Whether the (dataset, model) cell is in this selection (its search runs if the suite tunes the model)."""

@@ -80,6 +80,19 @@ def test_benchmark_dry_run_lists_only_the_selected_runs(tmp_path: Path, syntheti
     assert "seed3" not in dry.output
 
 
+def test_benchmark_dry_run_lists_only_the_selected_searches(tmp_path: Path, synthetic_dir: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    body = {"name": "cli", "datasets": [str(synthetic_dir)], "seeds": [3], "models": ["pop", "itemknn"]}
+    suite.write_text(yaml.safe_dump({**body, "search": {"trials": 2, "models": ["itemknn"]}}))
+    out = str(tmp_path / "out")
+    tuned = CliRunner().invoke(app, ["benchmark", str(suite), "--out", out, "--dry-run", "--only", "itemknn"])
+    assert tuned.exit_code == 0, tuned.output
+    assert "search synthetic__itemknn (2 trials)" in tuned.output
+    untuned = CliRunner().invoke(app, ["benchmark", str(suite), "--out", out, "--dry-run", "--only", "pop"])
+    assert untuned.exit_code == 0, untuned.output
+    assert "search" not in untuned.output and "synthetic__pop__seed3" in untuned.output
+
+
 def test_search_command_writes_the_best_point(tmp_path: Path, synthetic_dir: Path) -> None:
     pytest.importorskip("optuna")
     out = tmp_path / "study"

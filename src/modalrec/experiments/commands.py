@@ -76,14 +76,11 @@ def benchmark_command(
                 else "new"
             )
             table.add_row(run.name, state)
-        for d in suite.datasets:
-            for m in suite.tuned_models():
-                if not selection.tunes(d, m):
-                    continue
-                table.add_row(
-                    f"search {d.label}__{m.label} ({suite.search_settings(m).trials} trials)",
-                    "study exists" if (suite.search_dir(d, m) / "study.db").exists() else "new",
-                )
+        for d, m in selection.searches(suite):
+            table.add_row(
+                f"search {d.label}__{m.label} ({suite.search_settings(m).trials} trials)",
+                "study exists" if (suite.search_dir(d, m) / "study.db").exists() else "new",
+            )
         console.print(table)
         return
     outcomes = run_suite(suite, keep_going=not stop_on_error, progress=not quiet, selection=selection)

@@ -574,6 +574,10 @@ class Selection:
         """Whether ``run`` is in this selection."""
         return self.tunes(run.dataset, run.model) and (self.seeds is None or run.seed in self.seeds)
 
+    def searches(self, suite: Suite) -> list[tuple[Entry, Entry]]:
+        """The (dataset, model) cells whose search this selection runs: the selected cells of tuned models."""
+        return [(d, m) for d in suite.datasets for m in suite.tuned_models() if self.tunes(d, m)]
+
 
 def run_suite(
     suite: Suite, keep_going: bool = True, progress: bool = True, selection: Selection | None = None
@@ -589,7 +593,7 @@ def run_suite(
     selection.check(suite)
     full_plan = suite.plan()
     plan = [r for r in full_plan if selection.keeps(r)]
-    searches_now = [(d, m) for d in suite.datasets for m in suite.tuned_models() if selection.tunes(d, m)]
+    searches_now = selection.searches(suite)
     suite.out.mkdir(parents=True, exist_ok=True)
     previous = suite.out / "suite.json"
     # the search outcomes of earlier invocations stay (a resumed study re-reports its own)
